@@ -1,0 +1,32 @@
+"""Test-suite wide settings.
+
+- Thread counts are fixed before any framework starts (CI has 2 cores; never run both
+  frameworks' compute at once, so each may use both cores).
+- Tests under ``tests/pytorch`` get the ``torch`` marker, under ``tests/tensorflow`` the ``tf``
+  marker, so ``pytest -m "not tf"`` runs without TensorFlow.
+- Nothing may reach the network: the Hugging Face hub is forced offline.
+"""
+import os
+import pathlib
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+TESTS = pathlib.Path(__file__).parent
+_DIR_MARKERS = {"pytorch": "torch", "tensorflow": "tf"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = pathlib.Path(str(item.fspath)).relative_to(TESTS).parts
+        if rel and rel[0] in _DIR_MARKERS:
+            item.add_marker(getattr(pytest.mark, _DIR_MARKERS[rel[0]]))
+
