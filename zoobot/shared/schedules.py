@@ -1,0 +1,207 @@
+"""Learning-rate schedules shared by both backends (api.md 2.2).
+
+Both backends accept the same ``scheduler_params`` dict. This module turns any accepted
+spelling into one canonical dict, and computes the cosine multiplier per epoch, so that
+PyTorch (a ``LambdaLR``) and TensorFlow (a Keras callback) follow exactly the same curve.
+
+Canonical forms returned by :func:`normalise_scheduler_params`:
+
+- ``None``: constant learning rate (from ``None``, ``{}``, ``{'name': 'constant'}`` or
+  ``{'cosine_schedule': False, ...}``);
+- ``{'name': 'plateau', 'patience': p}``: reduce on plateau of ``validation/supervised_loss``;
+- ``{'name': 'cosine', 'warmup_epochs': w, 'max_epochs': m, 'min_lr_factor': f}``.
+
+The upstream (Zoobot v2) keys ``cosine_schedule``, ``max_cosine_epochs`` and
+``max_learning_rate_reduction_factor`` are accepted as spellings of ``name='cosine'``,
+``max_epochs`` and ``min_lr_factor``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from zoobot.shared.errors import unknown_option_error
+
+__all__ = ["normalise_scheduler_params", "cosine_multiplier", "PLATEAU_DEFAULTS", "COSINE_DEFAULTS"]
+
+#: Defaults filled in for a plateau schedule.
+PLATEAU_DEFAULTS = {"patience": 5}
+#: Defaults filled in for a cosine schedule (the upstream finetuning defaults).
+COSINE_DEFAULTS = {"warmup_epochs": 0, "max_epochs": 100, "min_lr_factor": 0.01}
+
+_NAMES = ["constant", "plateau", "cosine"]
+# upstream key -> canonical key
+_U2_KEYS = {"max_cosine_epochs": "max_epochs", "max_learning_rate_reduction_factor": "min_lr_factor"}
+_KEYS = {
+    "constant": {"name"},
+    "plateau": {"name", "patience"},
+    "cosine": {"name", "warmup_epochs", "max_epochs", "min_lr_factor"},
+}
+
+
+def normalise_scheduler_params(params: Mapping | None) -> dict | None:
+    """Turn any accepted spelling of ``scheduler_params`` into the canonical dict.
+
+    Parameters
+    ----------
+    params : dict or None
+        ``None`` or ``{}`` (constant LR); ``{'name': 'plateau', 'patience': 5}``;
+        ``{'name': 'cosine', 'warmup_epochs': 0, 'max_epochs': 100, 'min_lr_factor': 0.01}``;
+        or the upstream keys ``cosine_schedule`` (bool), ``warmup_epochs``, ``max_cosine_epochs``,
+        ``max_learning_rate_reduction_factor``. Missing values take the defaults
+        :data:`PLATEAU_DEFAULTS` / :data:`COSINE_DEFAULTS`.
+
+    Returns
+    -------
+    dict or None
+        The canonical dict, or ``None`` for a constant learning rate.
+
+    Raises
+    ------
+    TypeError
+        If ``params`` is not a mapping, or a value has the wrong type.
+    ValueError
+        (E13) unknown schedule name or key; conflicting spellings; values out of range
+        (``patience >= 0``, ``0 <= warmup_epochs < max_epochs``, ``0 <= min_lr_factor <= 1``).
+
+    Examples
+    --------
+    >>> normalise_scheduler_params({'cosine_schedule': True, 'max_cosine_epochs': 10})
+    {'name': 'cosine', 'warmup_epochs': 0, 'max_epochs': 10, 'min_lr_factor': 0.01}
+    >>> normalise_scheduler_params({}) is None
+    True
+    """
+    if params is None:
+        return None
+    if not isinstance(params, Mapping):
+        raise TypeError(f"scheduler_params must be a dict or None, got {type(params).__name__}: {params!r}")
+    params = dict(params)
+    if not params:
+        return None
+
+    # translate the upstream spellings
+    if "cosine_schedule" in params:
+        use_cosine = params.pop("cosine_schedule")
+        if not isinstance(use_cosine, bool):
+            raise TypeError(f"scheduler_params['cosine_schedule'] must be True or False, got {use_cosine!r}")
+        name = params.get("name")
+        if use_cosine and name not in (None, "cosine"):
+            raise ValueError(f"scheduler_params has cosine_schedule=True but name={name!r}; give only one of them.")
+        if not use_cosine and name == "cosine":
+            raise ValueError("scheduler_params has name='cosine' but cosine_schedule=False; give only one of them.")
+        if use_cosine:
+            params["name"] = "cosine"
+        elif name is None:
+            # upstream behaviour: cosine_schedule=False switches the schedule off, its settings are unused
+            for key in ("warmup_epochs", "max_epochs", "min_lr_factor", *_U2_KEYS):
+                params.pop(key, None)
+            if not params:
+                return None
+    for old, new in _U2_KEYS.items():
+        if old in params:
+            value = params.pop(old)
+            if new in params and params[new] != value:
+                raise ValueError(
+                    f"scheduler_params gives both {new}={params[new]!r} and its upstream spelling {old}={value!r}; "
+                    "give only one of them."
+                )
+            params[new] = value
+
+    if "name" not in params:
+        if params.keys() & {"warmup_epochs", "max_epochs", "min_lr_factor"}:
+            params["name"] = "cosine"
+        elif "patience" in params:
+            params["name"] = "plateau"
+        else:
+            raise unknown_option_error("scheduler_params keys", sorted(params), sorted(_KEYS["cosine"] | {"patience"}))
+    name = params["name"]
+    if name is None or name == "constant":
+        name = "constant"
+    if name not in _NAMES:
+        raise unknown_option_error("scheduler name", name, _NAMES)
+    for key in params:
+        if key not in _KEYS[name]:
+            accepted = sorted(_KEYS[name] - {"name"}) + sorted(k for k, v in _U2_KEYS.items() if v in _KEYS[name])
+            raise unknown_option_error(f"key for the {name!r} schedule in scheduler_params", key, accepted)
+
+    if name == "constant":
+        return None
+    if name == "plateau":
+        patience = params.get("patience", PLATEAU_DEFAULTS["patience"])
+        _check_int("patience", patience, minimum=0)
+        return {"name": "plateau", "patience": int(patience)}
+
+    out = {"name": "cosine", **COSINE_DEFAULTS}
+    out.update({k: v for k, v in params.items() if k != "name"})
+    _check_int("warmup_epochs", out["warmup_epochs"], minimum=0)
+    _check_int("max_epochs", out["max_epochs"], minimum=1)
+    if out["warmup_epochs"] >= out["max_epochs"]:
+        raise ValueError(
+            f"scheduler_params: warmup_epochs={out['warmup_epochs']} must be smaller than "
+            f"max_epochs={out['max_epochs']} (the cosine decay runs from warmup_epochs to max_epochs)."
+        )
+    factor = out["min_lr_factor"]
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+        raise ValueError(
+            f"scheduler_params: min_lr_factor (max_learning_rate_reduction_factor) must be a number in [0, 1], "
+            f"got {factor!r}. The final learning rate is learning_rate * min_lr_factor."
+        )
+    out["warmup_epochs"], out["max_epochs"], out["min_lr_factor"] = (
+        int(out["warmup_epochs"]),
+        int(out["max_epochs"]),
+        float(factor),
+    )
+    return out
+
+
+def _check_int(key: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise TypeError(f"scheduler_params[{key!r}] must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"scheduler_params[{key!r}] must be >= {minimum}, got {value!r}")
+
+
+def cosine_multiplier(epoch: int, warmup_epochs: int, max_epochs: int, min_lr_factor: float) -> float:
+    """Learning-rate multiplier of the cosine schedule at ``epoch`` (counted from 0).
+
+    The learning rate is ``learning_rate * cosine_multiplier(...)``:
+
+    - ``epoch < warmup_epochs``: linear warm-up ``(epoch + 1) / warmup_epochs``;
+    - ``warmup_epochs <= epoch < max_epochs``:
+      ``f + (1 - f) * (1 + cos(pi * (epoch - w) / (max_epochs - w))) / 2`` with ``f = min_lr_factor``;
+    - ``epoch >= max_epochs``: ``min_lr_factor``.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch about to run, from 0.
+    warmup_epochs : int
+        Epochs of linear warm-up (0 = none).
+    max_epochs : int
+        Epoch at which the decay reaches ``min_lr_factor``.
+    min_lr_factor : float
+        Final multiplier, in [0, 1].
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> cosine_multiplier(0, 2, 10, 0.1)
+    0.5
+    >>> cosine_multiplier(2, 2, 10, 0.1)
+    1.0
+    >>> cosine_multiplier(6, 2, 10, 0.1)
+    0.55
+    >>> cosine_multiplier(12, 2, 10, 0.1)
+    0.1
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if epoch < warmup_epochs:
+        return (epoch + 1) / warmup_epochs
+    if epoch >= max_epochs:
+        return float(min_lr_factor)
+    progress = (epoch - warmup_epochs) / (max_epochs - warmup_epochs)
+    return float(min_lr_factor + (1 - min_lr_factor) * (1 + math.cos(math.pi * progress)) / 2)
