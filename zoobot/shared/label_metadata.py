@@ -21,43 +21,42 @@ The facts (questions, answers and their order, parents) follow the upstream Gala
 definitions (galaxy-datasets 0.0.25 and older zoobot releases); ``tests/shared`` checks every dict
 against an independent record of them.
 
-==================================== ===== ===== ========== ================================ ==============================
-pairs dict                           n_q   n_ans suffix     dependencies dict                prebuilt schema
-==================================== ===== ===== ========== ================================ ==============================
-``decals_dr12_ortho_pairs``          10    30    -dr12      ``decals_ortho_dependencies``    ``decals_dr12_ortho_schema``
-``decals_dr5_ortho_pairs``           10    34    -dr5       ``decals_ortho_dependencies``    ``decals_dr5_ortho_schema``
-``decals_dr8_ortho_pairs``           10    34    -dr8       ``decals_ortho_dependencies``    ``decals_dr8_ortho_schema``
-``decals_all_campaigns_ortho_pairs`` 30    98    all three  ``decals_ortho_dependencies``    ``decals_all_campaigns_ortho_schema``
-``desi_pairs``                       10    34    none       ``desi_dependencies``            ``desi_schema``
-``gz2_ortho_pairs``                  10    30    -gz2       ``gz2_ortho_dependencies``       ``gz2_ortho_schema``
-``rings_pairs``                      1     2     none       ``rings_dependencies``           ``gz_rings_schema``
-``hubble_pairs``                     12    34    none       (none upstream)                  --
-``hubble_ortho_pairs``               12    34    -hubble    ``hubble_ortho_dependencies``    ``gz_hubble_ortho_schema``
-``hubble_v2_pairs``                  9     28    none       (none upstream)                  --
-``hubble_v2_ortho_pairs``            9     28    -hubble    ``hubble_v2_ortho_dependencies`` ``gz_hubble_v2_ortho_schema``
-``candels_pairs``                    11    32    none       (none upstream)                  --
-``candels_ortho_pairs``              11    32    -candels   ``candels_ortho_dependencies``   ``gz_candels_ortho_schema``
-``cosmic_dawn_ortho_pairs``          13    45    -cd        ``cosmic_dawn_ortho_dependencies`` ``cosmic_dawn_ortho_schema``
-``cosmic_dawn_pairs``                13    45    none       ``cosmic_dawn_dependencies``     ``cosmic_dawn_schema``
-``jwst_ortho_pairs`` (CEERS)         12    39    -jwst      ``jwst_ortho_dependencies``      ``gz_jwst_schema``
-``jwst_cosmos_ortho_pairs``          11    36    -jwst      ``jwst_cosmos_ortho_dependencies`` ``gz_jwst_cosmos_schema``
-``ukidss_ortho_pairs``               10    30    -ukidss    ``ukidss_ortho_dependencies``    ``gz_ukidss_schema``
-``euclid_ortho_pairs``               13    46    -euclid    ``euclid_ortho_dependencies``    ``euclid_ortho_schema``
-``euclid_pairs``                     13    46    none       ``euclid_dependencies``          ``euclid_schema``
-``gz_evo_v1_pairs``                  76    239   mixed      ``gz_evo_v1_dependencies``       ``gz_evo_v1_schema``
-``gz_evo_v1_public_pairs``           63    194   mixed      ``gz_evo_v1_public_dependencies`` ``gz_evo_v1_public_schema``
-``gz_evo_v2_pairs``                  86    279   mixed      ``gz_evo_v2_dependencies``       ``gz_evo_v2_schema``
-``gz_evo_v2_public_pairs``           60    188   mixed      ``gz_evo_v2_public_dependencies`` ``gz_evo_v2_public_schema``
-``decals_pairs`` (old, DR5)          10    34    none       ``gz2_and_decals_dependencies``  ``decals_schema``
-``decals_dr8_only_pairs`` (old)      10    34    none       ``gz2_and_decals_dependencies``  ``decals_dr8_only_schema``
-``decals_dr12_pairs`` (old)          10    30    partly     ``gz2_and_decals_dependencies``  ``decals_dr12_schema``
-``decals_dr12_only_pairs`` (old)     10    30    none       ``gz2_and_decals_dependencies``  ``decals_dr12_only_schema``
-``decals_all_campaigns_pairs`` (old) 15    51    partly     ``gz2_and_decals_dependencies``  ``decals_all_campaigns_schema``
-``gz2_pairs`` (old)                  10    30    none       ``gz2_and_decals_dependencies``, ``gz2_schema``
-                                                            ``gz2_dependencies``
-``gz2_partial_pairs`` (debugging)    1     2     none       ``gz2_and_decals_dependencies``  ``gz2_partial_schema``
-``gz2_partial_ortho_pairs`` (debug)  1     2     -gz2       ``gz2_ortho_dependencies``       ``gz2_partial_ortho_schema``
-==================================== ===== ===== ========== ================================ ==============================
+================================ === ===== ======== ============================== =================================
+pairs dict                       n_q n_ans suffix   dependencies dict              prebuilt schema
+================================ === ===== ======== ============================== =================================
+decals_dr12_ortho_pairs          10  30    -dr12    decals_ortho_dependencies      decals_dr12_ortho_schema
+decals_dr5_ortho_pairs           10  34    -dr5     decals_ortho_dependencies      decals_dr5_ortho_schema
+decals_dr8_ortho_pairs           10  34    -dr8     decals_ortho_dependencies      decals_dr8_ortho_schema
+decals_all_campaigns_ortho_pairs 30  98    all 3    decals_ortho_dependencies      decals_all_campaigns_ortho_schema
+desi_pairs                       10  34    none     desi_dependencies              desi_schema
+gz2_ortho_pairs                  10  30    -gz2     gz2_ortho_dependencies         gz2_ortho_schema
+rings_pairs                      1   2     none     rings_dependencies             gz_rings_schema
+hubble_pairs                     12  34    none     (none upstream)                -
+hubble_ortho_pairs               12  34    -hubble  hubble_ortho_dependencies      gz_hubble_ortho_schema
+hubble_v2_pairs                  9   28    none     (none upstream)                -
+hubble_v2_ortho_pairs            9   28    -hubble  hubble_v2_ortho_dependencies   gz_hubble_v2_ortho_schema
+candels_pairs                    11  32    none     (none upstream)                -
+candels_ortho_pairs              11  32    -candels candels_ortho_dependencies     gz_candels_ortho_schema
+cosmic_dawn_ortho_pairs          13  45    -cd      cosmic_dawn_ortho_dependencies cosmic_dawn_ortho_schema
+cosmic_dawn_pairs                13  45    none     cosmic_dawn_dependencies       cosmic_dawn_schema
+jwst_ortho_pairs                 12  39    -jwst    jwst_ortho_dependencies        gz_jwst_schema
+jwst_cosmos_ortho_pairs          11  36    -jwst    jwst_cosmos_ortho_dependencies gz_jwst_cosmos_schema
+ukidss_ortho_pairs               10  30    -ukidss  ukidss_ortho_dependencies      gz_ukidss_schema
+euclid_ortho_pairs               13  46    -euclid  euclid_ortho_dependencies      euclid_ortho_schema
+euclid_pairs                     13  46    none     euclid_dependencies            euclid_schema
+gz_evo_v1_pairs                  76  239   mixed    gz_evo_v1_dependencies         gz_evo_v1_schema
+gz_evo_v1_public_pairs           63  194   mixed    gz_evo_v1_public_dependencies  gz_evo_v1_public_schema
+gz_evo_v2_pairs                  86  279   mixed    gz_evo_v2_dependencies         gz_evo_v2_schema
+gz_evo_v2_public_pairs           60  188   mixed    gz_evo_v2_public_dependencies  gz_evo_v2_public_schema
+decals_pairs                     10  34    none     gz2_and_decals_dependencies    decals_schema
+decals_dr8_only_pairs            10  34    none     gz2_and_decals_dependencies    decals_dr8_only_schema
+decals_dr12_pairs                10  30    some     gz2_and_decals_dependencies    decals_dr12_schema
+decals_dr12_only_pairs           10  30    none     gz2_and_decals_dependencies    decals_dr12_only_schema
+decals_all_campaigns_pairs       15  51    some     gz2_and_decals_dependencies    decals_all_campaigns_schema
+gz2_pairs                        10  30    none     gz2_and_decals_dependencies    gz2_schema
+gz2_partial_pairs                1   2     none     gz2_and_decals_dependencies    gz2_partial_schema
+gz2_partial_ortho_pairs          1   2     -gz2     gz2_ortho_dependencies         gz2_partial_ortho_schema
+================================ === ===== ======== ============================== =================================
 
 Things to know:
 
@@ -66,6 +65,8 @@ Things to know:
   ``smooth-or-featured_featured-or-disk``. The ortho DECaLS dicts use the true DECaLS tree (after
   ``disk-edge-on_no``). Prefer the ortho dicts for new work.
 - Upstream defines ``jwst_ortho_pairs`` twice; only the final (JWST CEERS) value exists here.
+  ``jwst_cosmos_ortho_pairs`` is JWST COSMOS. ``gz_evo_v1`` is the tree the released encoders were
+  pretrained on. The "old" non-ortho dicts come from zoobot releases before November 2022.
 - Questions with several parents (``merging-*``, ``something-odd-*``, ``clumps-jwst``) are recorded
   with parent ``None``, as upstream does. In merged trees, each campaign's first question is ``None``.
 - Some dependencies dicts carry keys for questions that are not in their pairs dict

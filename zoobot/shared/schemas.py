@@ -69,7 +69,7 @@ class Answer:
 
     @property
     def pretty_text(self) -> str:
-        """Human-readable text: ``'smooth-or-featured-dr5_featured-or-disk'`` -> ``'Smooth Or Featured Dr5 Featured Or Disk'``."""
+        """Human-readable text: ``'disk-edge-on-dr5_no'`` -> ``'Disk Edge On Dr5 No'``."""
         return self.text.replace("-", " ").replace("_", " ").title()
 
     def __repr__(self) -> str:
@@ -212,12 +212,13 @@ class Schema:
         if missing and len(self.questions) > 1:
             hints = []
             for text in missing:
-                matches = close_matches(text, [k for k in self.dependencies if k not in self._question_by_text])
+                unused_keys = [k for k in self.dependencies if k not in self._question_by_text]
+                matches = close_matches(text, unused_keys, n=1)
                 if matches:
                     hints.append(f"{text!r} (did you mean key {format_examples(matches)}?)")
             hint_text = f" Possible misspelled keys: {'; '.join(hints)}." if hints else ""
             raise ValueError(
-                f"Questions {format_examples(missing, limit=20)} of {self._describe()} have no entry in "
+                f"Question(s) {format_examples(missing, limit=20)} of {self._describe()} have no entry in "
                 f"dependencies. Give every question the label column of the answer that leads to it, or "
                 f"use None if always asked.{hint_text}"
             )
@@ -320,7 +321,8 @@ class Schema:
         except (KeyError, TypeError):
             extra = ""
             if isinstance(text, str) and text in self._question_by_text:
-                extra = " That is a question; answers are full label columns such as " f"{self._question_by_text[text].answers[0].text!r}."
+                example = self._question_by_text[text].answers[0].text
+                extra = f" That is a question; answers are full label columns such as {example!r}."
             raise ValueError(
                 f"{text!r} is not an answer (label column) of {self._describe()}.{extra}"
                 f"{_did_you_mean(text, self.label_cols)}"
@@ -437,7 +439,8 @@ def _check_types(question_answer_pairs, dependencies, name) -> None:
         )
     if not isinstance(dependencies, Mapping):
         raise TypeError(
-            f"dependencies must be a dict of question -> parent label column (or None), got {type(dependencies).__name__}."
+            "dependencies must be a dict of question -> parent label column (or None), "
+            f"got {type(dependencies).__name__}."
         )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}.")
@@ -448,7 +451,8 @@ def _check_types(question_answer_pairs, dependencies, name) -> None:
             raise TypeError(f"Questions must be str, got {type(question).__name__} {question!r}.")
         if isinstance(answers, str) or not isinstance(answers, Sequence):
             raise TypeError(
-                f"The answers of {question!r} must be a list of answer suffixes such as ['_yes', '_no'], got {answers!r}."
+                f"The answers of {question!r} must be a list of answer suffixes such as ['_yes', '_no'], "
+                f"got {answers!r}."
             )
         if len(answers) == 0:
             raise ValueError(f"Question {question!r} has no answers.")
