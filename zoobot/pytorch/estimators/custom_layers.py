@@ -1,0 +1,74 @@
+"""Small layers of the Dirichlet head (api.md 2.2): Monte Carlo dropout and the scaled sigmoid.
+
+Examples
+--------
+>>> import torch
+>>> layer = ScaledSigmoid()
+>>> layer(torch.tensor([0.0])).item()
+51.0
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["MCDropout", "PermaDropout", "ScaledSigmoid"]
+
+
+class MCDropout(nn.Dropout):
+    """Dropout that stays active in evaluation mode (Monte Carlo dropout).
+
+    Repeated predictions of the same image then differ; their spread approximates the model's
+    uncertainty. Set ``mc_active = False`` to make it behave like ordinary dropout (off in ``eval()``):
+    :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree` does this during validation and testing.
+
+    Parameters
+    ----------
+    p : float
+        Probability of zeroing each feature.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = MCDropout(0.5).eval()
+    >>> bool((layer(torch.ones(1000)) == 0).any())   # still dropping in eval mode
+    True
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__(p=p, inplace=inplace)
+        self.mc_active = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p, training=self.training or self.mc_active, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mc_active={self.mc_active}"
+
+
+#: Upstream (Zoobot v0/v1) name of :class:`MCDropout`.
+PermaDropout = MCDropout
+
+
+class ScaledSigmoid(nn.Module):
+    """Map logits to Dirichlet concentrations: ``alpha = 1 + 100 * sigmoid(z)``, in (1, 101).
+
+    Bounded concentrations keep the Dirichlet-multinomial loss well behaved: no concentration can
+    collapse to 0 or explode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ScaledSigmoid()(torch.tensor([-50.0, 50.0])).tolist()
+    [1.0, 101.0]
+    """
+
+    offset = 1.0
+    scale = 100.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.offset + self.scale * torch.sigmoid(x)
+
+    def extra_repr(self) -> str:
+        return f"alpha = {self.offset:g} + {self.scale:g} * sigmoid(z)"

@@ -1,0 +1,871 @@
+"""The Zoobot model for decision-tree vote counts, and its building blocks (api.md 2.2).
+
+A :class:`ZoobotTree` is an image encoder (any timm model, or ``tiny_cnn`` for tests) followed by a
+Dirichlet head (dropout -> linear -> ``1 + 100 * sigmoid``) predicting one concentration per answer,
+trained with the Dirichlet-multinomial loss of :mod:`zoobot.pytorch.training.losses`.
+
+Read top to bottom: encoders, head, loss helpers, then the LightningModule.
+
+Examples
+--------
+>>> import torch
+>>> from zoobot.shared import schemas
+>>> from zoobot.pytorch.estimators import define_model
+>>> model = define_model.ZoobotTree(output_dim=2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn')
+>>> model(torch.rand(3, 1, 32, 32)).shape
+torch.Size([3, 2])
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import json
+import logging
+from typing import Iterable, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
+from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+from zoobot.pytorch.training import losses
+from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+
+__all__ = [
+    "ZoobotTree",
+    "get_pytorch_encoder",
+    "get_encoder",
+    "get_encoder_dim",
+    "create_encoder",
+    "get_pytorch_dirichlet_head",
+    "get_dirichlet_head",
+    "get_dirichlet_loss_func",
+    "dirichlet_loss",
+    "load_zoobot_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>)
+_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
+
+
+# ---------------------------------------------------------------------------------------------
+# encoders
+# ---------------------------------------------------------------------------------------------
+
+def _resolve_architecture_name(name: str) -> str:
+    """'efficientnet' -> 'efficientnet_b0' etc. (shared rule, zoobot.shared.training_config)."""
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    return resolve_architecture_name(name)
+
+
+def _check_channels(channels) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
+        raise ChannelMismatchError(
+            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. "
+            "Fix: channels=1 for greyscale images (greyscale=True / color=False), channels=3 for colour."
+        )
+    return int(channels)
+
+
+def get_pytorch_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **timm_kwargs) -> nn.Module:
+    """A randomly initialised image encoder returning pooled features (B, encoder_dim).
+
+    Parameters
+    ----------
+    architecture_name : str, default 'efficientnet_b0'
+        Any timm model name (``timm.list_models()``), ``'efficientnet'`` (= ``efficientnet_b0``), or
+        ``'tiny_cnn'`` (the small test encoder of :mod:`~zoobot.pytorch.estimators.tiny_cnn`).
+    channels : int, default 1
+        Input channels: 1 (greyscale) or 3 (RGB).
+    **timm_kwargs
+        Passed to ``timm.create_model`` (e.g. ``drop_path_rate=0.2``). ``num_classes=0`` (pooled
+        features, no classifier) and ``pretrained=False`` are fixed; for pretrained weights use
+        :func:`create_encoder`.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``encoder(x)`` maps (B, C, H, W) float [0, 1] to (B, encoder_dim); ``encoder.num_features``
+        is ``encoder_dim``.
+
+    Raises
+    ------
+    ValueError
+        (E13) unknown architecture name, with close matches; ``pretrained`` or ``num_classes`` in
+        ``timm_kwargs``.
+    ChannelMismatchError
+        (E7) ``channels`` not 1 or 3.
+
+    Examples
+    --------
+    >>> get_pytorch_encoder('tiny_cnn', channels=3).num_features
+    128
+    """
+    channels = _check_channels(channels)
+    name = _resolve_architecture_name(architecture_name)
+    for fixed in ("pretrained", "num_classes", "in_chans"):
+        if fixed in timm_kwargs:
+            raise ValueError(
+                f"get_pytorch_encoder fixes {fixed!r} (random init, pooled features, in_chans=channels); remove it "
+                "from timm_kwargs. For pretrained weights use create_encoder(name, pretrained=True)."
+            )
+    if name == "tiny_cnn":
+        if timm_kwargs:
+            raise ValueError(f"tiny_cnn takes no timm_kwargs, got {sorted(timm_kwargs)}")
+        return TinyCNN(channels=channels)
+    import timm
+
+    if not timm.is_model(name):
+        raise unknown_option_error(
+            "architecture_name", architecture_name, ["tiny_cnn", "efficientnet", *timm.list_models()]
+        )
+    return timm.create_model(name, pretrained=False, num_classes=0, in_chans=channels, **timm_kwargs)
+
+
+#: Backend-neutral alias of :func:`get_pytorch_encoder`.
+get_encoder = get_pytorch_encoder
+
+
+def get_encoder_dim(encoder: nn.Module, channels: int = 3) -> int:
+    """Dimension of the pooled features of ``encoder``.
+
+    Uses ``encoder.num_features`` (timm convention) when present, else runs one 224 x 224 probe
+    image through the encoder.
+
+    Parameters
+    ----------
+    encoder : torch.nn.Module
+        Maps (B, C, H, W) to (B, D).
+    channels : int, default 3
+        Channels of the probe image.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> get_encoder_dim(get_pytorch_encoder('tiny_cnn'))
+    128
+    """
+    dim = getattr(encoder, "num_features", None)
+    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0:
+        return int(dim)
+    param = next(iter(encoder.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(torch.zeros(1, channels, 224, 224, device=device))
+    finally:
+        encoder.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"encoder output has shape {tuple(out.shape)}; zoobot needs pooled features (B, D). "
+            "Create timm encoders with num_classes=0."
+        )
+    return int(out.shape[1])
+
+
+def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> nn.Module:
+    """Create an encoder from a pretrained registry name, ``hf-hub:``/``hf_hub:``/``local-dir:`` name or timm name.
+
+    Thin wrapper of :func:`zoobot.pytorch.estimators.pretrained_encoders.create_encoder` (see it for
+    the full documentation), imported on first use.
+
+    Parameters
+    ----------
+    name : str
+        e.g. ``'zoobot-encoder-convnext_nano'`` or ``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``.
+    pretrained : bool, default True
+        Load the pretrained weights.
+    channels : int or None
+        Input channels; None = the pretrained model's.
+    **kwargs
+        Passed on.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    from zoobot.pytorch.estimators import pretrained_encoders
+
+    return pretrained_encoders.create_encoder(name, pretrained=pretrained, channels=channels, **kwargs)
+
+
+def _is_convnet(encoder: nn.Module) -> bool:
+    """Encoders with several 2-D convolutions run faster in channels_last memory format."""
+    n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in encoder.modules())
+    return n_conv >= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# head and loss
+# ---------------------------------------------------------------------------------------------
+
+def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
+                               dropout_rate: float) -> nn.Sequential:
+    """Dirichlet head: dropout -> Linear(encoder_dim, output_dim) -> ``1 + 100 * sigmoid`` [S].
+
+    Parameters
+    ----------
+    encoder_dim : int
+        Input features.
+    output_dim : int
+        Answers (concentrations) to predict.
+    test_time_dropout : bool
+        Use :class:`~zoobot.pytorch.estimators.custom_layers.MCDropout` (active at inference, for
+        Monte Carlo dropout) instead of ordinary dropout.
+    dropout_rate : float
+        Dropout probability in [0, 1).
+
+    Returns
+    -------
+    torch.nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> head = get_pytorch_dirichlet_head(128, 34, test_time_dropout=False, dropout_rate=0.2).eval()
+    >>> alpha = head(torch.randn(2, 128))
+    >>> bool(((alpha >= 1) & (alpha <= 101)).all())
+    True
+    """
+    for what, value in (("encoder_dim", encoder_dim), ("output_dim", output_dim)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{what} must be a positive int, got {value!r}")
+    if not isinstance(dropout_rate, (int, float)) or isinstance(dropout_rate, bool) or not 0 <= dropout_rate < 1:
+        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
+    dropout = MCDropout(p=float(dropout_rate)) if test_time_dropout else nn.Dropout(p=float(dropout_rate))
+    return nn.Sequential(dropout, nn.Linear(int(encoder_dim), int(output_dim)), ScaledSigmoid())
+
+
+#: Backend-neutral alias of :func:`get_pytorch_dirichlet_head`.
+get_dirichlet_head = get_pytorch_dirichlet_head
+
+
+def dirichlet_loss(preds: torch.Tensor, labels: torch.Tensor, question_index_groups,
+                   sum_over_questions: bool = False) -> torch.Tensor:
+    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
+
+    Parameters
+    ----------
+    preds : Tensor (B, n_answers)
+        Predicted concentrations.
+    labels : Tensor (B, n_answers)
+        Vote counts.
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range per question.
+    sum_over_questions : bool, default False
+        Sum over questions, giving (B,).
+
+    Returns
+    -------
+    Tensor (B, n_questions) or (B,)
+        Not reduced over the batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)], sum_over_questions=True)
+    tensor([0., 0.])
+    """
+    q_losses = losses.calculate_multiquestion_loss(labels, preds, question_index_groups)
+    return q_losses.sum(dim=1) if sum_over_questions else q_losses
+
+
+def get_dirichlet_loss_func(question_index_groups):
+    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> f = get_dirichlet_loss_func([(0, 1)])
+    >>> pickle.loads(pickle.dumps(f)).keywords['question_index_groups']
+    [(0, 1)]
+    """
+    groups = losses.validate_question_index_groups(question_index_groups)
+    return functools.partial(dirichlet_loss, question_index_groups=groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def load_zoobot_checkpoint(cls, checkpoint_path, map_location=None, strict: bool | None = None, **overrides):
+    """Rebuild a zoobot LightningModule from a checkpoint, safely and offline.
+
+    Reads the file with ``torch.load(weights_only=True)``, checks its ``format_version`` (E11 if newer
+    than this installation), drops hyperparameters the class does not know (with a warning), applies
+    ``overrides`` and loads the weights. Used by ``ZoobotTree.load_from_checkpoint``; the finetuning
+    classes can use it too.
+
+    Parameters
+    ----------
+    cls : type
+        The LightningModule class.
+    checkpoint_path : str or path-like
+    map_location : optional
+        As for ``torch.load``; default 'cpu'.
+    strict : bool, optional
+        Strict ``load_state_dict`` (default True).
+    **overrides
+        Hyperparameters replacing the stored ones.
+
+    Returns
+    -------
+    LightningModule
+    """
+    from zoobot.shared.checkpoints import check_format_version, drop_unknown_hparams
+
+    checkpoint = torch.load(checkpoint_path, map_location=map_location or "cpu", weights_only=True)
+    check_format_version(checkpoint, checkpoint_path)
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    hparams = drop_unknown_hparams(
+        checkpoint.get("hyper_parameters", {}), known, where=f"{cls.__name__} from {checkpoint_path}"
+    )
+    hparams.update(overrides)
+    model = cls(**hparams)
+    model._versions_checked = True
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# the LightningModule
+# ---------------------------------------------------------------------------------------------
+
+def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
+    """Return (schema or None, question_index_groups, question names)."""
+    from zoobot.shared import schemas
+
+    sources = [name for name, given in (
+        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
+        ("schema", schema is not None),
+        ("question_index_groups", question_index_groups is not None),
+    ) if given]
+    if len(sources) != 1:
+        raise ValueError(
+            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
+            "dependencies, or schema=, or question_index_groups= (upstream v1); "
+            f"got {'none' if not sources else ' and '.join(sources)}."
+        )
+    if question_index_groups is not None:
+        groups = losses.validate_question_index_groups(question_index_groups)
+        return None, groups, [f"question_{i}" for i in range(len(groups))]
+    if schema is None:
+        if question_answer_pairs is None or dependencies is None:
+            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
+        schema = schemas.Schema(question_answer_pairs, dependencies)
+    elif isinstance(schema, dict):
+        schema = schemas.Schema.from_dict(schema)
+    elif isinstance(schema, str):
+        schema = schemas.get_schema(schema)
+    elif not isinstance(schema, schemas.Schema):
+        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
+    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
+    return schema, groups, [q.text for q in schema.questions]
+
+
+def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
+    """Question indices per campaign suffix, for ortho trees (every question ends with -<campaign>)."""
+    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
+    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
+        return {}
+    out: dict[str, list[int]] = {}
+    for i, s in enumerate(suffixes):
+        out.setdefault(s, []).append(i)
+    return out
+
+
+class _CosineLambda:
+    """Picklable LR multiplier for LambdaLR (its state_dict holds only these numbers)."""
+
+    def __init__(self, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
+        self.warmup_epochs, self.max_epochs, self.min_lr_factor = warmup_epochs, max_epochs, min_lr_factor
+
+    def __call__(self, epoch: int) -> float:
+        from zoobot.shared.schedules import cosine_multiplier
+
+        return cosine_multiplier(epoch, self.warmup_epochs, self.max_epochs, self.min_lr_factor)
+
+
+class ZoobotTree(L.LightningModule):
+    """Encoder + Dirichlet head trained on decision-tree vote counts (api.md 2.2).
+
+    Parameters
+    ----------
+    output_dim : int
+        Number of answers (``schema.n_answers``); checked against the schema (E10).
+    question_answer_pairs, dependencies : dict, optional
+        The decision tree (see :class:`zoobot.shared.schemas.Schema`).
+    architecture_name : str, default 'efficientnet_b0'
+        Encoder: a timm name, ``'efficientnet'`` or ``'tiny_cnn'``.
+    channels : int, default 1
+        Input channels (1 greyscale, 3 colour).
+    test_time_dropout : bool, default True
+        Keep dropout active at prediction (Monte Carlo dropout). Always off in validation/test.
+    compile_encoder : bool, default False
+        ``torch.compile`` the encoder (in place; checkpoints stay interchangeable).
+    timm_kwargs : dict, optional
+        Extra arguments for ``timm.create_model`` (JSON values only, stored in checkpoints).
+    dropout_rate : float, default 0.2
+        Dropout before the head's linear layer.
+    learning_rate : float, default 1e-3
+    betas : tuple of float, default (0.9, 0.999)
+    weight_decay : float, default 0.01
+        AdamW settings.
+    scheduler_params : dict, optional
+        ``None``/``{}`` constant; ``{'name': 'plateau', 'patience': 5}``; ``{'name': 'cosine', 'warmup_epochs': w,
+        'max_epochs': m, 'min_lr_factor': f}`` (upstream keys accepted).
+    schema : Schema or dict, optional (keyword-only)
+        The decision tree as a Schema (or ``Schema.to_dict()``, or a prebuilt schema name).
+    question_index_groups : list of (int, int), optional (keyword-only)
+        Upstream v1 alternative to a schema; questions are then logged as ``question_{i}``.
+
+    Attributes
+    ----------
+    schema : Schema or None
+    label_cols : list of str or None
+    question_index_groups : list of (int, int)
+    encoder, head : torch.nn.Module
+    predict_n_samples : int or None
+        None (default): ``predict_step`` returns (B, output_dim) like upstream. An int n: it returns
+        (B, output_dim, n) MC-dropout samples, running the encoder once per batch.
+
+    Raises
+    ------
+    ValueError
+        (E10) ``output_dim`` differs from the schema's number of answers; not exactly one tree description.
+    ChannelMismatchError
+        (E7) at ``forward`` for images with the wrong channels or NHWC layout.
+    PixelScaleError
+        (E8) on the first batch if pixels are outside [0, 1].
+
+    Examples
+    --------
+    >>> from zoobot.shared import schemas
+    >>> schema = schemas.decals_dr5_ortho_schema
+    >>> model = ZoobotTree(output_dim=schema.n_answers, schema=schema, architecture_name='tiny_cnn')
+    >>> model.predict(np.random.rand(4, 1, 32, 32).astype('float32'), n_samples=3).shape
+    (4, 34, 3)
+    """
+
+    #: Image size the model expects by default (the training pipeline resizes to it).
+    input_size = 224
+
+    def __init__(
+        self,
+        output_dim: int,
+        question_answer_pairs: dict | None = None,
+        dependencies: dict | None = None,
+        architecture_name: str = "efficientnet_b0",
+        channels: int = 1,
+        test_time_dropout: bool = True,
+        compile_encoder: bool = False,
+        timm_kwargs: dict | None = None,
+        dropout_rate: float = 0.2,
+        learning_rate: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        scheduler_params: dict | None = None,
+        *,
+        schema=None,
+        question_index_groups=None,
+    ):
+        super().__init__()
+        from zoobot.shared.schedules import normalise_scheduler_params
+
+        schema, groups, question_names = _resolve_schema(
+            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
+        )
+        expected = groups[-1][1] + 1
+        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
+            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
+                "the schema" if schema is not None else "question_index_groups")
+            raise ValueError(
+                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
+                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
+            )
+        channels = _check_channels(channels)
+        timm_kwargs = dict(timm_kwargs or {})
+        try:
+            json.dumps(timm_kwargs)
+        except TypeError:
+            raise TypeError(
+                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that checkpoints load "
+                f"with weights_only=True; got {timm_kwargs!r}"
+            ) from None
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+        scheduler_params = normalise_scheduler_params(scheduler_params)
+
+        # JSON primitives only: checkpoints then load with torch.load(weights_only=True)
+        self.save_hyperparameters({
+            "output_dim": int(output_dim),
+            "question_answer_pairs": None,
+            "dependencies": None,
+            "architecture_name": architecture_name,
+            "channels": channels,
+            "test_time_dropout": bool(test_time_dropout),
+            "compile_encoder": bool(compile_encoder),
+            "timm_kwargs": timm_kwargs,
+            "dropout_rate": float(dropout_rate),
+            "learning_rate": float(learning_rate),
+            "betas": [float(b) for b in betas],
+            "weight_decay": float(weight_decay),
+            "scheduler_params": scheduler_params,
+            "schema": schema.to_dict() if schema is not None else None,
+            "question_index_groups": [list(g) for g in groups] if schema is None else None,
+        })
+        self.schema = schema
+        self.label_cols = list(schema.label_cols) if schema is not None else None
+        self.question_index_groups = groups
+        self.question_names = question_names
+        self.campaigns = _campaigns(question_names)
+        self.output_dim = int(output_dim)
+        self.channels = channels
+        self.architecture_name = architecture_name
+        self.test_time_dropout = bool(test_time_dropout)
+        self.learning_rate = float(learning_rate)
+        self.betas = tuple(float(b) for b in betas)
+        self.weight_decay = float(weight_decay)
+        self.scheduler_params = scheduler_params
+        self.predict_n_samples: int | None = None
+
+        self.encoder = get_pytorch_encoder(architecture_name, channels=channels, **timm_kwargs)
+        self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
+        self.head = get_pytorch_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout, dropout_rate)
+        self.loss_func = losses.get_multiquestion_loss(groups, sum_over_questions=False, reduction="none")
+
+        self.channels_last = _is_convnet(self.encoder)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+        if compile_encoder:
+            self.encoder.compile()
+        self._pixels_checked = False
+        self._versions_checked = False
+
+    # ---------------------------------------------------------------- forward and input checks
+    def _check_input(self, x: torch.Tensor) -> None:
+        """E7 on every call (shape only, free); E8 on the first batch after each reset (one min/max)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"ZoobotTree expects a torch.Tensor (B, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            shape = tuple(x.shape)
+            if x.ndim == 4 and x.shape[-1] == self.channels and x.shape[1] != self.channels:
+                layout = f"got shape {shape}, which looks NHWC (channels last); PyTorch models take NCHW. " \
+                         "Fix: x.permute(0, 3, 1, 2)"
+            elif x.ndim == 3:
+                layout = f"got shape {shape} with no batch axis. Fix: x.unsqueeze(0)"
+            else:
+                layout = (f"got {x.shape[1] if x.ndim == 4 else '?'} channels (shape {shape}, NCHW). Fix: use "
+                          f"{'greyscale=True' if self.channels == 1 else 'greyscale=False'} in the data module "
+                          f"(color={self.channels == 3} in train), or build the model with the data's channels")
+            raise ChannelMismatchError(
+                f"ZoobotTree expects images (B, C, H, W) with C={self.channels} (NCHW); {layout}."
+            )
+        if not self._pixels_checked:
+            self._pixels_checked = True
+            if x.numel():
+                check_pixel_range(float(x.min()), float(x.max()), layout="NCHW")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concentrations (B, output_dim) in (1, 101) for images (B, C, H, W) float32 in [0, 1]."""
+        return self.head(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder features (B, encoder_dim), after the input checks."""
+        self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x)
+
+    def _head_dropout_active(self) -> bool:
+        dropout = self.head[0]
+        if dropout.p == 0:
+            return False
+        return self.training or bool(getattr(dropout, "mc_active", False))
+
+    def mc_dropout_forward(self, x: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """``n_samples`` Monte Carlo dropout predictions, running the encoder once.
+
+        The encoder is deterministic at inference (dropout sits only in the head), so sampling only the
+        head gives the same distribution as ``n_samples`` full forward passes, at about ``1/n_samples`` of
+        the cost. With the same seed the dropout masks are drawn in the same order as in ``n_samples``
+        calls of ``forward``, so the results match those calls exactly.
+
+        Parameters
+        ----------
+        x : Tensor (B, C, H, W)
+        n_samples : int
+            Samples per image (>= 1).
+
+        Returns
+        -------
+        Tensor (B, output_dim, n_samples)
+        """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        features = self.encode(x)
+        if not self._head_dropout_active():
+            return self.head(features).unsqueeze(-1).expand(-1, -1, int(n_samples)).contiguous()
+        return torch.stack([self.head(features) for _ in range(int(n_samples))], dim=-1)
+
+    @contextlib.contextmanager
+    def _mc_dropout(self, active: bool) -> Iterator[None]:
+        layers = [m for m in self.modules() if isinstance(m, MCDropout)]
+        before = [m.mc_active for m in layers]
+        for m in layers:
+            m.mc_active = active
+        try:
+            yield
+        finally:
+            for m, state in zip(layers, before):
+                m.mc_active = state
+
+    # ---------------------------------------------------------------- batches
+    def _unpack(self, batch):
+        """(images, labels (B, n_answers)) from a tuple or dict batch."""
+        if isinstance(batch, dict):
+            if "image" not in batch:
+                raise KeyError(f"dict batches need an 'image' key; got keys {sorted(batch)}")
+            x = batch["image"]
+            if "label" in batch:
+                y = batch["label"]
+            elif self.label_cols is not None and all(c in batch for c in self.label_cols):
+                y = torch.stack([torch.as_tensor(batch[c]) for c in self.label_cols], dim=1)
+            else:
+                missing = [c for c in (self.label_cols or []) if c not in batch][:5]
+                raise KeyError(
+                    "dict batches need a 'label' tensor or one key per label column; missing e.g. "
+                    f"{missing or ['label']} (batch keys: {sorted(batch)[:10]})"
+                )
+        elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            x, y = batch[0], batch[1]
+        else:
+            raise TypeError("training batches must be (images, labels) or a dict with 'image' and labels")
+        if y.ndim == 1:
+            y = y.unsqueeze(1)
+        return x, y
+
+    def question_totals(self, labels: torch.Tensor) -> torch.Tensor:
+        """Votes per galaxy and question, (B, n_questions)."""
+        owners = self.loss_func._owners.to(labels.device)
+        columns = self.loss_func._columns.to(labels.device)
+        labels = labels.to(torch.float32).index_select(1, columns)
+        return torch.zeros(labels.shape[0], len(self.question_index_groups), device=labels.device).index_add_(
+            1, owners, labels)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = self._unpack(batch)
+        predictions = self(x)
+        question_losses = self.loss_func(y, predictions)  # (B, n_questions)
+        loss = question_losses.sum(dim=1).mean()
+        batch_size = x.shape[0]
+        self.log(f"{split}/supervised_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch_size)
+        self._log_question_losses(split, question_losses.detach(), y)
+        return loss
+
+    def _log_question_losses(self, split: str, question_losses: torch.Tensor, labels: torch.Tensor) -> None:
+        """Mean loss per question over the galaxies with votes for it (and per campaign for ortho trees)."""
+        asked = self.question_totals(labels) > 0
+        n_asked = asked.sum(dim=0).tolist()
+        sums = question_losses.sum(dim=0)
+        for q, name in enumerate(self.question_names):
+            if n_asked[q]:
+                self.log(f"{split}/question_loss/{name}", sums[q] / n_asked[q], on_step=False, on_epoch=True,
+                         batch_size=int(n_asked[q]))
+        for campaign, indices in self.campaigns.items():
+            campaign_asked = asked[:, indices].any(dim=1)
+            n = int(campaign_asked.sum())
+            if n:
+                value = question_losses[:, indices].sum(dim=1)[campaign_asked].mean()
+                self.log(f"{split}/campaign_loss/{campaign}", value, on_step=False, on_epoch=True, batch_size=n)
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        with self._mc_dropout(False):
+            return self._step(batch, "validation")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        with self._mc_dropout(False):
+            return self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Concentrations for a predict batch.
+
+        Batches may be images, a tuple whose first item is images, or a dict with ``'image'``. Dicts from
+        the id-carrying dataset (:class:`~zoobot.pytorch.datasets.GalaxyDataset` with ``return_index=True``)
+        come back as ``{'predictions': ..., 'index': ..., 'failed': ...}`` so rows can be matched by id.
+
+        Returns (B, output_dim), or (B, output_dim, n) when ``predict_n_samples = n``.
+        """
+        extras = {}
+        if isinstance(batch, dict):
+            x = batch["image"]
+            extras = {k: v for k, v in batch.items() if k != "image"}
+        elif isinstance(batch, (tuple, list)):
+            x = batch[0]
+        else:
+            x = batch
+        with self._mc_dropout(self.test_time_dropout):
+            if self.predict_n_samples is None:
+                predictions = self(x)
+            else:
+                predictions = self.mc_dropout_forward(x, self.predict_n_samples)
+        if extras:
+            return {"predictions": predictions, **extras}
+        return predictions
+
+    # ---------------------------------------------------------------- hooks
+    def on_fit_start(self):
+        self._pixels_checked = False
+
+    def on_validation_start(self):
+        self._pixels_checked = False
+
+    def on_test_start(self):
+        self._pixels_checked = False
+
+    def on_predict_start(self):
+        self._pixels_checked = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from zoobot.shared.checkpoints import version_metadata
+
+        checkpoint.update(version_metadata())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if not self._versions_checked:  # resuming a fit through the Trainer
+            from zoobot.shared.checkpoints import check_format_version
+
+            check_format_version(checkpoint, "the checkpoint being restored")
+            self._versions_checked = True
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **kwargs):
+        """Load a saved ZoobotTree (``torch.load(weights_only=True)``, version-checked, offline).
+
+        Parameters
+        ----------
+        checkpoint_path : str or path-like
+        map_location : optional
+            As in ``torch.load``; default CPU.
+        hparams_file : None
+            Not supported (hyperparameters live in the checkpoint).
+        strict : bool, optional
+            Strict weight loading (default True).
+        weights_only : None or True
+            Always True: zoobot checkpoints hold only tensors and JSON values.
+        **kwargs
+            Hyperparameter overrides, e.g. ``test_time_dropout=False``.
+
+        Raises
+        ------
+        CheckpointVersionError
+            (E11) the file was written by a newer, incompatible zoobot.
+        """
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not supported: zoobot stores hyperparameters inside the checkpoint")
+        if weights_only is False:
+            raise ValueError("zoobot checkpoints always load with weights_only=True (they hold no pickled objects)")
+        return load_zoobot_checkpoint(cls, checkpoint_path, map_location=map_location, strict=strict, **kwargs)
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.learning_rate, betas=self.betas, weight_decay=self.weight_decay
+        )
+        params = self.scheduler_params
+        if params is None:
+            return optimizer
+        if params["name"] == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", patience=params["patience"], min_lr=1e-6
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {
+                "scheduler": scheduler, "monitor": "validation/supervised_loss", "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _CosineLambda(params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ---------------------------------------------------------------- predict
+    def predict(self, data, n_samples: int = 1, batch_size: int = 256) -> np.ndarray:
+        """Predict concentrations for images, in input order [ours; seeds' ``model.predict``].
+
+        Parameters
+        ----------
+        data : DataLoader, GalaxyDataModule, Tensor or ndarray
+            A DataLoader (batches of images, ``(images, ...)`` or dicts with ``'image'``), a data module
+            (its predict set), or images (N, C, H, W) float32 in [0, 1].
+        n_samples : int, default 1
+            MC-dropout samples per image (the encoder runs once per batch).
+        batch_size : int, default 256
+            Batch size when ``data`` is a tensor/array.
+
+        Returns
+        -------
+        ndarray
+            (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
+        """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        was_training = self.training
+        self.eval()
+        self._pixels_checked = False
+        outputs = []
+        try:
+            with torch.inference_mode(), self._mc_dropout(self.test_time_dropout):
+                for x in _iterate_images(data, batch_size):
+                    x = x.to(self.device, dtype=torch.float32)
+                    outputs.append(self.mc_dropout_forward(x, n_samples).cpu())
+        finally:
+            self.train(was_training)
+        if not outputs:
+            raise ValueError("predict got no images")
+        result = torch.cat(outputs).numpy()
+        return result[..., 0] if n_samples == 1 else result
+
+
+def _iterate_images(data, batch_size: int) -> Iterable[torch.Tensor]:
+    """Yield image batches (B, C, H, W) from tensors, arrays, DataLoaders and data modules."""
+    from tqdm.auto import tqdm
+
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 4:
+            raise ChannelMismatchError(f"predict expects images (N, C, H, W); got shape {tuple(data.shape)}")
+        for start in range(0, len(data), batch_size):
+            yield data[start:start + batch_size]
+        return
+    if hasattr(data, "predict_dataloader") and hasattr(data, "setup"):
+        data.setup("predict")
+        data = data.predict_dataloader()
+    try:
+        total = len(data)
+    except TypeError:
+        total = None
+    for batch in tqdm(data, total=total, desc="predict", disable=total is not None and total < 10):
+        if isinstance(batch, dict):
+            batch = batch["image"]
+        elif isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        yield torch.as_tensor(batch)
