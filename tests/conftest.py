@@ -4,6 +4,8 @@
   frameworks' compute at once, so each may use both cores).
 - Tests under ``tests/pytorch`` get the ``torch`` marker, under ``tests/tensorflow`` the ``tf``
   marker, so ``pytest -m "not tf"`` runs without TensorFlow.
+- Every test folder is a package (``tests/__init__.py`` ...), so ``tests/tensorflow`` can never
+  shadow the real ``tensorflow`` and test files may share names across backends.
 - Nothing may reach the network: the Hugging Face hub is forced offline.
 """
 import os
@@ -26,7 +28,10 @@ _DIR_MARKERS = {"pytorch": "torch", "tensorflow": "tf"}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        rel = pathlib.Path(str(item.fspath)).relative_to(TESTS).parts
+        try:
+            rel = pathlib.Path(str(item.fspath)).resolve().relative_to(TESTS.resolve()).parts
+        except ValueError:  # doctests collected from zoobot/ itself
+            continue
         if rel and rel[0] in _DIR_MARKERS:
             item.add_marker(getattr(pytest.mark, _DIR_MARKERS[rel[0]]))
 
