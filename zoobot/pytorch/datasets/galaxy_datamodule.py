@@ -1,0 +1,339 @@
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict DataLoaders (api.md 2.1).
+
+The seeds' call works as written::
+
+    datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)
+
+A single ``catalog`` is split by ``id_str`` hash (:func:`zoobot.shared.catalogs.split_catalog`, 70/10/20 by
+default); or pass ``train_catalog``/``val_catalog``/``test_catalog`` yourself. Every catalog is validated
+(:func:`zoobot.shared.catalogs.validate_catalog`) when the data module is built, before any model work.
+
+Batches are ``(images, labels)`` with images (B, C, H, W) float32 in [0, 1] and labels float32; predict
+batches are images only. Training batches are augmented (:class:`~zoobot.pytorch.datasets.transforms.TrainTransform`);
+validation, test and predict batches are deterministic (:class:`~zoobot.pytorch.datasets.transforms.EvalTransform`)
+unless ``test_time_augmentation=True``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
+from zoobot.pytorch.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
+from zoobot.shared.catalogs import split_catalog, validate_catalog
+from zoobot.shared.errors import unknown_option_error
+
+__all__ = ["GalaxyDataModule", "available_cpus"]
+
+logger = logging.getLogger(__name__)
+
+_STAGES = ("fit", "validate", "test", "predict", None)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from its torch seed (itself derived from the loader's generator)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _pair(custom, what: str):
+    """A custom transform given once (used for all splits) or as (train, test)."""
+    if custom is None:
+        return None, None
+    if isinstance(custom, (tuple, list)):
+        if len(custom) != 2:
+            raise ValueError(f"{what} must be one transform or a (train, test) pair, got {len(custom)} items")
+        return custom[0], custom[1]
+    return custom, custom
+
+
+class GalaxyDataModule(L.LightningDataModule):
+    """Lightning data module of galaxy images and labels from catalogs.
+
+    Parameters
+    ----------
+    label_cols : list of str or None
+        Label columns (e.g. ``['ring']`` or ``schema.label_cols``); None or [] for prediction only.
+    catalog : DataFrame, optional
+        One catalog to split into train/val/test by ``id_str`` hash with ``seed``.
+    train_fraction, val_fraction, test_fraction : float
+        Split fractions for ``catalog`` (sum 1).
+    train_catalog, val_catalog, test_catalog : DataFrame, optional
+        Explicit splits (instead of ``catalog``).
+    predict_catalog : DataFrame, optional
+        Galaxies to predict (``id_str``, ``file_loc``; no labels needed).
+    greyscale : bool, default False
+        Average R, G, B into one channel (for 1-channel models).
+    crop_scale_bounds : (float, float), default (0.7, 0.8)
+        Area fraction of the random training crop; eval crops keep the mean.
+    crop_ratio_bounds : (float, float), default (0.9, 1.1)
+        Aspect-ratio range of the random training crop.
+    resize_after_crop : int, default 224
+        Output image side in pixels.
+    custom_albumentation_transform : callable or (train, test), optional
+        Albumentations-style transform, called as ``t(image=hwc_array)['image']`` (after the greyscale
+        conversion) instead of the default pipeline.
+    custom_torchvision_transform : callable or (train, test), optional
+        Called on a CHW float [0, 1] tensor (after the greyscale conversion) instead of the default pipeline.
+    batch_size : int, default 256
+    use_memory : bool, default False
+        Not implemented (raises NotImplementedError).
+    num_workers : int, default 4
+        Loader worker processes; more than the available cores are capped (with a warning).
+    prefetch_factor : int, default 4
+        Batches prefetched per worker (ignored when ``num_workers=0``).
+    seed : int, default 42
+        Seeds the split, the training shuffle and the worker RNGs.
+    train_transform, test_transform : callable, optional (keyword-only)
+        Replace the default transforms: called on the loaded HWC array (uint8 for jpg/png, float32 for
+        FITS); return a CHW float tensor in [0, 1] (an HWC array is converted).
+    test_time_augmentation : bool, default False (keyword-only)
+        Use the random training transform for validation/test/predict too.
+    check_valid_paths : bool, default True (keyword-only)
+        Check every ``file_loc`` exists when the data module is built (E5).
+
+    Raises
+    ------
+    ValueError
+        ``catalog`` together with explicit splits; bad fractions, crop bounds, sizes; conflicting transforms.
+    CatalogError
+        (E1-E4) invalid catalogs; ``FileNotFoundError`` (E5) missing files.
+    NotImplementedError
+        ``use_memory=True``.
+
+    Examples
+    --------
+    >>> from zoobot.shared.synthetic import make_synthetic_catalog  # doctest: +SKIP
+    >>> catalog, label_cols = make_synthetic_catalog('data', n_galaxies=50, label='ring')  # doctest: +SKIP
+    >>> dm = GalaxyDataModule(label_cols, catalog=catalog, batch_size=8, num_workers=0)  # doctest: +SKIP
+    >>> dm.setup('fit')  # doctest: +SKIP
+    >>> images, labels = next(iter(dm.train_dataloader()))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        label_cols: Sequence[str] | None,
+        catalog: pd.DataFrame | None = None,
+        train_fraction: float = 0.7,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_catalog: pd.DataFrame | None = None,
+        val_catalog: pd.DataFrame | None = None,
+        test_catalog: pd.DataFrame | None = None,
+        predict_catalog: pd.DataFrame | None = None,
+        greyscale: bool = False,
+        crop_scale_bounds=(0.7, 0.8),
+        crop_ratio_bounds=(0.9, 1.1),
+        resize_after_crop: int = 224,
+        custom_albumentation_transform=None,
+        custom_torchvision_transform=None,
+        batch_size: int = 256,
+        use_memory: bool = False,
+        num_workers: int = 4,
+        prefetch_factor: int = 4,
+        seed: int = 42,
+        *,
+        train_transform=None,
+        test_transform=None,
+        test_time_augmentation: bool = False,
+        check_valid_paths: bool = True,
+    ):
+        super().__init__()
+        if use_memory:
+            raise NotImplementedError(
+                "use_memory=True (caching decoded images in RAM) is not implemented; use num_workers > 0 and "
+                "prefetch_factor to keep the model fed instead."
+            )
+        if isinstance(label_cols, str):
+            label_cols = [label_cols]
+        self.label_cols = list(label_cols) if label_cols else []
+        for what, value in (("batch_size", batch_size), ("num_workers", num_workers),
+                            ("prefetch_factor", prefetch_factor)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if what == "batch_size" else 0):
+                raise ValueError(f"{what} must be an int >= {1 if what == 'batch_size' else 0}, got {value!r}")
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.greyscale = bool(greyscale)
+        self.crop_scale_bounds, self.crop_ratio_bounds = check_crop_bounds(crop_scale_bounds, crop_ratio_bounds)
+        self.resize_after_crop = resize_after_crop
+        self.test_time_augmentation = bool(test_time_augmentation)
+
+        cpus = available_cpus()
+        if num_workers > cpus:
+            warnings.warn(
+                f"num_workers={num_workers} but only {cpus} CPU cores are available; using num_workers={cpus}.",
+                UserWarning,
+                stacklevel=2,
+            )
+            num_workers = cpus
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = int(prefetch_factor) if self.num_workers > 0 else None
+
+        self.train_transform, self.test_transform = self._choose_transforms(
+            train_transform, test_transform, custom_albumentation_transform, custom_torchvision_transform
+        )
+        self.train_catalog, self.val_catalog, self.test_catalog, self.predict_catalog = self._prepare_catalogs(
+            catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog, test_catalog,
+            predict_catalog, check_valid_paths,
+        )
+        self.train_dataset = self.val_dataset = self.test_dataset = self.predict_dataset = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @property
+    def channels(self) -> int:
+        """Channels of the images this data module yields with the default transforms."""
+        return 1 if self.greyscale else 3
+
+    def _choose_transforms(self, train_transform, test_transform, custom_albumentation, custom_torchvision):
+        given = [name for name, value in (("train_transform/test_transform", train_transform or test_transform),
+                                          ("custom_albumentation_transform", custom_albumentation),
+                                          ("custom_torchvision_transform", custom_torchvision)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"Give at most one way to override the transforms; got {' and '.join(given)}.")
+        default_train, default_eval = default_transforms(
+            self.greyscale, self.resize_after_crop, self.crop_scale_bounds, self.crop_ratio_bounds,
+            self.test_time_augmentation,
+        )
+        if custom_albumentation is not None or custom_torchvision is not None:
+            kind = "albumentations" if custom_albumentation is not None else "torchvision"
+            custom_train, custom_test = _pair(custom_albumentation if custom_albumentation is not None
+                                              else custom_torchvision, f"custom_{kind}_transform")
+            return (CustomTransform(custom_train, kind, self.channels),
+                    CustomTransform(custom_test, kind, self.channels))
+        train = default_train if train_transform is None else CustomTransform(train_transform, "array")
+        test = default_eval if test_transform is None else CustomTransform(test_transform, "array")
+        return train, test
+
+    def _prepare_catalogs(self, catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog,
+                          test_catalog, predict_catalog, check_valid_paths):
+        explicit = {"train_catalog": train_catalog, "val_catalog": val_catalog, "test_catalog": test_catalog}
+        given = [k for k, v in explicit.items() if v is not None]
+        if catalog is not None and given:
+            raise ValueError(
+                f"Pass either catalog (split automatically with train/val/test_fraction) or explicit "
+                f"train_catalog/val_catalog/test_catalog, not both: got catalog and {', '.join(given)}."
+            )
+        options = dict(label_cols=self.label_cols or None, label_kind="regression" if self.label_cols else None,
+                       check_valid_paths=check_valid_paths)
+        if catalog is not None:
+            catalog = validate_catalog(catalog, name="catalog", **options)
+            train, val, test = split_catalog(catalog, train_fraction, val_fraction, test_fraction, seed=self.seed)
+            explicit = {"train_catalog": train, "val_catalog": val, "test_catalog": test if len(test) else None}
+        else:
+            explicit = {name: None if cat is None else validate_catalog(cat, name=name, **options)
+                        for name, cat in explicit.items()}
+        if predict_catalog is not None:
+            predict_catalog = validate_catalog(predict_catalog, label_cols=None, label_kind=None,
+                                               check_valid_paths=check_valid_paths, name="predict_catalog")
+        return explicit["train_catalog"], explicit["val_catalog"], explicit["test_catalog"], predict_catalog
+
+    # ------------------------------------------------------------------ Lightning API
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs: 'fit' (train + val), 'validate' (val), 'test', 'predict', or None
+        (train + val + test, and predict if given).
+
+        Raises
+        ------
+        ValueError
+            If a catalog the stage needs was not given, naming it.
+        """
+        if stage not in _STAGES:
+            raise unknown_option_error("stage", stage, [s for s in _STAGES if s])
+        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
+                 None: ("train", "val", "test")}[stage]
+        missing = [f"{split}_catalog" for split in needs if getattr(self, f"{split}_catalog") is None]
+        if missing:
+            raise ValueError(
+                f"setup({stage!r}) needs {', '.join(missing)}, which was not given to GalaxyDataModule "
+                "(pass catalog= to split one catalog automatically, or the explicit split catalogs; "
+                "predict_catalog= for prediction)."
+            )
+        if stage is None and self.predict_catalog is not None:
+            needs = needs + ("predict",)
+        for split in needs:
+            if split == "train":
+                self.train_dataset = GalaxyDataset(self.train_catalog, self.label_cols, self.train_transform)
+            elif split == "predict":
+                self.predict_dataset = GalaxyDataset(self.predict_catalog, None, self.test_transform)
+            else:
+                setattr(self, f"{split}_dataset",
+                        GalaxyDataset(getattr(self, f"{split}_catalog"), self.label_cols, self.test_transform))
+
+    def _loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_seed_worker if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _dataset(self, split: str) -> GalaxyDataset:
+        dataset = getattr(self, f"{split}_dataset")
+        if dataset is None:
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
+            dataset = getattr(self, f"{split}_dataset")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented batches; the last partial batch is dropped (unless it is the only batch)."""
+        dataset = self._dataset("train")
+        drop_last = len(dataset) > self.batch_size
+        if not drop_last:
+            logger.info("Training set (%d) is not larger than batch_size (%d): one partial batch per epoch.",
+                        len(dataset), self.batch_size)
+        return self._loader(dataset, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of images only (upstream-compatible), in ``predict_catalog`` order."""
+        return self._loader(self._dataset("predict"))
+
+    def predict_dataloader_with_ids(self, on_bad_image: str = "record") -> DataLoader:
+        """Predict batches as dicts ``{'image', 'index', 'id_str', 'failed'}`` in ``predict_catalog`` order.
+
+        ``index`` is the row position in ``predict_catalog``; with ``on_bad_image='record'`` unreadable images
+        become zero images with ``failed=True`` (``loader.dataset.describe_failure(index)`` gives the error).
+        Used by :func:`zoobot.pytorch.predictions.predict_on_catalog.predict` to match rows by ``id_str``.
+        """
+        if self.predict_catalog is None:
+            raise ValueError("predict_dataloader_with_ids needs predict_catalog, which was not given")
+        dataset = GalaxyDataset(self.predict_catalog, None, self.test_transform, return_index=True,
+                                on_bad_image=on_bad_image)
+        return self._loader(dataset)
+
+    def __repr__(self) -> str:
+        sizes = {split: None if getattr(self, f"{split}_catalog") is None else len(getattr(self, f"{split}_catalog"))
+                 for split in ("train", "val", "test", "predict")}
+        return (f"{type(self).__name__}(label_cols={self.label_cols[:3]}{'...' if len(self.label_cols) > 3 else ''}, "
+                f"sizes={sizes}, batch_size={self.batch_size}, channels={self.channels}, "
+                f"resize_after_crop={self.resize_after_crop})")
