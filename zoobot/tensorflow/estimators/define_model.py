@@ -1,0 +1,1367 @@
+"""Keras models of the TensorFlow backend (api.md 3.4): encoders, the Dirichlet head, ``ZoobotTree``.
+
+A zoobot model is an **encoder** (a Keras application or ``tiny_cnn``; images NHWC float32 in
+[0, 1] -> pooled features) followed by a **Dirichlet head** (Dropout -> Dense -> ScaledSigmoid,
+giving Dirichlet concentrations in (1, 101), one per answer of the decision tree).
+
+Read top to bottom:
+
+1. encoders: :data:`ENCODER_NAMES`, :func:`get_tensorflow_encoder` (alias :func:`get_encoder`),
+   :func:`create_encoder` (architecture, registry or hub names);
+2. the head: :func:`get_tensorflow_dirichlet_head` (alias :func:`get_dirichlet_head`);
+3. Monte Carlo dropout in one pass: :func:`mc_dropout_samples` (encoder once, head ``n_samples`` times);
+4. first-batch checks of data given to ``predict`` (E7, E8): :func:`check_images`;
+5. learning-rate schedules as Keras callbacks: :func:`get_scheduler_callbacks`;
+6. :class:`ZoobotTree`, the PyTorch ``ZoobotTree``'s twin: a compiled ``keras.Model``;
+7. the upstream (U1) functional API: :func:`get_model`, :func:`load_model`, :func:`load_weights`,
+   and :func:`load_zoobot_model` for ``.keras`` files with a version check (E11).
+
+No hidden rescaling: Keras applications with a built-in ``Rescaling(1/255)`` or mean/std
+normalisation are built with it disabled (random init) or compensated (ImageNet weights), so the
+encoder's first layer sees the [0, 1] values.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import operator
+import pathlib
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoobot.shared import checkpoints, schedules
+from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.tensorflow.estimators import custom_layers, tiny_cnn
+from zoobot.tensorflow.training import losses
+
+__all__ = [
+    "ENCODER_NAMES",
+    "ZoobotTree",
+    "get_tensorflow_encoder",
+    "get_encoder",
+    "get_encoder_dim",
+    "create_encoder",
+    "get_tensorflow_dirichlet_head",
+    "get_dirichlet_head",
+    "dirichlet_loss",
+    "get_dirichlet_loss_func",
+    "mc_dropout_samples",
+    "check_images",
+    "get_scheduler_callbacks",
+    "get_model",
+    "load_model",
+    "load_weights",
+    "load_zoobot_model",
+]
+
+# ---------------------------------------------------------------------------------------------
+# 1. encoders
+# ---------------------------------------------------------------------------------------------
+
+# zoobot name -> (keras.applications constructor, how its built-in preprocessing is switched off)
+#   'rescaling': EfficientNet (v1) always adds Rescaling(1/255) + an (identity unless adapted)
+#                Normalization; the Rescaling scale is set to 1.
+#   'flag':      the constructor takes include_preprocessing=False.
+#   None:        no built-in preprocessing (ResNet).
+_KERAS_APPLICATIONS = {
+    **{f"efficientnet_b{i}": (f"EfficientNetB{i}", "rescaling") for i in range(8)},
+    **{f"efficientnetv2_b{i}": (f"EfficientNetV2B{i}", "flag") for i in range(4)},
+    "efficientnetv2_s": ("EfficientNetV2S", "flag"),
+    "efficientnetv2_m": ("EfficientNetV2M", "flag"),
+    "efficientnetv2_l": ("EfficientNetV2L", "flag"),
+    "resnet50": ("ResNet50", None),
+    "resnet101": ("ResNet101", None),
+    "resnet152": ("ResNet152", None),
+    "convnext_tiny": ("ConvNeXtTiny", "flag"),
+    "convnext_small": ("ConvNeXtSmall", "flag"),
+    "convnext_base": ("ConvNeXtBase", "flag"),
+    "convnext_large": ("ConvNeXtLarge", "flag"),
+}
+
+#: Every encoder name :func:`get_tensorflow_encoder` builds ('efficientnet' is accepted for
+#: 'efficientnet_b0'; the deprecated 'resnet_detectron'/'resnet_torchvision' give 'resnet50').
+ENCODER_NAMES = tuple(_KERAS_APPLICATIONS) + ("tiny_cnn",)
+
+
+def _resolve_name(architecture_name) -> str:
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    name = resolve_architecture_name(architecture_name)
+    if name not in ENCODER_NAMES:
+        raise unknown_option_error("TensorFlow encoder architecture", architecture_name, ENCODER_NAMES)
+    return name
+
+
+def _check_channels(channels) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
+        raise ChannelMismatchError(
+            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. Fix: pass channels=1 or channels=3."
+        )
+    return int(channels)
+
+
+def get_tensorflow_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **kwargs) -> keras.Model:
+    """Build an encoder: images (B, H, W, C) float32 in [0, 1] -> pooled features (B, dim).
+
+    Parameters
+    ----------
+    architecture_name : str, default 'efficientnet_b0'
+        One of :data:`ENCODER_NAMES`: ``efficientnet_b0..b7``, ``efficientnetv2_b0..b3/s/m/l``,
+        ``resnet50/101/152``, ``convnext_tiny/small/base/large``, ``tiny_cnn``. ``'efficientnet'``
+        means ``efficientnet_b0``.
+    channels : int, default 1
+        Input channels, 1 (greyscale) or 3 (RGB).
+    **kwargs
+        Passed to the ``keras.applications`` constructor (e.g. ``drop_connect_rate`` for
+        EfficientNet). ``input_shape`` may be ``(H, W)`` or ``(H, W, C)`` (default: any size).
+        ``weights`` defaults to None (random init); ``weights='imagenet'`` downloads Keras'
+        ImageNet weights (needs ``channels=3``) and compensates their built-in preprocessing so the
+        model still takes [0, 1] inputs.
+
+    Returns
+    -------
+    keras.Model
+        Functional model with the application's layer names (``stem_conv``, ``block1a_...``,
+        ``top_conv`` ...), global-average pooled. Pooled dims equal timm's for the same names
+        (efficientnet_b0: 1280, resnet50: 2048, convnext_tiny: 768, tiny_cnn: 128).
+
+    Raises
+    ------
+    ValueError
+        (E13) unknown architecture (the message lists :data:`ENCODER_NAMES`).
+    ChannelMismatchError
+        (E7) channels not 1 or 3, or ImageNet weights with 1 channel.
+
+    Examples
+    --------
+    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
+    >>> encoder.output_shape
+    (None, 128)
+    """
+    name = _resolve_name(architecture_name)
+    channels = _check_channels(channels)
+    kwargs = dict(kwargs)
+    input_shape = kwargs.pop("input_shape", None)
+    spatial = (None, None) if input_shape is None else tuple(input_shape)[:2]
+    if name == "tiny_cnn":
+        if kwargs:
+            raise TypeError(f"tiny_cnn takes no extra arguments, got {sorted(kwargs)}")
+        return tiny_cnn.get_tiny_cnn(channels=channels, input_shape=spatial)
+
+    constructor_name, preprocessing = _KERAS_APPLICATIONS[name]
+    constructor = getattr(keras.applications, constructor_name)
+    weights = kwargs.pop("weights", None)
+    imagenet = weights == "imagenet"
+    if imagenet and channels != 3:
+        raise ChannelMismatchError(
+            f"ImageNet weights for {name} expect 3-channel (RGB) input but channels={channels}. "
+            "Fix: pass channels=3 (color=True), or train from random initialisation (weights=None)."
+        )
+    if imagenet and preprocessing is None:
+        raise ValueError(
+            f"weights='imagenet' for {name} needs Keras' caffe-style input preprocessing, which zoobot does not "
+            "add (zoobot models take [0, 1] inputs). Use an EfficientNet or ConvNeXt for ImageNet weights, or "
+            "weights=None."
+        )
+    if preprocessing == "flag":
+        # keep the preprocessing the ImageNet weights were trained with; drop it otherwise
+        kwargs.setdefault("include_preprocessing", imagenet)
+    model = constructor(
+        include_top=False,
+        weights=weights,
+        input_shape=(*spatial, channels),
+        pooling="avg",
+        **kwargs,
+    )
+    if imagenet:
+        # the application expects 0-255 pixels and rescales/normalises them itself: feed it 255 x [0, 1]
+        inputs = keras.Input(shape=(*spatial, channels), name="image")
+        outputs = model(keras.layers.Rescaling(255.0, name="from_unit_interval")(inputs))
+        return keras.Model(inputs, outputs, name=f"{name}_imagenet")
+    if preprocessing == "rescaling":
+        _disable_input_rescaling(model, name)
+    return model
+
+
+def _disable_input_rescaling(model: keras.Model, name: str) -> None:
+    """Set the built-in ``Rescaling(1/255)`` of a Keras application to the identity."""
+    for layer in model.layers[:6]:
+        if isinstance(layer, keras.layers.Rescaling) and np.allclose(np.asarray(layer.scale, dtype=float), 1 / 255.0):
+            layer.scale = 1.0
+            layer.offset = 0.0
+            return
+    raise RuntimeError(  # a future Keras changed the stem: fail loudly rather than rescale silently
+        f"Could not find the Rescaling(1/255) layer at the input of the Keras {name}; the installed Keras "
+        f"{keras.__version__} builds it differently. Please report this to the zoobot developers."
+    )
+
+
+#: Backend-neutral alias of :func:`get_tensorflow_encoder` (same object).
+get_encoder = get_tensorflow_encoder
+
+
+def get_encoder_dim(encoder, channels: int = 3) -> int:
+    """Pooled feature dimension of an encoder (from its output shape, else a probe on 64 px zeros).
+
+    Examples
+    --------
+    >>> get_encoder_dim(get_tensorflow_encoder('tiny_cnn', channels=1))
+    128
+    """
+    shape = getattr(encoder, "output_shape", None)
+    if shape is not None and not isinstance(shape, list) and shape[-1] is not None:
+        return int(shape[-1])
+    probe = encoder(np.zeros((1, 64, 64, channels), dtype="float32"), training=False)
+    return int(probe.shape[-1])
+
+
+def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> keras.Model:
+    """Create an encoder (images (B, H, W, C) in [0, 1] -> features (B, D)) from a name.
+
+    The twin of ``zoobot.pytorch.estimators.define_model.create_encoder``, with the same names:
+
+    ==================================================  ==========================================================
+    name                                                what you get
+    ==================================================  ==========================================================
+    ``'zoobot-encoder-...'`` (registry) or              the pretrained Zoobot encoder, if it is published with a
+    ``'hf-hub:owner/repo'`` (legacy ``'hf_hub:'``)      Keras file (``encoder.keras``); otherwise E13 ("PyTorch-only
+                                                        weights": use ``zoobot.pytorch``)
+    ``'local-dir:/path/to/folder'``                     the ``encoder.keras`` in that folder (no network at all)
+    ``'efficientnet_b0'``, ``'convnext_tiny'``, ...       a Keras architecture of :data:`ENCODER_NAMES`, **randomly
+                                                        initialised** (as timm names are in PyTorch)
+    ``'tiny_cnn'``                                      the 4-convolution test encoder
+    ==================================================  ==========================================================
+
+    Parameters
+    ----------
+    name : str
+    pretrained : bool, default True
+        Load the pretrained weights (registry, ``hf-hub:`` and ``local-dir:`` names). Architecture
+        names are always randomly initialised (a ``UserWarning`` says so when ``pretrained=True``;
+        Keras' ImageNet weights are available through ``get_tensorflow_encoder(name,
+        weights='imagenet')``).
+    channels : int, optional
+        Input channels. Default: the pretrained model's, else 3.
+    **kwargs
+        Passed to the Keras application constructor (architecture names only).
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    ValueError
+        (E13) unknown name or prefix, or a pretrained encoder with PyTorch-only weights.
+    ChannelMismatchError
+        (E7) ``channels`` differs from a loaded encoder's.
+    FileNotFoundError
+        ``local-dir:`` folder without ``encoder.keras``; a Hub file that is not cached while offline.
+
+    Examples
+    --------
+    >>> create_encoder('tiny_cnn', channels=1).output_shape
+    (None, 128)
+    """
+    import warnings
+
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if channels is not None:
+        channels = _check_channels(channels)
+    source, ident = _parse_encoder_name(name)
+    if source == "tiny_cnn":
+        return get_tensorflow_encoder("tiny_cnn", channels=channels or 3)
+    if source == "keras":
+        if pretrained:
+            warnings.warn(
+                f"{name!r} is an architecture, not a pretrained Zoobot encoder: it is randomly initialised. "
+                "For Zoobot weights use a registry name or 'hf-hub:owner/repo' (published with Keras weights); "
+                "pass pretrained=False to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return get_tensorflow_encoder(ident, channels=channels or 3, **kwargs)
+    if source == "local-dir":
+        return _load_local_encoder(pathlib.Path(ident).expanduser(), channels)
+    return _create_hub_encoder(source, ident, pretrained, channels)
+
+
+def _registry():
+    try:
+        from zoobot.shared import pretrained as registry
+    except ImportError:  # the registry is optional for the TensorFlow backend
+        return None
+    return registry
+
+
+def _registry_cfg(name: str):
+    registry = _registry()
+    if registry is None:
+        return None
+    try:
+        return registry.get_pretrained_cfg(name)
+    except (KeyError, ValueError):
+        return None
+
+
+def _accepted_encoder_names() -> list:
+    registry = _registry()
+    names = []
+    if registry is not None:
+        try:
+            names = [str(getattr(cfg, "name", cfg)) for cfg in registry.list_pretrained()]
+        except Exception:  # the registry must never hide the real error
+            names = []
+    return names + list(ENCODER_NAMES) + ["hf-hub:<owner>/<repo>", "local-dir:<folder>"]
+
+
+def _parse_encoder_name(name) -> tuple:
+    """``(source, identifier)``: source in 'tiny_cnn', 'keras', 'local-dir', 'hf-hub', 'registry'."""
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    if not isinstance(name, str):
+        raise TypeError(f"The encoder name must be a string, got {type(name).__name__}: {name!r}")
+    name = name.strip()
+    if not name:
+        raise ValueError("The encoder name is empty. Accepted: " + ", ".join(_accepted_encoder_names()))
+    prefix, sep, rest = name.partition(":")
+    if sep and len(prefix) > 1:
+        source = prefix.lower().replace("_", "-")
+        if source == "hf-hub":
+            if rest.count("/") != 1 or rest.startswith("/") or rest.split("@")[0].endswith("/"):
+                raise ValueError(
+                    f"Encoder name {name!r}: after 'hf-hub:' give a Hub repo id 'owner/repo', "
+                    "e.g. 'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'."
+                )
+            return "hf-hub", rest
+        if source == "local-dir":
+            if not rest:
+                raise ValueError(f"Encoder name {name!r}: give a folder after 'local-dir:'.")
+            return "local-dir", rest
+        raise unknown_option_error("encoder name prefix", prefix + ":", ["hf-hub:", "hf_hub:", "local-dir:"])
+    if name == "tiny_cnn":
+        return "tiny_cnn", name
+    if _registry_cfg(name) is not None:
+        return "registry", name
+    architecture = resolve_architecture_name(name)
+    if architecture in ENCODER_NAMES:
+        return "keras", architecture
+    raise unknown_option_error("encoder name (TensorFlow)", name, _accepted_encoder_names())
+
+
+def _load_local_encoder(folder: pathlib.Path, channels):
+    path = folder / "encoder.keras" if folder.is_dir() else folder
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"local-dir:{folder} has no encoder.keras. A Keras encoder folder holds encoder.keras "
+            "(save one with encoder.save('folder/encoder.keras'))."
+        )
+    encoder = load_zoobot_model(path)
+    encoder = getattr(encoder, "encoder", encoder)
+    _check_loaded_channels(encoder, channels, path)
+    return encoder
+
+
+def _check_loaded_channels(encoder, channels, where) -> None:
+    got = encoder.input_shape[-1] if getattr(encoder, "input_shape", None) is not None else None
+    if channels is not None and got is not None and got != channels:
+        raise ChannelMismatchError(
+            f"{where} takes {got}-channel images but channels={channels} was requested (expected C={got}, got "
+            f"C={channels}). Fix: pass channels={got} ({'greyscale=True' if got == 1 else 'greyscale=False'} "
+            "for the data)."
+        )
+
+
+def _keras_file_of(cfg):
+    """The Keras weights file a registry entry publishes, or None."""
+    files = getattr(cfg, "backend_files", None) or {}
+    if isinstance(files, dict):
+        for key in ("tensorflow", "keras", "tf"):
+            value = files.get(key)
+            if value:
+                return value if isinstance(value, str) else next(iter(value), None)
+        return None
+    return next((f for f in files if str(f).endswith(".keras")), None)
+
+
+def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
+    cfg = _registry_cfg(ident) if source == "registry" else _registry_cfg(f"hf-hub:{ident}")
+    repo = ident
+    if cfg is not None:
+        repo = str(cfg.hub_id)
+        for prefix in ("hf-hub:", "hf_hub:"):
+            if repo.startswith(prefix):
+                repo = repo[len(prefix):]
+    cfg_channels = getattr(cfg, "channels", None)
+    if not pretrained and cfg is not None and getattr(cfg, "architecture", None) in ENCODER_NAMES:
+        return get_tensorflow_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
+    keras_file = _keras_file_of(cfg) if cfg is not None else "encoder.keras"
+    if not keras_file:
+        raise ValueError(
+            f"Unknown TensorFlow encoder {ident!r}: it has PyTorch-only weights (no Keras file such as "
+            "encoder.keras is published for it), so zoobot.tensorflow cannot load it. Use "
+            "zoobot.pytorch.estimators.define_model.create_encoder for it, or a TensorFlow architecture "
+            f"(accepted: {', '.join(ENCODER_NAMES)}) with pretrained=False."
+        )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        from zoobot.shared.errors import missing_dependency
+
+        raise missing_dependency("huggingface_hub", f"downloading {ident}", "pytorch") from None
+    repo_id, _, revision = repo.partition("@")
+    try:
+        path = hf_hub_download(repo_id=repo_id, filename=str(keras_file), revision=revision or None)
+    except Exception as err:  # offline, missing file, no network
+        raise FileNotFoundError(
+            f"Could not get {keras_file} of hf-hub:{repo} ({type(err).__name__}: {err}). If the repo publishes "
+            "PyTorch-only weights, use zoobot.pytorch; otherwise download it once online or use "
+            "'local-dir:/folder/with/encoder.keras'."
+        ) from err
+    encoder = load_zoobot_model(path)
+    encoder = getattr(encoder, "encoder", encoder)
+    _check_loaded_channels(encoder, channels, f"hf-hub:{repo}")
+    return encoder
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the Dirichlet head
+# ---------------------------------------------------------------------------------------------
+
+def _check_positive_int(label, value) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{label} must be a positive int, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{label} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_rate(dropout_rate) -> float:
+    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
+        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
+    return float(dropout_rate)
+
+
+def get_tensorflow_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
+                                  dropout_rate: float) -> keras.Sequential:
+    """The Dirichlet head: [MCDropout if test_time_dropout else Dropout] -> Dense -> ScaledSigmoid.
+
+    Parameters
+    ----------
+    encoder_dim : int
+        Features from the encoder.
+    output_dim : int
+        Answers of the decision tree (``schema.n_answers``).
+    test_time_dropout : bool
+        Keep dropout on at inference (Monte Carlo dropout).
+    dropout_rate : float
+        Dropout probability, in [0, 1).
+
+    Returns
+    -------
+    keras.Sequential
+        (B, encoder_dim) -> concentrations (B, output_dim) in (1, 101).
+
+    Examples
+    --------
+    >>> head = get_tensorflow_dirichlet_head(128, 34, test_time_dropout=True, dropout_rate=0.2)
+    >>> [type(layer).__name__ for layer in head.layers]
+    ['MCDropout', 'Dense', 'ScaledSigmoid']
+    """
+    encoder_dim = _check_positive_int("encoder_dim", encoder_dim)
+    output_dim = _check_positive_int("output_dim", output_dim)
+    dropout_rate = _check_rate(dropout_rate)
+    dropout_cls = custom_layers.MCDropout if test_time_dropout else keras.layers.Dropout
+    return keras.Sequential(
+        [
+            keras.Input(shape=(encoder_dim,)),
+            dropout_cls(dropout_rate, name="head_dropout"),
+            keras.layers.Dense(output_dim, name="head_dense"),
+            custom_layers.ScaledSigmoid(name="concentrations"),
+        ],
+        name="dirichlet_head",
+    )
+
+
+#: Backend-neutral alias of :func:`get_tensorflow_dirichlet_head` (same object).
+get_dirichlet_head = get_tensorflow_dirichlet_head
+
+
+def dirichlet_loss(preds, labels, question_index_groups, sum_over_questions: bool = False):
+    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
+
+    Parameters
+    ----------
+    preds : tensor (B, n_answers)
+        Predicted concentrations.
+    labels : tensor (B, n_answers)
+        Vote counts.
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range per question.
+    sum_over_questions : bool, default False
+        Sum over questions, giving (B,).
+
+    Returns
+    -------
+    tf.Tensor (B, n_questions) or (B,)
+        Not reduced over the batch.
+
+    Examples
+    --------
+    >>> dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)], sum_over_questions=True)
+    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0., 0.], dtype=float32)>
+    """
+    return losses.calculate_multiquestion_loss(labels, preds, question_index_groups,
+                                               sum_over_questions=sum_over_questions)
+
+
+def get_dirichlet_loss_func(question_index_groups):
+    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
+
+    Examples
+    --------
+    >>> get_dirichlet_loss_func([(0, 1)]).keywords['question_index_groups']
+    [(0, 1)]
+    """
+    import functools
+
+    groups = losses.validate_question_index_groups(question_index_groups)
+    return functools.partial(dirichlet_loss, question_index_groups=groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Monte Carlo dropout in one pass
+# ---------------------------------------------------------------------------------------------
+
+def _apply_head(head, features, dropout: bool):
+    """Run the head's layers in order; dropout layers are applied only when ``dropout``."""
+    layers = head.layers if isinstance(head, keras.Sequential) else None
+    if layers is None:
+        return head(features, training=False)
+    x = features
+    for layer in layers:
+        if isinstance(layer, keras.layers.Dropout):
+            if dropout:
+                x = keras.layers.Dropout.call(layer, x, training=True)
+        else:
+            x = layer(x, training=False)
+    return x
+
+
+def mc_dropout_samples(encoder, head, images, n_samples=1, dropout=True):
+    """Predictions of ``n_samples`` Monte Carlo dropout samples, running the encoder only once.
+
+    The encoder (in inference mode: BatchNorm statistics fixed) computes the features once;
+    the head runs ``n_samples`` times with its dropout on (``dropout=True``) or off.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+    head : keras.Sequential
+        E.g. from :func:`get_tensorflow_dirichlet_head`.
+    images : tensor (B, H, W, C)
+    n_samples : int
+    dropout : bool
+        Apply the head's dropout layers. False: all samples are equal (computed once).
+
+    Returns
+    -------
+    tf.Tensor (B, output_dim, n_samples)
+
+    Examples
+    --------
+    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
+    >>> head = get_tensorflow_dirichlet_head(128, 3, True, 0.5)
+    >>> mc_dropout_samples(encoder, head, np.zeros((2, 32, 32, 1), 'float32'), n_samples=4).shape
+    TensorShape([2, 3, 4])
+    """
+    n_samples = _check_positive_int("n_samples", n_samples)
+    features = encoder(images, training=False)
+    if not dropout:
+        single = _apply_head(head, features, dropout=False)
+        return tf.repeat(single[..., tf.newaxis], n_samples, axis=-1)
+    samples = [_apply_head(head, features, dropout=True) for _ in range(n_samples)]
+    return tf.stack(samples, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. first-batch checks (E7, E8)
+# ---------------------------------------------------------------------------------------------
+
+def _first_images(data):
+    """The images of the first batch of ``data`` (array, tensor, tf.data.Dataset, data module), or None."""
+    if hasattr(data, "predict_dataloader") and not isinstance(data, tf.data.Dataset):
+        if getattr(data, "predict_catalog", None) is not None and hasattr(data, "setup"):
+            data.setup("predict")
+        data = data.predict_dataloader()
+    if isinstance(data, tf.data.Dataset):
+        element = next(iter(data.take(1)), None)
+        if element is None:
+            return None
+    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__") and hasattr(data, "shape"):
+        return data[:64]
+    else:
+        return None  # generators, PyDatasets: not peeked (peeking would consume them)
+    if isinstance(element, (tuple, list)):
+        element = element[0]
+    if isinstance(element, dict):
+        for key in ("image", "images", "matrix"):
+            if key in element:
+                return element[key]
+        return None
+    return element
+
+
+def check_images(images, channels, where="the data") -> None:
+    """E7/E8 checks of a batch of images for a model taking ``channels``-channel NHWC input.
+
+    Parameters
+    ----------
+    images : array or tensor (B, H, W, C)
+    channels : int
+        Channels the model expects.
+    where : str
+        Named in messages.
+
+    Raises
+    ------
+    ChannelMismatchError
+        (E7) not 4-D, or the channel axis differs (with a hint when the batch looks NCHW).
+    PixelScaleError
+        (E8) values outside [0, 1].
+
+    Warns
+    -----
+    UserWarning
+        If the maximum is <= 1.5/255 (images divided by 255 twice).
+
+    Examples
+    --------
+    >>> check_images(np.zeros((2, 32, 32, 3), 'float32'), channels=1)
+    Traceback (most recent call last):
+    ...
+    zoobot.shared.errors.ChannelMismatchError: ...
+    """
+    shape = tuple(int(d) if d is not None else None for d in images.shape)
+    if len(shape) != 4:
+        raise ChannelMismatchError(
+            f"{where}: expected a batch of images of shape (batch, height, width, {channels}) (NHWC), got shape "
+            f"{shape}. Fix: add a batch axis, or batch the dataset."
+        )
+    if shape[-1] != channels:
+        looks_nchw = shape[1] in (1, 3) and shape[-1] not in (1, 3)
+        if looks_nchw:
+            fix = "the batch looks NCHW (PyTorch layout): transpose it to NHWC, e.g. np.transpose(x, (0, 2, 3, 1))"
+        elif channels == 1:
+            fix = "make the images greyscale (GalaxyDataModule(greyscale=True) / train(color=False))"
+        else:
+            fix = "use colour images (GalaxyDataModule(greyscale=False) / train(color=True))"
+        raise ChannelMismatchError(
+            f"{where}: the model expects {channels} channel(s) but got {shape[-1]} (tensor shape {shape}, layout "
+            f"NHWC). Fix: {fix}."
+        )
+    values = tf.convert_to_tensor(images)
+    if not values.dtype.is_floating:
+        values = tf.cast(values, tf.float32)
+    if int(tf.size(values)) == 0:
+        return
+    check_pixel_range(float(tf.reduce_min(values)), float(tf.reduce_max(values)), layout="NHWC")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. learning-rate schedules (zoobot.shared.schedules) as Keras callbacks
+# ---------------------------------------------------------------------------------------------
+
+class CosineSchedule(keras.callbacks.Callback):
+    """Set the learning rate to ``learning_rate * cosine_multiplier(epoch, ...)`` before each epoch."""
+
+    def __init__(self, learning_rate, warmup_epochs, max_epochs, min_lr_factor):
+        super().__init__()
+        self.learning_rate = float(learning_rate)
+        self.warmup_epochs, self.max_epochs, self.min_lr_factor = warmup_epochs, max_epochs, min_lr_factor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        multiplier = schedules.cosine_multiplier(epoch, self.warmup_epochs, self.max_epochs, self.min_lr_factor)
+        self.model.optimizer.learning_rate.assign(self.learning_rate * multiplier)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
+    """Keras callbacks that apply ``scheduler_params`` (api.md 2.2) to a compiled model.
+
+    ``None``/``{}``: none (constant LR). ``{'name': 'plateau', 'patience': p}``: ReduceLROnPlateau
+    on the validation loss (factor 0.1, min_lr 1e-6). ``{'name': 'cosine', ...}``:
+    LR = ``learning_rate * cosine_multiplier(epoch, ...)`` (never ``learning_rate`` squared).
+
+    Examples
+    --------
+    >>> get_scheduler_callbacks(None, 1e-3)
+    []
+    >>> type(get_scheduler_callbacks({'name': 'plateau'}, 1e-3)[0]).__name__
+    'ReduceLROnPlateau'
+    """
+    params = schedules.normalise_scheduler_params(scheduler_params)
+    if params is None:
+        return []
+    if params["name"] == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=params["patience"],
+                                                  min_lr=1e-6, mode="min")]
+    return [CosineSchedule(learning_rate, params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. ZoobotTree
+# ---------------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="zoobot")
+class QuestionLosses(keras.metrics.Metric):
+    """Per-question loss, averaged over the galaxies with votes for that question.
+
+    ``result()`` is a dict ``{'question_loss/<question>': value}`` (plus
+    ``'campaign_loss/<suffix>'`` for schemas whose questions end in campaign suffixes such as
+    ``-dr5``), which Keras logs as separate metrics.
+    """
+
+    def __init__(self, question_index_groups, question_names, name="question_losses", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.question_index_groups = losses.validate_question_index_groups(question_index_groups)
+        self.question_names = [str(q) for q in question_names]
+        n = len(self.question_index_groups)
+        self._columns, self._owners = losses._answer_to_question_index(self.question_index_groups)
+        self.campaigns = _campaigns(self.question_names)
+        self.loss_sums = self.add_variable(shape=(n,), initializer="zeros", name="loss_sums")
+        self.counts = self.add_variable(shape=(n,), initializer="zeros", name="counts")
+        n_campaigns = max(len(self.campaigns), 1)
+        self.campaign_sums = self.add_variable(shape=(n_campaigns,), initializer="zeros", name="campaign_sums")
+        self.campaign_counts = self.add_variable(shape=(n_campaigns,), initializer="zeros", name="campaign_counts")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = tf.cast(y_pred, tf.float32)
+        y_true = tf.cast(y_true, tf.float32)
+        per_question = losses._multiquestion_nll(y_true, y_pred, self._columns, self._owners,
+                                                 len(self.question_index_groups))
+        totals = tf.stack([tf.reduce_sum(y_true[:, s:e + 1], axis=1) for s, e in self.question_index_groups], axis=1)
+        answered = tf.cast(totals > 0, tf.float32)
+        self.loss_sums.assign_add(tf.reduce_sum(per_question, axis=0))
+        self.counts.assign_add(tf.reduce_sum(answered, axis=0))
+        if self.campaigns:
+            sums, counts = [], []
+            for _, indices in self.campaigns:
+                campaign_loss = tf.reduce_sum(tf.gather(per_question, indices, axis=1), axis=1)
+                has_votes = tf.cast(tf.reduce_max(tf.gather(answered, indices, axis=1), axis=1) > 0, tf.float32)
+                sums.append(tf.reduce_sum(campaign_loss))
+                counts.append(tf.reduce_sum(has_votes))
+            self.campaign_sums.assign_add(tf.stack(sums))
+            self.campaign_counts.assign_add(tf.stack(counts))
+
+    def result(self):
+        means = self.loss_sums / tf.maximum(self.counts, 1.0)
+        out = {f"question_loss/{q}": means[i] for i, q in enumerate(self.question_names)}
+        if self.campaigns:
+            campaign_means = self.campaign_sums / tf.maximum(self.campaign_counts, 1.0)
+            out.update({f"campaign_loss/{suffix}": campaign_means[i] for i, (suffix, _) in enumerate(self.campaigns)})
+        return out
+
+    def reset_state(self):
+        for variable in (self.loss_sums, self.counts, self.campaign_sums, self.campaign_counts):
+            variable.assign(tf.zeros_like(variable))
+
+    def get_config(self):
+        return {
+            "question_index_groups": [list(g) for g in self.question_index_groups],
+            "question_names": self.question_names,
+            "name": self.name,
+        }
+
+
+# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>); as in PyTorch
+_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
+
+
+def _campaigns(question_names) -> list:
+    """[(suffix, [question indices])] for ortho trees (every question ends with -<campaign>), else []."""
+    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
+    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
+        return []
+    out: dict = {}
+    for i, suffix in enumerate(suffixes):
+        out.setdefault(suffix, []).append(i)
+    return list(out.items())
+
+
+# the loading path of the .keras file being deserialised, named in E11 messages
+_LOADING_PATH = contextvars.ContextVar("zoobot_keras_loading_path", default=None)
+
+
+@keras.saving.register_keras_serializable(package="zoobot")
+class ZoobotTree(keras.Model):
+    """Encoder + Dirichlet head trained on Galaxy Zoo vote counts (the PyTorch ``ZoobotTree``'s twin).
+
+    Input (B, H, W, C) float32 in [0, 1] -> Dirichlet concentrations (B, output_dim) in (1, 101).
+    Compiled at construction with AdamW(``learning_rate``, ``betas``, ``weight_decay``) and the
+    multi-question Dirichlet loss; ``fit``/``evaluate``/``predict`` work directly. Dropout: on in
+    training; in ``predict`` (and plain ``model(x)`` calls) only if ``test_time_dropout`` (Monte
+    Carlo dropout); **off** in ``evaluate``. The learning-rate schedule is applied by the callbacks
+    :meth:`scheduler_callbacks` returns (``train`` adds them). Saves to and loads from ``.keras``
+    (versions stored in the config and checked on load, E11).
+
+    Parameters
+    ----------
+    output_dim : int
+        Number of answers; must equal the schema's ``n_answers`` (E10).
+    question_answer_pairs, dependencies : dict, optional
+        The decision tree (see :class:`zoobot.shared.schemas.Schema`).
+    architecture_name : str, default 'efficientnet_b0'
+        Encoder, see :data:`ENCODER_NAMES`.
+    channels : int, default 1
+        Input channels (1 greyscale, 3 RGB).
+    test_time_dropout : bool, default True
+        Monte Carlo dropout in ``predict``.
+    compile_encoder : bool, default False
+        True: XLA-compile the train/predict steps (``jit_compile=True``); False: Keras' default.
+    timm_kwargs : dict, optional
+        Keyword arguments for the Keras backbone constructor (the name mirrors PyTorch).
+    dropout_rate : float, default 0.2
+    learning_rate : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    weight_decay : float, default 0.01
+    scheduler_params : dict, optional
+        See :func:`zoobot.shared.schedules.normalise_scheduler_params` (E13 on unknown keys).
+    schema : Schema, optional, keyword-only
+        Instead of pairs + dependencies.
+    question_index_groups : list of (int, int), optional, keyword-only
+        [U1] Instead of a schema; per-question metrics are then named ``question_{i}``.
+
+    Raises
+    ------
+    ValueError
+        (E10) ``output_dim`` differs from the schema; no schema given; (E13) unknown architecture
+        or scheduler.
+
+    Examples
+    --------
+    >>> from zoobot.shared import schemas
+    >>> model = ZoobotTree(34, schema=schemas.decals_dr5_ortho_schema, architecture_name='tiny_cnn')
+    >>> model(np.zeros((2, 32, 32, 1), 'float32')).shape
+    TensorShape([2, 34])
+    """
+
+    #: Image size the model expects by default (``train`` sets the size it trained with).
+    input_size = 224
+
+    def __init__(
+        self,
+        output_dim: int,
+        question_answer_pairs: dict | None = None,
+        dependencies: dict | None = None,
+        architecture_name: str = "efficientnet_b0",
+        channels: int = 1,
+        test_time_dropout: bool = True,
+        compile_encoder: bool = False,
+        timm_kwargs: dict | None = None,
+        dropout_rate: float = 0.2,
+        learning_rate: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        scheduler_params: dict | None = None,
+        *,
+        schema=None,
+        question_index_groups=None,
+    ):
+        super().__init__(name="zoobot_tree")
+        schema, groups, question_names = _resolve_schema(
+            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
+        )
+        expected = groups[-1][1] + 1
+        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
+            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
+                "the schema" if schema is not None else "question_index_groups")
+            raise ValueError(
+                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
+                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
+            )
+        timm_kwargs = dict(timm_kwargs or {})
+        try:
+            json.dumps(timm_kwargs)
+        except TypeError:
+            raise TypeError(
+                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that .keras files "
+                f"record them; got {timm_kwargs!r}"
+            ) from None
+        if len(tuple(betas)) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+
+        self.schema = schema
+        self.label_cols = list(schema.label_cols) if schema is not None else None
+        self.question_index_groups = groups
+        self.question_names = question_names
+        self.campaigns = dict(_campaigns(question_names))
+        self.output_dim = int(output_dim)
+        self.architecture_name = _resolve_name(architecture_name)
+        self.channels = _check_channels(channels)
+        self.test_time_dropout = bool(test_time_dropout)
+        self.compile_encoder = bool(compile_encoder)
+        self.timm_kwargs = timm_kwargs
+        self.dropout_rate = _check_rate(dropout_rate)
+        self.learning_rate = float(learning_rate)
+        self.betas = tuple(float(b) for b in betas)
+        self.weight_decay = float(weight_decay)
+        self.scheduler_params = schedules.normalise_scheduler_params(scheduler_params)
+        #: None (default): ``predict`` returns (N, output_dim). An int n: (N, output_dim, n) Monte Carlo
+        #: dropout samples, running the encoder once per batch (``predict(..., n_samples=n)`` sets it).
+        self.predict_n_samples = None
+
+        self.encoder = get_tensorflow_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
+        self.encoder_dim = get_encoder_dim(self.encoder, self.channels)
+        self.head = get_tensorflow_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout,
+                                                  self.dropout_rate)
+        self.build((None, None, None, self.channels))
+        self.compile(**self.default_compile_kwargs())
+
+    # --- model -----------------------------------------------------------------------------
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs, training=None):
+        _check_static_channels(inputs, self.channels)
+        return self.head(self.encoder(inputs, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def default_compile_kwargs(self, gradient_clip_val=None) -> dict:
+        """Arguments of ``compile``: AdamW, the multi-question loss, per-question metrics.
+
+        Parameters
+        ----------
+        gradient_clip_val : float, optional
+            Clip the global gradient norm (``train`` uses 0.3, as the PyTorch backend).
+        """
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            beta_1=self.betas[0],
+            beta_2=self.betas[1],
+            global_clipnorm=gradient_clip_val,
+        )
+        return dict(
+            optimizer=optimizer,
+            loss=losses.get_multiquestion_loss(self.question_index_groups),
+            metrics=[QuestionLosses(self.question_index_groups, self.question_names)],
+            jit_compile=True if self.compile_encoder else "auto",
+        )
+
+    def scheduler_callbacks(self) -> list:
+        """Keras callbacks applying ``scheduler_params`` (see :func:`get_scheduler_callbacks`)."""
+        return get_scheduler_callbacks(self.scheduler_params, self.learning_rate)
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _mc_dropout_layers(self):
+        return [layer for layer in self.head.layers if isinstance(layer, custom_layers.MCDropout)]
+
+    def test_step(self, data):
+        # traced once per compile: Monte Carlo dropout is off while the evaluation step is traced
+        layers = self._mc_dropout_layers()
+        for layer in layers:
+            layer.mc_active = False
+        try:
+            return super().test_step(data)
+        finally:
+            for layer in layers:
+                layer.mc_active = True
+
+    def predict_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(x, dict):
+            x = x["image"]
+        if self.predict_n_samples is None:
+            return self(x, training=False)
+        return mc_dropout_samples(self.encoder, self.head, x, self.predict_n_samples,
+                                  dropout=self.test_time_dropout)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, n_samples=1):
+        """Predict concentrations, checking the first batch (E7 channels, E8 pixel range) first.
+
+        Parameters
+        ----------
+        x : array (N, H, W, C), tf.data.Dataset or TF GalaxyDataModule
+            Datasets may yield images, ``(images, id_str)`` or ``(images, labels)``; the second
+            element is ignored. A data module's predict set is used.
+        batch_size, verbose, steps, callbacks
+            As ``keras.Model.predict``.
+        n_samples : int, default 1
+            Monte Carlo dropout samples, drawn in one pass (the encoder runs once per batch).
+
+        Returns
+        -------
+        ndarray
+            (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
+        """
+        n_samples = _check_positive_int("n_samples", n_samples)
+        if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
+            if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
+                x.setup("predict")
+            x = x.predict_dataloader()
+        images = _first_images(x)
+        if images is not None:
+            check_images(images, self.channels, where="ZoobotTree.predict")
+        wanted = None if n_samples == 1 else n_samples
+        if wanted != self.predict_n_samples:
+            self.predict_n_samples = wanted
+            self.predict_function = None  # retrace with the new number of samples
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    # --- serialisation ---------------------------------------------------------------------
+
+    def get_config(self):
+        schema = self.schema.to_dict() if self.schema is not None else None
+        config = {
+            "output_dim": self.output_dim,
+            "question_answer_pairs": None,
+            "dependencies": None,
+            "architecture_name": self.architecture_name,
+            "channels": self.channels,
+            "test_time_dropout": self.test_time_dropout,
+            "compile_encoder": self.compile_encoder,
+            "timm_kwargs": dict(self.timm_kwargs),
+            "dropout_rate": self.dropout_rate,
+            "learning_rate": self.learning_rate,
+            "betas": list(self.betas),
+            "weight_decay": self.weight_decay,
+            "scheduler_params": self.scheduler_params,
+            "schema": schema,
+            "question_index_groups": None if schema is not None else [list(g) for g in self.question_index_groups],
+        }
+        config["input_size"] = int(self.input_size)
+        config.update(checkpoints.version_metadata())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        input_size = config.pop("input_size", None)
+        path = _LOADING_PATH.get() or "the ZoobotTree configuration being loaded"
+        if not _VERSIONS_CHECKED.get():
+            checkpoints.check_format_version(config, path)
+        import inspect
+
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        config = checkpoints.drop_unknown_hparams(config, known, f"ZoobotTree from {path}")
+        if isinstance(config.get("schema"), dict):
+            from zoobot.shared.schemas import Schema
+
+            config["schema"] = Schema.from_dict(config["schema"])
+        if config.get("betas") is not None:
+            config["betas"] = tuple(config["betas"])
+        model = cls(**config)
+        if input_size is not None:
+            model.input_size = int(input_size)
+        return model
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, **kwargs):
+        """Load a saved ZoobotTree (``.keras``), version-checked (E11), offline.
+
+        Parameters
+        ----------
+        checkpoint_path : str or path-like
+            E.g. ``save_dir/checkpoints/last.keras``.
+        **kwargs
+            Hyperparameter overrides, e.g. ``test_time_dropout=False``: the model is rebuilt with
+            them and the saved weights are copied in.
+
+        Returns
+        -------
+        ZoobotTree
+
+        Raises
+        ------
+        CheckpointVersionError
+            (E11) the file was written by a newer, incompatible zoobot.
+        TypeError
+            The file holds another kind of model.
+        """
+        model = load_zoobot_model(checkpoint_path)
+        if not isinstance(model, cls):
+            raise TypeError(f"{checkpoint_path} holds a {type(model).__name__}, not a {cls.__name__}.")
+        if not kwargs:
+            return model
+        config = model.get_config()
+        for key in checkpoints.VERSION_KEYS:
+            config.pop(key, None)
+        input_size = config.pop("input_size", None)
+        unknown = set(kwargs) - set(config)
+        if unknown:
+            raise TypeError(f"Unknown ZoobotTree hyperparameter(s) {sorted(unknown)}; accepted: {sorted(config)}")
+        config.update(kwargs)
+        rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size})
+        rebuilt.set_weights(model.get_weights())
+        return rebuilt
+
+    def get_compile_config(self):
+        return None  # rebuilt by __init__ (from_config) with the same optimiser, loss and metrics
+
+
+def _check_static_channels(inputs, channels) -> None:
+    shape = getattr(inputs, "shape", None)
+    if shape is None or len(shape) == 0:
+        return
+    if len(shape) != 4 or (shape[-1] is not None and shape[-1] != channels):
+        check_images_shape = tuple(shape)
+        looks_nchw = len(shape) == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3)
+        fix = ("transpose NCHW (PyTorch layout) to NHWC" if looks_nchw else
+               ("use greyscale images (greyscale=True / color=False)" if channels == 1
+                else "use colour images (greyscale=False / color=True)"))
+        raise ChannelMismatchError(
+            f"The model expects images of shape (batch, height, width, {channels}) (NHWC), expected C={channels}, "
+            f"got tensor shape {check_images_shape}. Fix: {fix}."
+        )
+
+
+def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
+    """Return (schema or None, question_index_groups, question names); the same rules as PyTorch."""
+    from zoobot.shared import schemas
+
+    sources = [name for name, given in (
+        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
+        ("schema", schema is not None),
+        ("question_index_groups", question_index_groups is not None),
+    ) if given]
+    if len(sources) != 1:
+        raise ValueError(
+            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
+            "dependencies, or schema=, or question_index_groups= (upstream v1); "
+            f"got {'none' if not sources else ' and '.join(sources)}."
+        )
+    if question_index_groups is not None:
+        groups = losses.validate_question_index_groups(question_index_groups)
+        return None, groups, [f"question_{i}" for i in range(len(groups))]
+    if schema is None:
+        if question_answer_pairs is None or dependencies is None:
+            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
+        schema = schemas.Schema(question_answer_pairs, dependencies)
+    elif isinstance(schema, dict):
+        schema = schemas.Schema.from_dict(schema)
+    elif isinstance(schema, str):
+        schema = schemas.get_schema(schema)
+    elif not isinstance(schema, schemas.Schema):
+        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
+    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
+    return schema, groups, [q.text for q in schema.questions]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. the upstream functional API and loading
+# ---------------------------------------------------------------------------------------------
+
+def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect_partial=False, channels=1,
+              use_imagenet_weights=False, dropout_rate=0.2, test_time_dropout=True, *,
+              architecture_name="efficientnet_b0", crop_size=None, resize_size=None,
+              always_augment=False) -> keras.Model:
+    """Build an (uncompiled) functional Keras model: [augmentation] -> encoder -> Dirichlet head [U1].
+
+    Parameters
+    ----------
+    output_dim : int
+        Answers of the decision tree.
+    input_size : int
+        Side of the square input images.
+    weights_loc : str, optional
+        ``.weights.h5`` or ``.keras`` file to load (see :func:`load_weights`).
+    include_top : bool, default True
+        False: return the (augmentation +) pooled encoder only.
+    expect_partial : bool, default False
+        Allow weights files that do not match every layer.
+    channels : int, default 1
+    use_imagenet_weights : bool, default False
+        Keras ImageNet weights for the encoder (downloaded; needs ``channels=3``).
+    dropout_rate : float, default 0.2
+    test_time_dropout : bool, default True
+        Head dropout stays on at inference (:class:`MCDropout`), so repeated ``predict`` calls
+        give Monte Carlo samples.
+    architecture_name : str, keyword-only, default 'efficientnet_b0'
+    crop_size, resize_size : int, optional, keyword-only
+        [U0] Start with :class:`~zoobot.tensorflow.estimators.custom_layers.GalaxyAugmentation`
+        (rotation, flips, random crop ``crop_size``, resize ``resize_size``), active only in
+        training; at inference a central crop + resize.
+    always_augment : bool, keyword-only, default False
+        Augment at inference too (test-time augmentation).
+
+    Returns
+    -------
+    keras.Model
+
+    Examples
+    --------
+    >>> model = get_model(34, 32, architecture_name='tiny_cnn')
+    >>> model.output_shape
+    (None, 34)
+    """
+    output_dim = _check_positive_int("output_dim", output_dim)
+    input_size = _check_positive_int("input_size", input_size)
+    channels = _check_channels(channels)
+    inputs = keras.Input(shape=(input_size, input_size, channels), name="image")
+    x = inputs
+    if crop_size is not None or resize_size is not None or always_augment:
+        x = custom_layers.GalaxyAugmentation(crop_size=crop_size, resize_size=resize_size,
+                                             always_augment=always_augment, name="augmentation")(x)
+    encoder_kwargs = {"weights": "imagenet"} if use_imagenet_weights else {}
+    encoder = get_tensorflow_encoder(architecture_name, channels=channels, **encoder_kwargs)
+    features = encoder(x)
+    if include_top:
+        head = get_tensorflow_dirichlet_head(int(features.shape[-1]), output_dim, test_time_dropout, dropout_rate)
+        outputs = head(features)
+    else:
+        outputs = features
+    model = keras.Model(inputs, outputs, name="zoobot" if include_top else "zoobot_encoder")
+    if weights_loc is not None:
+        load_weights(model, weights_loc, expect_partial=expect_partial)
+    return model
+
+
+def load_weights(model, checkpoint_loc, expect_partial=False):
+    """Load weights into ``model`` from a ``.weights.h5`` or ``.keras`` file.
+
+    Parameters
+    ----------
+    model : keras.Model
+    checkpoint_loc : str or path-like
+        A Keras weights file, or a ``.keras`` model file whose weights fit ``model``.
+    expect_partial : bool
+        Skip layers whose weights do not match (instead of raising).
+
+    Returns
+    -------
+    keras.Model
+        ``model``, for chaining.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``checkpoint_loc`` does not exist.
+    """
+    path = pathlib.Path(checkpoint_loc)
+    if not path.exists():
+        raise FileNotFoundError(f"No weights file at {path}")
+    if path.suffix == ".keras":
+        _check_keras_file_version(path)
+    model.load_weights(str(path), skip_mismatch=bool(expect_partial))
+    return model
+
+
+def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_partial=False, channels=1,
+               dropout_rate=0.2):
+    """Load a trained model [U1].
+
+    A ``.keras`` file (e.g. ``save_dir/checkpoints/last.keras`` from ``train``) is loaded whole,
+    with its own architecture; ``include_top=False`` then returns its encoder. Any other file is
+    treated as weights for ``get_model(output_dim, input_size, channels=..., dropout_rate=...)``.
+
+    Parameters
+    ----------
+    checkpoint_loc : str or path-like
+    include_top : bool
+    input_size : int
+    output_dim, expect_partial, channels, dropout_rate
+        Used to build the model for a weights file.
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    CheckpointVersionError
+        (E11) the file was written by a newer, incompatible zoobot.
+    """
+    path = pathlib.Path(checkpoint_loc)
+    if path.suffix == ".keras":
+        model = load_zoobot_model(path)
+        if not include_top:
+            return getattr(model, "encoder", model)
+        return model
+    return get_model(output_dim, input_size, weights_loc=path, include_top=include_top,
+                     expect_partial=expect_partial, channels=channels, dropout_rate=dropout_rate)
+
+
+def _read_keras_config(path: pathlib.Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable .keras file ({err}).") from None
+
+
+def _check_keras_file_version(path: pathlib.Path) -> None:
+    """E11 for zoobot models (their config records the versions); other Keras files are not checked."""
+    config = _read_keras_config(path)
+    registered = str(config.get("registered_name") or "")
+    if registered.startswith("zoobot>"):
+        checkpoints.check_format_version(config.get("config") or {}, path)
+
+
+def load_zoobot_model(path, compile=True) -> keras.Model:
+    """Load a ``.keras`` file written by zoobot (or any Keras model), checking its format version.
+
+    Parameters
+    ----------
+    path : str or path-like
+    compile : bool
+        ZoobotTree models are always compiled (by their constructor).
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    FileNotFoundError
+    CheckpointVersionError
+        (E11) newer format than this zoobot reads; the message names the file and both versions.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No .keras file at {path}")
+    if path.suffix != ".keras":
+        raise unknown_option_error("model file extension", path.suffix, [".keras"])
+    config = _read_keras_config(path)
+    zoobot_model = str(config.get("registered_name") or "").startswith("zoobot>")
+    token = _LOADING_PATH.set(str(path))
+    try:
+        if zoobot_model:
+            # checked here with the path; from_config must not warn a second time
+            checkpoints.check_format_version(config.get("config") or {}, path)
+            with _versions_checked():
+                return keras.saving.load_model(str(path), compile=compile)
+        return keras.saving.load_model(str(path), compile=compile)
+    finally:
+        _LOADING_PATH.reset(token)
+
+
+_VERSIONS_CHECKED = contextvars.ContextVar("zoobot_versions_checked", default=False)
+
+
+@contextlib.contextmanager
+def _versions_checked():
+    token = _VERSIONS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VERSIONS_CHECKED.reset(token)

@@ -1,0 +1,369 @@
+"""The Dirichlet-multinomial loss on Galaxy Zoo vote counts, for Keras (api.md 1.5 and 3.5).
+
+For each galaxy and each question ``q`` (answer columns ``s_q..e_q``, inclusive), with vote counts
+``k_a``, ``N_q = sum_a k_a`` (that question's own answers only) and predicted concentrations
+``alpha_a`` summing to ``A_q``::
+
+    NLL_q = -[ lnG(N_q + 1) - sum_a lnG(k_a + 1) + lnG(A_q) - lnG(N_q + A_q)
+               + sum_a ( lnG(k_a + alpha_a) - lnG(alpha_a) ) ]
+
+written in closed form with ``tf.math.lgamma`` (no TensorFlow Probability). The multinomial
+coefficient is included, so values match the float64 oracle
+:func:`zoobot.shared.losses_reference.dirichlet_multinomial_nll` and the PyTorch backend. Where
+``N_q == 0`` the loss and its gradient are exactly 0, so unasked questions and other campaigns'
+questions are ignored without a mask. Galaxy loss = sum over questions; batch loss = mean over
+galaxies (Keras' ``'sum_over_batch_size'``).
+
+:class:`MultiquestionLoss` is a ``keras.losses.Loss``: under ``tf.distribute`` Keras divides the
+per-replica mean by the number of replicas before the gradients are summed, so the optimiser sees
+the mean over the global batch.
+
+Examples
+--------
+>>> import numpy as np
+>>> from zoobot.tensorflow.training import losses
+>>> loss_func = losses.get_multiquestion_loss([(0, 1), (2, 4)])
+>>> labels = np.array([[3., 1., 0., 0., 0.]], dtype='float32')    # second question unanswered
+>>> concentrations = np.full((1, 5), 2.0, dtype='float32')
+>>> round(float(loss_func(labels, concentrations)), 4)
+1.4759
+"""
+from __future__ import annotations
+
+import operator
+
+import keras
+import tensorflow as tf
+
+from zoobot.shared.errors import unknown_option_error
+
+__all__ = [
+    "MultiquestionLoss",
+    "get_multiquestion_loss",
+    "calculate_multiquestion_loss",
+    "dirichlet_loss",
+    "get_dirichlet_neg_log_prob",
+    "validate_question_index_groups",
+]
+
+#: Accepted ``reduction`` values; ``'mean'`` (the PyTorch spelling) means ``'sum_over_batch_size'``.
+REDUCTIONS = ("sum_over_batch_size", "sum", "none", "mean")
+
+
+def validate_question_index_groups(question_index_groups) -> list[tuple[int, int]]:
+    """Check and normalise ``question_index_groups`` (inclusive ``(start, end)`` answer indices per question).
+
+    Parameters
+    ----------
+    question_index_groups : sequence of (int, int)
+        One ``(first answer column, last answer column)`` pair per question, e.g.
+        ``schema.question_index_groups``.
+
+    Returns
+    -------
+    list of tuple of int
+
+    Raises
+    ------
+    TypeError
+        If the groups are not a sequence of integer pairs.
+    ValueError
+        If it is empty, a start is negative or after its end, or groups are not ascending and
+        non-overlapping.
+
+    Examples
+    --------
+    >>> validate_question_index_groups([[0, 2], (3, 4)])
+    [(0, 2), (3, 4)]
+    """
+    if isinstance(question_index_groups, (str, bytes)) or not hasattr(question_index_groups, "__iter__"):
+        raise TypeError(
+            "question_index_groups must be a list of (start, end) answer-index pairs, e.g. "
+            f"schema.question_index_groups; got {question_index_groups!r}"
+        )
+    groups: list[tuple[int, int]] = []
+    for i, group in enumerate(question_index_groups):
+        try:
+            start, end = group
+        except (TypeError, ValueError):
+            raise TypeError(f"question_index_groups[{i}] must be a (start, end) pair of ints, got {group!r}") from None
+        try:
+            if isinstance(start, bool) or isinstance(end, bool):
+                raise TypeError
+            start, end = operator.index(start), operator.index(end)
+        except TypeError:
+            raise TypeError(f"question_index_groups[{i}] must hold ints, got {group!r}") from None
+        if start < 0 or start > end:
+            raise ValueError(
+                f"question_index_groups[{i}] = {group!r}: need 0 <= start <= end (both inclusive answer indices)"
+            )
+        if groups and start <= groups[-1][1]:
+            raise ValueError(
+                f"question_index_groups must be ascending and non-overlapping, but group {i} {group!r} starts at or "
+                f"before the end of group {i - 1} {groups[-1]!r}"
+            )
+        groups.append((start, end))
+    if not groups:
+        raise ValueError("question_index_groups is empty: need at least one (start, end) question group")
+    return groups
+
+
+def get_dirichlet_neg_log_prob(labels_for_q, total_count, concentrations_for_q):
+    """Negative log Dirichlet-multinomial probability of one question's votes (no zero-vote masking).
+
+    Parameters
+    ----------
+    labels_for_q : tensor (B, n_answers_q)
+        Vote counts of the question's answers.
+    total_count : tensor (B,)
+        ``N_q``, the question's total votes (``reduce_sum(labels_for_q, axis=1)``).
+    concentrations_for_q : tensor (B, n_answers_q)
+        Predicted Dirichlet concentrations (> 0).
+
+    Returns
+    -------
+    tf.Tensor (B,)
+        The negative log likelihood including the multinomial coefficient. Use
+        :func:`dirichlet_loss` for an exact zero (and zero gradient) where ``N_q == 0``.
+
+    Examples
+    --------
+    >>> nll = get_dirichlet_neg_log_prob([[1., 0.]], [1.], [[1., 1.]])
+    >>> round(float(nll[0]), 4)   # one vote, flat Dirichlet: p = 1/2
+    0.6931
+    """
+    concentrations_for_q = tf.convert_to_tensor(concentrations_for_q)
+    dtype = concentrations_for_q.dtype if concentrations_for_q.dtype.is_floating else tf.float32
+    concentrations_for_q = tf.cast(concentrations_for_q, dtype)
+    labels_for_q = tf.cast(labels_for_q, dtype)
+    total_count = tf.cast(total_count, dtype)
+    total_concentration = tf.reduce_sum(concentrations_for_q, axis=1)
+    log_prob = (
+        tf.math.lgamma(total_count + 1.0)
+        - tf.reduce_sum(tf.math.lgamma(labels_for_q + 1.0), axis=1)
+        + tf.math.lgamma(total_concentration)
+        - tf.math.lgamma(total_count + total_concentration)
+        + tf.reduce_sum(tf.math.lgamma(labels_for_q + concentrations_for_q) - tf.math.lgamma(concentrations_for_q), axis=1)
+    )
+    return -log_prob
+
+
+def dirichlet_loss(labels_for_q, concentrations_for_q):
+    """Dirichlet-multinomial loss of one question, exactly 0 (value and gradient) where it has no votes.
+
+    Parameters
+    ----------
+    labels_for_q : tensor (B, n_answers_q)
+        Vote counts (int or float).
+    concentrations_for_q : tensor (B, n_answers_q)
+        Predicted concentrations.
+
+    Returns
+    -------
+    tf.Tensor (B,)
+
+    Examples
+    --------
+    >>> float(dirichlet_loss([[0., 0., 0.]], [[5., 5., 5.]])[0])
+    0.0
+    """
+    concentrations_for_q = tf.convert_to_tensor(concentrations_for_q)
+    dtype = concentrations_for_q.dtype if concentrations_for_q.dtype.is_floating else tf.float32
+    concentrations_for_q = tf.cast(concentrations_for_q, dtype)
+    labels_for_q = tf.cast(labels_for_q, dtype)
+    total_count = tf.reduce_sum(labels_for_q, axis=1)
+    nll = get_dirichlet_neg_log_prob(labels_for_q, total_count, concentrations_for_q)
+    # where() sends no gradient into the unselected branch; its terms are finite for alpha > 0
+    return tf.where(total_count > 0, nll, tf.zeros_like(nll))
+
+
+def _answer_to_question_index(groups):
+    """Answer columns used by the groups, and the question each belongs to (Python lists)."""
+    columns, owners = [], []
+    for q, (start, end) in enumerate(groups):
+        columns.extend(range(start, end + 1))
+        owners.extend([q] * (end - start + 1))
+    return columns, owners
+
+
+def _check_widths(labels, predictions, width: int) -> None:
+    """E10: static width checks (run while tracing; shapes are static in Keras models)."""
+    if labels.shape.rank is not None and labels.shape.rank != 2 or predictions.shape.rank is not None and (
+        predictions.shape.rank != 2
+    ):
+        raise ValueError(
+            f"labels and predictions must be 2-D (batch, answers); got shapes {tuple(labels.shape)} and "
+            f"{tuple(predictions.shape)}"
+        )
+    for what, tensor in (("labels", labels), ("predictions", predictions)):
+        got = tensor.shape[-1]
+        if got is not None and got != width:
+            raise ValueError(
+                f"{what} have {got} answer columns but question_index_groups expect {width} "
+                f"(last group ends at column {width - 1}). Check that the label columns / model output_dim "
+                "match the schema."
+            )
+    if labels.shape[0] is not None and predictions.shape[0] is not None and labels.shape[0] != predictions.shape[0]:
+        raise ValueError(
+            f"labels have {labels.shape[0]} rows but predictions have {predictions.shape[0]}; they must be the same batch"
+        )
+
+
+def _multiquestion_nll(labels, predictions, columns, owners, n_questions):
+    """(B, n_questions) loss, vectorised over questions with a segment sum along the answer axis."""
+    predictions = tf.convert_to_tensor(predictions)
+    if not predictions.dtype.is_floating:
+        predictions = tf.cast(predictions, tf.float32)
+    labels = tf.cast(labels, predictions.dtype)
+    width = predictions.shape[-1]
+    if width is None or columns != list(range(width)):
+        labels = tf.gather(labels, columns, axis=1)
+        predictions = tf.gather(predictions, columns, axis=1)
+    owners_t = tf.constant(owners, dtype=tf.int32)
+
+    def per_question(values):  # (B, answers) -> (B, questions)
+        return tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(values), owners_t, n_questions))
+
+    answer_terms = tf.math.lgamma(labels + predictions) - tf.math.lgamma(predictions) - tf.math.lgamma(labels + 1.0)
+    total_count = per_question(labels)
+    total_concentration = per_question(predictions)
+    log_prob = (
+        tf.math.lgamma(total_count + 1.0)
+        + tf.math.lgamma(total_concentration)
+        - tf.math.lgamma(total_count + total_concentration)
+        + per_question(answer_terms)
+    )
+    nll = -log_prob
+    return tf.where(total_count > 0, nll, tf.zeros_like(nll))
+
+
+def calculate_multiquestion_loss(labels, predictions, question_index_groups, sum_over_questions=False):
+    """Per-galaxy Dirichlet-multinomial loss of every question.
+
+    Parameters
+    ----------
+    labels : tensor (B, n_answers)
+        Vote counts (int or float), columns in schema ``label_cols`` order.
+    predictions : tensor (B, n_answers)
+        Predicted concentrations.
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range of each question.
+    sum_over_questions : bool, default False
+        True: return one loss per galaxy (sum over questions).
+
+    Returns
+    -------
+    tf.Tensor
+        (B, n_questions), 0 exactly where a question has no votes; (B,) if ``sum_over_questions``.
+
+    Raises
+    ------
+    ValueError
+        (E10) if the widths of labels/predictions do not match the groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> calculate_multiquestion_loss(np.zeros((2, 3)), np.ones((2, 3)), [(0, 1), (2, 2)]).shape
+    TensorShape([2, 2])
+    """
+    groups = validate_question_index_groups(question_index_groups)
+    columns, owners = _answer_to_question_index(groups)
+    predictions = tf.convert_to_tensor(predictions)
+    labels = tf.convert_to_tensor(labels)
+    _check_widths(labels, predictions, groups[-1][1] + 1)
+    loss = _multiquestion_nll(labels, predictions, columns, owners, len(groups))
+    if sum_over_questions:
+        loss = tf.reduce_sum(loss, axis=1)
+    return loss
+
+
+@keras.saving.register_keras_serializable(package="zoobot")
+class MultiquestionLoss(keras.losses.Loss):
+    """Sum of per-question Dirichlet-multinomial losses (api.md 1.5). Build it with :func:`get_multiquestion_loss`.
+
+    Call as ``loss(y_true, y_pred)``: ``y_true`` (B, n_answers) vote counts, ``y_pred`` (B, n_answers)
+    concentrations. Serialisable (``get_config``), so compiled models save to ``.keras``.
+
+    Parameters
+    ----------
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range of each question (``schema.question_index_groups``).
+    sum_over_questions : bool
+        Only matters with ``reduction='none'``: True gives (B,) (one loss per galaxy), False keeps
+        the question axis, (B, n_questions). Reduced losses always sum over questions first.
+    reduction : {'sum_over_batch_size', 'sum', 'none'}
+        Over galaxies: mean (Keras' name; ``'mean'`` is accepted too), sum, or none.
+    name : str
+        Name of the loss (Keras logs it as ``loss``).
+    """
+
+    def __init__(self, question_index_groups, sum_over_questions=True, reduction="sum_over_batch_size",
+                 name="multiquestion_loss", dtype=None):
+        if reduction not in REDUCTIONS:
+            raise unknown_option_error("reduction", reduction, REDUCTIONS)
+        if not isinstance(sum_over_questions, bool):
+            raise TypeError(f"sum_over_questions must be True or False, got {sum_over_questions!r}")
+        keras_reduction = "sum_over_batch_size" if reduction == "mean" else reduction
+        super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
+        self.question_index_groups = validate_question_index_groups(question_index_groups)
+        self.sum_over_questions = sum_over_questions
+        self.n_questions = len(self.question_index_groups)
+        self.n_answers = self.question_index_groups[-1][1] + 1
+        self._columns, self._owners = _answer_to_question_index(self.question_index_groups)
+
+    def call(self, y_true, y_pred):
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.convert_to_tensor(y_true)
+        _check_widths(y_true, y_pred, self.n_answers)
+        loss = _multiquestion_nll(y_true, y_pred, self._columns, self._owners, self.n_questions)
+        if self.reduction != "none" or self.sum_over_questions:
+            loss = tf.reduce_sum(loss, axis=1)
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            question_index_groups=[list(group) for group in self.question_index_groups],
+            sum_over_questions=self.sum_over_questions,
+        )
+        return config
+
+    def __repr__(self):
+        return (f"MultiquestionLoss(n_questions={self.n_questions}, n_answers={self.n_answers}, "
+                f"sum_over_questions={self.sum_over_questions}, reduction={self.reduction!r})")
+
+
+def get_multiquestion_loss(question_index_groups, sum_over_questions=True, reduction="sum_over_batch_size"):
+    """Build the multi-question Dirichlet-multinomial loss [S].
+
+    Parameters
+    ----------
+    question_index_groups : sequence of (int, int)
+        ``schema.question_index_groups``: inclusive (first, last) answer column of each question.
+    sum_over_questions : bool, default True
+        With ``reduction='none'``: sum the per-question losses of each galaxy (False keeps a
+        question axis).
+    reduction : {'sum_over_batch_size', 'sum', 'none'}, default 'sum_over_batch_size'
+        Reduction over galaxies: the mean (``'mean'`` accepted as a synonym), the sum, or none.
+
+    Returns
+    -------
+    MultiquestionLoss
+        A ``keras.losses.Loss``; pass it to ``model.compile(loss=...)`` or call
+        ``loss(labels, predictions)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If the groups are malformed or the reduction unknown (E13), checked here; (E10) widths
+        that disagree are reported at call time.
+
+    Examples
+    --------
+    >>> from zoobot.shared import schemas
+    >>> loss = get_multiquestion_loss(schemas.decals_dr5_ortho_schema.question_index_groups)
+    >>> loss.n_questions
+    10
+    """
+    return MultiquestionLoss(question_index_groups, sum_over_questions=sum_over_questions, reduction=reduction)
