@@ -50,3 +50,13 @@ def test_bad_n_components():
         create_pca_embedding(features(), 7)
     with pytest.raises(ValueError, match="got 0"):
         create_pca_embedding(features(), 0)
+
+
+def test_without_sklearn_is_e12(monkeypatch):
+    import sys
+
+    from zoobot.shared.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "sklearn.decomposition", None)  # simulate an environment without sklearn
+    with pytest.raises(MissingDependencyError, match=r'PCA of representations needs .*pip install "zoobot\[pca\]"'):
+        create_pca_embedding(features(), 2)

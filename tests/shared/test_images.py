@@ -173,3 +173,23 @@ def test_to_channels_errors():
         to_channels(np.zeros((2, 2, 2)), 1)
     with pytest.raises(ValueError, match="channels must be 1"):
         to_channels(np.zeros((2, 2, 3)), 2)
+
+
+def test_minimum_decode_size():
+    from zoobot.shared.images import minimum_decode_size
+
+    assert minimum_decode_size(224) == 224
+    assert minimum_decode_size(224, 0.7, 1.1) == 281  # 224 / sqrt(0.7 / 1.1) = 280.8
+    assert minimum_decode_size(100, 0.25) == 200
+    with pytest.raises(ValueError, match=r"min_crop_area_fraction must be in \(0, 1\]"):
+        minimum_decode_size(224, 0)
+
+
+def test_fits_without_astropy_is_e12(tmp_path, monkeypatch):
+    from zoobot.shared.errors import MissingDependencyError
+
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(tmp_path / "g.fits")
+    for name in ("astropy", "astropy.io", "astropy.io.fits"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)  # simulate an environment without astropy
+    with pytest.raises(MissingDependencyError, match=r'Reading FITS images needs .*astropy.*pip install "zoobot\[fits\]"'):
+        load_image(tmp_path / "g.fits")

@@ -177,3 +177,13 @@ def test_summary_rejects_other_schema(tmp_path):
     path = save_predictions.save(np.ones((1, 2, 1)), ["x"], other.label_cols, tmp_path / "o.parquet")
     with pytest.raises(ValueError, match="not the label columns of schema 'tiny' \\(expected width 5, got width 2"):
         load_predictions.predictions_to_summary(path, SCHEMA)
+
+
+def test_hdf5_without_h5py_is_e12(tmp_path, monkeypatch):
+    import sys
+
+    from zoobot.shared.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # simulate an environment without h5py
+    with pytest.raises(MissingDependencyError, match=r'pip install "zoobot\[hdf5\]"'):
+        save_predictions.save(concentrations(), IDS, SCHEMA.label_cols, tmp_path / "p.hdf5")

@@ -26,7 +26,7 @@ from zoobot.shared.errors import (
     unknown_option_error,
 )
 
-__all__ = ["load_image", "to_channels", "image_format", "IMAGE_EXTENSIONS", "FITS_SCALINGS"]
+__all__ = ["load_image", "to_channels", "image_format", "minimum_decode_size", "IMAGE_EXTENSIONS", "FITS_SCALINGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,38 @@ def image_format(file_loc, *, id_str=None) -> str:
     raise ImageLoadError(
         f"{_where(file_loc, id_str)}: unsupported extension; zoobot reads {', '.join(IMAGE_EXTENSIONS)}."
     )
+
+
+def minimum_decode_size(output_size: int, min_crop_area_fraction: float = 1.0, max_aspect_ratio: float = 1.0) -> int:
+    """The smallest full-image side from which a crop can be resized to ``output_size`` without upsampling.
+
+    A crop keeping area fraction ``a`` with aspect ratio ``r`` has its shorter side equal to
+    ``S * sqrt(a / r)`` for an ``S`` x ``S`` image, so ``S >= output_size / sqrt(a / r)``. Pass the
+    result as ``load_image(..., target_size=...)``: JPEGs are then decoded at the largest reduction
+    that loses nothing the transforms would keep.
+
+    Parameters
+    ----------
+    output_size : int
+        The model input side (e.g. 224).
+    min_crop_area_fraction : float
+        Smallest area fraction a crop keeps (e.g. ``crop_scale_bounds[0]``; 1 for no crop).
+    max_aspect_ratio : float
+        Largest aspect ratio of a crop, >= 1 (e.g. ``crop_ratio_bounds[1]``).
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> minimum_decode_size(224, 0.7, 1.1)
+    281
+    """
+    if not 0 < min_crop_area_fraction <= 1:
+        raise ValueError(f"min_crop_area_fraction must be in (0, 1], got {min_crop_area_fraction!r}")
+    ratio = max(float(max_aspect_ratio), 1.0 / float(max_aspect_ratio))
+    return int(np.ceil(output_size / np.sqrt(min_crop_area_fraction / ratio) - 1e-9))
 
 
 def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, target_size=None) -> np.ndarray:
