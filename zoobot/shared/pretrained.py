@@ -1,0 +1,266 @@
+"""Registry of zoobot's pretrained encoders and the metadata needed to use them.
+
+The encoders released with Zoobot live on the Hugging Face Hub as ``mwalmsley/zoobot-encoder-<timm
+name>`` (timm models trained on Galaxy Zoo votes). Each entry records where the weights are, which
+timm architecture reads them, how many channels and what input size and pixel scale the model expects,
+which file each backend loads, and how to cite it. Backends (``create_encoder``, the finetuning
+classes) read this registry; nothing here downloads anything.
+
+Names accepted everywhere a pretrained model is named:
+
+- a short registry name, e.g. ``'zoobot-encoder-convnext_nano'`` (see :func:`list_pretrained`);
+- ``'hf-hub:owner/repo'`` (or the legacy ``'hf_hub:owner/repo'`` of the seed documents, normalised to
+  ``'hf-hub:'``). Repos in the registry get their registry entry; any other repo is accepted too, with
+  ``architecture=None``: the backend then reads it from the repo's ``config.json``;
+- ``'local-dir:/path/to/folder'``, a folder holding the same files as a hub repo.
+
+Names containing ``greyscale`` are single-channel models.
+
+.. note::
+   The hub ids, licences and greyscale variants below follow the upstream Zoobot documentation as we
+   know it; they are **to be verified against the Hub model cards** (no network access was available
+   when this registry was written). Unlisted ``hf-hub:`` repos keep working regardless.
+
+Examples
+--------
+>>> cfg = get_pretrained_cfg('hf_hub:mwalmsley/zoobot-encoder-convnext_nano')
+>>> cfg.name, cfg.hub_id, cfg.architecture, cfg.channels
+('zoobot-encoder-convnext_nano', 'mwalmsley/zoobot-encoder-convnext_nano', 'convnext_nano', 3)
+>>> normalise_name('hf_hub:mwalmsley/zoobot-encoder-convnext_nano')
+'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from zoobot.shared.errors import unknown_option_error
+
+__all__ = [
+    "DEFAULT_PRETRAINED",
+    "PretrainedCfg",
+    "get_pretrained_cfg",
+    "hub_id_for",
+    "list_pretrained",
+    "normalise_name",
+]
+
+HUB_OWNER = "mwalmsley"
+DEFAULT_PRETRAINED = "zoobot-encoder-convnext_nano"
+
+_CITATION = (
+    "Walmsley et al. (2023), 'Zoobot: Adaptable Deep Learning Models for Galaxy Morphology', JOSS 8(85), 5312, "
+    "doi:10.21105/joss.05312; and Walmsley et al. (2024), 'Scaling Laws for Galaxy Images', arXiv:2404.02973."
+)
+_LICENCE = "see the Hub model card (to be verified)"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedCfg:
+    """Metadata of one pretrained encoder.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (e.g. ``'zoobot-encoder-convnext_nano'``), or the normalised ``hf-hub:`` /
+        ``local-dir:`` name for models outside the registry.
+    hub_id : str or None
+        ``owner/repo`` on the Hugging Face Hub (None for ``local-dir:`` models).
+    architecture : str or None
+        timm model name; None when it must be read from the repo's ``config.json``.
+    channels : int
+        1 (greyscale) or 3 (RGB).
+    input_size : int
+        Side of the square input the model was trained on.
+    pixel_scale : str
+        ``'0-1'``: floats in [0, 1], no mean/std normalisation (the zoobot convention).
+    backend_files : dict
+        ``backend -> file name`` of the weights in the repo; ``None`` where a backend has no weights.
+    licence, citation : str
+    """
+
+    name: str
+    hub_id: str | None
+    architecture: str | None
+    channels: int
+    input_size: int = 224
+    pixel_scale: str = "0-1"
+    backend_files: dict = dataclasses.field(default_factory=lambda: {"pytorch": "model.safetensors",
+                                                                     "tensorflow": None})
+    licence: str = _LICENCE
+    citation: str = _CITATION
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The folder of a ``local-dir:`` model, else None."""
+        if self.name.startswith("local-dir:"):
+            return Path(self.name[len("local-dir:"):]).expanduser()
+        return None
+
+    @property
+    def in_registry(self) -> bool:
+        """True for the registered zoobot encoders."""
+        return self.name in _REGISTRY
+
+
+def _entry(architecture: str, greyscale: bool = False, repo: str | None = None) -> PretrainedCfg:
+    if repo is None:
+        repo = f"zoobot-encoder-{'greyscale-' if greyscale else ''}{architecture}"
+    return PretrainedCfg(name=repo, hub_id=f"{HUB_OWNER}/{repo}", architecture=architecture,
+                         channels=1 if greyscale else 3)
+
+
+_COLOUR = [
+    "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+    "maxvit_tiny_rw_224", "maxvit_small_tf_224", "maxvit_base_tf_224", "maxvit_large_tf_224",
+    "efficientnet_b0", "tf_efficientnetv2_s",
+    "resnet18", "resnet50", "resnet101",
+]
+_GREYSCALE = ["convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small", "convnext_base",
+              "efficientnet_b0", "resnet18", "resnet50"]
+
+_REGISTRY: dict[str, PretrainedCfg] = {}
+for _arch in _COLOUR:
+    _cfg = _entry(_arch)
+    _REGISTRY[_cfg.name] = _cfg
+for _arch in _GREYSCALE:
+    _cfg = _entry(_arch, greyscale=True)
+    _REGISTRY[_cfg.name] = _cfg
+del _arch, _cfg
+
+# other spellings of registry names -> registry name
+_ALIASES: dict[str, str] = {"zoobot-encoder-efficientnetv2_s": "zoobot-encoder-tf_efficientnetv2_s"}
+_ALIASES.update({  # '-greyscale' as a suffix
+    f"zoobot-encoder-{arch}-greyscale": f"zoobot-encoder-greyscale-{arch}" for arch in _GREYSCALE
+})
+_BY_HUB_ID = {cfg.hub_id.lower(): cfg for cfg in _REGISTRY.values()}
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def list_pretrained(channels: int | None = None) -> list[str]:
+    """Registry names of the pretrained encoders.
+
+    Parameters
+    ----------
+    channels : {None, 1, 3}
+        Only greyscale (1) or colour (3) models; None lists all.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> 'zoobot-encoder-convnext_nano' in list_pretrained()
+    True
+    >>> all('greyscale' in name for name in list_pretrained(channels=1))
+    True
+    """
+    if channels not in (None, 1, 3):
+        raise unknown_option_error("number of channels", channels, ["None", "1", "3"])
+    return [name for name, cfg in _REGISTRY.items() if channels is None or cfg.channels == channels]
+
+
+def _accepted_forms() -> list[str]:
+    return list_pretrained() + ["hf-hub:<owner>/<repo>", "hf_hub:<owner>/<repo>", "local-dir:<folder>"]
+
+
+def normalise_name(name: str) -> str:
+    """The canonical spelling of a pretrained-model name: ``'hf-hub:owner/repo'`` or ``'local-dir:folder'``.
+
+    ``'hf_hub:'`` becomes ``'hf-hub:'`` (the form timm understands); a short registry name (in any alias
+    spelling, e.g. ``'zoobot-encoder-convnext_nano-greyscale'``) or a bare registry ``owner/repo``
+    becomes its ``'hf-hub:'`` name; registry repos get the registry's capitalisation; ``'local-dir:'``
+    names are kept.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a string.
+    ValueError
+        (E13) For a name that is none of the accepted forms; the message lists them.
+
+    Examples
+    --------
+    >>> normalise_name('hf_hub:mwalmsley/zoobot-encoder-convnext_nano')
+    'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'
+    >>> normalise_name('zoobot-encoder-convnext_nano')
+    'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'
+    >>> normalise_name('local-dir:/models/my-encoder')
+    'local-dir:/models/my-encoder'
+    """
+    return _resolve(name)[0]
+
+
+def _resolve(name) -> tuple:
+    """(canonical name, registry entry or None)."""
+    if not isinstance(name, str):
+        raise TypeError(f"A pretrained-model name must be a string, got {type(name).__name__}: {name!r}.")
+    text = name.strip()
+    if text.startswith("local-dir:"):
+        if not text[len("local-dir:"):]:
+            raise ValueError("'local-dir:' must be followed by a folder, e.g. 'local-dir:/path/to/encoder'.")
+        return text, None
+    for prefix in ("hf-hub:", "hf_hub:"):
+        if text.startswith(prefix):
+            repo = text[len(prefix):]
+            if not _HUB_REPO.match(repo):
+                raise ValueError(
+                    f"{name!r} is not a valid Hugging Face Hub name: expected '{prefix}<owner>/<repo>', "
+                    f"e.g. 'hf-hub:{HUB_OWNER}/{DEFAULT_PRETRAINED}'."
+                )
+            cfg = _BY_HUB_ID.get(repo.lower())
+            return (f"hf-hub:{cfg.hub_id}", cfg) if cfg is not None else (f"hf-hub:{repo}", None)
+    cfg = _REGISTRY.get(_ALIASES.get(text, text)) or _BY_HUB_ID.get(text.lower())
+    if cfg is not None:
+        return f"hf-hub:{cfg.hub_id}", cfg
+    raise unknown_option_error("pretrained model name", name, _accepted_forms())
+
+
+def get_pretrained_cfg(name: str = DEFAULT_PRETRAINED) -> PretrainedCfg:
+    """The :class:`PretrainedCfg` of a pretrained-model name (see :func:`normalise_name` for the forms).
+
+    Models outside the registry (``hf-hub:`` repos, ``local-dir:`` folders) get a config with
+    ``architecture=None`` (the backend reads ``config.json``), 224-pixel input, and 1 channel if the
+    name contains ``greyscale``, else 3.
+
+    Raises
+    ------
+    ValueError
+        (E13) For an unknown name.
+
+    Examples
+    --------
+    >>> get_pretrained_cfg('zoobot-encoder-greyscale-convnext_nano').channels
+    1
+    >>> get_pretrained_cfg('hf-hub:someone/my-encoder').architecture is None
+    True
+    """
+    canonical, cfg = _resolve(name)
+    if cfg is not None:
+        return cfg
+    channels = 1 if "greyscale" in canonical.lower() else 3
+    hub_id = canonical[len("hf-hub:"):] if canonical.startswith("hf-hub:") else None
+    return PretrainedCfg(name=canonical, hub_id=hub_id, architecture=None, channels=channels,
+                         licence="unknown (not a registered zoobot encoder)",
+                         citation="unknown (not a registered zoobot encoder)")
+
+
+def hub_id_for(name: str) -> str | None:
+    """``owner/repo`` on the Hugging Face Hub for a pretrained-model name (None for ``local-dir:``).
+
+    Examples
+    --------
+    >>> hub_id_for('zoobot-encoder-convnext_nano')
+    'mwalmsley/zoobot-encoder-convnext_nano'
+    """
+    return get_pretrained_cfg(name).hub_id
