@@ -1,0 +1,554 @@
+"""Build an encoder from a name: pretrained Zoobot encoders, local folders, timm architectures, ``tiny_cnn``.
+
+:func:`create_encoder` is the one entry point (re-exported by ``define_model``). It accepts:
+
+==================================================  ============================================================
+name                                                what you get
+==================================================  ============================================================
+``'zoobot-encoder-convnext_nano'`` (registry)       the pretrained Zoobot encoder registered under that short name
+                                                    (:mod:`zoobot.shared.pretrained`), from the Hugging Face Hub
+``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``  any timm-format Hub repo (``config.json`` + weights);
+``'hf_hub:...'`` (legacy spelling)                  ``owner/repo@revision`` pins a revision
+``'local-dir:/path/to/folder'``                     a folder holding ``config.json`` + ``model.safetensors``
+                                                    (e.g. a copied Hub snapshot): no network at all
+``'convnext_nano'``, ``'efficientnet_b0'``, ...       a timm architecture, **randomly initialised**
+``'tiny_cnn'``                                      the 4-convolution test encoder, randomly initialised
+==================================================  ============================================================
+
+Offline use
+-----------
+Hub weights are read from the local Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``,
+else ``~/.cache/huggingface/hub``), looked up **at call time**. When the config and the weights are
+already cached nothing touches the network, whatever ``HF_HUB_OFFLINE`` says. When they are missing
+they are downloaded through ``huggingface_hub`` -- unless ``HF_HUB_OFFLINE=1``, in which case a
+:class:`FileNotFoundError` explains the three ways out (run once online, ``hf download``, or
+``local-dir:``).
+
+All encoders return pooled features ``(B, num_features)`` (timm ``num_classes=0``) from images in
+[0, 1] (no mean/std normalisation inside).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import warnings
+
+from torch import nn
+
+from zoobot.shared.errors import missing_dependency, unknown_option_error
+
+__all__ = [
+    "create_encoder",
+    "parse_encoder_name",
+    "hub_cache_dir",
+    "hub_offline",
+    "cached_hub_snapshot",
+    "download_hub_snapshot",
+    "encoder_architecture",
+    "encoder_channels",
+    "encoder_input_size",
+    "encoder_build_kwargs",
+    "rebuild_encoder",
+    "WEIGHT_FILES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Weight files looked for in a Hub snapshot or local folder, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+# ---------------------------------------------------------------------------------------------
+# name parsing
+# ---------------------------------------------------------------------------------------------
+
+def parse_encoder_name(name: str) -> tuple[str, str]:
+    """Split an encoder name into ``(source, identifier)``.
+
+    Parameters
+    ----------
+    name : str
+        See the module docstring for the accepted forms.
+
+    Returns
+    -------
+    (str, str)
+        ``source`` is one of ``'tiny_cnn'``, ``'hf-hub'`` (identifier = ``owner/repo[@revision]``),
+        ``'local-dir'`` (identifier = the folder), ``'registry'`` (identifier = the registry name)
+        or ``'timm'`` (identifier = the timm architecture).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a string.
+    ValueError
+        (E13) if the name is empty, has an unknown ``source:`` prefix, or is neither a registry
+        name nor a timm architecture.
+
+    Examples
+    --------
+    >>> parse_encoder_name('hf_hub:mwalmsley/zoobot-encoder-convnext_nano')
+    ('hf-hub', 'mwalmsley/zoobot-encoder-convnext_nano')
+    >>> parse_encoder_name('tiny_cnn')
+    ('tiny_cnn', 'tiny_cnn')
+    >>> parse_encoder_name('efficientnet')
+    ('timm', 'efficientnet_b0')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"The encoder name must be a string, got {type(name).__name__}: {name!r}")
+    name = name.strip()
+    if not name:
+        raise ValueError("The encoder name is empty. " + _accepted_names_hint())
+    prefix, sep, rest = name.partition(":")
+    if sep and len(prefix) > 1:  # 'C:\\...' is a Windows path, not a prefix
+        source = prefix.lower().replace("_", "-")
+        if source == "hf-hub":
+            if rest.count("/") != 1 or rest.startswith("/") or rest.split("@")[0].endswith("/"):
+                raise ValueError(
+                    f"Encoder name {name!r}: after 'hf-hub:' give a Hub repo id 'owner/repo' (optionally "
+                    "'owner/repo@revision'), e.g. 'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'."
+                )
+            return "hf-hub", rest
+        if source == "local-dir":
+            if not rest:
+                raise ValueError(f"Encoder name {name!r}: give a folder after 'local-dir:'.")
+            return "local-dir", rest
+        raise unknown_option_error("encoder name prefix", prefix + ":", ["hf-hub:", "hf_hub:", "local-dir:"])
+    if name == "tiny_cnn":
+        return "tiny_cnn", name
+    registry_cfg = _registry_cfg(name)
+    if registry_cfg is not None:
+        return "registry", name
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    architecture = resolve_architecture_name(name)
+    import timm
+
+    if timm.is_model(architecture):
+        return "timm", architecture
+    raise unknown_option_error("encoder name", name, _accepted_names())
+
+
+def _registry_cfg(name: str):
+    """The registry entry for a short name, or None when the registry does not know it."""
+    try:
+        from zoobot.shared import pretrained
+
+        return pretrained.get_pretrained_cfg(name)
+    except (ImportError, ValueError, KeyError):
+        return None
+
+
+def _accepted_names() -> list[str]:
+    try:
+        from zoobot.shared import pretrained
+
+        registry = [str(getattr(cfg, "name", cfg)) for cfg in pretrained.list_pretrained()]
+    except Exception:  # the registry must never hide the real error
+        registry = []
+    return registry + ["tiny_cnn", "hf-hub:<owner>/<repo>", "local-dir:<folder>", "<any timm architecture>"]
+
+
+def _accepted_names_hint() -> str:
+    return "Accepted: " + ", ".join(_accepted_names()) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# the Hugging Face cache
+# ---------------------------------------------------------------------------------------------
+
+def hub_cache_dir() -> pathlib.Path:
+    """The Hugging Face Hub cache folder, read from the environment at call time.
+
+    ``$HF_HUB_CACHE``, else ``$HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return pathlib.Path(os.path.expandvars(os.path.expanduser(os.environ[var])))
+    if os.environ.get("HF_HOME"):
+        home = os.environ["HF_HOME"]
+    else:
+        home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
+                            "huggingface")
+    return pathlib.Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set, now or when huggingface_hub was imported."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").upper() in _TRUE:
+            return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _split_revision(repo: str) -> tuple[str, str | None]:
+    repo_id, _, revision = repo.partition("@")
+    return repo_id, (revision or None)
+
+
+def cached_hub_snapshot(repo: str) -> pathlib.Path | None:
+    """The cached snapshot folder of a Hub repo holding ``config.json`` and a weight file, or None.
+
+    Never touches the network.
+
+    Parameters
+    ----------
+    repo : str
+        ``owner/repo`` or ``owner/repo@revision``.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo_id, revision = _split_revision(repo)
+    config = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(hub_cache_dir()), revision=revision)
+    if not isinstance(config, str):
+        return None
+    snapshot = pathlib.Path(config).parent
+    if any((snapshot / f).is_file() for f in WEIGHT_FILES):
+        return snapshot
+    return None
+
+
+def _offline_missing_error(repo: str, why: str) -> FileNotFoundError:
+    repo_id, revision = _split_revision(repo)
+    rev = f" --revision {revision}" if revision else ""
+    return FileNotFoundError(
+        f"The pretrained encoder 'hf-hub:{repo}' is not in the local Hugging Face cache ({hub_cache_dir()}) "
+        f"and {why}. Either:\n"
+        f"  1. run once with network access (unset HF_HUB_OFFLINE) so it is downloaded and cached; or\n"
+        f"  2. on a machine with network, run `hf download {repo_id}{rev}` (older huggingface_hub: "
+        f"`huggingface-cli download {repo_id}{rev}`) and copy the cache folder here (set HF_HOME to it); or\n"
+        f"  3. copy a folder holding config.json and model.safetensors and pass name='local-dir:/path/to/folder'."
+    )
+
+
+def download_hub_snapshot(repo: str) -> pathlib.Path:
+    """Return the snapshot folder of a Hub repo, downloading ``config.json`` + weights only if not cached.
+
+    Parameters
+    ----------
+    repo : str
+        ``owner/repo`` or ``owner/repo@revision``.
+
+    Returns
+    -------
+    pathlib.Path
+        Folder with ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Not cached and ``HF_HUB_OFFLINE=1``, or the download failed (the message says what to do).
+    MissingDependencyError
+        (E12) if ``huggingface_hub`` is not installed.
+    """
+    snapshot = cached_hub_snapshot(repo)
+    if snapshot is not None:
+        logger.info("Using the cached Hub snapshot %s", snapshot)
+        return snapshot
+    if hub_offline():
+        raise _offline_missing_error(repo, "HF_HUB_OFFLINE=1 forbids downloading it")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise missing_dependency("huggingface_hub", "Downloading pretrained encoders", "pytorch") from None
+    repo_id, revision = _split_revision(repo)
+    cache_dir = str(hub_cache_dir())
+    try:
+        config = hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=cache_dir)
+        last_error = None
+        for weights in WEIGHT_FILES:
+            try:
+                hf_hub_download(repo_id, weights, revision=revision, cache_dir=cache_dir)
+                return pathlib.Path(config).parent
+            except Exception as err:  # EntryNotFoundError: try the next file name
+                if type(err).__name__ not in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+                    raise
+                last_error = err
+        raise FileNotFoundError(
+            f"The Hub repo {repo_id!r} has a config.json but none of the weight files {list(WEIGHT_FILES)}: "
+            f"{last_error}"
+        )
+    except FileNotFoundError as err:
+        if "none of the weight files" in str(err):
+            raise
+        raise _offline_missing_error(repo, f"downloading it failed ({type(err).__name__}: {err})") from err
+    except Exception as err:  # network errors, unknown repo, offline mode set after import, ...
+        raise _offline_missing_error(repo, f"downloading it failed ({type(err).__name__}: {err})") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# building encoders
+# ---------------------------------------------------------------------------------------------
+
+def _read_folder_config(folder: pathlib.Path) -> dict:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no config.json. A 'local-dir:' encoder folder needs the timm files config.json "
+            f"(keys 'architecture', 'num_classes', 'pretrained_cfg') and one of {list(WEIGHT_FILES)}, "
+            "e.g. a copied Hugging Face snapshot."
+        )
+    with open(config_file, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _config_channels(config: dict) -> int | None:
+    channels = (config.get("model_args") or {}).get("in_chans")
+    if channels is None:
+        cfg = config.get("pretrained_cfg", config)
+        input_size = cfg.get("input_size")
+        if input_size:
+            channels = input_size[0]
+    return int(channels) if channels is not None else None
+
+
+def _from_folder(folder: pathlib.Path, pretrained: bool, channels: int | None, kwargs: dict,
+                 registry_channels: int | None = None) -> nn.Module:
+    """Build a timm encoder from a folder with config.json (+ weights when ``pretrained``)."""
+    import timm
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Encoder folder {folder} does not exist (from name 'local-dir:{folder}').")
+    config = _read_folder_config(folder)
+    native = _config_channels(config) or registry_channels or 3
+    wanted = native if channels is None else int(channels)
+    if pretrained and not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"{folder} has a config.json but none of the weight files {list(WEIGHT_FILES)}.")
+    kwargs = {**kwargs, "num_classes": 0}
+    model = timm.create_model(f"local-dir:{folder}", pretrained=pretrained, in_chans=native, **kwargs)
+    if wanted != native:
+        model = _adapt_input_channels(model, wanted, kwargs)
+    return model
+
+
+def _adapt_input_channels(model: nn.Module, channels: int, kwargs: dict) -> nn.Module:
+    """Rebuild ``model`` for ``channels`` inputs, adapting its first convolution's pretrained weights.
+
+    3 -> 1 sums the RGB filters (a greyscale image then gives what the RGB model gives on an image
+    with three equal channels); 1 -> 3 repeats the filter divided by 3 (timm's ``adapt_input_conv``).
+    """
+    import timm
+    from timm.models import adapt_input_conv
+
+    architecture = encoder_architecture(model)
+    first_conv = model.pretrained_cfg.get("first_conv")
+    if not architecture or not first_conv:
+        raise ValueError(
+            f"Cannot adapt this encoder to {channels} input channels (unknown first layer); "
+            "use images with the encoder's own channel count."
+        )
+    state = model.state_dict()
+    key = f"{first_conv}.weight"
+    state[key] = adapt_input_conv(channels, state[key])
+    new_kwargs = {k: v for k, v in getattr(model, "_model_args", {}).items() if k not in ("in_chans",)}
+    new_kwargs.update({k: v for k, v in kwargs.items() if k != "in_chans"})
+    rebuilt = timm.create_model(architecture, pretrained=False, in_chans=channels, **new_kwargs)
+    rebuilt.load_state_dict(state)
+    rebuilt.pretrained_cfg = dict(model.pretrained_cfg)
+    rebuilt.pretrained_cfg["input_size"] = (channels, *tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))[1:])
+    logger.info("Adapted the first convolution %s to %d input channels", first_conv, channels)
+    return rebuilt
+
+
+def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> nn.Module:
+    """Create an encoder (``nn.Module``: images (B, C, H, W) in [0, 1] -> features (B, D)) from a name.
+
+    Parameters
+    ----------
+    name : str
+        A registry short name (``'zoobot-encoder-convnext_nano'``), ``'hf-hub:owner/repo'`` (legacy
+        ``'hf_hub:owner/repo'``), ``'local-dir:/folder'``, a timm architecture (random init) or
+        ``'tiny_cnn'``.
+    pretrained : bool
+        Load the pretrained weights (registry, ``hf-hub:`` and ``local-dir:`` names). With False
+        only the architecture is built (its ``config.json`` is still needed for ``hf-hub:`` names,
+        unless the registry knows the architecture). Plain timm names and ``tiny_cnn`` are always
+        randomly initialised.
+    channels : int, optional
+        Input channels. Default: the pretrained model's (registry/config), else 3. A different
+        count than the pretrained one adapts the first convolution (3 -> 1 sums the RGB filters).
+    **kwargs
+        Passed to ``timm.create_model`` (e.g. ``drop_path_rate``); ``num_classes`` is always 0.
+
+    Returns
+    -------
+    torch.nn.Module
+        timm models keep their ``pretrained_cfg`` (``architecture``, ``input_size``);
+        ``num_features`` is the feature dimension.
+
+    Raises
+    ------
+    ValueError
+        (E13) unknown name or prefix.
+    FileNotFoundError
+        A ``hf-hub:`` encoder is not cached and cannot be downloaded (``HF_HUB_OFFLINE=1`` or no
+        network): the message lists the fixes. A ``local-dir:`` folder is missing or incomplete.
+
+    Examples
+    --------
+    >>> import torch
+    >>> encoder = create_encoder('tiny_cnn', channels=1)
+    >>> encoder(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 128])
+    """
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3)):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
+    kwargs.pop("num_classes", None)
+    source, ident = parse_encoder_name(name)
+    from zoobot.pytorch.estimators import define_model
+
+    if source == "tiny_cnn":
+        return define_model.get_pytorch_encoder("tiny_cnn", channels=channels or 3)
+    if source == "timm":
+        if pretrained:
+            warnings.warn(
+                f"{name!r} is a timm architecture, not a pretrained Zoobot encoder: it is randomly initialised. "
+                f"For Zoobot weights use a registry name (e.g. 'zoobot-encoder-convnext_nano') or 'hf-hub:owner/repo'; "
+                "pass pretrained=False to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return define_model.get_pytorch_encoder(ident, channels=channels or 3, **kwargs)
+    if source == "local-dir":
+        folder = pathlib.Path(os.path.expanduser(ident))
+        return _from_folder(folder, pretrained, channels, kwargs)
+
+    registry_cfg = None
+    if source == "registry":
+        registry_cfg = _registry_cfg(ident)
+        repo = str(registry_cfg.hub_id)
+        for prefix in ("hf-hub:", "hf_hub:"):
+            if repo.startswith(prefix):
+                repo = repo[len(prefix):]
+    else:
+        repo = ident
+        registry_cfg = _registry_cfg(f"hf-hub:{repo}")
+    registry_channels = getattr(registry_cfg, "channels", None)
+    if not pretrained:
+        snapshot = cached_hub_snapshot(repo)
+        if snapshot is None and registry_cfg is not None and getattr(registry_cfg, "architecture", None):
+            return define_model.get_pytorch_encoder(
+                registry_cfg.architecture, channels=channels or registry_channels or 3, **kwargs
+            )
+        if snapshot is None:
+            snapshot = download_hub_snapshot(repo)
+        return _from_folder(snapshot, False, channels, kwargs, registry_channels)
+    snapshot = download_hub_snapshot(repo)
+    return _from_folder(snapshot, True, channels, kwargs, registry_channels)
+
+
+# ---------------------------------------------------------------------------------------------
+# describing an encoder (what a checkpoint needs to rebuild it without downloading)
+# ---------------------------------------------------------------------------------------------
+
+def _unwrap(encoder: nn.Module) -> nn.Module:
+    return getattr(encoder, "_orig_mod", encoder)  # torch.compile wrapper
+
+
+def encoder_architecture(encoder: nn.Module) -> str | None:
+    """The architecture name that rebuilds ``encoder`` with random weights, or None for custom modules.
+
+    ``'tiny_cnn'`` for :class:`~zoobot.pytorch.estimators.tiny_cnn.TinyCNN`, the timm architecture
+    (``pretrained_cfg['architecture']``) for timm models, None otherwise.
+    """
+    encoder = _unwrap(encoder)
+    from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+
+    if isinstance(encoder, TinyCNN):
+        return "tiny_cnn"
+    cfg = getattr(encoder, "pretrained_cfg", None) or getattr(encoder, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("architecture"):
+        import timm
+
+        architecture = str(cfg["architecture"])
+        if timm.is_model(architecture):
+            return architecture
+    return None
+
+
+def encoder_channels(encoder: nn.Module, default: int = 3) -> int:
+    """Input channels of ``encoder``: the ``in_channels`` of its first convolution (or ``default``)."""
+    encoder = _unwrap(encoder)
+    for module in encoder.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return int(module.in_channels)
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    if cfg.get("input_size"):
+        return int(cfg["input_size"][0])
+    return default
+
+
+def encoder_input_size(encoder: nn.Module, default: int = 224) -> int:
+    """Image size the encoder was pretrained at (``pretrained_cfg['input_size'][-1]``), else ``default``."""
+    cfg = getattr(_unwrap(encoder), "pretrained_cfg", None) or {}
+    if cfg.get("input_size"):
+        return int(cfg["input_size"][-1])
+    return default
+
+
+def encoder_build_kwargs(encoder: nn.Module) -> dict:
+    """The JSON-primitive timm keyword arguments needed to rebuild ``encoder`` (e.g. ``img_size``).
+
+    Taken from timm's record of the ``create_model`` keywords, without ``num_classes``/``in_chans``
+    (stored separately) and without values that are not JSON primitives.
+    """
+    args = getattr(_unwrap(encoder), "_model_args", None) or {}
+    out = {}
+    for key, value in args.items():
+        if key in ("num_classes", "in_chans", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            continue
+        if _is_json_primitive(value):
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _is_json_primitive(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json_primitive(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_primitive(v) for k, v in value.items())
+    return False
+
+
+def rebuild_encoder(architecture: str, channels: int, build_kwargs: dict | None = None) -> nn.Module:
+    """Build a randomly initialised encoder of a known architecture (no network): used to load checkpoints.
+
+    Parameters
+    ----------
+    architecture : str
+        ``'tiny_cnn'`` or a timm architecture, as returned by :func:`encoder_architecture`.
+    channels : int
+        Input channels.
+    build_kwargs : dict, optional
+        timm keywords from :func:`encoder_build_kwargs`.
+    """
+    from zoobot.pytorch.estimators import define_model
+
+    build_kwargs = dict(build_kwargs or {})
+    build_kwargs.pop("num_classes", None)
+    if architecture == "tiny_cnn":
+        return define_model.get_pytorch_encoder("tiny_cnn", channels=channels)
+    return define_model.get_pytorch_encoder(architecture, channels=channels, **build_kwargs)
+

@@ -1,0 +1,1490 @@
+"""Finetune a pretrained Zoobot encoder on your own labels (api.md 2.5).
+
+The usual case: a few hundred labelled galaxies, a pretrained encoder, a laptop.
+
+>>> from zoobot.pytorch.training import finetune                                   # doctest: +SKIP
+>>> model = finetune.FinetuneableZoobotClassifier(
+...     name='hf_hub:mwalmsley/zoobot-encoder-convnext_nano', num_classes=2, n_blocks=0)
+>>> trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)
+>>> trainer.fit(model, datamodule)
+>>> best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(
+...     trainer.checkpoint_callback.best_model_path)
+>>> probabilities = best.predict(datamodule)                                        # (N, 2)
+
+Read top to bottom:
+
+1. loss helpers and :class:`LinearHead`;
+2. encoder blocks: which layers ``n_blocks`` unfreezes, per architecture;
+3. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
+   ``zoobot_checkpoint_loc``), freezing, learning rates, the cosine schedule, logging, feature
+   caching, ``predict``, checkpoints;
+4. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
+   :class:`FinetuneableZoobotTree`;
+5. :func:`get_trainer` and :func:`load_pretrained_zoobot`.
+
+Which weights train
+-------------------
+The encoder is cut into *blocks* (table below, listed input side first). The head always trains at
+``learning_rate``. The top ``n_blocks`` blocks train too, block ``i`` (``i = 0`` the one nearest the
+head) at ``learning_rate * lr_decay**i``; ``n_blocks=-1`` trains every block; ``from_scratch=True``
+trains everything at ``learning_rate``. Frozen blocks get ``requires_grad=False`` and run in eval
+mode (BatchNorm uses its running statistics, dropout/stochastic depth are off), so a frozen encoder
+is a fixed function of the image -- unless ``always_train_batchnorm=True``: then the BatchNorm layers
+of frozen blocks keep updating their statistics and their affine weights train at the lowest
+learning rate of the trained blocks (``learning_rate`` if none).
+
+===============  ==========================================================================
+architecture     blocks, input side first (extra top layers join the top block)
+===============  ==========================================================================
+EfficientNet     ``conv_stem``, ``bn1``, each of ``blocks`` (+ ``conv_head``, ``bn2`` on top)
+ResNet           ``conv1``, ``bn1``, ``layer1`` .. ``layer4``
+ConvNeXt/MaxViT  ``stem``, each of ``stages`` (+ ``norm_pre``/``norm``/``head`` norms on top)
+ViT              ``patch_embed`` (+ ``cls_token``, ``pos_embed``), each of ``blocks`` (+ ``norm``)
+tiny_cnn         its four conv blocks
+===============  ==========================================================================
+
+Fast frozen encoder (``cache_features``)
+----------------------------------------
+With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
+(``cache_features=None``) they are computed once and reused: see
+:mod:`zoobot.pytorch.training.feature_cache`. Images are recognised by their exact content, so the
+cache can never serve stale features: with random augmentations it finds nothing to reuse and
+switches itself off after the second epoch. For the full speed-up give the data module a
+deterministic training transform. ``cache_features=True`` insists (error if the encoder trains;
+warning if nothing could be reused); ``False`` never caches.
+
+Checkpoints
+-----------
+Hyperparameters are JSON primitives only (plus ``zoobot_version`` and ``format_version``), and
+include the encoder's architecture and channels, so :meth:`~FinetuneableZoobotAbstract.load_from_checkpoint`
+rebuilds the encoder with random weights (no download, works offline) and loads the finetuned
+weights with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import pathlib
+import warnings
+from typing import Iterable
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoobot.pytorch.estimators import pretrained_encoders
+from zoobot.pytorch.training.feature_cache import MIN_HIT_RATE, FeatureCache
+from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+
+__all__ = [
+    "FinetuneableZoobotAbstract",
+    "FinetuneableZoobotClassifier",
+    "FinetuneableZoobotRegressor",
+    "FinetuneableZoobotTree",
+    "LinearHead",
+    "LinearClassifier",
+    "get_trainer",
+    "load_pretrained_zoobot",
+    "load_pretrained_encoder",
+    "freeze_batchnorm_layers",
+    "get_encoder_blocks",
+    "cross_entropy_loss",
+    "mse_loss",
+    "l1_loss",
+    "dirichlet_loss",
+    "MONITOR",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The metric ``get_trainer``'s checkpointing and early stopping watch.
+MONITOR = "finetuning/val_loss"
+
+
+# =============================================================================================
+# 1. losses and the linear head
+# =============================================================================================
+
+def cross_entropy_loss(y_pred: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of logits ``y_pred`` (B, K) against integer class ids ``y`` (B,).
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(float(cross_entropy_loss(torch.zeros(2, 4), torch.tensor([0, 3]))), 4)  # ln 4
+    1.3863
+    """
+    return F.cross_entropy(y_pred, y.long(), weight=weight, label_smoothing=float(label_smoothing))
+
+
+def mse_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(mse_loss(torch.tensor([1., 2.]), torch.tensor([0., 0.])))
+    2.5
+    """
+    return F.mse_loss(y_pred, y.to(y_pred.dtype))
+
+
+def l1_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(l1_loss(torch.tensor([1., -2.]), torch.tensor([0., 0.])))
+    1.5
+    """
+    return F.l1_loss(y_pred, y.to(y_pred.dtype))
+
+
+def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Dirichlet-multinomial loss (api.md 1.5): sum over questions, mean over galaxies [U2 order: predictions first].
+
+    Parameters
+    ----------
+    y_pred : Tensor (B, n_answers)
+        Concentrations.
+    y : Tensor (B, n_answers)
+        Vote counts.
+    question_index_groups : list of (int, int)
+        ``schema.question_index_groups``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)]))  # no votes: exactly 0
+    0.0
+    """
+    from zoobot.pytorch.training import losses
+
+    return losses.calculate_multiquestion_loss(y, y_pred, question_index_groups).sum(dim=1).mean()
+
+
+class LinearHead(nn.Module):
+    """Dropout -> Linear(input_dim, output_dim) -> optional activation. Output (B, output_dim), never squeezed.
+
+    Parameters
+    ----------
+    input_dim : int
+        Encoder features.
+    output_dim : int
+        Outputs (classes, 1 for regression).
+    dropout_prob : float, default 0.5
+    activation : callable, optional
+        Applied to the output (e.g. ``torch.sigmoid``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> LinearHead(8, 1).eval()(torch.zeros(1, 8)).shape
+    torch.Size([1, 1])
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, dropout_prob: float = 0.5, activation=None):
+        super().__init__()
+        for what, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{what} must be a positive int, got {value!r}")
+        _check_fraction("dropout_prob", dropout_prob)
+        self.output_dim = int(output_dim)
+        self.dropout = nn.Dropout(p=float(dropout_prob))
+        self.linear = nn.Linear(int(input_dim), int(output_dim))
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(self.dropout(x))
+        return self.activation(x) if self.activation is not None else x
+
+
+#: Upstream v1 name of :class:`LinearHead`.
+LinearClassifier = LinearHead
+
+
+def _check_fraction(what: str, value, upper_open: bool = True) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
+        raise ValueError(f"{what} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
+    return float(value)
+
+
+def freeze_batchnorm_layers(model: nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode and stop its weights training.
+
+    Their running statistics then stay fixed. Call it again after ``model.train()`` (which switches
+    them back to training mode); the finetuning classes handle this themselves.
+
+    Examples
+    --------
+    >>> m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train()
+    >>> freeze_batchnorm_layers(m)
+    >>> m[1].training, m[1].weight.requires_grad
+    (False, False)
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+
+# =============================================================================================
+# 2. encoder blocks
+# =============================================================================================
+
+class EncoderBlock:
+    """One trainable unit of an encoder: some modules plus loose parameters (e.g. ViT's cls_token)."""
+
+    def __init__(self, name: str, modules: list, params: list | None = None):
+        self.name = name
+        self.modules = list(modules)
+        self.extra_params = list(params or [])
+
+    def parameters(self) -> list[nn.Parameter]:
+        seen, out = set(), []
+        for p in [p for m in self.modules for p in m.parameters()] + self.extra_params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def batchnorms(self) -> list[nn.Module]:
+        return [m for mod in self.modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __repr__(self) -> str:
+        return f"EncoderBlock({self.name!r}, {sum(p.numel() for p in self.parameters())} parameters)"
+
+
+#: The architectures with a block table, for error messages.
+BLOCK_FAMILIES = ("efficientnet", "resnet", "convnext/maxvit", "vit", "tiny_cnn")
+
+
+def _block_family(encoder: nn.Module) -> tuple[str | None, list[tuple[str, nn.Module]]]:
+    """(family, [(name, module), ...] input side first) from the encoder's structure."""
+    from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+
+    has = lambda *names: all(hasattr(encoder, n) for n in names)  # noqa: E731
+    if isinstance(encoder, TinyCNN):
+        return "tiny_cnn", [(f"blocks.{i}", b) for i, b in enumerate(encoder.blocks)]
+    if has("conv_stem", "bn1", "blocks"):
+        return "efficientnet", [("conv_stem", encoder.conv_stem), ("bn1", encoder.bn1)] + [
+            (f"blocks.{i}", b) for i, b in enumerate(encoder.blocks)]
+    if has("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"):
+        return "resnet", [(n, getattr(encoder, n)) for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")]
+    if has("stem", "stages"):
+        return "convnext/maxvit", [("stem", encoder.stem)] + [(f"stages.{i}", s) for i, s in enumerate(encoder.stages)]
+    if has("patch_embed", "blocks"):
+        return "vit", [("patch_embed", encoder.patch_embed)] + [(f"blocks.{i}", b) for i, b in enumerate(encoder.blocks)]
+    return None, []
+
+
+def get_encoder_blocks(encoder: nn.Module) -> list[EncoderBlock]:
+    """The encoder's blocks, **top (nearest the head) first**, covering every encoder parameter.
+
+    Layers outside the block table (EfficientNet's ``conv_head``/``bn2``, ConvNeXt's final norms,
+    ...) join the top block; loose parameters of the encoder itself (ViT's ``cls_token``,
+    ``pos_embed``) join the bottom block.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+
+    Returns
+    -------
+    list of EncoderBlock
+        Empty if the architecture has no block table.
+
+    Examples
+    --------
+    >>> from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+    >>> [b.name for b in get_encoder_blocks(TinyCNN(1))]
+    ['blocks.3', 'blocks.2', 'blocks.1', 'blocks.0']
+    """
+    encoder = getattr(encoder, "_orig_mod", encoder)
+    family, named = _block_family(encoder)
+    if family is None:
+        return []
+    blocks = [EncoderBlock(name, [module]) for name, module in named]
+    in_blocks = {id(m) for _, m in named}
+    containers = {id(getattr(encoder, n)) for n in ("blocks", "stages") if hasattr(encoder, n)}
+    for _, child in encoder.named_children():
+        if id(child) not in in_blocks and id(child) not in containers:
+            blocks[-1].modules.append(child)
+    blocks[0].extra_params.extend(p for _, p in encoder.named_parameters(recurse=False))
+    covered = {id(p) for b in blocks for p in b.parameters()}
+    leftover = [p for p in encoder.parameters() if id(p) not in covered]
+    blocks[-1].extra_params.extend(leftover)  # anything deeper that the table missed trains with the top
+    return blocks[::-1]
+
+
+# =============================================================================================
+# 3. the shared LightningModule
+# =============================================================================================
+
+_TRAINING_MODES = {"head_only": 0, "full": -1}
+
+
+class FinetuneableZoobotAbstract(L.LightningModule):
+    """Shared machinery of the finetuning models; use a subclass (Classifier, Regressor, Tree).
+
+    Parameters
+    ----------
+    name : str, optional
+        Pretrained encoder: registry short name (``'zoobot-encoder-convnext_nano'``),
+        ``'hf-hub:owner/repo'`` / ``'hf_hub:owner/repo'``, ``'local-dir:/folder'``, or a timm
+        architecture / ``'tiny_cnn'`` (random init). See
+        :func:`~zoobot.pytorch.estimators.pretrained_encoders.create_encoder`.
+    encoder : nn.Module, optional
+        Any module mapping (B, C, H, W) to (B, D).
+    zoobot_checkpoint_loc : str, optional
+        A ``ZoobotTree`` (or finetuned) checkpoint whose encoder to use. Alias ``checkpoint_loc``.
+    n_blocks : int, default 0
+        Encoder blocks to train, from the top; 0 = head only, -1 = all.
+    lr_decay : float, default 0.75
+        Learning-rate factor per block down from the top. Alias ``layer_decay``.
+    weight_decay : float, default 0.05
+        AdamW weight decay.
+    learning_rate : float, default 1e-4
+        Head learning rate (and the top block's).
+    dropout_prob : float, default 0.5
+        Dropout before the head.
+    always_train_batchnorm : bool, default False
+        Let BatchNorm layers of frozen blocks update and train (see the module docstring).
+    cosine_schedule : bool, default False
+        Cosine learning-rate schedule per epoch: ``warmup_epochs`` linear warm-up, decay to
+        ``max_learning_rate_reduction_factor`` at ``max_cosine_epochs``.
+    warmup_epochs, max_cosine_epochs, max_learning_rate_reduction_factor
+        The schedule's settings (defaults 0, 100, 0.01).
+    from_scratch : bool, default False
+        Train every weight at ``learning_rate`` (ignores ``n_blocks``).
+    prog_bar : bool, default True
+        Show the losses in the progress bar.
+    visualize_images : bool, default False
+        Log the first training images once, to loggers with ``log_image`` (e.g. wandb).
+    seed : int, default 42
+        Seeds Python, NumPy and torch (``lightning.seed_everything``) before the head is built.
+    n_layers : int, default 0
+        Deprecated spelling of ``n_blocks`` (DeprecationWarning).
+    cache_features : bool or None, keyword-only
+        None (default): cache frozen-encoder features when the encoder is frozen; True: insist;
+        False: never. See :mod:`~zoobot.pytorch.training.feature_cache`.
+    checkpoint_loc, encoder_dim, layer_decay, training_mode : keyword-only
+        Upstream spellings: ``checkpoint_loc`` = ``zoobot_checkpoint_loc``; ``encoder_dim`` gives
+        the feature dimension of a custom ``encoder`` that has no ``num_features``;
+        ``layer_decay`` = ``lr_decay``; ``training_mode='head_only'``/``'full'`` =
+        ``n_blocks=0``/``-1``.
+
+    Attributes
+    ----------
+    encoder, head : nn.Module
+    channels : int
+        Input channels the encoder expects.
+    input_size : int
+        Image size the encoder was pretrained at (224 unless its config says otherwise).
+    encoder_dim : int
+    blocks : list of EncoderBlock
+        Top first.
+    n_blocks : int
+        Trained blocks (resolved: -1 becomes the count).
+
+    Raises
+    ------
+    TypeError
+        Instantiating this abstract class; conflicting alias spellings.
+    ValueError
+        Not exactly one encoder source; ``n_blocks`` larger than the encoder's block count;
+        (E13) ``n_blocks > 0`` for an architecture without a block table, unknown ``training_mode``.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        encoder: nn.Module | None = None,
+        zoobot_checkpoint_loc: str | None = None,
+        n_blocks: int = 0,
+        lr_decay: float = 0.75,
+        weight_decay: float = 0.05,
+        learning_rate: float = 1e-4,
+        dropout_prob: float = 0.5,
+        always_train_batchnorm: bool = False,
+        cosine_schedule: bool = False,
+        warmup_epochs: int = 0,
+        max_cosine_epochs: int = 100,
+        max_learning_rate_reduction_factor: float = 0.01,
+        from_scratch: bool = False,
+        prog_bar: bool = True,
+        visualize_images: bool = False,
+        seed: int = 42,
+        n_layers: int = 0,
+        *,
+        cache_features: bool | None = None,
+        checkpoint_loc: str | None = None,
+        encoder_dim: int | None = None,
+        layer_decay: float | None = None,
+        training_mode: str | None = None,
+    ):
+        if type(self) is FinetuneableZoobotAbstract:
+            raise TypeError(
+                "FinetuneableZoobotAbstract is abstract: use FinetuneableZoobotClassifier, "
+                "FinetuneableZoobotRegressor or FinetuneableZoobotTree."
+            )
+        super().__init__()
+        n_blocks = self._resolve_n_blocks(n_blocks, n_layers, training_mode)
+        if layer_decay is not None:
+            if lr_decay != 0.75 and lr_decay != layer_decay:
+                raise TypeError(f"Got both lr_decay={lr_decay!r} and its other spelling layer_decay={layer_decay!r}; "
+                                "pass only one of them.")
+            lr_decay = layer_decay
+        if checkpoint_loc is not None:
+            if zoobot_checkpoint_loc is not None and str(zoobot_checkpoint_loc) != str(checkpoint_loc):
+                raise TypeError("Got both zoobot_checkpoint_loc and its other spelling checkpoint_loc; pass only one.")
+            zoobot_checkpoint_loc = checkpoint_loc
+        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
+        dropout_prob = _check_fraction("dropout_prob", dropout_prob)
+        if cache_features not in (None, True, False):
+            raise ValueError(f"cache_features must be None (automatic), True or False, got {cache_features!r}")
+        self.cosine_params = None
+        if cosine_schedule:
+            from zoobot.shared.schedules import normalise_scheduler_params
+
+            self.cosine_params = normalise_scheduler_params({
+                "name": "cosine", "warmup_epochs": warmup_epochs, "max_epochs": max_cosine_epochs,
+                "min_lr_factor": max_learning_rate_reduction_factor})
+
+        L.seed_everything(int(seed), verbose=False)
+        source = self._build_encoder(name, encoder, zoobot_checkpoint_loc)
+        self.channels = pretrained_encoders.encoder_channels(self.encoder)
+        if encoder_dim is not None:
+            if isinstance(encoder_dim, bool) or not isinstance(encoder_dim, (int, np.integer)) or encoder_dim < 1:
+                raise ValueError(f"encoder_dim must be a positive int, got {encoder_dim!r}")
+            known = getattr(self.encoder, "num_features", None)
+            if isinstance(known, int) and known != encoder_dim:
+                raise ValueError(f"encoder_dim={encoder_dim} but the encoder reports num_features={known}.")
+            self.encoder_dim = int(encoder_dim)
+        else:
+            from zoobot.pytorch.estimators.define_model import get_encoder_dim
+
+            self.encoder_dim = get_encoder_dim(self.encoder, channels=self.channels)
+        self.architecture = pretrained_encoders.encoder_architecture(self.encoder)
+        self.input_size = pretrained_encoders.encoder_input_size(self.encoder)
+
+        self.learning_rate = float(learning_rate)
+        self.lr_decay = float(lr_decay)
+        self.weight_decay = float(weight_decay)
+        self.dropout_prob = dropout_prob
+        self.always_train_batchnorm = bool(always_train_batchnorm)
+        self.from_scratch = bool(from_scratch)
+        self.prog_bar = bool(prog_bar)
+        self.visualize_images = bool(visualize_images)
+        self.seed = int(seed)
+        self.cache_features = cache_features
+
+        self.blocks = get_encoder_blocks(self.encoder)
+        self.n_blocks = self._check_n_blocks(n_blocks)
+        self._freeze()
+        if cache_features is True and not self.encoder_is_frozen:
+            raise ValueError(
+                "cache_features=True needs a frozen encoder (n_blocks=0, from_scratch=False, "
+                f"always_train_batchnorm=False); got n_blocks={n_blocks}, from_scratch={from_scratch}, "
+                f"always_train_batchnorm={always_train_batchnorm}."
+            )
+        self.feature_cache = FeatureCache()
+        self._inputs_checked = False
+        self._cache_warned = False
+        self._batch_idx = 0
+
+        from zoobot.shared.checkpoints import version_metadata
+        from zoobot.shared.training_config import to_jsonable
+
+        self._base_hparams = to_jsonable({
+            "name": name,
+            "zoobot_checkpoint_loc": None if zoobot_checkpoint_loc is None else os.fspath(zoobot_checkpoint_loc),
+            "encoder_source": source,
+            "architecture": self.architecture,
+            "channels": self.channels,
+            "input_size": self.input_size,
+            "encoder_dim": self.encoder_dim,
+            "encoder_kwargs": pretrained_encoders.encoder_build_kwargs(self.encoder),
+            "n_blocks": n_blocks,
+            "lr_decay": self.lr_decay,
+            "weight_decay": self.weight_decay,
+            "learning_rate": self.learning_rate,
+            "dropout_prob": self.dropout_prob,
+            "always_train_batchnorm": self.always_train_batchnorm,
+            "cosine_schedule": bool(cosine_schedule),
+            "warmup_epochs": warmup_epochs,
+            "max_cosine_epochs": max_cosine_epochs,
+            "max_learning_rate_reduction_factor": max_learning_rate_reduction_factor,
+            "from_scratch": self.from_scratch,
+            "prog_bar": self.prog_bar,
+            "visualize_images": self.visualize_images,
+            "seed": self.seed,
+            "cache_features": cache_features,
+            **version_metadata(),
+        })
+
+    # ------------------------------------------------------------------------- construction
+    @staticmethod
+    def _resolve_n_blocks(n_blocks, n_layers, training_mode) -> int:
+        if n_layers not in (0, None):
+            warnings.warn("n_layers is deprecated: use n_blocks (the number of encoder blocks to finetune).",
+                          DeprecationWarning, stacklevel=4)
+            if n_blocks not in (0, n_layers):
+                raise TypeError(f"Got both n_blocks={n_blocks!r} and its old spelling n_layers={n_layers!r}; "
+                                "pass only n_blocks.")
+            n_blocks = n_layers
+        if training_mode is not None:
+            if training_mode not in _TRAINING_MODES:
+                raise unknown_option_error("training_mode", training_mode, list(_TRAINING_MODES))
+            if n_blocks not in (0, _TRAINING_MODES[training_mode]):
+                raise TypeError(f"Got n_blocks={n_blocks!r} and training_mode={training_mode!r}; pass only one.")
+            n_blocks = _TRAINING_MODES[training_mode]
+        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < -1:
+            raise ValueError(f"n_blocks must be an int >= 0, or -1 for all blocks; got {n_blocks!r}")
+        return int(n_blocks)
+
+    def _build_encoder(self, name, encoder, zoobot_checkpoint_loc) -> str:
+        given = [what for what, value in (("name", name), ("encoder", encoder),
+                                          ("zoobot_checkpoint_loc", zoobot_checkpoint_loc)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "Give exactly one encoder source: name= (a pretrained encoder, e.g. "
+                "'hf_hub:mwalmsley/zoobot-encoder-convnext_nano'), encoder= (an nn.Module) or "
+                f"zoobot_checkpoint_loc= (a ZoobotTree checkpoint); got {', '.join(given) if given else 'none'}."
+            )
+        if name is not None:
+            self.encoder = pretrained_encoders.create_encoder(name, pretrained=True)
+            return "name"
+        if encoder is not None:
+            if not isinstance(encoder, nn.Module):
+                raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
+            self.encoder = encoder
+            return "encoder"
+        self.encoder = load_pretrained_zoobot(zoobot_checkpoint_loc)
+        return "zoobot_checkpoint_loc"
+
+    def _check_n_blocks(self, n_blocks: int) -> int:
+        if self.from_scratch:
+            return len(self.blocks) if self.blocks else n_blocks
+        if not self.blocks:
+            if n_blocks > 0:
+                raise unknown_option_error(
+                    f"encoder architecture for n_blocks={n_blocks} ({type(self.encoder).__name__} has no block "
+                    "table; use n_blocks=0 (head only) or -1 (everything at learning_rate))",
+                    type(self.encoder).__name__, BLOCK_FAMILIES)
+            return n_blocks  # 0 or -1 (all, as one block)
+        if n_blocks == -1:
+            return len(self.blocks)
+        if n_blocks > len(self.blocks):
+            raise ValueError(
+                f"n_blocks={n_blocks} but this {self.architecture or type(self.encoder).__name__} encoder has only "
+                f"{len(self.blocks)} blocks ({', '.join(b.name for b in self.blocks[::-1])}). Use "
+                f"n_blocks <= {len(self.blocks)}, or -1 for all."
+            )
+        return n_blocks
+
+    def _freeze(self) -> None:
+        """Set requires_grad per block; remember which blocks are frozen (train() keeps them in eval)."""
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+        if self.from_scratch or (not self.blocks and self.n_blocks == -1):
+            for p in self.encoder.parameters():
+                p.requires_grad = True
+            self.trained_blocks, self.frozen_blocks = list(self.blocks), []
+            return
+        self.trained_blocks = self.blocks[:self.n_blocks]
+        self.frozen_blocks = self.blocks[self.n_blocks:]
+        for block in self.trained_blocks:
+            for p in block.parameters():
+                p.requires_grad = True
+        if self.always_train_batchnorm:
+            for block in self.frozen_blocks:
+                for bn in block.batchnorms():
+                    for p in bn.parameters():
+                        p.requires_grad = True
+
+    @property
+    def encoder_is_frozen(self) -> bool:
+        """True when no encoder weight trains and every encoder layer runs in eval mode during training."""
+        if self.always_train_batchnorm and any(b.batchnorms() for b in self.frozen_blocks):
+            return False
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.blocks:
+            return [] if self.from_scratch or self.n_blocks == -1 else [self.encoder]
+        return [m for block in self.frozen_blocks for m in block.modules]
+
+    def train(self, mode: bool = True):
+        """As ``nn.Module.train``, but frozen encoder blocks stay in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if mode:
+            for module in self._frozen_modules():
+                module.eval()
+            if self.always_train_batchnorm:
+                for block in self.frozen_blocks:
+                    for bn in block.batchnorms():
+                        bn.train(True)
+        return self
+
+    # ------------------------------------------------------------------------- optimisation
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups: head, then trained blocks top first (and frozen BatchNorms).
+
+        Each group is ``{'params': [...], 'lr': ..., 'name': ...}``.
+        """
+        head_params = [p for p in self.head.parameters()]
+        if self.from_scratch or (not self.blocks and self.n_blocks == -1):
+            return [{"params": head_params + list(self.encoder.parameters()), "lr": self.learning_rate,
+                     "name": "all"}]
+        groups = [{"params": head_params, "lr": self.learning_rate, "name": "head"}]
+        lrs = []
+        for i, block in enumerate(self.trained_blocks):
+            lr = self.learning_rate * self.lr_decay ** i
+            lrs.append(lr)
+            groups.append({"params": block.parameters(), "lr": lr, "name": f"encoder.{block.name}"})
+        if self.always_train_batchnorm:
+            bn_params = [p for block in self.frozen_blocks for bn in block.batchnorms() for p in bn.parameters()]
+            if bn_params:
+                groups.append({"params": bn_params, "lr": min(lrs) if lrs else self.learning_rate,
+                               "name": "frozen_batchnorm"})
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=self.weight_decay)
+        if self.cosine_params is None:
+            return optimizer
+        from zoobot.pytorch.estimators.define_model import _CosineLambda
+
+        p = self.cosine_params
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _CosineLambda(p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------------- forward
+    def _check_input(self, x) -> None:
+        """E7 on every call (shape only), E8 once per stage (one min/max)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor (B, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            shape = tuple(x.shape)
+            if x.ndim == 4 and x.shape[-1] == self.channels:
+                fix = "it looks NHWC (channels last); PyTorch models take NCHW: x.permute(0, 3, 1, 2)"
+            elif x.ndim != 4:
+                fix = "give a batch (B, C, H, W)" + (": x.unsqueeze(0)" if x.ndim == 3 else "")
+            else:
+                fix = (f"use greyscale={self.channels == 1} in GalaxyDataModule, or an encoder built for "
+                       f"{x.shape[1]} channels (create_encoder(name, channels={x.shape[1]}))")
+            raise ChannelMismatchError(
+                f"The encoder expects images (B, C, H, W) with C={self.channels} (NCHW), got shape {shape}. Fix: {fix}."
+            )
+        if not self._inputs_checked:
+            self._inputs_checked = True
+            if x.numel():
+                check_pixel_range(float(x.min()), float(x.max()), layout="NCHW")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, encoder_dim). No gradient graph when no encoder weight trains."""
+        self._check_input(x)
+        if not any(p.requires_grad for p in self.encoder.parameters()):
+            with torch.no_grad():
+                if self._use_cache():
+                    return self.feature_cache.encode(self.encoder, x, stage=self._stage())
+                return self.encoder(x)
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw head output for images (B, C, H, W) in [0, 1] (logits for the classifier)."""
+        return self.head(self.encode(x))
+
+    # ------------------------------------------------------------------------- feature cache
+    def _stage(self) -> str:
+        trainer = self._trainer
+        if trainer is not None and trainer.training:
+            return "train"
+        return "val"
+
+    def _use_cache(self) -> bool:
+        if self.cache_features is False or not self.encoder_is_frozen:
+            return False
+        trainer = self._trainer
+        if trainer is None or not (trainer.training or trainer.validating or trainer.sanity_checking):
+            return False
+        if trainer.state.fn != "fit":
+            return False
+        if any(m.training for m in self.encoder.modules()):
+            return False
+        return self.feature_cache.enabled(self._stage())
+
+    def on_fit_start(self) -> None:
+        self.feature_cache.clear()
+        self._inputs_checked = False
+        self._cache_warned = False
+        if getattr(self, "run_linear_sanity_check", False):
+            self._linear_sanity_check()
+
+    def on_fit_end(self) -> None:
+        self.feature_cache.clear()
+
+    def on_train_epoch_start(self) -> None:
+        self.feature_cache.reset_stats("train")
+
+    def on_train_epoch_end(self) -> None:
+        if not self._use_cache_configured():
+            return
+        rate = self.feature_cache.hit_rate("train")
+        if self.current_epoch >= 1 and rate is not None and rate < MIN_HIT_RATE and self.feature_cache.enabled("train"):
+            self.feature_cache.disable("train")
+            message = (
+                f"cache_features: only {rate:.0%} of the training images in epoch {self.current_epoch} were seen "
+                "before (random augmentations change them every epoch), so cached features cannot be reused; "
+                "caching of training images is off for the rest of this fit. For fast frozen-encoder finetuning "
+                "use a deterministic training transform."
+            )
+            if self.cache_features is True and not self._cache_warned:
+                warnings.warn(message, UserWarning, stacklevel=2)
+                self._cache_warned = True
+            else:
+                logger.info(message)
+
+    def _use_cache_configured(self) -> bool:
+        return self.cache_features is not False and self.encoder_is_frozen
+
+    def on_validation_start(self) -> None:
+        self._inputs_checked = False
+
+    def on_test_start(self) -> None:
+        self._inputs_checked = False
+
+    def on_predict_start(self) -> None:
+        self._inputs_checked = False
+
+    # ------------------------------------------------------------------------- steps
+    def _unpack(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) from a tuple/list batch or a dict batch with 'image' and 'label' (or label columns)."""
+        if isinstance(batch, dict):
+            if "image" not in batch:
+                raise KeyError(f"dict batches need an 'image' key; got keys {sorted(batch)}")
+            x = batch["image"]
+            if "label" in batch:
+                y = batch["label"]
+            else:
+                label_keys = self._dict_label_keys(batch)
+                y = torch.stack([torch.as_tensor(batch[k]) for k in label_keys], dim=1)
+                if y.shape[1] == 1:
+                    y = y[:, 0]
+            return x, torch.as_tensor(y)
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            return batch[0], torch.as_tensor(batch[1])
+        raise TypeError(
+            "training/validation batches must be (images, labels) or a dict with 'image' and labels; "
+            f"got {type(batch).__name__}"
+        )
+
+    def _dict_label_keys(self, batch: dict) -> list[str]:
+        keys = [k for k, v in batch.items() if k not in ("image", "id_str", "index", "file_loc")
+                and isinstance(v, torch.Tensor)]
+        if len(keys) != 1:
+            raise KeyError(
+                f"dict batch has label keys {keys}; {type(self).__name__} needs exactly one (or a 'label' key)."
+            )
+        return keys
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = self._unpack(batch)
+        y = self._prepare_labels(y, x.shape[0])
+        output = self(x)
+        loss = self.compute_loss(output, y)
+        if split == "train" and not bool(torch.isfinite(loss.detach())):
+            raise FloatingPointError(
+                f"The training loss became {float(loss.detach())} at epoch {self.current_epoch}, step "
+                f"{self.global_step}: training stopped. Usual causes: a learning_rate too high, or corrupt "
+                "labels/images."
+            )
+        self.log(f"finetuning/{split}_loss", loss, on_step=False, on_epoch=True, prog_bar=self.prog_bar,
+                 batch_size=x.shape[0])
+        self.log_metrics(split, output.detach(), y)
+        if split == "train" and self.visualize_images and self.current_epoch == 0 and self._batch_idx == 0:
+            self._log_images(x)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        self._batch_idx = batch_idx
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Predictions for a batch of images (or ``(images, ...)``, or a dict with ``'image'``): see :meth:`predict`."""
+        x = _images_of(batch)
+        return self.predict_output(x)
+
+    def _log_images(self, x: torch.Tensor) -> None:
+        log_image = getattr(self.logger, "log_image", None)
+        if callable(log_image):
+            log_image(key="finetuning/train_images", images=[img for img in x[:8].detach().cpu()])
+
+    # hooks for the task subclasses
+    def _prepare_labels(self, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute_loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_metrics(self, split: str, output: torch.Tensor, y: torch.Tensor) -> None:
+        """Task metrics (accuracy, RMSE); none by default."""
+
+    def predict_output(self, x: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` returns for a batch, (B, n_outputs)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, data, n_samples: int = 1, batch_size: int = 64) -> np.ndarray:
+        """Predict for images, in input order [ours; the seeds' ``model.predict``].
+
+        Parameters
+        ----------
+        data : DataLoader, GalaxyDataModule, Tensor or ndarray
+            A DataLoader (batches of images, ``(images, ...)`` or dicts with ``'image'``), a data
+            module (its predict set), or images (N, C, H, W) float32 in [0, 1].
+        n_samples : int, default 1
+            Forward passes per image (dropout is off at prediction, so they agree unless the model
+            was given stochastic layers).
+        batch_size : int, default 64
+            Batch size for tensor/array input.
+
+        Returns
+        -------
+        ndarray
+            (N, n_outputs), or (N, n_outputs, n_samples) if ``n_samples > 1``. Classifier:
+            softmax probabilities; regressor: (N, 1) values; tree: concentrations.
+        """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        was_training = self.training
+        self.eval()
+        self._inputs_checked = False
+        outputs = []
+        try:
+            for x in _iterate_images(data, batch_size):
+                x = x.to(self.device, dtype=torch.float32)
+                samples = [self.predict_output(x).cpu() for _ in range(int(n_samples))]
+                outputs.append(torch.stack(samples, dim=-1))
+        finally:
+            self.train(was_training)
+        if not outputs:
+            raise ValueError("predict got no images")
+        result = torch.cat(outputs).numpy()
+        return result[..., 0] if n_samples == 1 else result
+
+    # ------------------------------------------------------------------------- checkpoints
+    def _save_all_hparams(self, task_hparams: dict) -> None:
+        from zoobot.shared.training_config import to_jsonable
+
+        self.save_hyperparameters({**self._base_hparams, **to_jsonable(task_hparams)})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from zoobot.shared.checkpoints import version_metadata
+
+        checkpoint["hyper_parameters"] = dict(checkpoint.get("hyper_parameters", {}))
+        checkpoint["hyper_parameters"].update(version_metadata())
+        checkpoint.update(version_metadata())
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **overrides):
+        """Load a finetuned model saved by Lightning, offline.
+
+        The encoder is rebuilt from the stored architecture and channels with random weights
+        (nothing is downloaded), then all weights come from the checkpoint
+        (``torch.load(weights_only=True)``).
+
+        Parameters
+        ----------
+        checkpoint_path : str or path-like
+        map_location : optional
+            Where to put the weights (``torch.load``); default CPU.
+        hparams_file : None
+            Not supported (hyperparameters live in the checkpoint).
+        strict : bool, optional
+            Strict ``load_state_dict`` (default True).
+        weights_only : None or True
+            Always True.
+        **overrides
+            Hyperparameters replacing the stored ones (e.g. ``learning_rate``); ``encoder=`` must be
+            given again when the model was finetuned from a custom in-memory encoder.
+
+        Returns
+        -------
+        FinetuneableZoobotAbstract
+            An instance of this class.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        CheckpointVersionError
+            (E11) the file was written by a newer, incompatible zoobot.
+        ValueError
+            The model used a custom encoder and ``encoder=`` was not passed again.
+
+        Warns
+        -----
+        UserWarning
+            Older ``format_version``; hyperparameters this version does not know (dropped).
+        """
+        if cls is FinetuneableZoobotAbstract:
+            raise TypeError("Call load_from_checkpoint on the concrete class, e.g. FinetuneableZoobotClassifier.")
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not supported: zoobot stores hyperparameters inside the checkpoint")
+        if weights_only is False:
+            raise ValueError("zoobot checkpoints always load with weights_only=True (they hold no pickled objects)")
+        from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version, drop_unknown_hparams
+
+        checkpoint = _load_checkpoint_file(checkpoint_path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        versions = hparams if "format_version" in hparams else checkpoint
+        check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None},
+                             checkpoint_path)
+
+        encoder = overrides.pop("encoder", None)
+        architecture = hparams.pop("architecture", None)
+        channels = int(hparams.pop("channels", 3) or 3)
+        encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
+        provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
+        hparams.pop("input_size", None)
+        if encoder is None:
+            if architecture is None:
+                raise ValueError(
+                    f"{checkpoint_path} was finetuned from a custom in-memory encoder (not a timm, registry or "
+                    "tiny_cnn model), so zoobot cannot rebuild it. Build the same encoder again and pass it: "
+                    f"{cls.__name__}.load_from_checkpoint(path, encoder=my_encoder)."
+                )
+            encoder = pretrained_encoders.rebuild_encoder(architecture, channels, encoder_kwargs)
+        known = _constructor_arguments(cls)
+        kwargs = drop_unknown_hparams(hparams, known, where=f"{cls.__name__} from {checkpoint_path}")
+        kwargs.update(overrides)
+        kwargs["encoder"] = encoder
+        for key in ("name", "zoobot_checkpoint_loc", "checkpoint_loc"):
+            kwargs.pop(key, None)
+        model = cls(**kwargs)
+        state = checkpoint.get("state_dict")
+        if state is None:
+            raise ValueError(f"{checkpoint_path} holds no 'state_dict': not a Lightning checkpoint.")
+        model.load_state_dict(state, strict=True if strict is None else bool(strict))
+        # keep the original provenance (where the encoder first came from) in the hyperparameters
+        for key, value in provenance.items():
+            if value is not None:
+                model.hparams[key] = value
+                model._base_hparams[key] = value
+        if map_location is not None:
+            model = model.to(map_location if not callable(map_location) else "cpu")
+        model.checkpoint_path = os.fspath(checkpoint_path)
+        return model
+
+    @classmethod
+    def load_from_name(cls, name: str, **kwargs):
+        """Download ``<ClassName>.ckpt`` from a Hub repo (or use the cached copy) and load it.
+
+        Parameters
+        ----------
+        name : str
+            ``'hf-hub:owner/repo'`` (or ``hf_hub:`` / plain ``owner/repo``).
+        **kwargs
+            Passed to :meth:`load_from_checkpoint`.
+
+        Raises
+        ------
+        FileNotFoundError
+            Not cached and offline (``HF_HUB_OFFLINE=1``) or the download failed; the message says what to do.
+        """
+        if cls is FinetuneableZoobotAbstract:
+            raise TypeError("Call load_from_name on the concrete class, e.g. FinetuneableZoobotClassifier.")
+        repo = name
+        for prefix in ("hf-hub:", "hf_hub:"):
+            if repo.startswith(prefix):
+                repo = repo[len(prefix):]
+        path = _hub_file(repo, f"{cls.__name__}.ckpt")
+        return cls.load_from_checkpoint(path, **kwargs)
+
+    # ------------------------------------------------------------------------- sanity check
+    def _linear_sanity_check(self) -> None:
+        """Fit a logistic regression on frozen features of (part of) the train set and log its val accuracy."""
+        trainer = self.trainer
+        try:
+            from sklearn.linear_model import LogisticRegression
+        except ImportError:
+            from zoobot.shared.errors import missing_dependency
+
+            raise missing_dependency("scikit-learn", "run_linear_sanity_check", "pca") from None
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            logger.info("run_linear_sanity_check needs a datamodule; skipped")
+            return
+        was_training = self.training
+        self.eval()
+        try:
+            feats = {}
+            for split, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader())):
+                xs, ys = [], []
+                with torch.no_grad():
+                    for batch in loader:
+                        x, y = self._unpack(batch)
+                        xs.append(self.encoder(x.to(self.device)).cpu().numpy())
+                        ys.append(y.cpu().numpy())
+                feats[split] = (np.concatenate(xs), np.concatenate(ys).astype(int))
+        finally:
+            self.train(was_training)
+        clf = LogisticRegression(max_iter=1000).fit(*feats["train"])
+        accuracy = float(clf.score(*feats["val"]))
+        self.linear_sanity_check_accuracy = accuracy
+        logger.info("Linear sanity check: logistic regression on frozen features reaches val accuracy %.3f", accuracy)
+
+
+def _constructor_arguments(cls) -> set:
+    names = set()
+    for klass in cls.__mro__:
+        if klass is L.LightningModule:
+            break
+        if "__init__" in vars(klass):
+            names |= {n for n, p in inspect.signature(klass.__init__).parameters.items()
+                      if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def _load_checkpoint_file(path) -> dict:
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"No checkpoint file at {path}")
+    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+
+
+def _hub_file(repo: str, filename: str) -> str:
+    """Path of ``filename`` of Hub ``repo`` in the local cache, downloading it only if missing."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:
+        from zoobot.shared.errors import missing_dependency
+
+        raise missing_dependency("huggingface_hub", "Loading finetuned models from the Hub", "pytorch") from None
+    repo_id, _, revision = repo.partition("@")
+    cache_dir = str(pretrained_encoders.hub_cache_dir())
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision or None)
+    if isinstance(cached, str):
+        return cached
+    hint = (f"Either run once with network access so it is cached, download it elsewhere with "
+            f"`hf download {repo_id} {filename}` and copy the Hugging Face cache (HF_HOME), or download the file "
+            f"and use load_from_checkpoint(path).")
+    if pretrained_encoders.hub_offline():
+        raise FileNotFoundError(f"{filename} of Hub repo {repo_id!r} is not in the local cache ({cache_dir}) and "
+                                f"HF_HUB_OFFLINE=1 forbids downloading it. {hint}")
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
+    except Exception as err:
+        raise FileNotFoundError(f"Could not download {filename} from Hub repo {repo_id!r} ({type(err).__name__}: "
+                                f"{err}). {hint}") from err
+
+
+def _images_of(batch) -> torch.Tensor:
+    if isinstance(batch, dict):
+        return batch["image"]
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    return batch
+
+
+def _iterate_images(data, batch_size: int) -> Iterable[torch.Tensor]:
+    """Image batches (B, C, H, W) from a tensor, ndarray, DataLoader or data module (its predict set)."""
+    from tqdm.auto import tqdm
+
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if isinstance(data, torch.Tensor):
+        if data.ndim == 3:
+            raise ChannelMismatchError(f"predict expects images (N, C, H, W); got shape {tuple(data.shape)}. "
+                                       "Fix: add the batch axis, x[None].")
+        for start in range(0, len(data), batch_size):
+            yield data[start:start + batch_size]
+        return
+    if hasattr(data, "predict_dataloader") and hasattr(data, "setup"):
+        data.setup("predict")
+        data = data.predict_dataloader()
+    try:
+        total = len(data)
+    except TypeError:
+        total = None
+    for batch in tqdm(data, total=total, desc="predict", disable=total is None or total < 10):
+        yield torch.as_tensor(_images_of(batch))
+
+
+# =============================================================================================
+# 4. the tasks
+# =============================================================================================
+
+class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
+    """Finetune an encoder to classify galaxies into ``num_classes`` classes (cross-entropy).
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes (>= 2); labels are integer class ids in ``[0, num_classes)``.
+    label_smoothing : float, default 0.0
+        Cross-entropy label smoothing in [0, 1).
+    class_weights : sequence of float, optional
+        One positive weight per class (e.g. inverse frequencies) for the cross-entropy.
+    run_linear_sanity_check : bool, default False
+        At the start of ``fit``, fit a logistic regression on the frozen features and log its
+        validation accuracy (a baseline the finetuned model should beat).
+    **kwargs
+        Encoder and training options of :class:`FinetuneableZoobotAbstract`.
+
+    Notes
+    -----
+    ``forward`` returns logits (B, num_classes); ``predict_step`` and ``predict`` return softmax
+    probabilities. Logged: ``finetuning/{train,val,test}_{loss,acc}``.
+
+    Raises
+    ------
+    ValueError
+        (E14) at training time, labels that are not integers in ``[0, num_classes)``.
+
+    Examples
+    --------
+    >>> model = FinetuneableZoobotClassifier(name='tiny_cnn', num_classes=3)
+    >>> model.predict(np.random.rand(2, 3, 32, 32).astype('float32')).shape
+    (2, 3)
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights=None,
+                 run_linear_sanity_check: bool = False, **kwargs):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r} (binary tasks use num_classes=2)")
+        label_smoothing = _check_fraction("label_smoothing", label_smoothing)
+        super().__init__(**kwargs)
+        import torchmetrics
+
+        self.num_classes = int(num_classes)
+        self.label_smoothing = label_smoothing
+        self.run_linear_sanity_check = bool(run_linear_sanity_check)
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(np.asarray(class_weights, dtype=np.float32))
+            if weights.shape != (self.num_classes,) or not bool(torch.isfinite(weights).all()) or bool(
+                    (weights <= 0).any()):
+                raise ValueError(f"class_weights must be {self.num_classes} positive finite numbers (one per class), "
+                                 f"got {class_weights!r}")
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.head = LinearHead(self.encoder_dim, self.num_classes, self.dropout_prob)
+        self.metrics = nn.ModuleDict({
+            f"{split}_acc": torchmetrics.Accuracy(task="multiclass", num_classes=self.num_classes)
+            for split in ("train", "val", "test")})
+        self._save_all_hparams({
+            "num_classes": self.num_classes, "label_smoothing": label_smoothing,
+            "class_weights": None if weights is None else weights.tolist(),
+            "run_linear_sanity_check": self.run_linear_sanity_check})
+
+    def _prepare_labels(self, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+        y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim != 1 or y.shape[0] != batch_size:
+            raise ValueError(f"Classification labels must be class ids of shape (B,) = ({batch_size},); got shape "
+                             f"{tuple(y.shape)}. Use one label column holding integers 0..{self.num_classes - 1}.")
+        bad = ~torch.isfinite(y.float()) | (y.float() != torch.round(y.float())) | (y < 0) | (y >= self.num_classes)
+        if bool(bad.any()):
+            from zoobot.shared.errors import format_examples
+
+            values = sorted({float(v) for v in y[bad].detach().cpu().tolist()})
+            raise ValueError(
+                f"Classification labels must be integers in [0, {self.num_classes}) (num_classes={self.num_classes}); "
+                f"got {format_examples(values)}. Encode classes as 0..{self.num_classes - 1}, or raise num_classes."
+            )
+        return y.long()
+
+    def compute_loss(self, output, y):
+        return cross_entropy_loss(output, y, label_smoothing=self.label_smoothing, weight=self.class_weights)
+
+    def log_metrics(self, split, output, y):
+        metric = self.metrics[f"{split}_acc"]
+        metric(output, y)
+        self.log(f"finetuning/{split}_acc", metric, on_step=False, on_epoch=True, prog_bar=self.prog_bar)
+
+    def predict_output(self, x):
+        return F.softmax(self(x), dim=1)
+
+
+_REGRESSION_LOSSES = {"mse": "mse", "l1": "l1", "mae": "l1"}
+
+
+class FinetuneableZoobotRegressor(FinetuneableZoobotAbstract):
+    """Finetune an encoder to predict one number per galaxy.
+
+    Parameters
+    ----------
+    loss : {'mse', 'l1'}, default 'mse'
+        Mean squared or mean absolute error (``'mae'`` = ``'l1'``).
+    unit_interval : bool, default False
+        Squash the output into (0, 1) with a sigmoid; labels must then lie in [0, 1].
+    **kwargs
+        Encoder and training options of :class:`FinetuneableZoobotAbstract`.
+
+    Notes
+    -----
+    ``forward`` returns shape (B,) for every batch size (also B = 1); ``predict`` returns (N, 1).
+    Logged: ``finetuning/{train,val,test}_{loss,rmse}``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = FinetuneableZoobotRegressor(name='tiny_cnn', unit_interval=True).eval()
+    >>> model(torch.rand(1, 3, 32, 32)).shape
+    torch.Size([1])
+    """
+
+    def __init__(self, loss: str = "mse", unit_interval: bool = False, **kwargs):
+        if loss not in _REGRESSION_LOSSES:
+            raise unknown_option_error("regression loss", loss, list(_REGRESSION_LOSSES))
+        super().__init__(**kwargs)
+        import torchmetrics
+
+        self.loss_name = _REGRESSION_LOSSES[loss]
+        self.loss_func = mse_loss if self.loss_name == "mse" else l1_loss
+        self.unit_interval = bool(unit_interval)
+        self.head = LinearHead(self.encoder_dim, 1, self.dropout_prob,
+                               activation=torch.sigmoid if self.unit_interval else None)
+        self.metrics = nn.ModuleDict({f"{split}_rmse": torchmetrics.MeanSquaredError(squared=False)
+                                      for split in ("train", "val", "test")})
+        self._save_all_hparams({"loss": self.loss_name, "unit_interval": self.unit_interval})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions (B,) for images (B, C, H, W)."""
+        return self.head(self.encode(x))[:, 0]
+
+    def _prepare_labels(self, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+        y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim != 1 or y.shape[0] != batch_size:
+            raise ValueError(f"Regression labels must have shape (B,) = ({batch_size},), one label column; "
+                             f"got shape {tuple(y.shape)}.")
+        y = y.float()
+        if self.unit_interval:
+            bad = ~torch.isfinite(y) | (y < 0) | (y > 1)
+            if bool(bad.any()):
+                from zoobot.shared.errors import format_examples
+
+                values = sorted({float(v) for v in y[bad].detach().cpu().tolist()})
+                raise ValueError(f"unit_interval=True needs labels in [0, 1]; got {format_examples(values)}. "
+                                 "Rescale the labels or use unit_interval=False.")
+        return y
+
+    def compute_loss(self, output, y):
+        return self.loss_func(output, y)
+
+    def log_metrics(self, split, output, y):
+        metric = self.metrics[f"{split}_rmse"]
+        metric(output, y)
+        self.log(f"finetuning/{split}_rmse", metric, on_step=False, on_epoch=True, prog_bar=self.prog_bar)
+
+    def predict_output(self, x):
+        return self(x)[:, None]
+
+
+class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
+    """Finetune an encoder on vote counts of a (new) decision tree, with a Dirichlet head.
+
+    Parameters
+    ----------
+    schema : Schema, dict or str
+        The decision tree (a Schema, its ``to_dict()``, or a prebuilt schema name).
+    **kwargs
+        Encoder and training options of :class:`FinetuneableZoobotAbstract`.
+
+    Notes
+    -----
+    Head: dropout (``dropout_prob``, off at prediction) -> linear -> ``1 + 100 * sigmoid``. Loss of
+    api.md 1.5 (sum over questions, mean over galaxies). ``predict`` returns concentrations
+    (N, n_answers). Logged: ``finetuning/{train,val,test}_loss``.
+
+    Examples
+    --------
+    >>> from zoobot.shared import schemas
+    >>> model = FinetuneableZoobotTree(schema=schemas.gz_rings_schema, name='tiny_cnn')
+    >>> model.predict(np.random.rand(2, 3, 32, 32).astype('float32')).shape
+    (2, 2)
+    """
+
+    def __init__(self, schema, **kwargs):
+        from zoobot.shared import schemas as schemas_module
+
+        if isinstance(schema, dict):
+            schema = schemas_module.Schema.from_dict(schema)
+        elif isinstance(schema, str):
+            schema = schemas_module.get_schema(schema)
+        elif not isinstance(schema, schemas_module.Schema):
+            raise TypeError(f"schema must be a zoobot Schema, its to_dict(), or a prebuilt schema name; "
+                            f"got {type(schema).__name__}")
+        super().__init__(**kwargs)
+        from zoobot.pytorch.estimators.define_model import get_pytorch_dirichlet_head
+
+        self.schema = schema
+        self.label_cols = list(schema.label_cols)
+        self.question_index_groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
+        self.head = get_pytorch_dirichlet_head(self.encoder_dim, len(self.label_cols), test_time_dropout=False,
+                                               dropout_rate=self.dropout_prob)
+        self._save_all_hparams({"schema": schema.to_dict()})
+
+    def _dict_label_keys(self, batch: dict) -> list[str]:
+        missing = [c for c in self.label_cols if c not in batch]
+        if missing:
+            from zoobot.shared.errors import format_examples
+
+            raise KeyError(f"dict batch lacks label columns of the schema: {format_examples(missing)}")
+        return self.label_cols
+
+    def _prepare_labels(self, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.shape != (batch_size, len(self.label_cols)):
+            raise ValueError(
+                f"Vote-count labels must have shape (B, n_answers) = ({batch_size}, {len(self.label_cols)}) for "
+                f"schema {self.schema.name!r}; got {tuple(y.shape)}. Use the schema's label_cols as label columns."
+            )
+        return y.float()
+
+    def compute_loss(self, output, y):
+        return dirichlet_loss(output, y, self.question_index_groups)
+
+    def predict_output(self, x):
+        return self(x)
+
+
+# =============================================================================================
+# 5. trainer and pretrained encoders
+# =============================================================================================
+
+def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,
+                patience: int = 10, devices="auto", accelerator="auto", logger=None, **trainer_kwargs):
+    """A Lightning ``Trainer`` set up for finetuning [S].
+
+    Parameters
+    ----------
+    save_dir : str or path-like
+        Checkpoints go to ``save_dir/checkpoints`` (best by ``finetuning/val_loss`` and
+        ``last.ckpt``); metrics to ``save_dir/logs/metrics.csv`` unless ``logger`` is given.
+    file_template : str, default '{epoch}'
+        Checkpoint file name template (Lightning ``ModelCheckpoint(filename=...)``).
+    save_top_k : int, default 1
+    max_epochs : int, default 100
+    patience : int, default 10
+        Early stopping patience (epochs without improvement of ``finetuning/val_loss``).
+    devices, accelerator
+        As in Lightning (``'auto'``, ``'cpu'``, ``'gpu'``, ...).
+    logger : Lightning logger, False or None
+        None: a CSVLogger in ``save_dir/logs``; False: no logging.
+    **trainer_kwargs
+        Passed to ``lightning.Trainer`` (``callbacks`` are added to ours).
+
+    Returns
+    -------
+    lightning.Trainer
+        ``trainer.checkpoint_callback.best_model_path`` is the best checkpoint after ``fit``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> trainer = get_trainer(tempfile.mkdtemp(), accelerator='cpu', max_epochs=1)
+    >>> trainer.checkpoint_callback.monitor
+    'finetuning/val_loss'
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    if save_dir is None:
+        raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
+    save_dir = pathlib.Path(save_dir)
+    checkpoint_callback = ModelCheckpoint(
+        dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
+        save_top_k=save_top_k, save_last=True)
+    callbacks = [checkpoint_callback,
+                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True)]
+    if logger is None:
+        logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.extend(trainer_kwargs.pop("callbacks", None) or [])
+    trainer_kwargs.setdefault("log_every_n_steps", 10)
+    return L.Trainer(default_root_dir=str(save_dir), max_epochs=max_epochs, devices=devices, accelerator=accelerator,
+                     logger=logger, callbacks=callbacks, **trainer_kwargs)
+
+
+def load_pretrained_zoobot(checkpoint_loc) -> nn.Module:
+    """The encoder of a saved ``ZoobotTree`` (or finetuned model) checkpoint, offline.
+
+    Reads the checkpoint with ``torch.load(weights_only=True)``, rebuilds the encoder from the
+    stored architecture and channels, and loads its weights.
+
+    Parameters
+    ----------
+    checkpoint_loc : str or path-like
+
+    Returns
+    -------
+    nn.Module
+        The encoder, in train mode, on the CPU.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    CheckpointVersionError
+        (E11) written by a newer, incompatible zoobot.
+    ValueError
+        The checkpoint does not record an architecture zoobot can rebuild.
+    """
+    from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version
+
+    checkpoint = _load_checkpoint_file(checkpoint_loc)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    versions = hparams if "format_version" in hparams else checkpoint
+    check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None}, checkpoint_loc)
+    architecture = hparams.get("architecture") or hparams.get("architecture_name") or hparams.get("model_architecture")
+    if not architecture:
+        raise ValueError(
+            f"{checkpoint_loc} records no encoder architecture (hyperparameter 'architecture_name' of ZoobotTree or "
+            "'architecture' of a finetuned model), so its encoder cannot be rebuilt. Build the encoder yourself and "
+            "pass encoder=."
+        )
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    architecture = resolve_architecture_name(architecture)
+    channels = int(hparams.get("channels") or 1)
+    build_kwargs = hparams.get("encoder_kwargs") or hparams.get("timm_kwargs") or {}
+    encoder = pretrained_encoders.rebuild_encoder(architecture, channels, build_kwargs)
+    prefixes = ("encoder._orig_mod.", "encoder.")
+    state = {}
+    for key, value in checkpoint["state_dict"].items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                state[key[len(prefix):]] = value
+                break
+    if not state:
+        raise ValueError(f"{checkpoint_loc} holds no encoder weights (no 'encoder.' keys in its state_dict).")
+    encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+#: Upstream v1 name of :func:`load_pretrained_zoobot`.
+load_pretrained_encoder = load_pretrained_zoobot
