@@ -210,7 +210,7 @@ def _write_image(image: np.ndarray, path: Path, file_format: str) -> None:
         return
     mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if file_format == "jpg":
-        mode_image.save(path, quality=92)
+        mode_image.save(path, quality=92, subsampling=0)  # 4:4:4: keep the colour of small features
     else:
         mode_image.save(path)
 
