@@ -1,0 +1,65 @@
+"""The TensorFlow backend of zoobot (TensorFlow 2.16+ with Keras 3 on its TensorFlow backend).
+
+Importing this package only checks the environment; the subpackages import TensorFlow:
+
+- ``zoobot.tensorflow.data_utils``: datasets from image files or TFRecord shards, and shard writing;
+- ``zoobot.tensorflow.preprocess``: turn those raw (uint8) datasets into model input;
+- ``zoobot.tensorflow.datasets``: ``GalaxyDataModule``, the twin of the PyTorch data module;
+- ``zoobot.tensorflow.estimators``, ``training``, ``predictions``: models, training, inference.
+
+Keras 3 can run on several frameworks; zoobot's TensorFlow backend needs Keras on TensorFlow.
+The ``KERAS_BACKEND`` environment variable is therefore set to ``'tensorflow'`` here unless the
+user set it already; importing this package after Keras was started on another backend (or with
+``KERAS_BACKEND`` naming another one) raises an ``ImportError`` that says how to fix it.
+"""
+import importlib.util
+import os
+import sys
+
+from zoobot.shared.errors import missing_dependency
+
+_REQUIRED_KERAS_BACKEND = "tensorflow"
+
+
+def _check_environment() -> None:
+    """Set ``KERAS_BACKEND`` and fail early, with a fix, if the environment cannot work."""
+    for package in ("tensorflow", "keras"):
+        if importlib.util.find_spec(package) is None:
+            raise missing_dependency(package, "The TensorFlow backend (zoobot.tensorflow)", "tensorflow")
+
+    requested = os.environ.setdefault("KERAS_BACKEND", _REQUIRED_KERAS_BACKEND)
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend") and hasattr(keras.backend, "backend"):
+        active = keras.backend.backend()
+        if active != _REQUIRED_KERAS_BACKEND:
+            raise ImportError(
+                f"Keras was already imported with the {active!r} backend, but zoobot.tensorflow needs Keras on "
+                f"TensorFlow. Import zoobot.tensorflow before anything that imports keras, or set the environment "
+                f"variable KERAS_BACKEND=tensorflow before starting Python (use zoobot.pytorch for PyTorch)."
+            )
+    elif requested != _REQUIRED_KERAS_BACKEND:
+        raise ImportError(
+            f"The environment variable KERAS_BACKEND is {requested!r}, but zoobot.tensorflow needs Keras on "
+            f"TensorFlow. Unset it or set KERAS_BACKEND=tensorflow (use zoobot.pytorch for PyTorch)."
+        )
+
+
+_check_environment()
+
+from zoobot.tensorflow.errors import (  # noqa: E402  (the environment must be checked first)
+    CatalogError,
+    ChannelMismatchError,
+    CheckpointVersionError,
+    ImageLoadError,
+    MissingDependencyError,
+    PixelScaleError,
+)
+
+__all__ = [
+    "CatalogError",
+    "ImageLoadError",
+    "ChannelMismatchError",
+    "PixelScaleError",
+    "CheckpointVersionError",
+    "MissingDependencyError",
+]
