@@ -1,0 +1,1 @@
+"""Runnable examples of the TensorFlow backend; each has ``main()``, ``--help`` and ``--smoke``."""
