@@ -110,7 +110,7 @@ RESOURCES: dict[str, DatasetResources] = {
 
 # synthetic stand-ins: (number of galaxies in train, in test, image size)
 _SYNTHETIC_SIZES = {
-    "demo_rings": (400, 200, 64),
+    "demo_rings": (300, 100, 64),
     "gz_decals_5": (600, 150, 64),
     "gz2": (600, 150, 64),
     "gz_candels": (600, 150, 64),
@@ -141,7 +141,7 @@ def demo_rings(root, download: bool = True, train: bool = True, synthetic: bool 
     train : bool
         The train split (else the test split).
     synthetic : bool
-        Write and use a generated offline stand-in instead: 400 train / 200 test galaxies of 64 x 64
+        Write and use a generated offline stand-in instead: 300 train / 100 test galaxies of 64 x 64
         pixels, about half of them rings (:func:`zoobot.shared.synthetic.make_synthetic_catalog` with
         ``label='ring', ring_fraction=0.5``; train and test use different seeds).
 

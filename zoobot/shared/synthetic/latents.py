@@ -104,8 +104,7 @@ def sample_latents(rng: np.random.Generator, prior: str = "train") -> dict:
     True
     """
     cfg = get_prior(prior)
-    probs = np.array([cfg["kind_probs"][k] for k in _KINDS], dtype=float)
-    kind = _KINDS[int(rng.choice(len(_KINDS), p=probs / probs.sum()))]
+    kind = _pick(rng, _KINDS, [cfg["kind_probs"][k] for k in _KINDS])
 
     lat: dict = {"kind": kind}
     lo, hi = cfg["re"]
@@ -182,7 +181,7 @@ def _sample_disk(lat: dict, rng: np.random.Generator) -> None:
     if lat["cos_i"] < 0.3:
         lat["dust"] = float(rng.uniform(0.3, 0.8) * (1.0 - lat["cos_i"] / 0.3))
     if rng.random() < 0.70:
-        m = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.10, 0.42, 0.22, 0.13, 0.08, 0.05]))
+        m = _pick(rng, (1, 2, 3, 4, 5, 6), (0.10, 0.42, 0.22, 0.13, 0.08, 0.05))
         lat["arms"] = {
             "m": m,
             "pitch_deg": float(rng.uniform(7.0, 40.0)),
@@ -221,7 +220,7 @@ def _companion(rng: np.random.Generator, re: float, stage: int) -> dict:
 
 
 def _sample_merger(lat: dict, rng: np.random.Generator) -> None:
-    stage = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    stage = _pick(rng, (1, 2, 3), (0.3, 0.4, 0.3))
     lat["merger_stage"] = stage
     lat["companion"] = _companion(rng, lat["re"], stage)
     if stage >= 2:
@@ -232,13 +231,13 @@ def _sample_merger(lat: dict, rng: np.random.Generator) -> None:
             "growth": float(rng.uniform(0.25, 0.5)),  # log-spiral growth per radian
             "width": float(rng.uniform(0.25, 0.45) * lat["re"]),
             "flux": float(rng.uniform(0.08, 0.25)),
-            "direction": float(rng.choice([-1.0, 1.0])),
+            "direction": 1.0 if rng.random() < 0.5 else -1.0,
             "two_sided": bool(stage == 3 and rng.random() < 0.6),
         }
 
 
 def _sample_artifact(lat: dict, rng: np.random.Generator) -> None:
-    kind = str(rng.choice(["star", "trail", "empty"], p=[0.4, 0.35, 0.25]))
+    kind = _pick(rng, ("star", "trail", "empty"), (0.4, 0.35, 0.25))
     art: dict = {"type": kind}
     if kind == "star":
         art.update(
@@ -257,6 +256,17 @@ def _sample_artifact(lat: dict, rng: np.random.Generator) -> None:
         lat["re"] = float(lat["re"] * rng.uniform(0.4, 0.7))
         lat["bulge_re"] = float(min(lat["bulge_re"], lat["re"]))
     lat["artifact"] = art
+
+
+def _pick(rng: np.random.Generator, values, probs):
+    """One of ``values`` with probabilities ``probs`` (normalised here); much faster than ``rng.choice``."""
+    u = rng.random() * sum(probs)
+    cumulative = 0.0
+    for value, p in zip(values, probs):
+        cumulative += p
+        if u < cumulative:
+            return value
+    return values[-1]
 
 
 def disk_axis_ratio(cos_i: float) -> float:
