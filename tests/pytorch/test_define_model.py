@@ -234,6 +234,7 @@ def test_fit_on_synthetic_catalog_logs_and_checkpoints_load_weights_only(votes_c
     datamodule = GalaxyDataModule(label_cols, catalog=catalog, batch_size=8, num_workers=0, resize_after_crop=32,
                                   greyscale=True)
     model = tiny_tree(learning_rate=1e-3)
+    model.input_size = 32  # what train() records; it must survive the checkpoint
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, accelerator="cpu", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
@@ -250,6 +251,7 @@ def test_fit_on_synthetic_catalog_logs_and_checkpoints_load_weights_only(votes_c
     raw = torch.load(path, weights_only=True)
     assert raw["format_version"] == 1 and raw["hyper_parameters"]["architecture_name"] == "tiny_cnn"
     loaded = define_model.ZoobotTree.load_from_checkpoint(path)
+    assert loaded.input_size == 32
     x = torch.rand(2, 1, 32, 32)
     model.eval()
     loaded.eval()

@@ -459,7 +459,8 @@ class ZoobotTree(L.LightningModule):
     (4, 34, 3)
     """
 
-    #: Image size the model expects by default (the training pipeline resizes to it).
+    #: Image side the model expects (224 unless the training pipeline set another ``resize_after_crop``);
+    #: saved in checkpoints as ``zoobot_input_size`` and restored on loading.
     input_size = 224
 
     def __init__(
@@ -674,8 +675,9 @@ class ZoobotTree(L.LightningModule):
         question_losses = self.loss_func(y, predictions)  # (B, n_questions)
         loss = question_losses.sum(dim=1).mean()
         batch_size = x.shape[0]
+        # epoch means; sync_dist averages across devices once per epoch (a no-op on one device)
         self.log(f"{split}/supervised_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size)
+                 batch_size=batch_size, sync_dist=True)
         self._log_question_losses(split, question_losses.detach(), y)
         return loss
 
@@ -687,13 +689,14 @@ class ZoobotTree(L.LightningModule):
         for q, name in enumerate(self.question_names):
             if n_asked[q]:
                 self.log(f"{split}/question_loss/{name}", sums[q] / n_asked[q], on_step=False, on_epoch=True,
-                         batch_size=int(n_asked[q]))
+                         batch_size=int(n_asked[q]), sync_dist=True)
         for campaign, indices in self.campaigns.items():
             campaign_asked = asked[:, indices].any(dim=1)
             n = int(campaign_asked.sum())
             if n:
                 value = question_losses[:, indices].sum(dim=1)[campaign_asked].mean()
-                self.log(f"{split}/campaign_loss/{campaign}", value, on_step=False, on_epoch=True, batch_size=n)
+                self.log(f"{split}/campaign_loss/{campaign}", value, on_step=False, on_epoch=True, batch_size=n,
+                         sync_dist=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -749,6 +752,8 @@ class ZoobotTree(L.LightningModule):
         from zoobot.shared.checkpoints import version_metadata
 
         checkpoint.update(version_metadata())
+        # not a constructor argument (the signature is fixed), but predict() needs it
+        checkpoint["zoobot_input_size"] = int(self.input_size)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not self._versions_checked:  # resuming a fit through the Trainer
@@ -756,6 +761,8 @@ class ZoobotTree(L.LightningModule):
 
             check_format_version(checkpoint, "the checkpoint being restored")
             self._versions_checked = True
+        if "zoobot_input_size" in checkpoint:
+            self.input_size = int(checkpoint["zoobot_input_size"])
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
