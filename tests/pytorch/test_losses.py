@@ -157,3 +157,11 @@ def test_define_model_loss_helpers_use_upstream_argument_order():
     np.testing.assert_allclose(loss_func(predictions, labels).numpy(), expected, rtol=1e-4, atol=1e-4)
     summed = define_model.dirichlet_loss(predictions, labels, GROUPS, sum_over_questions=True)
     np.testing.assert_allclose(summed.numpy(), expected.sum(1), rtol=1e-4)
+
+
+def test_half_precision_predictions_are_computed_in_float32():
+    counts, conc, labels, predictions = random_batch(n_galaxies=8, seed=9)
+    loss = losses.calculate_multiquestion_loss(labels, predictions.to(torch.bfloat16), GROUPS)
+    assert loss.dtype == torch.float32
+    expected = dirichlet_multinomial_nll(counts, predictions.to(torch.bfloat16).double().numpy(), GROUPS)
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-4, atol=1e-3)

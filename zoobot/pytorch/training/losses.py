@@ -203,6 +203,8 @@ def _check_widths(labels: torch.Tensor, predictions: torch.Tensor, width: int) -
 
 def _multiquestion_nll(labels, predictions, columns, owners, n_questions) -> torch.Tensor:
     """(B, n_questions) loss, vectorised over questions with index_add on the answer axis."""
+    if predictions.dtype in (torch.float16, torch.bfloat16):
+        predictions = predictions.float()  # lgamma of vote totals needs float32 range and precision (mixed precision)
     dtype = predictions.dtype
     labels = labels.to(dtype)
     if columns.numel() != predictions.shape[1] or not bool(
