@@ -77,9 +77,9 @@ def get_gz_decals_dr5_benchmark_dataset(data_dir, random_state: int, download: b
     Examples
     --------
     >>> import tempfile
-    >>> schema, (train, val, test) = get_gz_decals_dr5_benchmark_dataset(
+    >>> schema, (train, val, test) = get_gz_decals_dr5_benchmark_dataset(  # doctest: +SKIP
     ...     tempfile.mkdtemp(), random_state=42, download=False, synthetic=True)
-    >>> schema.name, len(train), len(val), len(test)
+    >>> schema.name, len(train), len(val), len(test)  # doctest: +SKIP
     ('decals_dr5_ortho', 540, 60, 150)
     """
     from zoobot.shared.schemas import decals_dr5_ortho_schema

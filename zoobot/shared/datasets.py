@@ -163,8 +163,8 @@ def demo_rings(root, download: bool = True, train: bool = True, synthetic: bool 
     Examples
     --------
     >>> import tempfile
-    >>> catalog, label_cols = demo_rings(tempfile.mkdtemp(), synthetic=True)
-    >>> label_cols, list(catalog.columns)
+    >>> catalog, label_cols = demo_rings(tempfile.mkdtemp(), synthetic=True)  # doctest: +SKIP
+    >>> label_cols, list(catalog.columns)  # doctest: +SKIP
     (['ring'], ['id_str', 'file_loc', 'subfolder', 'filename', 'ring'])
     """
     if synthetic:

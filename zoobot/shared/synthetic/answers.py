@@ -14,7 +14,6 @@ dropped and the rest renormalised. Every question's probabilities sum to 1, with
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 
@@ -328,9 +327,26 @@ def base_question(question: str) -> str | None:
     return stripped if stripped in _CANONICAL else None
 
 
-@functools.lru_cache(maxsize=64)
+_PLANS: dict = {}
+
+
 def _question_plan(schema) -> tuple:
-    """Per question: (canonical function, start index, weights matrix [n_answers, n_canonical])."""
+    """Per question: (text, canonical function, start index, canonical keys, weights [n_answers, n_keys]).
+
+    Cached per schema object (by identity: hashing a Schema walks all its questions, which would cost
+    more than the probabilities themselves).
+    """
+    cached = _PLANS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    plan = _build_question_plan(schema)
+    if len(_PLANS) > 64:
+        _PLANS.clear()
+    _PLANS[id(schema)] = (schema, plan)
+    return plan
+
+
+def _build_question_plan(schema) -> tuple:
     plan = []
     unknown = []
     for question in schema.questions:
@@ -346,7 +362,9 @@ def _question_plan(schema) -> tuple:
                 f"The synthetic generator knows question {question.text!r} (as {base!r}) but not its answers "
                 f"{suffixes}. Supported answer sets: {'; '.join(accepted)}."
             )
-        plan.append((question.text, _CANONICAL[base], question.start_index, [variant[s] for s in suffixes]))
+        keys = sorted({c for s in suffixes for c in variant[s]})
+        weights = np.array([[variant[s].get(k, 0.0) for k in keys] for s in suffixes])
+        plan.append((question.text, _CANONICAL[base], question.start_index, keys, weights))
     if unknown:
         raise ValueError(
             f"The synthetic generator cannot answer question(s) {unknown} of {_schema_name(schema)}: they do not "
@@ -399,12 +417,11 @@ def answer_probabilities(latents: dict, schema) -> np.ndarray:
     features = galaxy_features(latents)
     out = np.empty(schema.n_answers, dtype=np.float64)
     cache: dict = {}
-    for _, func, start, weights in plan:
+    for _, func, start, keys, weights in plan:
         canonical = cache.get(func)
         if canonical is None:
             canonical = cache[func] = func(features)
-        raw = np.array([sum(canonical[c] * w for c, w in mapping.items()) for mapping in weights])
-        total = raw.sum()
+        raw = weights @ np.array([canonical[k] for k in keys])
         k = len(raw)
-        out[start:start + k] = PROBABILITY_FLOOR + (1.0 - k * PROBABILITY_FLOOR) * raw / total
+        out[start:start + k] = PROBABILITY_FLOOR + ((1.0 - k * PROBABILITY_FLOOR) / raw.sum()) * raw
     return out

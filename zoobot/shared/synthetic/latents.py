@@ -138,7 +138,7 @@ def sample_latents(rng: np.random.Generator, prior: str = "train") -> dict:
     n_stars = int(rng.poisson(cfg["n_stars_mean"]))
     lat["stars"] = [
         [float(rng.uniform(0.03, 0.97)), float(rng.uniform(0.03, 0.97)),
-         float(10 ** rng.uniform(-0.3, 1.3)), float(rng.uniform(0.6, 1.6))]
+         float(10 ** rng.uniform(-0.3, 1.3)), float(rng.uniform(0.8, 2.0))]
         for _ in range(n_stars)
     ]
     return lat

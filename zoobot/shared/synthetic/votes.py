@@ -16,8 +16,6 @@ Details:
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from .answers import base_question
@@ -32,7 +30,9 @@ def draw_n_volunteers(rng: np.random.Generator) -> int:
     return 40 if rng.random() < 0.7 else 5
 
 
-@functools.lru_cache(maxsize=64)
+_PLANS: dict = {}
+
+
 def vote_plan(schema) -> tuple:
     """How votes flow through ``schema``.
 
@@ -43,7 +43,19 @@ def vote_plan(schema) -> tuple:
         where ``end`` is exclusive and ``source`` is ``('all',)``, ``('parent', answer_index)`` or
         ``('not', root_start, root_end, artifact_index)`` (the N volunteers minus those who answered
         ``artifact_index``); ``campaign`` is an int (or None for questions every galaxy gets).
+        Cached per schema object.
     """
+    cached = _PLANS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    plan = _build_vote_plan(schema)
+    if len(_PLANS) > 64:
+        _PLANS.clear()
+    _PLANS[id(schema)] = (schema, plan)
+    return plan
+
+
+def _build_vote_plan(schema) -> tuple:
     questions = list(schema.questions)
     roots = [q for q in questions if q.asked_after is None]
     primaries = [q for q in roots if base_question(q.text) == "smooth-or-featured"]
