@@ -271,3 +271,16 @@ def test_decals_dr8_preset_and_demo_rings_reexport(tmp_path):
     images, labels = next(iter(datamodule.val_dataloader()))
     assert images.shape == (4, 3, 16, 16) and labels.shape == (4, schema.n_answers)
     assert math.isclose(labels[1, 0].item(), 1.0)
+
+
+def test_worker_processes_give_the_same_batches_and_seeded_augmentations(votes_catalog):
+    catalog, label_cols = votes_catalog
+    in_process = make_datamodule(catalog, label_cols, num_workers=0)
+    with_worker = make_datamodule(catalog, label_cols, num_workers=1, prefetch_factor=1)
+    val_images, val_labels = next(iter(with_worker.val_dataloader()))
+    expected_images, expected_labels = next(iter(in_process.val_dataloader()))
+    assert torch.equal(val_images, expected_images) and torch.equal(val_labels, expected_labels)
+    # augmentations in workers are seeded from the data module's seed: a new loader repeats them
+    first = next(iter(with_worker.train_dataloader()))[0]
+    again = next(iter(make_datamodule(catalog, label_cols, num_workers=1, prefetch_factor=1).train_dataloader()))[0]
+    assert torch.equal(first, again)
