@@ -938,6 +938,12 @@ class ZoobotTree(keras.Model):
     def build(self, input_shape):
         self.built = True
 
+    def compile(self, *args, **kwargs):
+        """``keras.Model.compile``, then build the optimiser's variables (so ``.keras`` files restore them)."""
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
+
     def call(self, inputs, training=None):
         _check_static_channels(inputs, self.channels)
         return self.head(self.encoder(inputs, training=training), training=training)
