@@ -230,6 +230,11 @@ def test_rings_are_rare_naturally_and_balanced_on_request(tmp_path):
     assert catalog.loc[catalog["ring"] == 1, "ring_yes_fraction"].mean() > 0.6
     assert catalog.loc[catalog["ring"] == 0, "ring_yes_fraction"].mean() < 0.3
     assert ((catalog["ring_yes"] + catalog["ring_no"]).isin([5, 40])).all()
+    # conditioned galaxies regenerate alone too
+    galaxy = synthetic_galaxy(11, image_size=24, label="ring", ring_fraction=0.5)
+    row = catalog.iloc[11]
+    assert galaxy.id_str == row["id_str"] and galaxy.ring == row["ring"]
+    np.testing.assert_array_equal(galaxy.counts, row[["ring_yes", "ring_no"]].to_numpy(dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------

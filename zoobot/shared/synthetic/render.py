@@ -207,7 +207,12 @@ def _maps(lat: dict, size: int, rng: np.random.Generator):
 
 
 def _gaussian_stamp(img: np.ndarray, x: float, y: float, peak: np.ndarray, sigmas: np.ndarray) -> None:
-    """Add a Gaussian point source (one sigma per band) in a local stamp, in place."""
+    """Add a Gaussian point source in a local stamp, in place.
+
+    ``peak`` is the r-band-equivalent peak per band: each band's peak is scaled by
+    ``(sigma_r / sigma_band) ** 2`` so that the band's total flux is ``peak * 2 pi sigma_r ** 2``
+    (a broader PSF spreads the same flux; it does not add any).
+    """
     size = img.shape[-1]
     rad = int(math.ceil(5.0 * float(sigmas.max()))) + 1
     x0, x1 = max(int(x) - rad, 0), min(int(x) + rad + 1, size)
@@ -217,8 +222,10 @@ def _gaussian_stamp(img: np.ndarray, x: float, y: float, peak: np.ndarray, sigma
     ys = np.arange(y0, y1, dtype=np.float32)[:, None] - y
     xs = np.arange(x0, x1, dtype=np.float32)[None, :] - x
     r2 = ys * ys + xs * xs
+    sig_r = float(sigmas[1])
     for b in range(3):
-        img[b, y0:y1, x0:x1] += float(peak[b]) * np.exp(r2 * (-0.5 / float(sigmas[b]) ** 2))
+        sig = float(sigmas[b])
+        img[b, y0:y1, x0:x1] += float(peak[b]) * (sig_r / sig) ** 2 * np.exp(r2 * (-0.5 / sig ** 2))
 
 
 def _add_artifact(img: np.ndarray, lat: dict, sigmas: np.ndarray) -> None:
