@@ -494,6 +494,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         self.blocks = get_encoder_blocks(self.encoder)
         self.n_blocks = self._check_n_blocks(n_blocks)
         self._freeze()
+        self.train()  # frozen blocks to eval mode (Lightning keeps each module's mode as it finds it)
         if cache_features is True and not self.encoder_is_frozen:
             raise ValueError(
                 "cache_features=True needs a frozen encoder (n_blocks=0, from_scratch=False, "
@@ -623,8 +624,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         return not any(p.requires_grad for p in self.encoder.parameters())
 
     def _frozen_modules(self) -> list[nn.Module]:
-        if not self.blocks:
-            return [] if self.from_scratch or self.n_blocks == -1 else [self.encoder]
+        if self.from_scratch or (not self.blocks and self.n_blocks == -1):
+            return []
+        if not self.trained_blocks:  # head only: the whole encoder (containers included) is a fixed function
+            return [self.encoder]
         return [m for block in self.frozen_blocks for m in block.modules]
 
     def train(self, mode: bool = True):
@@ -724,11 +727,17 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             return False
         if trainer.state.fn != "fit":
             return False
-        if any(m.training for m in self.encoder.modules()):
+        if self.encoder.training:  # frozen encoders are put in eval mode by train()
             return False
         return self.feature_cache.enabled(self._stage())
 
     def on_fit_start(self) -> None:
+        if self._frozen_modules():
+            # frozen blocks run in eval mode on purpose; Lightning would warn about them at every fit
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+            logger.info("Frozen encoder blocks run in eval mode (fixed BatchNorm statistics, no dropout).")
+        if self.training:
+            self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
         self.feature_cache.clear()
         self._inputs_checked = False
         self._cache_warned = False
