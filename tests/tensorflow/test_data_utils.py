@@ -1,6 +1,9 @@
 """TensorFlow data utilities (api.md 3.1, 4.3, 6): image datasets, TFRecord shards, the seed snippets, aliases."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -55,6 +58,28 @@ def test_error_classes_are_the_shared_ones():
     for name in ("CatalogError", "ImageLoadError", "ChannelMismatchError", "PixelScaleError",
                  "CheckpointVersionError", "MissingDependencyError"):
         assert getattr(errors, name) is getattr(shared, name) is getattr(ztf, name)
+
+
+def run_python(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_package_sets_keras_backend_and_refuses_another_backend():
+    result = run_python("import os, zoobot.tensorflow; print(os.environ['KERAS_BACKEND'])")
+    assert result.returncode == 0 and result.stdout.strip() == "tensorflow"
+
+    result = run_python("import zoobot.tensorflow", KERAS_BACKEND="torch")
+    assert result.returncode == 1
+    assert "ImportError: The environment variable KERAS_BACKEND is 'torch'" in result.stderr
+    assert "KERAS_BACKEND=tensorflow" in result.stderr
+
+    # keras already started on another backend (a stand-in module: starting real Keras on torch takes long)
+    fake_keras = ("import sys, types; keras = types.ModuleType('keras'); keras.backend = types.SimpleNamespace("
+                  "backend=lambda: 'jax'); sys.modules['keras'] = keras; import zoobot.tensorflow")
+    result = run_python(fake_keras)
+    assert result.returncode == 1 and "Keras was already imported with the 'jax' backend" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------ image datasets

@@ -24,7 +24,7 @@ _REQUIRED_KERAS_BACKEND = "tensorflow"
 def _check_environment() -> None:
     """Set ``KERAS_BACKEND`` and fail early, with a fix, if the environment cannot work."""
     for package in ("tensorflow", "keras"):
-        if importlib.util.find_spec(package) is None:
+        if package not in sys.modules and importlib.util.find_spec(package) is None:
             raise missing_dependency(package, "The TensorFlow backend (zoobot.tensorflow)", "tensorflow")
 
     requested = os.environ.setdefault("KERAS_BACKEND", _REQUIRED_KERAS_BACKEND)

@@ -1,0 +1,419 @@
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict ``tf.data.Dataset`` pipelines (api.md 3.3).
+
+The twin of :class:`zoobot.pytorch.datasets.GalaxyDataModule`: the same arguments and defaults, the same
+catalog validation and splits (:func:`zoobot.shared.catalogs.split_catalog` with ``seed``), the same
+train and deterministic eval transforms (:mod:`zoobot.tensorflow.datasets.transforms`). The seeds'
+call works as written::
+
+    datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)
+
+Batches are ``(images, labels)`` with images (B, H, W, C) float32 in [0, 1] (NHWC) and labels float32
+((B,) for one label column, (B, n) for several); predict batches are ``(images, id_str)``. The output is
+already model input: do not pass it through :func:`zoobot.tensorflow.preprocess.preprocess_dataset`.
+
+Pipeline of each split: the catalog's paths and labels -> (train: seeded shuffle, new order each epoch)
+-> read + decode inside the graph (``tf.io``; JPEGs at reduced scale when large; FITS through
+``tf.numpy_function``) -> transform -> batch (train: drop the last partial batch) -> prefetch.
+``num_workers`` sets ``num_parallel_calls`` of the decode/transform step (0: sequential) and
+``prefetch_factor`` the number of batches prefetched (ignored when ``num_workers=0``, as in PyTorch).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from zoobot.shared.catalogs import split_catalog, validate_catalog
+from zoobot.shared.errors import unknown_option_error
+from zoobot.tensorflow.data_utils.image_datasets import (
+    check_image_headers,
+    file_format_of,
+    read_fits_file,
+    read_image_file,
+)
+from zoobot.tensorflow.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
+
+__all__ = ["GalaxyDataModule", "available_cpus", "catalog_dataset"]
+
+logger = logging.getLogger(__name__)
+
+_STAGES = ("fit", "validate", "test", "predict", None)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _pair(custom, what: str):
+    """A custom transform given once (used for all splits) or as (train, test)."""
+    if custom is None:
+        return None, None
+    if isinstance(custom, (tuple, list)):
+        if len(custom) != 2:
+            raise ValueError(f"{what} must be one transform or a (train, test) pair, got {len(custom)} items")
+        return custom[0], custom[1]
+    return custom, custom
+
+
+def catalog_dataset(
+    catalog: pd.DataFrame,
+    transform,
+    label_cols: Sequence[str] | None = None,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    drop_remainder: bool = False,
+    with_ids: bool = False,
+    seed: int = 42,
+    num_parallel_calls: int | None = tf.data.AUTOTUNE,
+    prefetch: int | None = tf.data.AUTOTUNE,
+) -> tf.data.Dataset:
+    """A batched dataset of the catalog's images (transformed) with labels or ids.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        ``file_loc``, ``id_str`` and ``label_cols`` (already validated).
+    transform : callable
+        ``transform(image, seed)`` -> HWC float32 [0, 1], e.g. a :mod:`~zoobot.tensorflow.datasets.transforms`
+        class. Its ``min_source_size`` (if any) lets large JPEGs decode at reduced scale.
+    label_cols : list of str, optional
+        Labels yielded next to the images (float32, (B,) for one column, (B, n) for several).
+    batch_size : int, keyword-only
+    shuffle, drop_remainder : bool, keyword-only
+    with_ids : bool, keyword-only
+        Yield ``(images, id_str)`` instead of labels (prediction).
+    seed : int, keyword-only
+        Seeds the shuffle and the per-image augmentation seeds (``tf.data.Dataset.random``; new ones each epoch).
+    num_parallel_calls, prefetch : int or None, keyword-only
+        Parallel decode/transform calls (None: sequential) and prefetched batches (None: no prefetch).
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(images, labels)``, ``(images, id_str)`` or ``images`` batches.
+    """
+    file_locs = catalog["file_loc"].map(os.fspath).astype(str).to_numpy()
+    columns = {"file_loc": file_locs, "id_str": catalog["id_str"].astype(str).to_numpy()}
+    label_cols = list(label_cols or [])
+    if label_cols and not with_ids:
+        labels = catalog[label_cols].to_numpy(dtype=np.float32)
+        columns["label"] = labels[:, 0] if len(label_cols) == 1 else labels
+    python_loader = any(file_format_of(p) == "fits" for p in file_locs)
+    min_size = getattr(transform, "min_source_size", None)
+
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle:
+        dataset = dataset.shuffle(len(catalog), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, seeds))
+
+    def load_and_transform(element, image_seed):
+        if python_loader:  # any FITS: every file through zoobot.shared.images (float32 [0, 1])
+            image = read_fits_file(element["file_loc"], element["id_str"], channels=3)
+        else:
+            image = read_image_file(element["file_loc"], element["id_str"], channels=3, min_size=min_size)
+        image = transform(image, image_seed)
+        if with_ids:
+            return image, element["id_str"]
+        if "label" in element:
+            return image, element["label"]
+        return image
+
+    if num_parallel_calls is None:
+        dataset = dataset.map(load_and_transform)
+    else:
+        dataset = dataset.map(load_and_transform, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if prefetch:
+        dataset = dataset.prefetch(prefetch)
+    return dataset
+
+
+class GalaxyDataModule:
+    """Data module of galaxy images and labels from catalogs, as ``tf.data`` pipelines.
+
+    Parameters
+    ----------
+    label_cols : list of str or None
+        Label columns (e.g. ``['ring']`` or ``schema.label_cols``); None or [] for prediction only.
+    catalog : DataFrame, optional
+        One catalog to split into train/val/test by ``id_str`` hash with ``seed``.
+    train_fraction, val_fraction, test_fraction : float
+        Split fractions for ``catalog`` (sum 1).
+    train_catalog, val_catalog, test_catalog : DataFrame, optional
+        Explicit splits (instead of ``catalog``).
+    predict_catalog : DataFrame, optional
+        Galaxies to predict (``id_str``, ``file_loc``; no labels needed).
+    greyscale : bool, default False
+        Average R, G, B into one channel (for 1-channel models).
+    crop_scale_bounds : (float, float), default (0.7, 0.8)
+        Area fraction of the random training crop; eval crops keep the mean.
+    crop_ratio_bounds : (float, float), default (0.9, 1.1)
+        Aspect-ratio range of the random training crop.
+    resize_after_crop : int, default 224
+        Output image side in pixels.
+    custom_albumentation_transform : callable or (train, test), optional
+        A callable on tf tensors: called on the HWC float32 [0, 1] image (after the greyscale conversion)
+        instead of the default pipeline; must return HWC float [0, 1] (or uint8) and be graph-compatible.
+    custom_torchvision_transform : callable or (train, test), optional
+        As ``custom_albumentation_transform`` (both names kept for a signature identical to PyTorch's).
+    batch_size : int, default 256
+    use_memory : bool, default False
+        Not implemented (raises NotImplementedError).
+    num_workers : int, default 4
+        ``num_parallel_calls`` of the decode/transform step (0: sequential); more than the available
+        cores are capped (with a warning).
+    prefetch_factor : int, default 4
+        Batches prefetched (ignored when ``num_workers=0``).
+    seed : int, default 42
+        Seeds the split, the training shuffle and the augmentations.
+    train_transform, test_transform : callable, optional (keyword-only)
+        Replace the default transforms: called on the decoded HWC tensor (uint8 for jpg/png, float32 [0, 1]
+        for FITS); return HWC float [0, 1] (or uint8).
+    test_time_augmentation : bool, default False (keyword-only)
+        Use the random training transform for validation/test/predict too.
+    check_valid_paths : bool, default True (keyword-only)
+        Check every ``file_loc`` exists (E5) and starts like a PNG/JPEG file (E6) when the data module is built.
+
+    Raises
+    ------
+    ValueError
+        ``catalog`` together with explicit splits; bad fractions, crop bounds, sizes; conflicting transforms.
+    CatalogError
+        (E1-E4) invalid catalogs; ``FileNotFoundError`` (E5) missing files; ``ImageLoadError`` (E6).
+    NotImplementedError
+        ``use_memory=True``.
+
+    Examples
+    --------
+    >>> from zoobot.shared.synthetic import make_synthetic_catalog  # doctest: +SKIP
+    >>> catalog, label_cols = make_synthetic_catalog('data', n_galaxies=50, label='ring')  # doctest: +SKIP
+    >>> dm = GalaxyDataModule(label_cols, catalog=catalog, batch_size=8)  # doctest: +SKIP
+    >>> dm.setup('fit')  # doctest: +SKIP
+    >>> images, labels = next(iter(dm.train_dataloader()))  # doctest: +SKIP
+    >>> images.shape  # doctest: +SKIP
+    TensorShape([8, 224, 224, 3])
+    """
+
+    def __init__(
+        self,
+        label_cols: Sequence[str] | None,
+        catalog: pd.DataFrame | None = None,
+        train_fraction: float = 0.7,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_catalog: pd.DataFrame | None = None,
+        val_catalog: pd.DataFrame | None = None,
+        test_catalog: pd.DataFrame | None = None,
+        predict_catalog: pd.DataFrame | None = None,
+        greyscale: bool = False,
+        crop_scale_bounds=(0.7, 0.8),
+        crop_ratio_bounds=(0.9, 1.1),
+        resize_after_crop: int = 224,
+        custom_albumentation_transform=None,
+        custom_torchvision_transform=None,
+        batch_size: int = 256,
+        use_memory: bool = False,
+        num_workers: int = 4,
+        prefetch_factor: int = 4,
+        seed: int = 42,
+        *,
+        train_transform=None,
+        test_transform=None,
+        test_time_augmentation: bool = False,
+        check_valid_paths: bool = True,
+    ):
+        if use_memory:
+            raise NotImplementedError(
+                "use_memory=True (caching decoded images in RAM) is not implemented; use num_workers > 0 and "
+                "prefetch_factor to keep the model fed instead."
+            )
+        if isinstance(label_cols, str):
+            label_cols = [label_cols]
+        self.label_cols = list(label_cols) if label_cols else []
+        for what, value in (("batch_size", batch_size), ("num_workers", num_workers),
+                            ("prefetch_factor", prefetch_factor)):
+            minimum = 1 if what == "batch_size" else 0
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.greyscale = bool(greyscale)
+        self.crop_scale_bounds, self.crop_ratio_bounds = check_crop_bounds(crop_scale_bounds, crop_ratio_bounds)
+        self.resize_after_crop = resize_after_crop
+        self.test_time_augmentation = bool(test_time_augmentation)
+        self.check_valid_paths = bool(check_valid_paths)
+
+        cpus = available_cpus()
+        if num_workers > cpus:
+            warnings.warn(
+                f"num_workers={num_workers} but only {cpus} CPU cores are available; using num_workers={cpus}.",
+                UserWarning,
+                stacklevel=2,
+            )
+            num_workers = cpus
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = int(prefetch_factor) if self.num_workers > 0 else None
+
+        self.train_transform, self.test_transform = self._choose_transforms(
+            train_transform, test_transform, custom_albumentation_transform, custom_torchvision_transform
+        )
+        self.train_catalog, self.val_catalog, self.test_catalog, self.predict_catalog = self._prepare_catalogs(
+            catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog, test_catalog,
+            predict_catalog, check_valid_paths,
+        )
+        self.train_dataset = self.val_dataset = self.test_dataset = self.predict_dataset = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @property
+    def channels(self) -> int:
+        """Channels of the images this data module yields with the default transforms."""
+        return 1 if self.greyscale else 3
+
+    def _choose_transforms(self, train_transform, test_transform, custom_albumentation, custom_torchvision):
+        given = [name for name, value in (("train_transform/test_transform", train_transform or test_transform),
+                                          ("custom_albumentation_transform", custom_albumentation),
+                                          ("custom_torchvision_transform", custom_torchvision)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"Give at most one way to override the transforms; got {' and '.join(given)}.")
+        default_train, default_eval = default_transforms(
+            self.greyscale, self.resize_after_crop, self.crop_scale_bounds, self.crop_ratio_bounds,
+            self.test_time_augmentation,
+        )
+        if custom_albumentation is not None or custom_torchvision is not None:
+            kind = "albumentation" if custom_albumentation is not None else "torchvision"
+            custom_train, custom_test = _pair(custom_albumentation if custom_albumentation is not None
+                                              else custom_torchvision, f"custom_{kind}_transform")
+            return (CustomTransform(custom_train, "float", self.channels),
+                    CustomTransform(custom_test, "float", self.channels))
+        train = default_train if train_transform is None else CustomTransform(train_transform, "raw")
+        test = default_eval if test_transform is None else CustomTransform(test_transform, "raw")
+        return train, test
+
+    def _prepare_catalogs(self, catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog,
+                          test_catalog, predict_catalog, check_valid_paths):
+        explicit = {"train_catalog": train_catalog, "val_catalog": val_catalog, "test_catalog": test_catalog}
+        given = [k for k, v in explicit.items() if v is not None]
+        if catalog is not None and given:
+            raise ValueError(
+                f"Pass either catalog (split automatically with train/val/test_fraction) or explicit "
+                f"train_catalog/val_catalog/test_catalog, not both: got catalog and {', '.join(given)}."
+            )
+        options = dict(label_cols=self.label_cols or None, label_kind="regression" if self.label_cols else None,
+                       check_valid_paths=check_valid_paths)
+        if catalog is not None:
+            catalog = validate_catalog(catalog, name="catalog", **options)
+            self._check_headers(catalog, check_valid_paths)
+            train, val, test = split_catalog(catalog, train_fraction, val_fraction, test_fraction, seed=self.seed)
+            explicit = {"train_catalog": train, "val_catalog": val, "test_catalog": test if len(test) else None}
+        else:
+            explicit = {name: None if cat is None else validate_catalog(cat, name=name, **options)
+                        for name, cat in explicit.items()}
+            for cat in explicit.values():
+                self._check_headers(cat, check_valid_paths)
+        if predict_catalog is not None:
+            predict_catalog = validate_catalog(predict_catalog, label_cols=None, label_kind=None,
+                                               check_valid_paths=check_valid_paths, name="predict_catalog")
+            self._check_headers(predict_catalog, check_valid_paths)
+        return explicit["train_catalog"], explicit["val_catalog"], explicit["test_catalog"], predict_catalog
+
+    @staticmethod
+    def _check_headers(catalog, check_valid_paths) -> None:
+        """E6 up front for PNG/JPEG files that are not images (cheap: 8 bytes per file)."""
+        if catalog is None or not check_valid_paths:
+            return
+        paths = catalog["file_loc"].map(os.fspath).tolist()
+        is_pil = [file_format_of(p) in ("png", "jpg") for p in paths]
+        if any(is_pil):
+            check_image_headers([p for p, ok in zip(paths, is_pil) if ok],
+                                [i for i, ok in zip(catalog["id_str"], is_pil) if ok])
+
+    # ------------------------------------------------------------------ Lightning-style API
+    def prepare_data(self) -> None:
+        """Nothing to download (kept for the Lightning-style interface)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs: 'fit' (train + val), 'validate' (val), 'test', 'predict', or None
+        (train + val + test, and predict if given).
+
+        Raises
+        ------
+        ValueError
+            If a catalog the stage needs was not given, naming it.
+        """
+        if stage not in _STAGES:
+            raise unknown_option_error("stage", stage, [s for s in _STAGES if s])
+        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
+                 None: ("train", "val", "test")}[stage]
+        missing = [f"{split}_catalog" for split in needs if getattr(self, f"{split}_catalog") is None]
+        if missing:
+            raise ValueError(
+                f"setup({stage!r}) needs {', '.join(missing)}, which was not given to GalaxyDataModule "
+                "(pass catalog= to split one catalog automatically, or the explicit split catalogs; "
+                "predict_catalog= for prediction)."
+            )
+        if stage is None and self.predict_catalog is not None:
+            needs = needs + ("predict",)
+        for split in needs:
+            setattr(self, f"{split}_dataset", self._build(split))
+
+    def _build(self, split: str) -> tf.data.Dataset:
+        catalog = getattr(self, f"{split}_catalog")
+        train = split == "train"
+        drop_remainder = train and len(catalog) > self.batch_size
+        if train and not drop_remainder:
+            logger.info("Training set (%d) is not larger than batch_size (%d): one partial batch per epoch.",
+                        len(catalog), self.batch_size)
+        return catalog_dataset(
+            catalog,
+            self.train_transform if train else self.test_transform,
+            None if split == "predict" else self.label_cols,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_remainder=drop_remainder,
+            with_ids=split == "predict",
+            seed=self.seed,
+            num_parallel_calls=self.num_workers or None,
+            prefetch=self.prefetch_factor,
+        )
+
+    def _dataset(self, split: str) -> tf.data.Dataset:
+        dataset = getattr(self, f"{split}_dataset")
+        if dataset is None:
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
+            dataset = getattr(self, f"{split}_dataset")
+        return dataset
+
+    def train_dataloader(self) -> tf.data.Dataset:
+        """Shuffled, augmented ``(images, labels)`` batches; the last partial batch is dropped (unless it is the
+        only batch)."""
+        return self._dataset("train")
+
+    def val_dataloader(self) -> tf.data.Dataset:
+        """Deterministic ``(images, labels)`` batches of the val split, in catalog order."""
+        return self._dataset("val")
+
+    def test_dataloader(self) -> tf.data.Dataset:
+        """Deterministic ``(images, labels)`` batches of the test split, in catalog order."""
+        return self._dataset("test")
+
+    def predict_dataloader(self) -> tf.data.Dataset:
+        """``(images, id_str)`` batches in ``predict_catalog`` order."""
+        return self._dataset("predict")
+
+    def __repr__(self) -> str:
+        sizes = {split: None if getattr(self, f"{split}_catalog") is None else len(getattr(self, f"{split}_catalog"))
+                 for split in ("train", "val", "test", "predict")}
+        return (f"{type(self).__name__}(label_cols={self.label_cols[:3]}{'...' if len(self.label_cols) > 3 else ''}, "
+                f"sizes={sizes}, batch_size={self.batch_size}, channels={self.channels}, "
+                f"resize_after_crop={self.resize_after_crop})")
