@@ -1,0 +1,603 @@
+"""Predict every galaxy of a catalog with a Keras model, and save the results (api.md 3.7, 2.6, 4.4).
+
+The twin of :mod:`zoobot.pytorch.predictions.predict_on_catalog`: the same arguments, return value and
+files. :func:`predict` works with any zoobot Keras model: a
+:class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` (Dirichlet concentrations per answer), the
+functional models of ``get_model``, finetuned models, or an encoder alone (features).
+
+How it runs:
+
+1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
+   checked before any image is read;
+2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` cuts the catalog into chunks, writes
+   each finished chunk to ``<save_loc>.partial/`` (a killed run resumes where it stopped) and writes
+   the final file (+ ``<stem>_failures.csv``);
+3. each chunk is read by the ``predict_dataloader`` of a
+   :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` (parallel decoding, prefetching), whose
+   batches carry the ``id_str`` of every image, so rows are matched by id;
+4. a compiled step runs the model: Monte Carlo dropout samples run the encoder once and only the
+   (cheap) head ``n_samples`` times. An unreadable image stops a ``tf.data`` pipeline, so with
+   ``on_bad_image='record'`` the chunk's files are then checked one by one, the bad ones recorded
+   (NaN rows, failures file) and the rest predicted.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from zoobot.shared.catalogs import validate_catalog
+from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
+
+__all__ = ["predict", "describe_model", "ModelSpec"]
+
+_ON_BAD_IMAGE = ("record", "raise")
+_TRAINER_KEYS = ("accelerator", "devices", "precision", "num_nodes", "strategy", "logger", "enable_progress_bar")
+
+
+def predict(
+    catalog,
+    model,
+    n_samples=1,
+    label_cols=None,
+    save_loc=None,
+    datamodule_kwargs=None,
+    trainer_kwargs=None,
+    *,
+    test_time_dropout=None,
+    test_time_augmentation=False,
+    on_bad_image="record",
+    check_valid_paths=True,
+):
+    """Predict the galaxies of a catalog; optionally save the predictions to a file.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        Columns ``id_str`` (unique) and ``file_loc`` (jpg/png/fits paths); other columns are ignored.
+    model : keras.Model, str or path-like
+        A ZoobotTree, a ``get_model`` model, a finetuned model or an encoder; or a ``.keras`` file
+        written by zoobot (loaded, version-checked). Its ``channels`` and ``input_size`` attributes set
+        the image preprocessing (defaults: the model's input shape, else 224 pixels).
+    n_samples : int, default 1
+        Predictions per galaxy. With dropout active (MC dropout) they differ: their spread measures
+        the model's uncertainty.
+    label_cols : list of str, optional
+        One name per model output. Default: from the model (schema label columns, ``class_{i}``,
+        ``prediction`` or ``feat_{i}``).
+    save_loc : str or path-like, optional
+        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; api.md 4.4).
+        Failed images are listed in ``<stem>_failures.csv``.
+    datamodule_kwargs : dict, optional
+        Overrides for the :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, e.g. ``batch_size``,
+        ``num_workers``, ``resize_after_crop``, ``crop_scale_bounds``.
+    trainer_kwargs : dict, optional
+        Where to run: ``accelerator`` ('auto', 'cpu', 'gpu'). ``devices`` other than 1/'auto' raise
+        ``NotImplementedError`` (one device per call in the TensorFlow backend).
+    test_time_dropout : bool, optional (keyword-only)
+        None: follow the model (a ZoobotTree built with ``test_time_dropout=True`` samples with MC
+        dropout). True/False: force the Monte Carlo dropout layers on/off.
+    test_time_augmentation : bool, default False (keyword-only)
+        Use the random training augmentations (one new augmentation per sample); otherwise images are
+        centre-cropped and resized deterministically.
+    on_bad_image : {'record', 'raise'}, default 'record' (keyword-only)
+        'record': an unreadable image gives a NaN row, is listed in the failures file, and one warning
+        sums up the failures. 'raise': stop with ImageLoadError (E6).
+    check_valid_paths : bool, default True (keyword-only)
+        Check that every file exists before starting (E5). Set False to record missing files as failures.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (n_galaxies, n_outputs, n_samples), rows in catalog order (matched by ``id_str``);
+        NaN rows for images that could not be read.
+
+    Raises
+    ------
+    CatalogError
+        (E1) ``id_str`` or ``file_loc`` missing; (E3) duplicate ``id_str``; (E4) empty catalog.
+    FileNotFoundError
+        (E5) missing files when ``check_valid_paths=True``.
+    ImageLoadError
+        (E6) an unreadable image when ``on_bad_image='raise'``.
+    ChannelMismatchError
+        (E7) ``datamodule_kwargs['greyscale']`` contradicts the model's channels.
+    ValueError
+        (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option.
+
+    Warns
+    -----
+    UserWarning
+        Once, with the number of images that failed (``on_bad_image='record'``).
+
+    Examples
+    --------
+    >>> from zoobot.tensorflow.predictions import predict_on_catalog
+    >>> predictions = predict_on_catalog.predict(catalog, model, n_samples=5,
+    ...                                          save_loc='predictions.parquet')  # doctest: +SKIP
+    >>> predictions.shape  # doctest: +SKIP
+    (1000, 34, 5)
+    """
+    from zoobot.shared.prediction_runner import run_chunked_prediction
+
+    # 1. cheap checks, before any image is read
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    n_samples = int(n_samples)
+    if on_bad_image not in _ON_BAD_IMAGE:
+        raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
+    if test_time_dropout not in (None, True, False):
+        raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
+    if save_loc is not None:
+        from zoobot.shared.save_predictions import prediction_format
+
+        prediction_format(save_loc)  # E13 for an unknown extension
+    for name, value in (("datamodule_kwargs", datamodule_kwargs), ("trainer_kwargs", trainer_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
+    device = _device(dict(trainer_kwargs or {}))
+    model = _as_model(model)
+    spec = describe_model(model)
+    label_cols = _resolve_label_cols(label_cols, spec)
+    datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
+    catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
+                               check_valid_paths=check_valid_paths)
+
+    runner = _Runner(spec, len(label_cols), n_samples, _requested_dropout(model, test_time_dropout),
+                     bool(test_time_augmentation), on_bad_image, datamodule_options, device)
+    metadata = {
+        "model_class": type(model).__name__,
+        "n_samples": n_samples,
+        "test_time_dropout": runner.dropout_active,
+        "test_time_augmentation": bool(test_time_augmentation),
+        "backend": "tensorflow",
+    }
+    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema)
+    if save_loc is not None:
+        # finished chunks of an interrupted run are reused only for the same weights and preprocessing
+        common["resume_key"] = _resume_key(model, datamodule_options)
+    return run_chunked_prediction(catalog, runner.predict_chunk, save_loc=save_loc, **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# what kind of model is it?
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """How :func:`predict` treats a model.
+
+    Attributes
+    ----------
+    model : keras.Model
+    kind : {'tree', 'generic'}
+        'tree': outputs are Dirichlet concentrations (saved with vote fractions).
+    family : {'tree', 'classifier', 'regressor', 'features'}
+    label_cols : list of str
+        Default output names.
+    channels : int
+        Image channels the model takes.
+    input_size : int
+        Image side the model takes.
+    schema : Schema or None
+    """
+
+    model: keras.Model
+    kind: str
+    family: str
+    label_cols: list
+    channels: int
+    input_size: int
+    schema: object = None
+
+
+def _class_names(model) -> set:
+    return {cls.__name__ for cls in type(model).__mro__}
+
+
+def _as_model(model):
+    if isinstance(model, (str, os.PathLike)):
+        from zoobot.tensorflow.estimators.define_model import load_zoobot_model
+
+        return load_zoobot_model(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model (a zoobot model) or a .keras file, got {type(model).__name__}.")
+    return model
+
+
+def describe_model(model) -> ModelSpec:
+    """Read a model's output kind, default label columns, channels and input size.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A ZoobotTree, ``get_model`` model, finetuned model, ZoobotEncoder or any encoder mapping
+        (B, H, W, C) to (B, D).
+
+    Returns
+    -------
+    ModelSpec
+
+    Examples
+    --------
+    >>> from zoobot.shared import schemas
+    >>> from zoobot.tensorflow.estimators.define_model import ZoobotTree
+    >>> spec = describe_model(ZoobotTree(2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn'))
+    >>> spec.kind, spec.label_cols, spec.channels
+    ('tree', ['ring_yes', 'ring_no'], 1)
+    """
+    names = _class_names(model)
+    channels = _model_channels(model)
+    input_size = _model_input_size(model)
+    schema = getattr(model, "schema", None)
+    if not hasattr(schema, "label_cols"):
+        schema = None
+    if "FinetuneableZoobotClassifier" in names:
+        n = int(getattr(model, "num_classes"))
+        return ModelSpec(model, "generic", "classifier", [f"class_{i}" for i in range(n)], channels, input_size)
+    if "FinetuneableZoobotRegressor" in names:
+        return ModelSpec(model, "generic", "regressor", ["prediction"], channels, input_size)
+    if {"ZoobotTree", "FinetuneableZoobotTree"} & names or schema is not None:
+        if schema is not None:
+            return ModelSpec(model, "tree", "tree", list(schema.label_cols), channels, input_size, schema)
+        n = int(getattr(model, "output_dim"))
+        return ModelSpec(model, "generic", "tree", [f"answer_{i}" for i in range(n)], channels, input_size)
+    dim = _output_dim(model, channels)
+    if _has_dirichlet_head(model):  # get_model(...) functional models: concentrations without a schema
+        return ModelSpec(model, "generic", "tree", [f"answer_{i}" for i in range(dim)], channels, input_size)
+    return ModelSpec(model, "generic", "features", [f"feat_{i}" for i in range(dim)], channels, input_size)
+
+
+def _model_channels(model) -> int:
+    channels = getattr(model, "channels", None)
+    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and channels in (1, 3):
+        return int(channels)
+    shape = _input_shape(model)
+    if shape is not None and shape[-1] in (1, 3):
+        return int(shape[-1])
+    return 3
+
+
+def _input_shape(model):
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, list):
+        shape = shape[0]
+    return tuple(shape) if shape is not None else None
+
+
+def _model_input_size(model) -> int:
+    size = getattr(model, "input_size", None)
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    shape = _input_shape(model)
+    if shape is not None and len(shape) == 4 and shape[1] is not None:
+        return int(shape[1])
+    return 224
+
+
+def _output_dim(model, channels: int) -> int:
+    for attr in ("output_dim", "encoder_dim"):
+        value = getattr(model, attr, None)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    from zoobot.tensorflow.estimators.define_model import get_encoder_dim
+
+    return get_encoder_dim(model, channels=channels)
+
+
+def _has_dirichlet_head(model) -> bool:
+    from zoobot.tensorflow.estimators.custom_layers import ScaledSigmoid
+
+    def walk(layer):
+        yield layer
+        for inner in getattr(layer, "layers", []) or []:
+            yield from walk(inner)
+
+    return any(isinstance(layer, ScaledSigmoid) for layer in walk(model))
+
+
+def _resolve_label_cols(label_cols, spec: ModelSpec) -> list:
+    if label_cols is None:
+        return list(spec.label_cols)
+    if isinstance(label_cols, str):
+        label_cols = [label_cols]
+    label_cols = [str(c) for c in label_cols]
+    if len(label_cols) != len(spec.label_cols):
+        what = f"schema {spec.schema.name!r}" if spec.schema is not None and spec.schema.name else type(spec.model).__name__
+        raise ValueError(
+            f"label_cols has width {len(label_cols)} but the model ({what}) predicts {len(spec.label_cols)} outputs: "
+            f"expected width {len(spec.label_cols)}, got width {len(label_cols)}. Pass label_cols=None to use "
+            f"the model's own names ({spec.label_cols[:3]}...)."
+        )
+    return label_cols
+
+
+def _datamodule_options(spec: ModelSpec, overrides: dict, test_time_augmentation: bool) -> dict:
+    """GalaxyDataModule keywords for prediction: the model's channels and size, user overrides on top."""
+    for key in ("catalog", "train_catalog", "val_catalog", "test_catalog", "predict_catalog", "label_cols"):
+        if key in overrides:
+            raise ValueError(f"datamodule_kwargs may not set {key!r}: predict() passes the catalog itself.")
+    greyscale = spec.channels == 1
+    if "greyscale" in overrides and bool(overrides["greyscale"]) != greyscale:
+        got = 1 if overrides["greyscale"] else 3
+        raise ChannelMismatchError(
+            f"datamodule_kwargs greyscale={overrides['greyscale']!r} gives {got}-channel images but the model "
+            f"({type(spec.model).__name__}) expects {spec.channels} channels (NHWC). Fix: remove greyscale from "
+            f"datamodule_kwargs, or use greyscale={greyscale}."
+        )
+    if "test_time_augmentation" in overrides:
+        raise ValueError("Pass test_time_augmentation to predict() itself, not in datamodule_kwargs.")
+    options = dict(
+        greyscale=greyscale,
+        resize_after_crop=spec.input_size,
+        batch_size=256,
+        num_workers=min(4, _available_cpus()),
+        test_time_augmentation=test_time_augmentation,
+    )
+    options.update(overrides)
+    return options
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _device(trainer_kwargs: dict) -> str | None:
+    """The TensorFlow device to run on (None: TensorFlow's default placement)."""
+    unknown = [k for k in trainer_kwargs if k not in _TRAINER_KEYS]
+    if unknown:
+        raise unknown_option_error("trainer_kwargs key (TensorFlow predict)", unknown[0], _TRAINER_KEYS)
+    accelerator = str(trainer_kwargs.get("accelerator", "auto")).lower()
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise unknown_option_error("trainer_kwargs['accelerator']", accelerator, ["auto", "cpu", "gpu", "cuda"])
+    devices = trainer_kwargs.get("devices", "auto")
+    if devices not in ("auto", 1, -1, None, [0], (0,), "1"):
+        raise NotImplementedError(
+            f"trainer_kwargs devices={devices!r}: the TensorFlow backend predicts on one device per call. Split "
+            "the catalog and run one predict() per GPU (with CUDA_VISIBLE_DEVICES), or use the PyTorch backend."
+        )
+    if int(trainer_kwargs.get("num_nodes", 1)) != 1:
+        raise NotImplementedError("num_nodes > 1 is not supported by the TensorFlow backend's predict().")
+    gpus = tf.config.list_physical_devices("GPU")
+    if accelerator == "cpu":
+        return "/cpu:0"
+    if accelerator in ("gpu", "cuda"):
+        if not gpus:
+            raise RuntimeError(f"trainer_kwargs asks for accelerator={accelerator!r} but TensorFlow sees no GPU; "
+                               "use accelerator='cpu' (or 'auto').")
+        return "/gpu:0"
+    return None
+
+
+def _resume_key(model, datamodule_options: dict) -> dict:
+    """What must match for an interrupted run's finished chunks to be reused: the exact weights
+    (a digest of every variable) and the preprocessing options."""
+    digest = hashlib.sha1()
+    for variable in model.weights:
+        value = np.ascontiguousarray(variable.numpy())
+        digest.update(f"{variable.path}|{value.dtype}|{value.size}".encode())
+        digest.update(value.tobytes())
+    speed_only = ("batch_size", "num_workers", "prefetch_factor")
+    preprocessing = {k: repr(v) for k, v in sorted(datamodule_options.items()) if k not in speed_only}
+    return {"weights_sha1": digest.hexdigest(), "preprocessing": preprocessing}
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout control and the compiled step
+# ---------------------------------------------------------------------------------------------
+
+
+def _mc_layers(model) -> list:
+    from zoobot.tensorflow.estimators.custom_layers import MCDropout
+
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, MCDropout):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", []) or [])
+    return found
+
+
+def _requested_dropout(model, test_time_dropout):
+    """True/False to force Monte Carlo dropout on/off; None to leave the model's layers as they are."""
+    if test_time_dropout is not None:
+        return bool(test_time_dropout)
+    own = getattr(model, "test_time_dropout", None)
+    return own if isinstance(own, bool) else None
+
+
+def _make_step(spec: ModelSpec, dropout, samples: int):
+    """A compiled ``step(images) -> (B, outputs, samples)`` and whether dropout is active.
+
+    Zoobot models with an ``encoder`` and a ``head`` run the encoder once and the head ``samples``
+    times (:func:`~zoobot.tensorflow.estimators.define_model.mc_dropout_samples`); other models run
+    ``samples`` times with their Monte Carlo dropout layers set on/off as requested.
+    """
+    from zoobot.tensorflow.estimators.define_model import mc_dropout_samples
+
+    model = spec.model
+    encoder, head = getattr(model, "encoder", None), getattr(model, "head", None)
+    mc_layers = _mc_layers(model)
+    predict_output = getattr(model, "predict_output", None)
+    post = _softmax if spec.family == "classifier" else _identity
+
+    if isinstance(encoder, keras.Model) and isinstance(head, keras.Model) and not callable(predict_output):
+        has_dropout = any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in head.layers)
+        active = has_dropout and (dropout if dropout is not None else bool(mc_layers))
+
+        @tf.function(reduce_retracing=True)
+        def step(images):
+            out = mc_dropout_samples(encoder, head, images, samples, dropout=active)
+            return tf.cast(post(tf.reshape(out, [tf.shape(out)[0], -1, samples])), tf.float32)
+
+        return step, active
+
+    for layer in mc_layers:
+        if dropout is not None:
+            layer.mc_active = bool(dropout)
+    active = any(layer.mc_active and layer.rate > 0 for layer in mc_layers)
+
+    def once(images):
+        out = predict_output(images) if callable(predict_output) else model(images, training=False)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return tf.cast(post(tf.reshape(out, [tf.shape(out)[0], -1])), tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def step(images):
+        if not active:
+            single = once(images)
+            return tf.repeat(single[..., tf.newaxis], samples, axis=-1)
+        return tf.stack([once(images) for _ in range(samples)], axis=-1)
+
+    return step, active
+
+
+def _softmax(out):
+    return tf.nn.softmax(out, axis=-1)
+
+
+def _identity(out):
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# running the model
+# ---------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs one model over catalog chunks."""
+
+    def __init__(self, spec, n_outputs, n_samples, dropout, test_time_augmentation, on_bad_image,
+                 datamodule_options, device):
+        self.spec = spec
+        self.n_outputs = n_outputs
+        self.n_samples = n_samples
+        self.test_time_augmentation = test_time_augmentation
+        self.on_bad_image = on_bad_image
+        self.datamodule_options = datamodule_options
+        self.device = device
+        self.mc_before = [(layer, layer.mc_active) for layer in _mc_layers(spec.model)]
+        self.step, self.dropout_active = _make_step(spec, dropout, self.samples_per_pass)
+        self._checked = False
+
+    # one pass gives n_samples samples (MC dropout), or one sample per pass with augmentation
+    @property
+    def passes(self) -> int:
+        return self.n_samples if self.test_time_augmentation else 1
+
+    @property
+    def samples_per_pass(self) -> int:
+        return 1 if self.test_time_augmentation else self.n_samples
+
+    def predict_chunk(self, chunk: pd.DataFrame):
+        predictions = np.full((len(chunk), self.n_outputs, self.n_samples), np.nan, dtype=np.float32)
+        failures = []
+        try:
+            self._predict_rows(chunk, np.arange(len(chunk)), predictions)
+        except (tf.errors.OpError, ImageLoadError, OSError) as err:
+            if self.on_bad_image == "raise":
+                raise _as_image_error(err, chunk) from err
+            bad = _find_bad_images(chunk)
+            if not bad:  # TensorFlow cannot decode something the file check accepts: isolate it
+                bad = {}
+                self._bisect(chunk, np.arange(len(chunk)), predictions, bad)
+            else:
+                good = np.array([i for i in range(len(chunk)) if i not in bad], dtype=int)
+                if len(good):
+                    self._bisect(chunk, good, predictions, bad)
+            for row, message in sorted(bad.items()):
+                predictions[row] = np.nan
+                failures.append((str(chunk["id_str"].iloc[row]), str(chunk["file_loc"].iloc[row]), message))
+        finally:
+            for layer, state in self.mc_before:
+                layer.mc_active = state
+        return predictions, pd.DataFrame(failures, columns=["id_str", "file_loc", "error"])
+
+    def _bisect(self, chunk, rows, predictions, bad: dict) -> None:
+        """Predict ``rows``; on a read error, split them until the unreadable images are isolated."""
+        try:
+            self._predict_rows(chunk, rows, predictions)
+        except (tf.errors.OpError, ImageLoadError, OSError) as err:
+            if len(rows) == 1:
+                bad[int(rows[0])] = _short_error(err)
+                return
+            middle = len(rows) // 2
+            self._bisect(chunk, rows[:middle], predictions, bad)
+            self._bisect(chunk, rows[middle:], predictions, bad)
+
+    def _predict_rows(self, chunk: pd.DataFrame, rows: np.ndarray, predictions: np.ndarray) -> None:
+        from zoobot.tensorflow.datasets import GalaxyDataModule
+        from zoobot.tensorflow.estimators.define_model import check_images
+
+        subset = chunk.iloc[rows].reset_index(drop=True)
+        position = {id_str: int(row) for id_str, row in zip(subset["id_str"].astype(str), rows)}
+        datamodule = GalaxyDataModule(label_cols=None, predict_catalog=subset, check_valid_paths=False,
+                                      **self.datamodule_options)
+        dataset = datamodule.predict_dataloader()
+        n_batches = -(-len(subset) // datamodule.batch_size)
+        device = tf.device(self.device) if self.device else contextlib.nullcontext()
+        for p in range(self.passes):
+            samples = slice(p * self.samples_per_pass, (p + 1) * self.samples_per_pass)
+            with device:
+                for images, ids in tqdm(dataset, total=n_batches, desc="predict", leave=False,
+                                        disable=n_batches < 4):
+                    if not self._checked:
+                        check_images(images, self.spec.channels, where="predict")
+                        self._checked = True
+                    out = self.step(images).numpy()
+                    if out.shape[1] != self.n_outputs:
+                        raise ValueError(
+                            f"The model returned {out.shape[1]} outputs per galaxy but {self.n_outputs} label_cols "
+                            f"were expected (expected width {self.n_outputs}, got width {out.shape[1]})."
+                        )
+                    index = [position[i.decode() if isinstance(i, bytes) else str(i)] for i in ids.numpy()]
+                    predictions[index, :, samples] = out
+
+
+def _find_bad_images(chunk: pd.DataFrame) -> dict:
+    """Rows whose file cannot be read, checked one by one with :func:`zoobot.shared.images.load_image`."""
+    from zoobot.shared.images import load_image
+
+    bad = {}
+    for row, (id_str, file_loc) in enumerate(zip(chunk["id_str"].astype(str), chunk["file_loc"])):
+        try:
+            load_image(file_loc, id_str=id_str)
+        except (ImageLoadError, OSError, ValueError) as err:
+            bad[row] = _short_error(err)
+    return bad
+
+
+def _short_error(err) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return " ".join(str(text).split())[:500]
+
+
+def _as_image_error(err, chunk: pd.DataFrame) -> Exception:
+    if isinstance(err, ImageLoadError):
+        return err
+    bad = _find_bad_images(chunk)
+    if bad:
+        row, message = next(iter(sorted(bad.items())))
+        return ImageLoadError(
+            f"Could not read the image of id_str {chunk['id_str'].iloc[row]!r} (file_loc "
+            f"{chunk['file_loc'].iloc[row]!r}): {message}. Pass on_bad_image='record' to record unreadable "
+            "images as NaN rows instead."
+        )
+    return ImageLoadError(f"An image of this chunk could not be read: {_short_error(err)}. Pass "
+                          "on_bad_image='record' to record unreadable images as NaN rows instead.")
