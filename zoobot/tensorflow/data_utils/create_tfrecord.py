@@ -29,8 +29,8 @@ IMAGE_ENCODINGS = ("png", "jpeg")
 #: Feature names every record carries; saved columns may not reuse them.
 RESERVED_FEATURES = ("matrix", "id_str", "height", "width", "channels")
 
-# zlib level 1: on noisy galaxy cutouts the files are as small as with Pillow's default level 6
-# (sky noise does not compress), and writing is a little faster.
+# zlib level 1: measured on 300 px synthetic galaxy cutouts, ~3x faster than Pillow's default level 6 for
+# files ~13% larger (sky noise barely compresses). Encoding dominates the cost of writing shards.
 _PNG_COMPRESS_LEVEL = 1
 
 
