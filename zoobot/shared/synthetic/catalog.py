@@ -224,7 +224,11 @@ def _init_worker(settings: dict) -> None:
 
 
 def _render_chunk(indices) -> list:
-    s = _WORKER
+    """Pool worker: render a chunk with the settings the pool initializer stored."""
+    return _render_chunk_with(_WORKER, indices)
+
+
+def _render_chunk_with(s: dict, indices) -> list:
     rows = []
     for index in indices:
         galaxy = _make_galaxy(index, s["seed"], s["image_size"], s["schema"], s["prior"], s["ring_fraction"],
@@ -329,9 +333,8 @@ def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size:
     bar = tqdm(total=n_galaxies, desc="synthetic galaxies", unit="gal", disable=not progress)
     try:
         if n_workers == 1 or n_galaxies <= chunk:
-            _init_worker(settings)
             for c in chunks:
-                rows.extend(_render_chunk(c))
+                rows.extend(_render_chunk_with(settings, c))
                 bar.update(len(c))
         else:
             methods = multiprocessing.get_all_start_methods()
