@@ -267,6 +267,23 @@ def test_prepare_shards_argument_and_folder_errors(png_rings_catalog, tmp_path):
     assert config.row_counts["train"] + config.row_counts["val"] == 10
 
 
+def test_prepare_shards_bad_images_name_the_galaxy(png_rings_catalog, tmp_path):
+    catalog, _ = png_rings_catalog
+    bad = catalog.iloc[:6].copy()
+    (tmp_path / "not_an_image.png").write_bytes(b"<html>404</html>")
+    bad.loc[bad.index[2], "file_loc"] = str(tmp_path / "not_an_image.png")
+    with pytest.raises(ImageLoadError, match=f"id_str '{bad['id_str'].iloc[2]}'.*not_an_image.png"):
+        create_shards.ShardConfig(tmp_path / "a", size=32).prepare_shards(bad, columns_to_save=["ring"])
+    assert not (tmp_path / "a").exists()  # found before anything was written
+
+    source = open(catalog["file_loc"].iloc[0], "rb").read()
+    (tmp_path / "truncated.png").write_bytes(source[: len(source) // 2])  # valid header, missing data
+    bad.loc[bad.index[2], "file_loc"] = str(tmp_path / "truncated.png")
+    with pytest.raises(ImageLoadError, match="truncated.png.*overwrite=True"):
+        create_shards.ShardConfig(tmp_path / "b", size=32).prepare_shards(
+            bad, columns_to_save=["ring"], train_test_fraction=0.5, seed=0)
+
+
 def test_load_shard_config_reroots_moved_folder(png_rings_catalog, tmp_path):
     catalog, _ = png_rings_catalog
     config = create_shards.ShardConfig(tmp_path / "before", size=40, shard_size=4)

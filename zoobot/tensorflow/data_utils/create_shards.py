@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 
 import zoobot
 from zoobot.shared.catalogs import split_catalog, validate_catalog
-from zoobot.shared.errors import CatalogError, format_examples, unknown_option_error
+from zoobot.shared.errors import CatalogError, ImageLoadError, format_examples, unknown_option_error
 from zoobot.tensorflow.data_utils import create_tfrecord
+from zoobot.tensorflow.data_utils.image_datasets import check_image_headers, file_format_of
 
 __all__ = ["ShardConfig", "load_shard_config", "write_catalog_to_tfrecord_shards", "load_image_for_shard"]
 
@@ -203,6 +204,9 @@ class ShardConfig:
             unlabelled = validate_catalog(
                 unlabelled_catalog, label_kind=None, check_valid_paths=True, name="unlabelled_catalog"
             )
+        for catalog in (labelled, unlabelled):
+            if catalog is not None:  # E6 before writing anything: files that are not PNG/JPEG at all
+                _check_headers(catalog)
         train, val, test = split_catalog(labelled, seed=seed, **{f"{k}_fraction": v for k, v in fractions.items()})
         self._prepare_folder(overwrite)
 
@@ -228,17 +232,23 @@ class ShardConfig:
             if catalog is None or len(catalog) == 0:
                 continue
             catalog.to_parquet(catalog_locs[split], index=False)
-            write_catalog_to_tfrecord_shards(
-                catalog,
-                self.size,
-                columns if split != "unlabelled" else [],
-                self._split_dir(split),
-                shard_size=self.shard_size,
-                channels=self.channels,
-                image_encoding=self.image_encoding,
-                num_workers=num_workers,
-                desc=f"{split} shards",
-            )
+            try:
+                write_catalog_to_tfrecord_shards(
+                    catalog,
+                    self.size,
+                    columns if split != "unlabelled" else [],
+                    self._split_dir(split),
+                    shard_size=self.shard_size,
+                    channels=self.channels,
+                    image_encoding=self.image_encoding,
+                    num_workers=num_workers,
+                    desc=f"{split} shards",
+                )
+            except ImageLoadError as err:
+                raise ImageLoadError(
+                    f"{err} The {split} shards in {self.shard_dir!r} are incomplete: fix or drop this galaxy, then "
+                    "run prepare_shards again with overwrite=True."
+                ) from err
         self.write()
         logger.info("Wrote shards to %s: %s", self.shard_dir, self.row_counts)
         return self
@@ -546,6 +556,14 @@ def _resolve_fractions(train_test_fraction, val_fraction, test_fraction) -> dict
             "1 (train gets the rest)."
         )
     return {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+
+
+def _check_headers(catalog: pd.DataFrame) -> None:
+    paths = catalog["file_loc"].map(os.fspath).tolist()
+    is_pil = [file_format_of(p) in ("png", "jpg") for p in paths]
+    if any(is_pil):
+        check_image_headers([p for p, ok in zip(paths, is_pil) if ok],
+                            [i for i, ok in zip(catalog["id_str"], is_pil) if ok])
 
 
 def _stored_dtype(column: pd.Series) -> str:
