@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -172,6 +173,9 @@ def predict(
         "backend": "pytorch",
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema)
+    if save_loc is not None:
+        # finished chunks of an interrupted run are reused only for the same weights and preprocessing
+        common["resume_key"] = _resume_key(model, datamodule_options)
 
     if runner.distributed:
         # every process predicts its shard of the whole catalog, results are gathered by row index,
@@ -184,8 +188,11 @@ def predict(
             chunk_failures = failures[failures["id_str"].isin(set(chunk["id_str"]))]
             return everything[rows], chunk_failures
 
+        if not runner.is_global_zero:
+            common.pop("resume_key", None)
         predictions = run_chunked_prediction(
-            catalog, predict_chunk, save_loc=save_loc if runner.is_global_zero else None, **common
+            catalog, predict_chunk, save_loc=save_loc if runner.is_global_zero else None,
+            progress=runner.is_global_zero, **common
         )
         runner.barrier()
     else:
@@ -345,6 +352,19 @@ def _datamodule_options(spec: ModelSpec, overrides: dict, test_time_augmentation
     )
     options.update(overrides)
     return options
+
+
+def _resume_key(model: nn.Module, datamodule_options: dict) -> dict:
+    """What must match for an interrupted run's finished chunks to be reused: the exact weights
+    (a digest of every tensor) and the preprocessing options."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tensor.numel()}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    speed_only = ("batch_size", "num_workers", "prefetch_factor")
+    preprocessing = {k: repr(v) for k, v in sorted(datamodule_options.items()) if k not in speed_only}
+    return {"weights_sha1": digest.hexdigest(), "preprocessing": preprocessing}
 
 
 # ---------------------------------------------------------------------------------------------

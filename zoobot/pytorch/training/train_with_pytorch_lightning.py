@@ -39,6 +39,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from zoobot.shared import schemas as schemas_module
+from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.schedules import normalise_scheduler_params
 from zoobot.shared.training_config import (
     check_resume_config,
@@ -54,6 +55,9 @@ __all__ = ["train", "train_default_zoobot_from_scratch"]
 
 #: Metric that picks the best checkpoint and drives early stopping.
 MONITOR = "validation/supervised_loss"
+#: Test hook: ``(accelerator, devices)`` used instead of the GPU resolution, e.g. ``('cpu', 2)`` runs DDP
+#: over two CPU processes (gloo). Not part of the public API.
+_device_override: tuple | None = None
 #: Arguments that may change between a run and its resumption (not compared on resume).
 _RESUMABLE_CHANGES = (
     "epochs",
@@ -418,11 +422,16 @@ def _resolve_arguments(args: dict) -> dict:
         _check_bounds(name, args[name])
     if not 0 <= float(args["dropout_rate"]) < 1:
         raise ValueError(f"dropout_rate must be in [0, 1), got {args['dropout_rate']!r}.")
-    if not (isinstance(args["learning_rate"], (int, float)) and args["learning_rate"] > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {args['learning_rate']!r}.")
+    for name in ("learning_rate", "weight_decay"):
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+                or (name == "learning_rate" and value == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'learning_rate' else '>= 0'}, "
+                             f"got {value!r}.")
     if args["extra_callbacks"] is not None and not isinstance(args["extra_callbacks"], (list, tuple)):
         raise TypeError(f"extra_callbacks must be a list of Lightning callbacks, got {type(args['extra_callbacks'])}.")
     args["architecture_name"] = resolve_architecture_name(args["architecture_name"])
+    _check_architecture(args["architecture_name"])
     args["scheduler_params"] = normalise_scheduler_params(args["scheduler_params"])
     args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
     args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
@@ -442,6 +451,15 @@ def _resolve_arguments(args: dict) -> dict:
     )
     args.update(train_catalog=train_catalog, val_catalog=val_catalog, test_catalog=test_catalog)
     return args
+
+
+def _check_architecture(name: str) -> None:
+    """E13 for an architecture neither timm nor zoobot knows, before any catalog or model work."""
+    import timm
+
+    if name != "tiny_cnn" and not timm.is_model(name):
+        raise unknown_option_error("model_architecture (architecture_name)", name,
+                                   ["efficientnet", "tiny_cnn", *timm.list_models()])
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -586,6 +604,8 @@ def _train(
         check_resume_config(save_dir, config, ignore=_RESUMABLE_CHANGES)
 
     # devices
+    if accelerator is None and _device_override is not None:
+        accelerator, devices = _device_override
     if accelerator is None:
         n_gpus = resolve_device_count(gpus, torch.cuda.device_count() if torch.cuda.is_available() else 0, "pytorch")
         accelerator, devices = ("gpu", n_gpus) if n_gpus > 0 else ("cpu", 1)
@@ -747,10 +767,11 @@ class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
     """Stop training with a ``FloatingPointError`` as soon as the training loss or the validation
     loss is NaN or infinite, naming the epoch and step."""
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    def on_before_backward(self, trainer, pl_module, loss):
+        # before the backward pass and the optimiser step: the weights stay those of the last finite step
         if isinstance(loss, torch.Tensor) and not bool(loss.detach().isfinite().all()):
             value = float(loss.detach().float().mean())
+            batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
             raise FloatingPointError(_non_finite_message("training loss", value, trainer, batch_idx))
 
     def on_validation_end(self, trainer, pl_module):
