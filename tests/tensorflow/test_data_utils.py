@@ -1,6 +1,7 @@
 """TensorFlow data utilities (api.md 3.1, 4.3, 6): image datasets, TFRecord shards, the seed snippets, aliases."""
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from zoobot.tensorflow.data_utils import create_shards, create_tfrecord, image_d
 
 def pil_pixels(path, size=None):
     """Independent reference: the file's RGB pixels via Pillow, optionally resized (antialiased bilinear)."""
-    image = Image.open(path).convert("RGB")
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
     if size is not None:
         image = image.resize((size, size), Image.BILINEAR)
     return np.asarray(image)
@@ -203,7 +205,7 @@ def test_seed_shard_snippets_and_round_trip(png_rings_catalog, tmp_path):
                           ["id_str"])
     assert [s.decode() for s in unlabelled["id_str"]] == list(unlabelled_catalog["id_str"])
 
-    saved = json.loads(open(shard_config.config_save_loc).read())
+    saved = json.loads(pathlib.Path(shard_config.config_save_loc).read_text())
     for key in ("format_version", "zoobot_version", "size", "channels", "shard_size", "image_encoding",
                 "columns_to_save", "label_dtypes", "split_fractions", "seed"):
         assert key in saved, key
@@ -276,7 +278,7 @@ def test_prepare_shards_bad_images_name_the_galaxy(png_rings_catalog, tmp_path):
         create_shards.ShardConfig(tmp_path / "a", size=32).prepare_shards(bad, columns_to_save=["ring"])
     assert not (tmp_path / "a").exists()  # found before anything was written
 
-    source = open(catalog["file_loc"].iloc[0], "rb").read()
+    source = pathlib.Path(catalog["file_loc"].iloc[0]).read_bytes()
     (tmp_path / "truncated.png").write_bytes(source[: len(source) // 2])  # valid header, missing data
     bad.loc[bad.index[2], "file_loc"] = str(tmp_path / "truncated.png")
     with pytest.raises(ImageLoadError, match="truncated.png.*overwrite=True"):
@@ -324,7 +326,7 @@ def test_get_dataset_argument_errors(small_shards, tmp_path):
 
 def test_corrupt_record_raises_instead_of_skipping(small_shards, tmp_path):
     (record,) = small_shards.train_tfrecord_locs()
-    data = bytearray(open(record, "rb").read())
+    data = bytearray(pathlib.Path(record).read_bytes())
     middle = len(data) // 2
     data[middle:middle + 64] = bytes(64)  # zero a block inside a record: its CRC no longer matches
     corrupt = tmp_path / "corrupt.tfrecord"
