@@ -22,6 +22,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+# Importing torchvision after TensorFlow has run an op crashes the process (seen with TF 2.21 and
+# torchvision 0.29), so the suite, which runs both backends in one process, imports torch first.
+try:
+    import torch  # noqa: E402,F401
+    import torchvision  # noqa: E402,F401
+except ImportError:  # a TensorFlow-only install
+    pass
+
 TESTS = pathlib.Path(__file__).parent
 _DIR_MARKERS = {"pytorch": "torch", "tensorflow": "tf"}
 
