@@ -11,6 +11,9 @@ Keras 3 can run on several frameworks; zoobot's TensorFlow backend needs Keras o
 The ``KERAS_BACKEND`` environment variable is therefore set to ``'tensorflow'`` here unless the
 user set it already; importing this package after Keras was started on another backend (or with
 ``KERAS_BACKEND`` naming another one) raises an ``ImportError`` that says how to fix it.
+
+If torchvision is installed it is imported before TensorFlow starts: importing it after TensorFlow
+has run an op crashes the interpreter, and users with both backends may mix them in one session.
 """
 import importlib.util
 import os
@@ -44,7 +47,24 @@ def _check_environment() -> None:
         )
 
 
+def _import_torchvision_first() -> None:
+    """Import torchvision now if it is installed and TensorFlow has not started yet.
+
+    Importing torchvision *after* TensorFlow has run an op crashes the process (segfault seen with
+    TensorFlow 2.21 and torchvision 0.29). Users who have both backends installed often use both in
+    one notebook, so the safe order is fixed here, at the cost of a second of import time.
+    """
+    if "torchvision" in sys.modules or "tensorflow" in sys.modules:
+        return
+    if importlib.util.find_spec("torchvision") is not None:
+        try:
+            import torchvision  # noqa: F401
+        except Exception:  # a broken torchvision must not stop the TensorFlow backend
+            pass
+
+
 _check_environment()
+_import_torchvision_first()
 
 from zoobot.tensorflow.errors import (  # noqa: E402  (the environment must be checked first)
     CatalogError,
