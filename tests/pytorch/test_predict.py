@@ -193,3 +193,47 @@ def test_hubble_deep_field_smoke(tmp_path):
     assert np.isfinite(predictions).all()
     assert ((predictions > 1) & (predictions < 101)).all()
     assert pd.read_parquet(tmp_path / "xdf.parquet")["id_str"].tolist() == catalog["id_str"].tolist()
+
+
+DDP_SCRIPT = '''
+import pathlib, sys
+import numpy as np, pandas as pd, torch
+torch.set_num_threads(1)
+from zoobot.pytorch.training import train_with_pytorch_lightning as twpl
+from zoobot.pytorch.predictions.predict_on_catalog import predict
+from zoobot.shared import schemas
+
+out, catalog = pathlib.Path(sys.argv[1]), pd.read_parquet(sys.argv[2])
+twpl._device_override = ("cpu", 2)  # DDP over two CPU processes (gloo); this script runs once per process
+model, trainer = twpl.train(out / "run", schemas.decals_dr5_ortho_schema, catalog=catalog,
+                            model_architecture="tiny_cnn", batch_size=4, epochs=1, resize_size=32, gpus=0,
+                            num_workers=0)
+predictions = predict(catalog, model, test_time_dropout=False, save_loc=out / "preds.parquet",
+                      datamodule_kwargs={"num_workers": 0, "batch_size": 3, "resize_after_crop": 32},
+                      trainer_kwargs={"accelerator": "cpu", "devices": 2, "enable_progress_bar": False})
+np.save(out / f"rank{trainer.global_rank}.npy", predictions)
+'''
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_and_predicts_every_id_exactly_once(tmp_path, votes_catalog):
+    import subprocess
+    import sys
+
+    catalog, _ = votes_catalog
+    catalog = catalog.iloc[:23]  # 23 = 2 processes x 4 batches of 3, minus one: the sampler pads a duplicate
+    catalog.to_parquet(tmp_path / "catalog.parquet")
+    (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
+    result = subprocess.run([sys.executable, str(tmp_path / "ddp.py"), str(tmp_path), str(tmp_path / "catalog.parquet")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rank0, rank1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    np.testing.assert_array_equal(rank0, rank1)  # every process returns the whole catalog
+    table = pd.read_parquet(tmp_path / "preds.parquet")
+    assert table["id_str"].tolist() == catalog["id_str"].tolist()  # each id once, in catalog order
+    # the rows are those of a single-process prediction with the trained weights
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))
+    model = ZoobotTree.load_from_checkpoint(checkpoints[0])
+    single = predict(catalog, model, test_time_dropout=False, datamodule_kwargs=FAST)
+    np.testing.assert_allclose(rank0, single, rtol=1e-5, atol=1e-4)
