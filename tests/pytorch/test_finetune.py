@@ -571,3 +571,49 @@ def test_seed_walkthrough_offline(offline_hub, tmp_path):
     np.testing.assert_allclose(torch.cat(batches).numpy(), probabilities, rtol=1e-5)
     metrics = pd.read_csv(save_dir / "logs" / "metrics.csv")
     assert metrics["finetuning/val_loss"].notna().sum() == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining helps: a tiny_cnn ZoobotTree pretrained on synthetic votes vs a random encoder
+# ---------------------------------------------------------------------------------------------
+
+def test_pretrained_encoder_beats_random_init_on_rings(tmp_path):
+    """Frozen encoders, same head training: features learnt from votes must find rings better than random ones.
+
+    Measured (CPU, 1 thread): test NLL 0.586 vs 0.695 (chance 0.693), accuracy 0.67 vs 0.35; about 15 s.
+    """
+    import lightning as L
+
+    from zoobot.pytorch.datasets import EvalTransform, GalaxyDataModule
+    from zoobot.pytorch.estimators.define_model import ZoobotTree
+    from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+    from zoobot.shared import datasets, schemas
+
+    def datamodule(label_cols, catalog):
+        return GalaxyDataModule(label_cols, catalog=catalog, batch_size=32, resize_after_crop=64, num_workers=0,
+                                train_transform=EvalTransform(channels=3, resize_after_crop=64))
+
+    votes, label_cols = datasets.gz_decals_5(tmp_path, synthetic=True)
+    schema = schemas.decals_dr5_ortho_schema
+    L.seed_everything(0)
+    tree = ZoobotTree(output_dim=schema.n_answers, schema=schema, architecture_name="tiny_cnn", channels=3,
+                      learning_rate=3e-3)
+    trainer = L.Trainer(max_epochs=3, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
+    trainer.fit(tree, datamodule(label_cols, votes))
+    checkpoint = tmp_path / "tree.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    rings, _ = datasets.demo_rings(tmp_path, synthetic=True, train=True)
+    test, _ = datasets.demo_rings(tmp_path, synthetic=True, train=False)
+    predict = GalaxyDataModule(None, predict_catalog=test, batch_size=64, resize_after_crop=64, num_workers=0)
+    y = test["ring"].to_numpy()
+    nll = {}
+    for label, source in (("pretrained", dict(zoobot_checkpoint_loc=str(checkpoint))),
+                          ("random", dict(encoder=TinyCNN(3)))):
+        model = finetune.FinetuneableZoobotClassifier(num_classes=2, n_blocks=0, learning_rate=3e-3, seed=0,
+                                                      **source)
+        _trainer(tmp_path / label, max_epochs=5).fit(model, datamodule(["ring"], rings))
+        p = model.predict(predict)
+        nll[label] = float(-np.log(p[np.arange(len(y)), y]).mean())
+    assert nll["pretrained"] < nll["random"] - 0.05, nll
+    assert nll["pretrained"] < math.log(2) - 0.05, nll  # better than chance, not just better than random

@@ -1,9 +1,9 @@
 """The finetuning examples (api.md 5.1): each has main(), --help and an offline --smoke run.
 
---help runs in a subprocess for every example (cheap: heavy imports happen inside main()). The seed
-walkthrough's --smoke runs in a subprocess in the default suite; the other --smoke runs execute
-main() in-process by default (same code path, without paying the imports again) and in
-subprocesses in the slow suite.
+--help runs in a subprocess for every example (cheap: heavy imports happen inside main()). Default
+suite: the seed walkthrough's --smoke in a subprocess, and the full-tree example's main(['--smoke'])
+in-process (same code path, without paying the imports again). Slow suite: every other --smoke, in
+process and in subprocesses.
 """
 import pathlib
 import runpy
@@ -63,6 +63,7 @@ def test_counts_full_tree_smoke(shared_data, tmp_path):
     assert len(predictions) == len(friendly)
 
 
+@pytest.mark.slow  # the classifier/regressor paths are covered by test_finetune.py in the default suite
 def test_multiclass_smoke(shared_data, tmp_path):
     out = _main("finetune_multiclass_classification")(["--smoke", "--data-dir", str(shared_data), "--save-dir",
                                                        str(tmp_path)])
@@ -72,6 +73,7 @@ def test_multiclass_smoke(shared_data, tmp_path):
     assert (predictions[probability_columns].sum(axis=1) - 1).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_regression_smoke(shared_data, tmp_path):
     out = _main("finetune_regression")(["--smoke", "--data-dir", str(shared_data), "--save-dir", str(tmp_path)])
     predictions = pd.read_csv(out["predictions"])
