@@ -1,0 +1,144 @@
+"""``zoobot predict`` and ``zoobot representations``: apply a trained model to a catalog (api.md 2.6, 4.4)."""
+from __future__ import annotations
+
+import pathlib
+
+import click
+
+from zoobot.cli._common import (
+    backend_module,
+    common_options,
+    finetune_classes,
+    load_model,
+    training_input_size,
+)
+
+_MODEL_CLASSES = ("tree", "classification", "regression")
+_CATALOG = click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
+
+
+def _read_catalog(path):
+    from zoobot.shared.catalogs import load_catalog, validate_catalog
+
+    # id_str and file_loc present, ids unique, files exist: before any model is loaded
+    return validate_catalog(load_catalog(path), label_cols=None, label_kind=None, check_valid_paths=True)
+
+
+def _check_source(checkpoint, name) -> None:
+    if (checkpoint is None) == (name is None):
+        raise click.UsageError("Give exactly one of --checkpoint PATH or --name NAME.")
+
+
+def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint) -> dict:
+    kwargs = dict(batch_size=batch_size, num_workers=num_workers)
+    if resize_size is None and checkpoint is not None:
+        resize_size = training_input_size(checkpoint)
+    if resize_size is not None:
+        kwargs["resize_after_crop"] = resize_size
+    return kwargs
+
+
+@click.command("predict")
+@click.option("--catalog", type=_CATALOG, required=True, help="Galaxies to predict (.csv/.parquet: id_str, file_loc).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path), default=None,
+              help="Model saved by `zoobot train` / `zoobot finetune` (.ckpt PyTorch, .keras TensorFlow).")
+@click.option("--name", default=None, metavar="NAME",
+              help="Finetuned model on the Hugging Face hub (hf-hub:owner/repo; needs network once).")
+@click.option("--model-class", type=click.Choice(_MODEL_CLASSES), default="tree", show_default=True,
+              help="With --name: which finetuned model the hub repository holds.")
+@click.option("--save-loc", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
+              help="Output file; .parquet (recommended), .csv or .hdf5.")
+@click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Forward passes per galaxy (MC dropout samples for tree models).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--resize-size", type=click.IntRange(min=8), default=None,
+              help="Model input size  [default: the size recorded next to the checkpoint, else the model's].")
+@click.option("--tta", is_flag=True, help="Test-time augmentation (random rotations/crops per sample).")
+@click.option("--no-test-time-dropout", is_flag=True, help="Switch MC dropout off (deterministic predictions).")
+@click.option("--summary", is_flag=True,
+              help="Tree models: also write <stem>_friendly.parquet and <stem>_advanced.parquet.")
+@common_options
+def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
+                    resize_size, tta, no_test_time_dropout, summary):
+    """Predict every galaxy of a catalog and write one row per id_str.
+
+    \b
+    Example:
+      zoobot predict --catalog galaxies.csv --checkpoint results/run/checkpoints/last.ckpt \\
+          --save-loc predictions.parquet --n-samples 5 --summary
+    """
+    _check_source(checkpoint, name)
+    from zoobot.shared.save_predictions import prediction_format
+
+    prediction_format(save_loc)  # unknown extension: E13 before any work
+    frame = _read_catalog(catalog)
+    if checkpoint is not None:
+        model = load_model(checkpoint)
+    else:
+        model = finetune_classes()[model_class].load_from_name(name)
+    schema = getattr(model, "schema", None)
+    if summary and schema is None:
+        raise click.UsageError("--summary needs a decision-tree model (ZoobotTree or FinetuneableZoobotTree).")
+
+    predict = backend_module("predictions.predict_on_catalog").predict
+    predictions = predict(
+        frame, model, n_samples=n_samples, save_loc=str(save_loc),
+        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint),
+        test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
+    )
+    click.echo(f"Wrote predictions for {predictions.shape[0]} galaxies ({predictions.shape[1]} outputs x "
+               f"{predictions.shape[2]} samples) to {save_loc}")
+    if summary:
+        from zoobot.shared.load_predictions import predictions_to_summary, summary_paths
+
+        predictions_to_summary(save_loc, schema)
+        friendly, advanced = summary_paths(save_loc)
+        click.echo(f"Summary tables: {friendly} and {advanced}")
+
+
+@click.command("representations")
+@click.option("--catalog", type=_CATALOG, required=True, help="Galaxies (.csv/.parquet: id_str, file_loc).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path), default=None,
+              help="Model saved by `zoobot train` / `zoobot finetune`; its encoder is used.")
+@click.option("--name", default=None, metavar="NAME",
+              help="Pretrained encoder, e.g. hf-hub:mwalmsley/zoobot-encoder-convnext_nano (needs network once).")
+@click.option("--save-loc", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
+              help="Output .parquet: id_str, feat_0 .. feat_{d-1}.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--resize-size", type=click.IntRange(min=8), default=None,
+              help="Model input size  [default: the size recorded next to the checkpoint, else the model's].")
+@click.option("--pca", "pca_components", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also write the first N principal components to <stem>_pca.parquet (needs scikit-learn).")
+@common_options
+def representations_command(catalog, checkpoint, name, save_loc, batch_size, num_workers, resize_size,
+                            pca_components):
+    """Encoder features ("representations") of every galaxy, for similarity search, clustering, etc.
+
+    \b
+    Example:
+      zoobot representations --catalog galaxies.csv --checkpoint results/run/checkpoints/last.ckpt \\
+          --save-loc representations.parquet --pca 10
+    """
+    _check_source(checkpoint, name)
+    if pathlib.Path(save_loc).suffix.lower() != ".parquet":
+        raise click.BadParameter("representations are written as .parquet", param_hint="--save-loc")
+    frame = _read_catalog(catalog)
+    representations = backend_module("training.representations")
+    model = load_model(checkpoint) if checkpoint is not None else name
+    table = representations.get_representations(
+        frame, model, save_loc=str(save_loc), batch_size=batch_size,
+        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint),
+    )
+    n_features = sum(1 for c in table.columns if str(c).startswith("feat_"))
+    click.echo(f"Wrote {n_features} features for {len(table)} galaxies to {save_loc}")
+    if pca_components is not None:
+        from zoobot.shared.compress_representations import create_pca_dataframe
+
+        pca_loc = pathlib.Path(save_loc).with_name(pathlib.Path(save_loc).stem + "_pca.parquet")
+        create_pca_dataframe(table, pca_components).to_parquet(pca_loc, index=False)
+        click.echo(f"Wrote {pca_components} principal components to {pca_loc}")
+
+
+COMMANDS = [predict_command, representations_command]
