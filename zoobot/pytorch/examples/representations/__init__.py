@@ -1,0 +1,1 @@
+"""Representations: ``get_representations.py`` writes encoder features per galaxy (optionally PCA-compressed)."""
