@@ -5,7 +5,8 @@
 - ``.jpg``, ``.jpeg``, ``.png`` (Pillow): ``uint8``; greyscale files give 1 channel, colour files 3
   (alpha dropped, palette images expanded to RGB, 16-bit greyscale scaled to 0-255);
 - ``.fits``, ``.fit``, ``.fits.gz`` (astropy, optional): ``float32`` in [0, 1] after ``fits_scaling``;
-  the first HDU with data is used; 2-D -> 1 channel, (C, H, W) with C in {1, 3} -> HWC; NaN -> 0.
+  the first HDU with data is used; 2-D -> 1 channel, (C, H, W) with C in {1, 3} -> HWC; NaN -> 0
+  (a file whose pixels are all NaN is an error, not a blank image).
 
 :func:`to_channels` converts 1 <-> 3 channels (greyscale = unweighted mean of R, G, B).
 
@@ -125,7 +126,8 @@ def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, targe
     Raises
     ------
     ImageLoadError
-        (E6) missing, unreadable, truncated or unsupported file; names ``id_str`` and ``file_loc``.
+        (E6) missing, unreadable, truncated or unsupported file, or a FITS file whose pixels are all NaN;
+        names ``id_str`` and ``file_loc``.
     ChannelMismatchError
         (E7) a FITS cube whose channel count is not 1 or 3.
     PixelScaleError
@@ -237,6 +239,12 @@ def _load_fits(file_loc, fits_scaling, id_str) -> np.ndarray:
         )
 
     finite = np.isfinite(data)
+    if not finite.any():
+        # NaN -> 0 would turn it into a blank image that the model predicts on without complaint
+        raise ImageLoadError(
+            f"{_where(file_loc, id_str)}: all {data.size} pixels are NaN or infinite, so the file holds no image "
+            "data. Re-make the cutout, or drop this galaxy from the catalog."
+        )
     if fits_scaling == "none":
         values = data[finite]
         if values.size and (values.min() < -1e-3 or values.max() > 1 + 1e-3):
