@@ -260,9 +260,11 @@ def _check_label_values(catalog, label_cols, label_kind, name, num_classes) -> N
         if bad.any():
             offending = list(dict.fromkeys(values[bad].tolist()))
             bound = f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)"
+            bad_rows = bad.any(axis=1)
             raise ValueError(
                 f"{name}: class labels must be integers in {bound} (num_classes={num_classes}), but "
-                f"{int(bad.any(axis=1).sum())} row(s) have {format_examples(offending)}. Map your classes to "
+                f"{int(bad_rows.sum())} row(s) have {format_examples(offending)}, e.g. id_str "
+                f"{format_examples(catalog['id_str'][bad_rows].tolist())}. Map your classes to "
                 "0..num_classes-1 (e.g. catalog['label'] = catalog['label'].astype('category').cat.codes)."
             )
 
