@@ -25,14 +25,14 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
 from zoobot.pytorch.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
 from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import unknown_option_error
 
-__all__ = ["GalaxyDataModule", "available_cpus"]
+__all__ = ["GalaxyDataModule", "EpochSeededRandomSampler", "available_cpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,49 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+class EpochSeededRandomSampler(RandomSampler):
+    """Random order of a training epoch, a function of ``(seed, epoch)`` only.
+
+    A ``RandomSampler`` with a persistent generator draws each epoch's order from the state the
+    previous epochs left behind, so a run resumed from a checkpoint at epoch k would see another
+    order than the uninterrupted run. Here epoch ``e`` is always shuffled by a generator seeded
+    from ``(seed, e)``. Lightning calls :meth:`set_epoch` before every epoch (including the first
+    epoch of a resumed run); in a plain loop the epoch counts up by one per ``iter()``.
+
+    Parameters
+    ----------
+    data_source : sized
+        The dataset.
+    seed : int
+        The data module's seed.
+
+    Examples
+    --------
+    >>> sampler = EpochSeededRandomSampler(range(5), seed=0)
+    >>> sampler.set_epoch(3)
+    >>> first = list(sampler)
+    >>> sampler.set_epoch(3)
+    >>> list(sampler) == first
+    True
+    """
+
+    def __init__(self, data_source, seed: int = 42):
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self._next_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle the next ``iter()`` as epoch ``epoch``."""
+        self._next_epoch = int(epoch)
+
+    def __iter__(self):
+        # a generator function: the epoch is read when the first index is drawn, i.e. after Lightning's
+        # set_epoch even if the DataLoader iterator was created earlier
+        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 def _pair(custom, what: str):
@@ -279,10 +322,13 @@ class GalaxyDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         workers = self.num_workers
+        # the shuffle depends on (seed, epoch) only, so a resumed run sees the same orders as an uninterrupted one;
+        # the loader's own generator only seeds the worker processes
+        sampler = EpochSeededRandomSampler(dataset, self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
