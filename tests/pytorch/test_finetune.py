@@ -222,6 +222,51 @@ def test_regressor_loss_and_label_checks():
         finetune.FinetuneableZoobotRegressor(name="tiny_cnn", loss="huber")
 
 
+def test_regressor_logs_rmse_computed_over_the_epoch(tmp_path):
+    x, y = _images(10, seed=3), torch.rand(10)
+    model = finetune.FinetuneableZoobotRegressor(name="tiny_cnn", learning_rate=0.01)
+    val = DataLoader(TensorDataset(x, y), batch_size=4)  # uneven batches: 4, 4, 2
+    trainer = _trainer(tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=5), val)
+    predictions = torch.from_numpy(model.predict(x)[:, 0])
+    expected = float(((predictions - y) ** 2).mean().sqrt())
+    assert float(trainer.callback_metrics["finetuning/val_rmse"]) == pytest.approx(expected, rel=1e-4)
+    assert float(trainer.callback_metrics["finetuning/val_loss"]) == pytest.approx(expected ** 2, rel=1e-3)
+
+
+def test_linear_sanity_check_and_image_logging(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+    train, val = _class_loaders(n=16)
+
+    class DataModule(L.LightningDataModule):
+        def train_dataloader(self):
+            return train
+
+        def val_dataloader(self):
+            return val
+
+    class ImageLogger(Logger):
+        name, version, images = "test", 0, []
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+        def log_image(self, key, images):
+            self.images.append((key, len(images)))
+
+    model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, run_linear_sanity_check=True,
+                                                  visualize_images=True)
+    image_logger = ImageLogger()
+    _trainer(tmp_path, logger=image_logger).fit(model, DataModule())
+    assert 0 <= model.linear_sanity_check_accuracy <= 1
+    assert image_logger.images == [("finetuning/train_images", 8)]
+
+
 def test_classifier_label_errors_e14():
     model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=3)
     assert model._prepare_labels(torch.tensor([0.0, 2.0, 1.0]), 3).dtype == torch.long
@@ -397,6 +442,8 @@ def test_checkpoint_round_trip_weights_only(classifier_checkpoint):
     np.testing.assert_allclose(loaded.predict(x), reference.predict(x), rtol=1e-6)
     overridden = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(path, learning_rate=0.5)
     assert overridden.learning_rate == 0.5
+    with pytest.raises(ValueError, match="holds a FinetuneableZoobotClassifier, not a FinetuneableZoobotRegressor"):
+        finetune.FinetuneableZoobotRegressor.load_from_checkpoint(path)
     metrics = pd.read_csv(path.parents[1] / "logs" / "metrics.csv")
     for column in ("finetuning/train_loss", "finetuning/val_loss", "finetuning/train_acc", "finetuning/val_acc"):
         assert column in metrics.columns
@@ -442,11 +489,10 @@ def test_checkpoint_of_custom_encoder_needs_it_again(tmp_path):
 
 
 def test_hub_encoder_checkpoint_loads_without_network_or_cache(offline_hub, tmp_path, monkeypatch):
+    from zoobot.pytorch.estimators.pretrained_encoders import cached_hub_snapshot
+
     model = finetune.FinetuneableZoobotClassifier(name="hf_hub:" + TINY_REPO, num_classes=2)
-    reference = saved_state_dict(pathlib.Path(offline_hub) / "hub" / ("models--" + TINY_REPO.replace("/", "--"))
-                                 / "snapshots" / next(iter(
-                                     (pathlib.Path(offline_hub) / "hub" / ("models--" + TINY_REPO.replace("/", "--"))
-                                      / "snapshots").iterdir())).name)
+    reference = saved_state_dict(cached_hub_snapshot(TINY_REPO))
     assert torch.equal(model.encoder.state_dict()["stem.0.weight"], reference["stem.0.weight"])
     trainer = _trainer(tmp_path)
     trainer.fit(model, *_class_loaders(n=8))
@@ -508,6 +554,8 @@ def test_finetune_from_zoobot_checkpoint(tree_checkpoint):
     assert torch.equal(model.encoder.blocks[0].conv.weight, tree.encoder.blocks[0].conv.weight)
     with pytest.raises(FileNotFoundError, match="No checkpoint file"):
         finetune.load_pretrained_zoobot(path.parent / "missing.ckpt")
+    with pytest.raises(ValueError, match="ZoobotTree.load_from_checkpoint.*zoobot_checkpoint_loc=path"):
+        finetune.FinetuneableZoobotClassifier.load_from_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,9 +607,10 @@ def test_seed_walkthrough_offline(offline_hub, tmp_path):
     best_checkpoint = trainer.checkpoint_callback.best_model_path
     finetuned_model = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(best_checkpoint)
     # ---
-    assert torch.equal(finetuned_model.encoder.stem[0].weight,
-                       saved_state_dict(next((pathlib.Path(offline_hub) / "hub" / ("models--" + DEFAULT_REPO.replace(
-                           "/", "--")) / "snapshots").iterdir()))["stem.0.weight"])
+    from zoobot.pytorch.estimators.pretrained_encoders import cached_hub_snapshot
+
+    reference = saved_state_dict(cached_hub_snapshot(DEFAULT_REPO))
+    assert torch.equal(finetuned_model.encoder.stem[0].weight, reference["stem.0.weight"])  # frozen, from the cache
     predict_dm = GalaxyDataModule(label_cols=None, predict_catalog=train_catalog.head(5), batch_size=4,
                                   resize_after_crop=64, num_workers=0)
     probabilities = finetuned_model.predict(predict_dm)

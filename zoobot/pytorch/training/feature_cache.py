@@ -20,14 +20,22 @@ the encoder would see bitwise the same input, and the cached features are what i
 - it can never train on stale features: with random augmentations (the default
   ``GalaxyDataModule`` training transform) the images differ every epoch, lookups miss, and the
   cache switches itself off after the second epoch (hit rate below :data:`MIN_HIT_RATE`);
-  deterministic training transforms (e.g. ``GalaxyDataModule(train_transform=...)`` without random
-  crops, rotations and flips) get the full speed-up; partly random ones (a flip only) still hit
-  once both versions of an image are cached;
+  deterministic training transforms get the full speed-up, e.g.
+  ``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``
+  (centre crop + resize, no augmentation); partly random ones (a flip only) still hit once both
+  versions of an image are cached;
 - validation images (always deterministic) are cached too.
 
 The images are still decoded by the DataLoader in later epochs; the encoder's forward pass, which
-dominates on a CPU, is skipped. Memory: ``n_images x feature_dim x 4`` bytes (e.g. 2 MB for 1,000
+dominates on a CPU, is skipped. Memory: ``n_images x feature_dim x 4`` bytes (e.g. 2.6 MB for 1,000
 galaxies and ConvNeXt-nano's 640 features), capped by ``max_bytes``.
+
+Measured (200 synthetic galaxies, 140 train + 20 val per epoch, 64 px, 1 CPU thread, frozen
+encoder, batch 32, busy shared machine): ConvNeXt-nano 3.9-4.9 s per epoch without the cache; with
+it 4.9 s for the first epoch and 0.73-0.79 s for later ones (about 6x). EfficientNet-B0: 2.4-3.8 s
+vs 0.74-0.86 s. Of the cached epoch, about 0.5 s is image decoding, which ``num_workers`` spreads
+over cores. Larger images cost the encoder quadratically more and the decoding less, so the gain
+grows with image size.
 """
 from __future__ import annotations
 
