@@ -120,6 +120,17 @@ def test_mc_dropout_samples_differ_and_match_full_forward_passes(votes_catalog, 
     assert tree.head[0].mc_active  # the model's own setting is restored afterwards
 
 
+def test_test_time_augmentation_draws_a_new_augmentation_per_sample(tmp_path, votes_catalog, tree):
+    catalog, _ = votes_catalog
+    catalog = catalog.iloc[:4]
+    save_loc = tmp_path / "tta.parquet"
+    samples = predict(catalog, tree, n_samples=3, test_time_dropout=False, test_time_augmentation=True,
+                      save_loc=save_loc, datamodule_kwargs=FAST)
+    assert (samples.std(axis=2) > 0).all()  # dropout off: only the random augmentations differ
+    metadata = load(save_loc)[3]
+    assert metadata["test_time_augmentation"] is True and metadata["test_time_dropout"] is False
+
+
 def test_other_model_kinds_and_their_default_names(tmp_path, votes_catalog):
     from zoobot.pytorch.training import finetune, representations
     from zoobot.pytorch.estimators.define_model import get_pytorch_encoder
@@ -137,6 +148,11 @@ def test_other_model_kinds_and_their_default_names(tmp_path, votes_catalog):
     assert pd.read_parquet(tmp_path / "c.parquet").columns.tolist() == [
         "id_str", "class_0_pred_0", "class_0_pred_mean", "class_1_pred_0", "class_1_pred_mean",
         "class_2_pred_0", "class_2_pred_mean"]
+
+    finetuned_tree = finetune.FinetuneableZoobotTree(schema=schemas.gz_rings_schema, name="tiny_cnn")
+    concentrations = predict(catalog, finetuned_tree, save_loc=tmp_path / "t.parquet", datamodule_kwargs=options)
+    assert concentrations.shape == (5, 2, 1) and ((concentrations > 1) & (concentrations < 101)).all()
+    assert "ring_yes_fraction" in pd.read_parquet(tmp_path / "t.parquet").columns
 
     regressor = finetune.FinetuneableZoobotRegressor(name="tiny_cnn", unit_interval=True)
     values = predict(catalog, regressor, n_samples=2, datamodule_kwargs=options)

@@ -224,12 +224,15 @@ def test_non_finite_loss_stops_training_naming_epoch_and_step(tmp_path, votes_ca
 def test_upstream_name_with_seed_spellings_and_a_cosine_schedule(tmp_path, votes_catalog):
     catalog, _ = votes_catalog
     train, val, _ = split_catalog(catalog, 0.8, 0.2, 0.0, seed=0)
-    model, trainer = twpl.train_default_zoobot_from_scratch(
-        tmp_path / "run", SCHEMA, train_catalog=train, val_catalog=val, epochs=3, gpus=0, batch_size=8,
-        num_workers=0, model_architecture="tiny_cnn", resize_size=32, color=True, learning_rate=1e-3,
-        scheduler_params={"cosine_schedule": True, "warmup_epochs": 1, "max_cosine_epochs": 2,
-                          "max_learning_rate_reduction_factor": 0.1},
-    )
+    with pytest.warns(UserWarning, match=r"mixed_precision=True is ignored: training runs on the CPU"):
+        model, trainer = twpl.train_default_zoobot_from_scratch(
+            tmp_path / "run", SCHEMA, train_catalog=train, val_catalog=val, epochs=3, gpus=0, batch_size=8,
+            num_workers=0, model_architecture="tiny_cnn", resize_size=32, color=True, learning_rate=1e-3,
+            mixed_precision=True,
+            scheduler_params={"cosine_schedule": True, "warmup_epochs": 1, "max_cosine_epochs": 2,
+                              "max_learning_rate_reduction_factor": 0.1},
+        )
+    assert trainer.precision == "32-true"
     assert model.channels == 3 and model.architecture_name == "tiny_cnn" and model.input_size == 32
     # warm-up epoch 0: lr x (0+1)/1; epoch 1 starts the decay at lr x 1; from epoch 2 = max_epochs the floor
     # lr x 0.1 (never lr squared)
