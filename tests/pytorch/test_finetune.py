@@ -423,7 +423,10 @@ def classifier_checkpoint(tmp_path_factory):
     model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, n_blocks=1, learning_rate=0.01,
                                                   class_weights=[1.0, 2.0])
     trainer = finetune.get_trainer(tmp, max_epochs=2, **{k: v for k, v in QUIET.items() if k != "logger"})
-    trainer.fit(model, *_class_loaders())
+    train, val = _class_loaders()
+    trainer.fit(model, train, val)
+    (tested,) = trainer.test(model, val, verbose=False)
+    assert set(tested) == {"finetuning/test_loss", "finetuning/test_acc"}
     return pathlib.Path(trainer.checkpoint_callback.best_model_path), model
 
 

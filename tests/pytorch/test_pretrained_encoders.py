@@ -133,3 +133,20 @@ def test_rebuild_encoder_matches_architecture_and_kwargs():
     assert kwargs == {"img_size": 64}
     rebuilt = pretrained_encoders.rebuild_encoder("test_vit", 3, kwargs)
     rebuilt.load_state_dict(vit.state_dict())  # same shapes (pos_embed depends on img_size)
+
+
+def test_registry_short_name_resolves_to_its_hub_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert parse_encoder_name("zoobot-encoder-resnet18") == ("registry", "zoobot-encoder-resnet18")
+    snapshot = make_fake_hub_cache(tmp_path, repo_id="mwalmsley/zoobot-encoder-resnet18", architecture="resnet18")
+    encoder = create_encoder("zoobot-encoder-resnet18")
+    _assert_same_weights(encoder, saved_state_dict(snapshot))
+
+
+def test_registry_name_without_weights_builds_the_architecture_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # empty cache
+    encoder = create_encoder("zoobot-encoder-greyscale-resnet18", pretrained=False)
+    assert pretrained_encoders.encoder_architecture(encoder) == "resnet18"
+    assert pretrained_encoders.encoder_channels(encoder) == 1  # greyscale registry entry
+    with pytest.raises(FileNotFoundError, match="zoobot-encoder-greyscale-resnet18"):
+        create_encoder("zoobot-encoder-greyscale-resnet18")
