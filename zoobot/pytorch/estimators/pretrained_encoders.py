@@ -26,6 +26,10 @@ they are downloaded through ``huggingface_hub`` -- unless ``HF_HUB_OFFLINE=1``, 
 
 All encoders return pooled features ``(B, num_features)`` (timm ``num_classes=0``) from images in
 [0, 1] (no mean/std normalisation inside).
+
+The Hugging Face cache helpers (:func:`hub_cache_dir`, :func:`hub_offline`,
+:func:`cached_hub_snapshot`, :func:`download_hub_snapshot`) need neither torch nor timm: importing
+this module imports neither (they are imported inside the functions that build encoders).
 """
 from __future__ import annotations
 
@@ -34,10 +38,12 @@ import logging
 import os
 import pathlib
 import warnings
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from zoobot.shared.errors import missing_dependency, unknown_option_error
+
+if TYPE_CHECKING:  # torch/timm are imported where used: the Hub-cache helpers work without them
+    from torch import nn
 
 __all__ = [
     "create_encoder",
@@ -488,6 +494,8 @@ def encoder_architecture(encoder: nn.Module) -> str | None:
 
 def encoder_channels(encoder: nn.Module, default: int = 3) -> int:
     """Input channels of ``encoder``: the ``in_channels`` of its first convolution (or ``default``)."""
+    from torch import nn
+
     encoder = _unwrap(encoder)
     for module in encoder.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
