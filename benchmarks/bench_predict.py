@@ -1,0 +1,236 @@
+"""Workload 3: predictions through ``predict`` (n_samples 1 and 5) and peak memory at 1k/10k/100k rows.
+
+Speed, each backend in its own process:
+
+1. the ceiling: encoder forward images/s on random tensors (same architecture, batch, size,
+   channels, threads; PyTorch channels_last as ``ZoobotTree`` runs), and the whole model's forward;
+2. ``predict_on_catalog.predict(catalog, model, n_samples=k, save_loc='....parquet')`` from jpg files
+   to a written parquet file, k = 1 and 5 interleaved (warm-up, then ``--repeats`` timed runs);
+3. ratios: predict(k=1) / forward ceiling (target >= 0.8) and time(k=5) / time(k=1) (target <= 1.3;
+   MC dropout runs the encoder once and only the head k times).
+
+Memory: one fresh process per catalog size (so the peak RSS is per size) predicts a catalog whose rows
+cycle through a few hundred jpgs on disk, every row with its own ``id_str``, with ``predict``'s
+default loader settings and ``save_loc`` parquet. To finish 100k rows in minutes it uses a **tiny
+model** (``tiny_cnn``, 64 px jpgs, 64 px input); the memory behaviour under test (chunked streaming to
+disk) does not depend on the encoder. Target: peak RSS grows < 10 % from 10k to 100k rows.
+
+    .venv/bin/python benchmarks/bench_predict.py                      # speed (224 px EfficientNet-B0) + memory
+    .venv/bin/python benchmarks/bench_predict.py --quick
+    .venv/bin/python benchmarks/bench_predict.py --skip-memory --n-images 320
+    .venv/bin/python benchmarks/bench_predict.py --skip-speed --memory-rows 1000,10000,100000
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+import tempfile
+import time
+
+import _common as C
+
+SAMPLES = (1, 5)
+
+
+def _model_call(settings) -> str:
+    return (f"predict_on_catalog.predict(catalog, model, n_samples=k, save_loc=path.parquet, "
+            f"datamodule_kwargs={{'batch_size': {settings['batch_size']}, 'num_workers': {settings['num_workers']}}})")
+
+
+def _time_predictions(predict, catalog, model, settings, tmp: pathlib.Path) -> dict:
+    """Interleaved k=1 / k=5 runs: warm-up, then timed repetitions."""
+    counts, seconds = {k: [] for k in SAMPLES}, {k: [] for k in SAMPLES}
+    kwargs = {"batch_size": settings["batch_size"], "num_workers": settings["num_workers"]}
+    for rep in range(settings["warmup"] + settings["repeats"]):
+        for k in SAMPLES:
+            save_loc = tmp / f"predictions_{rep}_{k}.parquet"
+            start = time.perf_counter()
+            out = predict(catalog, model, n_samples=k, save_loc=save_loc, datamodule_kwargs=kwargs)
+            elapsed = time.perf_counter() - start
+            if out.shape[:1] != (len(catalog),) or out.shape[-1] != k or not save_loc.exists():
+                raise RuntimeError(f"predict returned {out.shape} / no file for {len(catalog)} rows, n_samples={k}")
+            if rep >= settings["warmup"]:
+                counts[k].append(len(catalog))
+                seconds[k].append(elapsed)
+    return {f"n_samples_{k}": C.rate_summary(counts[k], seconds[k]) for k in SAMPLES}
+
+
+def torch_speed(settings, catalog, tmp) -> dict:
+    s = settings
+    torch = C.setup_torch(s["threads"])
+    from zoobot.pytorch.estimators.define_model import ZoobotTree
+    from zoobot.pytorch.predictions.predict_on_catalog import predict
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+
+    ceiling = C.torch_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"],
+                                    memory_format="channels_last", modes=("eval",))
+    model = ZoobotTree(schema.n_answers, schema=schema, architecture_name=s["architecture"], channels=1)
+    model.input_size = s["image_size"]
+    model.eval()
+    x = torch.rand(s["batch_size"], 1, s["image_size"], s["image_size"])
+
+    def model_forward():
+        with torch.inference_mode():
+            for _ in range(3):
+                model(x)
+        return 3 * s["batch_size"]
+
+    ceiling["model_eval"] = C.measure(model_forward, s["repeats"], s["warmup"])
+    out = _time_predictions(predict, catalog, model, s, tmp)
+    out.update(ceiling=ceiling, call=_model_call(s))
+    return out
+
+
+def tf_speed(settings, catalog, tmp) -> dict:
+    s = settings
+    tf = C.setup_tf(s["threads"])
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+    from zoobot.tensorflow.estimators.define_model import ZoobotTree
+    from zoobot.tensorflow.predictions.predict_on_catalog import predict
+
+    ceiling = C.strip_private(C.tf_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"],
+                                                 s["warmup"], modes=("eval",)))
+    model = ZoobotTree(schema.n_answers, schema=schema, architecture_name=s["architecture"], channels=1)
+    model.input_size = s["image_size"]
+    x = tf.random.uniform((s["batch_size"], s["image_size"], s["image_size"], 1))
+    model(x, training=False)
+    forward = tf.function(lambda images: model(images, training=False))
+
+    def model_forward():
+        for _ in range(3):
+            result = forward(x)
+        _ = result.numpy()
+        return 3 * s["batch_size"]
+
+    ceiling["model_eval"] = C.measure(model_forward, s["repeats"], s["warmup"])
+    out = _time_predictions(predict, catalog, model, s, tmp)
+    out.update(ceiling=ceiling, call=_model_call(s))
+    return out
+
+
+def memory_worker(backend: str, settings, n_rows: int, tmp: pathlib.Path) -> dict:
+    """Predict ``n_rows`` rows with a tiny model in this (fresh) process; report peak RSS."""
+    s = settings
+    base, _ = C.synthetic_catalog(s["data_dir"], s["memory_images"], s["memory_size"], n_workers=1)
+    catalog = C.repeat_catalog(base[["id_str", "file_loc"]], n_rows)
+    if backend == "torch":
+        C.setup_torch(s["threads"])
+        from zoobot.pytorch.estimators.define_model import ZoobotTree
+        from zoobot.pytorch.predictions.predict_on_catalog import predict
+    else:
+        C.setup_tf(s["threads"])
+        from zoobot.tensorflow.estimators.define_model import ZoobotTree
+        from zoobot.tensorflow.predictions.predict_on_catalog import predict
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+
+    model = ZoobotTree(schema.n_answers, schema=schema, architecture_name="tiny_cnn", channels=1)
+    model.input_size = s["memory_size"]
+    if backend == "tf":
+        import numpy as np
+
+        model(np.zeros((1, s["memory_size"], s["memory_size"], 1), dtype="float32"), training=False)
+    rss_before = C.current_rss_mb()
+    peak_before = C.peak_rss_mb()
+    save_loc = tmp / "predictions.parquet"
+    start = time.perf_counter()
+    out = predict(catalog, model, n_samples=1, save_loc=save_loc)
+    elapsed = time.perf_counter() - start
+    if out.shape[0] != n_rows or not save_loc.exists():
+        raise RuntimeError(f"predict returned {out.shape} for {n_rows} rows")
+    return {"rows": n_rows, "seconds": elapsed, "img_per_s": n_rows / elapsed, "rss_before_predict_mb": rss_before,
+            "peak_rss_before_predict_mb": peak_before, "peak_rss_mb": C.peak_rss_mb(),
+            "peak_rss_children_mb": C.peak_rss_mb(children=True), "output_mb": out.nbytes / 2 ** 20,
+            "file_mb": save_loc.stat().st_size / 2 ** 20,
+            "call": "predict_on_catalog.predict(catalog, tiny_cnn ZoobotTree, n_samples=1, save_loc=path.parquet)"}
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = C.make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=None, help="catalog rows of the speed part (default 192; quick 16)")
+    parser.add_argument("--num-workers", type=int, default=None, help="loader workers (default: --threads)")
+    parser.add_argument("--memory-rows", default=None,
+                        help="comma-separated catalog sizes of the memory part (default 1000,10000,100000; "
+                             "quick 64,128,256)")
+    parser.add_argument("--skip-speed", action="store_true", help="only the memory part")
+    parser.add_argument("--skip-memory", action="store_true", help="only the speed part")
+    parser.add_argument("--memory-rows-worker", type=int, default=None, help="(internal) one memory run")
+    args = parser.parse_args(argv)
+    settings = C.resolve_settings(args)
+    settings["n_images"] = args.n_images or (16 if args.quick else 192)
+    settings["num_workers"] = args.threads if args.num_workers is None else args.num_workers
+    settings["memory_rows"] = [int(v) for v in (args.memory_rows or ("64,128,256" if args.quick
+                                                                      else "1000,10000,100000")).split(",")]
+    settings["memory_images"] = 32 if args.quick else 300
+    settings["memory_size"] = 32 if args.quick else 64
+    peer = None if args.worker else C.check_peer_python(args.peer_python)
+
+    if args.worker:
+        with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+            tmp = pathlib.Path(tmp)
+            if args.memory_rows_worker is not None:
+                result = memory_worker(args.worker, settings, args.memory_rows_worker, tmp)
+            else:
+                catalog, _ = C.synthetic_catalog(settings["data_dir"], settings["n_images"], settings["source_size"])
+                work = torch_speed if args.worker == "torch" else tf_speed
+                result = work(settings, catalog[["id_str", "file_loc"]], tmp)
+            C.write_worker_result(args.worker_out, result)
+        return {}
+
+    results, tables = {}, {}
+    names = {"torch": "PyTorch", "tf": "TensorFlow", "peer": "upstream (peer env)"}
+    if not args.skip_speed:
+        catalog, _ = C.synthetic_catalog(settings["data_dir"], settings["n_images"], settings["source_size"],
+                                         n_workers=settings["threads"])
+        speed = {b: C.run_worker(__file__, b, argv, settings["threads"]) for b in settings["backends"]}
+        if peer:
+            speed["peer"] = C.run_peer(peer, "predict", dict(
+                settings, catalog=catalog[["id_str", "file_loc"]].to_dict(orient="list"), samples=list(SAMPLES)))
+        results["speed"] = speed
+        rows = []
+        for backend, r in speed.items():
+            if "n_samples_1" not in r:
+                continue
+            forward = r.get("ceiling", {}).get("eval")
+            n1, n5 = r["n_samples_1"], r["n_samples_5"]
+            rows.append([names[backend], n1, n5, forward, r.get("ceiling", {}).get("model_eval"),
+                         C.ratio(n1, forward), C.ratio(n5["seconds"], n1["seconds"])])
+        title = (f"Predictions from {settings['source_size']} px jpgs to parquet: {settings['architecture']}, "
+                 f"{settings['image_size']} px, greyscale, batch {settings['batch_size']}, {settings['n_images']} "
+                 f"galaxies, {settings['threads']} threads, {settings['num_workers']} loader workers")
+        tables[title] = C.markdown_table(
+            ["backend", "n_samples=1 img/s", "n_samples=5 img/s", "encoder fwd ceiling img/s",
+             "whole-model fwd img/s", "n1 / ceiling", "time n5 / time n1"], rows)
+
+    if not args.skip_memory:
+        memory = {}
+        for backend in settings["backends"]:
+            memory[backend] = []
+            C.synthetic_catalog(settings["data_dir"], settings["memory_images"], settings["memory_size"])
+            for n_rows in settings["memory_rows"]:
+                memory[backend].append(C.run_worker(__file__, backend, argv, settings["threads"],
+                                                    extra=["--memory-rows-worker", str(n_rows)]))
+        results["memory"] = memory
+        rows = []
+        for backend, runs in memory.items():
+            for run, previous in zip(runs, [None] + runs[:-1]):
+                growth = None if previous is None else run["peak_rss_mb"] / previous["peak_rss_mb"] - 1
+                rows.append([names[backend], run["rows"], run["img_per_s"], run["rss_before_predict_mb"],
+                             run["peak_rss_mb"], run["peak_rss_mb"] - run["rss_before_predict_mb"], growth,
+                             run["peak_rss_children_mb"], run["output_mb"]])
+        title = (f"Peak memory of predict (tiny_cnn, {settings['memory_size']} px jpgs cycling through "
+                 f"{settings['memory_images']} files, unique id_str per row, default loader settings, save_loc parquet)")
+        tables[title] = C.markdown_table(
+            ["backend", "rows", "img/s", "RSS before predict MiB", "peak RSS MiB", "peak - before MiB",
+             "peak growth vs previous size", "largest loader child MiB", "returned array MiB"], rows)
+    notes = ["targets (issue 7): n_samples=1 >= 0.8 x forward ceiling; time(n_samples=5) <= 1.3 x time(n_samples=1); "
+             "peak RSS grows < 10% from 10k to 100k rows",
+             "each memory size runs in a fresh process; peak RSS = ru_maxrss of that process (loader worker "
+             "processes are reported separately as the largest child)"]
+    if peer and "error" in results.get("speed", {}).get("peer", {}):
+        notes.append(f"peer run failed: {results['speed']['peer']['error']}")
+    return C.finish(__file__, args, argv, settings, tables, results, notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Workload 2: end-to-end training from jpg files through ``train`` (both backends).
+
+Each backend, in its own process:
+
+1. measures the ceiling: encoder forward+backward images/s on random tensors (same architecture,
+   batch, size, channels, threads; PyTorch in channels_last, as ``ZoobotTree`` runs);
+2. calls ``zoobot.pytorch.training.train_with_pytorch_lightning.train`` /
+   ``zoobot.tensorflow.training.train_with_keras.train`` exactly as a user does, on a catalog of
+   synthetic jpgs (``source_size`` px on disk, decoded, augmented and resized to ``image_size``),
+   with a callback that timestamps every epoch and batch;
+3. reports training images/s per epoch - the first epoch is the warm-up, the next ``--repeats``
+   epochs are timed - from the epoch start to the end of its last training batch (validation
+   excluded), split into time spent waiting for data and time in training steps.
+
+    .venv/bin/python benchmarks/bench_train.py                  # 224 px EfficientNet-B0, batch 32, 2 threads
+    .venv/bin/python benchmarks/bench_train.py --quick
+    .venv/bin/python benchmarks/bench_train.py --steps-per-epoch 5 --num-workers 1
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+import tempfile
+import time
+
+import _common as C
+
+
+def _epoch_stats(events: list[dict], batch_size: int) -> list[dict]:
+    """Per-epoch timings from the callback's timestamps."""
+    epochs = []
+    for epoch in events:
+        starts, ends = epoch["batch_start"], epoch["batch_end"]
+        if not ends:
+            continue
+        wait, previous = 0.0, epoch["start"]
+        for s, e in zip(starts, ends):
+            wait += s - previous
+            previous = e
+        seconds = ends[-1] - epoch["start"]
+        images = len(ends) * batch_size
+        epochs.append({"images": images, "seconds": seconds, "img_per_s": images / seconds,
+                       "data_wait_s": wait, "step_s": seconds - wait,
+                       "first_batch_wait_s": starts[0] - epoch["start"]})
+    return epochs
+
+
+def _summaries(epochs: list[dict], warmup: int) -> dict:
+    timed = epochs[warmup:] or epochs
+    out = {"epochs": epochs,
+           "train": C.rate_summary([e["images"] for e in timed], [e["seconds"] for e in timed]),
+           "steps_only": C.rate_summary([e["images"] for e in timed], [e["step_s"] for e in timed]),
+           "data_wait_fraction": C.summarise([e["data_wait_s"] / e["seconds"] for e in timed])}
+    return out
+
+
+def torch_worker(settings, catalogs, save_dir) -> dict:
+    s = settings
+    torch = C.setup_torch(s["threads"])
+    import lightning as L
+
+    from zoobot.pytorch.training.train_with_pytorch_lightning import train
+    from zoobot.shared.schemas import decals_dr5_ortho_schema
+
+    ceiling = C.torch_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"],
+                                    memory_format="channels_last", modes=("train",))
+
+    class Timer(L.Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.events.append({"start": time.perf_counter(), "batch_start": [], "batch_end": []})
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.events[-1]["batch_start"].append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.events[-1]["batch_end"].append(time.perf_counter())
+
+    timer = Timer()
+    start = time.perf_counter()
+    train(save_dir, decals_dr5_ortho_schema, train_catalog=catalogs["train"], val_catalog=catalogs["val"],
+          model_architecture=s["architecture"], batch_size=s["batch_size"], epochs=s["warmup"] + s["repeats"],
+          patience=1000, resize_size=s["image_size"], gpus=0, num_workers=s["num_workers"],
+          extra_callbacks=[timer])
+    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"])
+    out.update(ceiling=ceiling, total_seconds=time.perf_counter() - start, torch_threads=torch.get_num_threads(),
+               call=(f"train_with_pytorch_lightning.train(save_dir, decals_dr5_ortho_schema, train_catalog, val_catalog, "
+                     f"model_architecture={s['architecture']!r}, batch_size={s['batch_size']}, "
+                     f"epochs={s['warmup'] + s['repeats']}, resize_size={s['image_size']}, gpus=0, "
+                     f"num_workers={s['num_workers']}, extra_callbacks=[timer])"))
+    return out
+
+
+def tf_worker(settings, catalogs, save_dir) -> dict:
+    s = settings
+    C.setup_tf(s["threads"])
+    import keras
+
+    from zoobot.shared.schemas import decals_dr5_ortho_schema
+    from zoobot.tensorflow.training.train_with_keras import train
+
+    ceiling = C.strip_private(C.tf_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"],
+                                                 s["warmup"], modes=("train",)))
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.events.append({"start": time.perf_counter(), "batch_start": [], "batch_end": []})
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.events[-1]["batch_start"].append(time.perf_counter())
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.events[-1]["batch_end"].append(time.perf_counter())
+
+    timer = Timer()
+    start = time.perf_counter()
+    train(save_dir, decals_dr5_ortho_schema, train_catalog=catalogs["train"], val_catalog=catalogs["val"],
+          model_architecture=s["architecture"], batch_size=s["batch_size"], epochs=s["warmup"] + s["repeats"],
+          patience=1000, resize_size=s["image_size"], gpus=0, num_workers=s["num_workers"],
+          extra_callbacks=[timer])
+    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"])
+    out.update(ceiling=ceiling, total_seconds=time.perf_counter() - start,
+               call=(f"train_with_keras.train(save_dir, decals_dr5_ortho_schema, train_catalog, val_catalog, "
+                     f"model_architecture={s['architecture']!r}, batch_size={s['batch_size']}, "
+                     f"epochs={s['warmup'] + s['repeats']}, resize_size={s['image_size']}, gpus=0, "
+                     f"num_workers={s['num_workers']}, extra_callbacks=[timer])"))
+    return out
+
+
+def make_catalogs(settings) -> dict:
+    n_train = settings["batch_size"] * settings["steps_per_epoch"]
+    n_val = settings["batch_size"]
+    catalog, _ = C.synthetic_catalog(settings["data_dir"], n_train + n_val, settings["source_size"],
+                                     n_workers=settings["threads"])
+    return {"train": catalog.iloc[:n_train].reset_index(drop=True),
+            "val": catalog.iloc[n_train:].reset_index(drop=True)}
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = C.make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="training batches per epoch (default 3; quick 2)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data-loading workers passed to train() (default: --threads)")
+    args = parser.parse_args(argv)
+    settings = C.resolve_settings(args)
+    settings["steps_per_epoch"] = args.steps_per_epoch or (2 if args.quick else 3)
+    settings["num_workers"] = args.threads if args.num_workers is None else args.num_workers
+    peer = None if args.worker else C.check_peer_python(args.peer_python)
+    catalogs = make_catalogs(settings)
+    if args.worker:
+        with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+            work = torch_worker if args.worker == "torch" else tf_worker
+            C.write_worker_result(args.worker_out, work(settings, catalogs, pathlib.Path(tmp) / "run"))
+        return {}
+
+    results = {backend: C.run_worker(__file__, backend, argv, settings["threads"]) for backend in settings["backends"]}
+    if peer:
+        results["peer"] = C.run_peer(peer, "train", dict(
+            settings, train_catalog=catalogs["train"].to_dict(orient="list"),
+            val_catalog=catalogs["val"].to_dict(orient="list")))
+    rows = []
+    names = {"torch": "PyTorch train()", "tf": "TensorFlow train()", "peer": "upstream (peer env)"}
+    for backend, r in results.items():
+        if "train" not in r:
+            continue
+        ceiling = r.get("ceiling", {}).get("train")
+        rows.append([names[backend], r["train"], ceiling, C.ratio(r["train"], ceiling), r["steps_only"],
+                     C.ratio(r["steps_only"], ceiling), r["data_wait_fraction"]["median"]])
+    title = (f"Training from {settings['source_size']} px jpgs: {settings['architecture']}, {settings['image_size']} px, "
+             f"greyscale, batch {settings['batch_size']}, {settings['steps_per_epoch']} steps/epoch, "
+             f"{settings['threads']} threads, {settings['num_workers']} loader workers (img/s over epochs 2..)")
+    tables = {title: C.markdown_table(
+        ["run", "train img/s", "ceiling fwd+bwd img/s", "train / ceiling", "steps only img/s",
+         "steps / ceiling", "data-wait fraction"], rows)}
+    notes = ["train img/s = training images of an epoch / (epoch start -> end of its last training batch), "
+             "validation excluded; steps only = the same minus the time spent waiting for the next batch",
+             "target (issue 7): train / ceiling >= 0.8 in both backends"]
+    if peer and "error" in results.get("peer", {}):
+        notes.append(f"peer run failed: {results['peer']['error']}")
+    return C.finish(__file__, args, argv, settings, tables, results, notes)
+
+
+if __name__ == "__main__":
+    main()
