@@ -606,10 +606,14 @@ def test_seed_walkthrough_offline(offline_hub, tmp_path):
     model = finetune.FinetuneableZoobotClassifier(
         name="hf_hub:mwalmsley/zoobot-encoder-convnext_nano", num_classes=2, n_blocks=0)
     trainer = finetune.get_trainer(save_dir, accelerator="cpu", max_epochs=2, enable_progress_bar=False)
+    counter = _CountCalls(model.encoder)
     trainer.fit(model, datamodule)
     best_checkpoint = trainer.checkpoint_callback.best_model_path
     finetuned_model = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(best_checkpoint)
     # ---
+    # random augmentations: training images encoded every epoch; deterministic validation images once
+    n_train, n_val = len(datamodule.train_dataset), len(datamodule.val_dataset)
+    assert n_train <= 32 and counter.images == 2 * n_train + n_val
     from zoobot.pytorch.estimators.pretrained_encoders import cached_hub_snapshot
 
     reference = saved_state_dict(cached_hub_snapshot(DEFAULT_REPO))

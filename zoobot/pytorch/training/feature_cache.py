@@ -17,9 +17,10 @@ the encoder would see bitwise the same input, and the cached features are what i
 
 - it needs no cooperation from the data pipeline: any DataLoader, any shuffling, tuple or dict
   batches, workers or not;
-- it can never train on stale features: with random augmentations (the default
-  ``GalaxyDataModule`` training transform) the images differ every epoch, lookups miss, and the
-  cache switches itself off after the second epoch (hit rate below :data:`MIN_HIT_RATE`);
+- it can never train on stale features: with random augmentations the images differ every epoch,
+  lookups miss, and the cache switches itself off after the second epoch (hit rate below
+  :data:`MIN_HIT_RATE`); the finetuning classes skip caching training images from the start when
+  the data module uses zoobot's random ``TrainTransform`` (the ``GalaxyDataModule`` default);
   deterministic training transforms get the full speed-up, e.g.
   ``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``
   (centre crop + resize, no augmentation); partly random ones (a flip only) still hit once both

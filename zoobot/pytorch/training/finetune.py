@@ -741,6 +741,8 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if self.training:
             self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
         self.feature_cache.clear()
+        if self.cache_features is None and _augments_training_images(self._trainer):
+            self.feature_cache.disable("train")  # known random augmentations: nothing to reuse (val still cached)
         self._inputs_checked = False
         self._cache_warned = False
         if getattr(self, "run_linear_sanity_check", False):
@@ -1078,6 +1080,17 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         accuracy = float(clf.score(*feats["val"]))
         self.linear_sanity_check_accuracy = accuracy
         logger.info("Linear sanity check: logistic regression on frozen features reaches val accuracy %.3f", accuracy)
+
+
+def _augments_training_images(trainer) -> bool:
+    """True when the fit's data module trains on zoobot's random augmentations (``TrainTransform``)."""
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    transform = getattr(datamodule, "train_transform", None)
+    if transform is None:
+        return False
+    from zoobot.pytorch.datasets.transforms import TrainTransform
+
+    return isinstance(transform, TrainTransform)
 
 
 def _constructor_arguments(cls) -> set:
