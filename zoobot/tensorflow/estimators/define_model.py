@@ -666,8 +666,8 @@ def check_images(images, channels, where="the data") -> None:
         else:
             fix = "use colour images (GalaxyDataModule(greyscale=False) / train(color=True))"
         raise ChannelMismatchError(
-            f"{where}: the model expects {channels} channel(s) but got {shape[-1]} (tensor shape {shape}, layout "
-            f"NHWC). Fix: {fix}."
+            f"{where}: the model expects C={channels} channel(s) but the images have C={shape[-1]} (tensor shape "
+            f"{shape}, layout NHWC). Fix: {fix}."
         )
     values = tf.convert_to_tensor(images)
     if not values.dtype.is_floating:

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -421,16 +422,34 @@ def _requested_dropout(model, test_time_dropout):
     return own if isinstance(own, bool) else None
 
 
+# compiled steps per model, reused by later calls (tracing a model costs seconds)
+_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _make_step(spec: ModelSpec, dropout, samples: int):
     """A compiled ``step(images) -> (B, outputs, samples)`` and whether dropout is active.
 
     Zoobot models with an ``encoder`` and a ``head`` run the encoder once and the head ``samples``
     times (:func:`~zoobot.tensorflow.estimators.define_model.mc_dropout_samples`); other models run
-    ``samples`` times with their Monte Carlo dropout layers set on/off as requested.
+    ``samples`` times with their Monte Carlo dropout layers set on/off as requested. Steps are traced
+    once per (model, dropout, samples) and cached.
     """
+    key = (dropout, int(samples), spec.family, spec.channels)
+    cache = _STEPS.setdefault(spec.model, {})
+    if key not in cache:
+        cache[key] = _build_step(spec, dropout, samples)
+    step, active = cache[key]
+    if dropout is not None:  # a cached generic step was traced with these flags; keep the layers consistent
+        for layer in _mc_layers(spec.model):
+            layer.mc_active = bool(dropout)
+    return step, active
+
+
+def _build_step(spec: ModelSpec, dropout, samples: int):
     from zoobot.tensorflow.estimators.define_model import mc_dropout_samples
 
     model = spec.model
+    signature = tf.TensorSpec([None, None, None, spec.channels], tf.float32)
     encoder, head = getattr(model, "encoder", None), getattr(model, "head", None)
     mc_layers = _mc_layers(model)
     predict_output = getattr(model, "predict_output", None)
@@ -440,7 +459,7 @@ def _make_step(spec: ModelSpec, dropout, samples: int):
         has_dropout = any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in head.layers)
         active = has_dropout and (dropout if dropout is not None else bool(mc_layers))
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[signature])
         def step(images):
             out = mc_dropout_samples(encoder, head, images, samples, dropout=active)
             return tf.cast(post(tf.reshape(out, [tf.shape(out)[0], -1, samples])), tf.float32)
@@ -457,7 +476,7 @@ def _make_step(spec: ModelSpec, dropout, samples: int):
         out = out[0] if isinstance(out, (tuple, list)) else out
         return tf.cast(post(tf.reshape(out, [tf.shape(out)[0], -1])), tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[signature])
     def step(images):
         if not active:
             single = once(images)

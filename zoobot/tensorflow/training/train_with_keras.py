@@ -643,7 +643,35 @@ def _shard_dataset(records, args, global_batch_size, train: bool):
     dataset = tf.data.Dataset.zip((raw.unbatch(), seeds)).map(to_example, num_parallel_calls=parallel,
                                                               deterministic=True)
     dataset = dataset.batch(global_batch_size, drop_remainder=train)
+    rows = _shard_row_count(records)
+    if rows is not None:  # a known length lets Keras show progress and not warn at the end of each epoch
+        batches = rows // global_batch_size if train else -(-rows // global_batch_size)
+        if batches > 0:
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(args["prefetch_factor"] if args["num_workers"] > 0 else tf.data.AUTOTUNE)
+
+
+def _shard_row_count(records):
+    """Galaxies in ``records`` from the ``shard_config.json`` of their shard folder, when ``records`` are all
+    the shards of one split; None otherwise (the dataset length then stays unknown)."""
+    folders = {pathlib.Path(r).resolve().parent for r in records}
+    if len(folders) != 1:
+        return None
+    folder = folders.pop()
+    config_path = folder.parent / "shard_config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return None
+    split = next((name for name, rel in (config.get("split_dirs") or {}).items()
+                  if (folder.parent / rel).resolve() == folder), None)
+    count = (config.get("row_counts") or {}).get(split)
+    all_shards = {p.resolve() for p in folder.glob("*.tfrecord")}
+    if not isinstance(count, int) or {pathlib.Path(r).resolve() for r in records} != all_shards:
+        return None
+    return count
 
 
 def _check_first_batch(dataset, channels: int, schema, where: str) -> None:
