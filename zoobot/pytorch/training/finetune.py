@@ -740,6 +740,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             logger.info("Frozen encoder blocks run in eval mode (fixed BatchNorm statistics, no dropout).")
         if self.training:
             self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
+        self._validate_datamodule_labels(getattr(self._trainer, "datamodule", None))
         self.feature_cache.clear()
         if self.cache_features is None and _augments_training_images(self._trainer):
             self.feature_cache.disable("train")  # known random augmentations: nothing to reuse (val still cached)
@@ -852,6 +853,34 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         log_image = getattr(self.logger, "log_image", None)
         if callable(log_image):
             log_image(key="finetuning/train_images", images=[img for img in x[:8].detach().cpu()])
+
+    def _validate_datamodule_labels(self, datamodule) -> None:
+        """Check every label of the data module's catalogs before any model work (E2, E14), naming rows.
+
+        Works with data modules that expose ``label_cols`` and ``train_catalog``/``val_catalog``/
+        ``test_catalog`` DataFrames (``GalaxyDataModule``); others are checked batch by batch.
+        """
+        label_cols = list(getattr(datamodule, "label_cols", None) or [])
+        if not label_cols:
+            return
+        import pandas as pd
+
+        from zoobot.shared.catalogs import validate_catalog
+
+        kind, extra = self._catalog_label_kind()
+        for split in ("train", "val", "test"):
+            catalog = getattr(datamodule, f"{split}_catalog", None)
+            if isinstance(catalog, pd.DataFrame) and len(catalog) and all(c in catalog for c in label_cols):
+                validate_catalog(catalog, label_cols=label_cols, require_file_loc=False, label_kind=kind,
+                                 name=f"{split}_catalog", **extra)
+                self._check_catalog_labels(catalog, label_cols, f"{split}_catalog")
+
+    def _catalog_label_kind(self) -> tuple[str, dict]:
+        """(label_kind, extra validate_catalog keywords) of this task's labels."""
+        return "regression", {}
+
+    def _check_catalog_labels(self, catalog, label_cols: list, name: str) -> None:
+        """Task-specific checks of a catalog's labels beyond validate_catalog (none by default)."""
 
     # hooks for the task subclasses
     def _prepare_labels(self, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -1250,6 +1279,9 @@ class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
             )
         return y.long()
 
+    def _catalog_label_kind(self):
+        return "class", {"num_classes": self.num_classes}
+
     def compute_loss(self, output, y):
         return cross_entropy_loss(output, y, label_smoothing=self.label_smoothing, weight=self.class_weights)
 
@@ -1325,6 +1357,23 @@ class FinetuneableZoobotRegressor(FinetuneableZoobotAbstract):
                                  "Rescale the labels or use unit_interval=False.")
         return y
 
+    def _check_catalog_labels(self, catalog, label_cols, name):
+        if len(label_cols) != 1:
+            raise ValueError(f"{type(self).__name__} predicts one number per galaxy, but the data module has "
+                             f"{len(label_cols)} label columns {label_cols}; use one.")
+        if self.unit_interval:
+            values = catalog[label_cols[0]].to_numpy(dtype=float)
+            bad = (values < 0) | (values > 1)
+            if bad.any():
+                from zoobot.shared.errors import format_examples
+
+                raise ValueError(
+                    f"{name}: unit_interval=True needs labels in [0, 1], but {int(bad.sum())} row(s) of "
+                    f"{label_cols[0]!r} are outside, e.g. {format_examples(sorted(set(values[bad].tolist())))} "
+                    f"(id_str {format_examples(catalog['id_str'][bad].tolist())}). Rescale the labels or use "
+                    "unit_interval=False."
+                )
+
     def compute_loss(self, output, y):
         return self.loss_func(output, y)
 
@@ -1398,6 +1447,17 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
                 f"schema {self.schema.name!r}; got {tuple(y.shape)}. Use the schema's label_cols as label columns."
             )
         return y.float()
+
+    def _catalog_label_kind(self):
+        return "counts", {}
+
+    def _check_catalog_labels(self, catalog, label_cols, name):
+        if list(label_cols) != self.label_cols:
+            raise ValueError(
+                f"The data module's label_cols must be the schema's label_cols in order (schema {self.schema.name!r}, "
+                f"{len(self.label_cols)} answers); got {len(label_cols)} columns starting {list(label_cols)[:3]}. "
+                "Use GalaxyDataModule(label_cols=schema.label_cols, ...)."
+            )
 
     def compute_loss(self, output, y):
         return dirichlet_loss(output, y, self.question_index_groups)
