@@ -1,0 +1,1 @@
+"""Finetuning examples of the TensorFlow backend (twins of ``zoobot/pytorch/examples/finetuning``)."""
