@@ -294,6 +294,9 @@ def test_get_model_augmentation_only_in_training(tmp_path):
     training = [np.asarray(augmentation(x, training=True)) for _ in range(2)]
     assert training[0].shape == (3, 32, 32, 1) and not np.allclose(training[0], training[1])
     np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert isinstance(model, define_model.ZoobotModel) and model.channels == 1 and model.input_size == 48
+    with pytest.raises(PixelScaleError, match="expect floats in"):
+        model.predict(x * 255, verbose=0)
 
     tta = define_model.get_model(34, 48, architecture_name="tiny_cnn", crop_size=40, resize_size=32,
                                  always_augment=True, test_time_dropout=False)

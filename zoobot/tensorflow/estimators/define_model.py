@@ -41,6 +41,7 @@ from zoobot.tensorflow.training import losses
 __all__ = [
     "ENCODER_NAMES",
     "ZoobotTree",
+    "ZoobotModel",
     "get_tensorflow_encoder",
     "get_encoder",
     "get_encoder_dim",
@@ -1177,6 +1178,54 @@ def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, que
 # 7. the upstream functional API and loading
 # ---------------------------------------------------------------------------------------------
 
+@keras.saving.register_keras_serializable(package="zoobot")
+class ZoobotModel(keras.Model):
+    """A functional Keras model (built by :func:`get_model`) whose ``predict`` checks the first batch.
+
+    ``predict`` raises E7 (channels) or E8 (pixels outside [0, 1]) before any compute, and accepts
+    datasets of ``(images, id_str)`` (the ids are ignored), as ``ZoobotTree.predict`` does. Everything
+    else is ``keras.Model``'s functional API (``ZoobotModel(inputs, outputs, name=...)``).
+
+    Attributes
+    ----------
+    channels, input_size : int
+        From the input shape.
+    """
+
+    @property
+    def channels(self) -> int:
+        return int(self.input_shape[-1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.input_shape[1]) if self.input_shape[1] is not None else 224
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """``keras.Model.predict`` after the first-batch checks (E7, E8)."""
+        if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
+            if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
+                x.setup("predict")
+            x = x.predict_dataloader()
+        images = _first_images(x)
+        if images is not None:
+            check_images(images, self.channels, where=f"{self.name}.predict")
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(checkpoints.version_metadata())
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if not _VERSIONS_CHECKED.get():
+            checkpoints.check_format_version(config, _LOADING_PATH.get() or "the ZoobotModel being loaded")
+        for key in checkpoints.VERSION_KEYS:
+            config.pop(key, None)
+        return super().from_config(config, custom_objects=custom_objects)
+
+
 def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect_partial=False, channels=1,
               use_imagenet_weights=False, dropout_rate=0.2, test_time_dropout=True, *,
               architecture_name="efficientnet_b0", crop_size=None, resize_size=None,
@@ -1236,7 +1285,7 @@ def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect
         outputs = head(features)
     else:
         outputs = features
-    model = keras.Model(inputs, outputs, name="zoobot" if include_top else "zoobot_encoder")
+    model = ZoobotModel(inputs, outputs, name="zoobot" if include_top else "zoobot_encoder")
     if weights_loc is not None:
         load_weights(model, weights_loc, expect_partial=expect_partial)
     return model
