@@ -759,7 +759,9 @@ class ZoobotTree(L.LightningModule):
         if not self._versions_checked:  # resuming a fit through the Trainer
             from zoobot.shared.checkpoints import check_format_version
 
-            check_format_version(checkpoint, "the checkpoint being restored")
+            trainer = getattr(self, "_trainer", None)
+            path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+            check_format_version(checkpoint, path or "the checkpoint being restored")
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
