@@ -64,8 +64,8 @@ def torch_worker(settings, exchange: pathlib.Path) -> dict:
     transform = EvalTransform(1, s["image_size"])
     images = [transform(load_image(p)).permute(1, 2, 0).numpy() for p in s["paths"]]
     np.save(exchange / "images_torch.npy", np.stack(images))
-    speed = C.torch_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"],
-                                  memory_format="channels_last")
+    speed = {} if s["skip_speed"] else C.torch_encoder_rates(
+        s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"], memory_format="channels_last")
     return {"encoders": encoders, "speed": speed}
 
 
@@ -91,8 +91,8 @@ def tf_worker(settings, exchange: pathlib.Path) -> dict:
     transform = EvalTransform(1, s["image_size"])
     images = [transform(read_image_file(p, channels=3)).numpy() for p in s["paths"]]
     np.save(exchange / "images_tf.npy", np.stack(images))
-    speed = C.strip_private(C.tf_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"],
-                                               s["warmup"]))
+    speed = {} if s["skip_speed"] else C.strip_private(C.tf_encoder_rates(
+        s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"]))
     return {"encoders": encoders, "speed": speed}
 
 
@@ -124,9 +124,12 @@ def compare(exchange: pathlib.Path) -> dict:
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = C.make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--skip-speed", action="store_true",
+                        help="skip the speed comparison (bench_ceiling.py measures the same, in more detail)")
     parser.add_argument("--exchange-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = C.resolve_settings(args)
+    settings["skip_speed"] = bool(args.skip_speed)
     peer = None if args.worker else C.check_peer_python(args.peer_python)
     catalog, _ = C.synthetic_catalog(settings["data_dir"], N_IMAGES, settings["source_size"], label="ring")
     settings["paths"] = catalog["file_loc"].tolist()
@@ -150,26 +153,28 @@ def main(argv=None) -> dict:
     for name in dict.fromkeys(["tiny_cnn", settings["architecture"]]):
         t, k = torch_r.get("encoders", {}).get(name, {}), tf_r.get("encoders", {}).get(name, {})
         rows.append([f"{name} trainable parameters", t.get("trainable_params"), k.get("trainable_params"),
-                     t.get("trainable_params") == k.get("trainable_params") if t and k else None])
+                     "equal" if t and k and t["trainable_params"] == k["trainable_params"] else "DIFFERENT"])
         rows.append([f"{name} output width", t.get("output_dim"), k.get("output_dim"),
-                     t.get("output_dim") == k.get("output_dim") if t and k else None])
+                     "equal" if t and k and t["output_dim"] == k["output_dim"] else "DIFFERENT"])
     rows.append(["loss vs float64 oracle, max relative error", comparison.get("loss_torch_vs_oracle_max_rel"),
-                 comparison.get("loss_tf_vs_oracle_max_rel"), None])
+                 comparison.get("loss_tf_vs_oracle_max_rel"),
+                 f"PyTorch vs TF max abs {C.fmt(comparison.get('loss_torch_vs_tf_max_abs'))}"])
     rows.append(["loss of zero-vote galaxies, max abs value", comparison.get("loss_torch_zero_vote_rows_max_abs"),
-                 comparison.get("loss_tf_zero_vote_rows_max_abs"), None])
-    rows.append(["loss PyTorch vs TensorFlow, max abs difference", comparison.get("loss_torch_vs_tf_max_abs"), None,
-                 None])
-    rows.append([f"EvalTransform on {N_IMAGES} jpgs, max / mean abs pixel difference",
-                 comparison.get("eval_transform_max_abs_diff"), comparison.get("eval_transform_mean_abs_diff"), None])
-    tables["Parity of the two backends"] = C.markdown_table(["check", "PyTorch", "TensorFlow", "equal"], rows)
+                 comparison.get("loss_tf_zero_vote_rows_max_abs"), "must be 0"])
+    rows.append([f"EvalTransform output on {N_IMAGES} jpgs, [0, 1] pixels", "-", "-",
+                 f"max abs diff {C.fmt(comparison.get('eval_transform_max_abs_diff'))}, mean "
+                 f"{C.fmt(comparison.get('eval_transform_mean_abs_diff'))}"])
+    tables["Parity of the two backends"] = C.markdown_table(["check", "PyTorch", "TensorFlow", "comparison"], rows)
     speed_rows = []
     for mode, label in (("train", "fwd+bwd"), ("eval", "fwd")):
         t = torch_r.get("speed", {}).get(mode)
         k = tf_r.get("speed", {}).get(mode)
-        speed_rows.append([label, t, k, C.ratio(k, t)])
-    tables[(f"Encoder speed, {settings['architecture']} {settings['image_size']} px greyscale, batch "
+        if t or k:
+            speed_rows.append([label, t, k, C.ratio(k, t)])
+    if speed_rows:
+        tables[(f"Encoder speed, {settings['architecture']} {settings['image_size']} px greyscale, batch "
             f"{settings['batch_size']}, {settings['threads']} threads (PyTorch channels_last)")] = C.markdown_table(
-        ["pass", "PyTorch img/s", "TensorFlow img/s", "TF / PyTorch"], speed_rows)
+            ["pass", "PyTorch img/s", "TensorFlow img/s", "TF / PyTorch"], speed_rows)
     return C.finish(__file__, args, argv, settings, tables, results, notes)
 
 

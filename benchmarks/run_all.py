@@ -19,7 +19,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ("bench_ceiling", "bench_train", "bench_predict", "bench_finetune", "bench_shards", "bench_data",
-           "parity_torch_vs_tf")
+           "parity_torch_vs_tf", "bench_synthetic")
 
 
 def render_markdown(payloads: list[dict]) -> str:
@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     payloads, failed = [], []
     for name in scripts:
         extra = list(passthrough)
-        if name == "bench_shards" and any(a.startswith("--backends") for a in extra):
-            # shards exist only in TensorFlow: drop a backend list that would include torch
+        if name in ("bench_shards", "bench_synthetic") and any(a.startswith("--backends") for a in extra):
+            # shards exist only in TensorFlow, the generator uses no framework: keep their own backend lists
             drop = [i for i, a in enumerate(extra) if a.startswith("--backends")]
             for i in reversed(drop):
                 del extra[i: i + (1 if "=" in extra[i] else 2)]

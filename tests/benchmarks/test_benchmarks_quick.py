@@ -1,0 +1,226 @@
+"""Every benchmark script's ``--quick`` mode, run as a user runs it (a subprocess).
+
+Checks that each script prints its markdown table(s) and writes valid JSON with the keys the docs
+and ``run_all.py`` rely on; no timing is asserted (the machine is shared). ``--peer-python`` with a
+path that does not exist must fail clearly (exit status 2, message naming the option) before any
+work. Heavier variants (both backends for every script, the peer mode driven by this very python)
+are marked ``slow``.
+
+To stay within the test budget each default test runs one backend, the two backends alternating
+across scripts, so both backends' code of every workload type is exercised.
+"""
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
+SCRIPTS = ("bench_ceiling", "bench_train", "bench_predict", "bench_finetune", "bench_shards", "bench_data",
+           "parity_torch_vs_tf", "bench_synthetic")
+PAYLOAD_KEYS = {"benchmark", "command", "settings", "machine", "results", "tables", "notes"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One cache of synthetic jpgs shared by every script run of this module."""
+    return tmp_path_factory.mktemp("bench_data")
+
+
+def run_script(name, out, data_dir, *args, timeout=600):
+    command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out), "--data-dir",
+               str(data_dir), *[str(a) for a in args]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(REPO))
+
+
+def describe(result) -> str:
+    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+
+
+def check_payload(result, out, name) -> dict:
+    """The printed tables and the JSON file every script must produce."""
+    assert result.returncode == 0, describe(result)
+    payload = json.loads(out.read_text())
+    assert PAYLOAD_KEYS <= set(payload), sorted(payload)
+    assert payload["benchmark"] == name
+    assert payload["command"].startswith(f".venv/bin/python benchmarks/{name}.py") and "--quick" in payload["command"]
+    assert payload["settings"]["quick"] is True and payload["settings"]["threads"] == (
+        1 if name == "bench_synthetic" else 2)
+    assert payload["machine"]["nproc"] >= 1 and payload["machine"]["versions"]["zoobot"]
+    assert payload["tables"], "no table"
+    for title, table in payload["tables"].items():
+        header, rule, *rows = table.splitlines()
+        assert header.startswith("| ") and rule.startswith("|---"), table
+        assert rows, f"table {title!r} has no rows"
+        assert all(row.count("|") == header.count("|") for row in rows), table
+        assert f"## {title}" in result.stdout and header in result.stdout
+    return payload
+
+
+def positive(summary) -> bool:
+    """A timing summary with a positive finite median and min <= median <= max."""
+    return summary["median"] > 0 and summary["min"] <= summary["median"] <= summary["max"] and summary["n"] >= 1
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_ceiling_quick_both_backends(tmp_path, data_dir):
+    out = tmp_path / "ceiling.json"
+    payload = check_payload(run_script("bench_ceiling", out, data_dir), out, "bench_ceiling")
+    results = payload["results"]
+    for variant in ("contiguous", "channels_last"):
+        assert positive(results["torch"][variant]["train"]) and positive(results["torch"][variant]["eval"])
+    assert positive(results["tf"]["keras"]["train"]) and positive(results["tf"]["keras"]["eval"])
+    assert results["tf"]["keras"]["eval"]["n"] == payload["settings"]["repeats"] == 3
+
+
+@pytest.mark.torch
+def test_train_quick_torch(tmp_path, data_dir):
+    out = tmp_path / "train.json"
+    payload = check_payload(run_script("bench_train", out, data_dir, "--backends", "torch"), out, "bench_train")
+    r = payload["results"]["torch"]
+    # warm-up epoch + 3 timed epochs, each of steps_per_epoch full batches
+    assert len(r["epochs"]) == 4 and all(e["images"] == 2 * 8 for e in r["epochs"])
+    assert positive(r["train"]) and positive(r["ceiling"]["train"]) and r["train"]["n"] == 3
+    assert 0 <= r["data_wait_fraction"]["median"] <= 1
+    assert "train_with_pytorch_lightning.train(" in r["call"]
+
+
+@pytest.mark.tf
+def test_predict_quick_tf(tmp_path, data_dir):
+    out = tmp_path / "predict.json"
+    payload = check_payload(run_script("bench_predict", out, data_dir, "--backends", "tf", "--memory-rows", "40,80"),
+                            out, "bench_predict")
+    speed, memory = payload["results"]["speed"]["tf"], payload["results"]["memory"]["tf"]
+    assert positive(speed["n_samples_1"]) and positive(speed["n_samples_5"]) and positive(speed["ceiling"]["eval"])
+    assert [run["rows"] for run in memory] == [40, 80]
+    for run in memory:
+        assert run["peak_rss_mb"] >= run["rss_before_predict_mb"] > 0
+        assert run["output_mb"] == pytest.approx(run["rows"] * 34 * 4 / 2 ** 20)
+
+
+@pytest.mark.tf
+def test_finetune_quick_tf(tmp_path, data_dir):
+    out = tmp_path / "finetune.json"
+    payload = check_payload(run_script("bench_finetune", out, data_dir, "--backends", "tf", "--configs",
+                                       "no_cache,cache"), out, "bench_finetune")
+    r = payload["results"]["tf"]
+    for config in ("no_cache", "cache"):
+        assert len(r[config]["epoch_seconds"]) == 4 and r[config]["first_epoch_s"] > 0
+        assert positive(r[config]["later_epochs_s"]) and r[config]["speedup_later_vs_first"] > 0
+    assert "default" not in r
+
+
+@pytest.mark.tf
+def test_shards_quick(tmp_path, data_dir):
+    out = tmp_path / "shards.json"
+    payload = check_payload(run_script("bench_shards", out, data_dir), out, "bench_shards")
+    r = payload["results"]["tf"]
+    for key in ("write", "read_in_order", "read_shuffled", "read_with_model"):
+        assert positive(r[key]), key
+    assert r["n_shards"] >= 3  # train, val and test shards (8 galaxies per file)
+
+
+def test_shards_refuse_the_torch_backend(tmp_path, data_dir):
+    result = run_script("bench_shards", tmp_path / "x.json", data_dir, "--backends", "torch")
+    assert result.returncode == 2 and "only the TensorFlow backend" in result.stderr, describe(result)
+
+
+@pytest.mark.torch
+def test_data_quick_torch(tmp_path, data_dir):
+    out = tmp_path / "data.json"
+    payload = check_payload(run_script("bench_data", out, data_dir, "--backends", "torch"), out, "bench_data")
+    r = payload["results"]["torch"]
+    for key in ("decode_full", "decode_pipeline_scale", "decode_half_scale", "train_transform", "eval_transform",
+                "loader"):
+        assert positive(r[key]), key
+    assert r["min_source_size"]["train"] > r["min_source_size"]["eval"] >= 32
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_parity_quick_both_backends(tmp_path, data_dir):
+    out = tmp_path / "parity.json"
+    payload = check_payload(run_script("parity_torch_vs_tf", out, data_dir), out, "parity_torch_vs_tf")
+    results = payload["results"]
+    torch_cnn, tf_cnn = results["torch"]["encoders"]["tiny_cnn"], results["tf"]["encoders"]["tiny_cnn"]
+    assert torch_cnn == tf_cnn == {"trainable_params": torch_cnn["trainable_params"], "output_dim": 128}
+    comparison = results["comparison"]
+    # the loss is checked against the float64 oracle in both backends; zero-vote galaxies give exactly 0
+    assert comparison["loss_torch_vs_oracle_max_rel"] < 1e-3 and comparison["loss_tf_vs_oracle_max_rel"] < 1e-3
+    assert comparison["loss_torch_zero_vote_rows_max_abs"] == 0 == comparison["loss_tf_zero_vote_rows_max_abs"]
+    assert comparison["eval_transform_shapes"][0] == comparison["eval_transform_shapes"][1] == [8, 32, 32, 1]
+
+
+def test_synthetic_quick(tmp_path, data_dir):
+    out = tmp_path / "synthetic.json"
+    payload = check_payload(run_script("bench_synthetic", out, data_dir), out, "bench_synthetic")
+    results = payload["results"]
+    assert payload["settings"]["threads"] == 1 and payload["settings"]["sizes"] == [32, 64]
+    assert positive(results["32"]) and positive(results["64"]) and results["64"]["n"] == 3
+    assert results["generator_version"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_missing_peer_python_fails_clearly_before_any_work(tmp_path, name):
+    out = tmp_path / "never.json"
+    missing = tmp_path / "no-such-env" / "bin" / "python"
+    result = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out),
+                             "--data-dir", str(tmp_path / "data"), "--peer-python", str(missing)],
+                            capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert result.returncode == 2, describe(result)
+    assert f"--peer-python {missing}: no such file" in result.stderr
+    assert "upstream Zoobot" in result.stderr
+    assert not out.exists() and not (tmp_path / "data").exists()  # nothing was generated or measured
+
+
+def test_run_all_renders_every_table_with_its_command(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_run_all", BENCHMARKS / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    payload = {"benchmark": "bench_x", "command": ".venv/bin/python benchmarks/bench_x.py --quick",
+               "settings": {"threads": 2}, "notes": ["a note"], "tables": {"Title A": "| a |\n|---|\n| 1 |"},
+               "machine": {"nproc": 2, "cpu": "cpu", "load_average_1_5_15": [1, 1, 1], "date": "today"}}
+    text = run_all.render_markdown([payload])
+    assert "### bench_x" in text and "`.venv/bin/python benchmarks/bench_x.py --quick`" in text
+    assert "**Title A**\n\n| a |\n|---|\n| 1 |" in text and "- a note" in text
+    assert set(run_all.SCRIPTS) == set(SCRIPTS)
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--only", "bench_nope"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "bench_nope" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.tf
+def test_every_script_quick_with_both_backends(tmp_path, data_dir):
+    """run_all --quick: every script, every backend."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--data-dir", str(data_dir),
+                             "--out-dir", str(tmp_path), "--markdown", str(tmp_path / "all.md")],
+                            capture_output=True, text=True, timeout=1800, cwd=str(REPO))
+    assert result.returncode == 0, describe(result)
+    for name in SCRIPTS:
+        payload = json.loads((tmp_path / f"{name}.json").read_text())
+        assert PAYLOAD_KEYS <= set(payload)
+        backends = payload["settings"]["backends"]
+        assert backends == {"bench_shards": ["tf"], "bench_synthetic": []}.get(name, ["torch", "tf"])
+    text = (tmp_path / "all.md").read_text()
+    assert all(f"### {name}" in text for name in SCRIPTS)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_peer_mode_runs_a_peer_python(tmp_path, data_dir):
+    """The peer mechanics, driven by this environment's python (which has no upstream Zoobot): the peer's
+    versions and exact calls are recorded, and a failing upstream call is reported instead of crashing."""
+    out = tmp_path / "ceiling.json"
+    result = run_script("bench_ceiling", out, data_dir, "--backends", "torch", "--peer-python", sys.executable)
+    payload = check_payload(result, out, "bench_ceiling")
+    peer = payload["results"]["peer"]
+    assert peer["versions"]["executable"] and peer["versions"]["torch"]
+    assert peer["calls"][0].startswith("timm.create_model('tiny_cnn'")
+    assert "Unknown model" in peer["error"]  # tiny_cnn is ours, not timm's: recorded, not raised
+    assert any("peer run failed" in note for note in payload["notes"])
