@@ -231,7 +231,7 @@ def _multiquestion_nll(labels, predictions, columns, owners, n_questions) -> tor
 
 
 def calculate_multiquestion_loss(labels: torch.Tensor, predictions: torch.Tensor, question_index_groups,
-                                 careful: bool = False) -> torch.Tensor:
+                                 careful: bool = False, *, sum_over_questions: bool = False) -> torch.Tensor:
     """Per-galaxy, per-question Dirichlet-multinomial loss.
 
     Parameters
@@ -245,11 +245,14 @@ def calculate_multiquestion_loss(labels: torch.Tensor, predictions: torch.Tensor
     careful : bool
         Accepted for upstream compatibility only. Upstream replaced NaN losses with 0; zoobot never hides
         non-finite values (training stops with an error instead), so ``True`` only warns.
+    sum_over_questions : bool, keyword-only, default False
+        True: return one loss per galaxy (the sum over questions), shape (B,). The same keyword as the
+        TensorFlow twin, so a call means the same thing in both backends.
 
     Returns
     -------
     Tensor (B, n_questions)
-        0 exactly where a question has no votes.
+        0 exactly where a question has no votes; (B,) if ``sum_over_questions``.
 
     Raises
     ------
@@ -272,8 +275,9 @@ def calculate_multiquestion_loss(labels: torch.Tensor, predictions: torch.Tensor
     groups = validate_question_index_groups(question_index_groups)
     columns, owners = _answer_to_question_index(groups)
     _check_widths(labels, predictions, groups[-1][1] + 1)
-    return _multiquestion_nll(labels, predictions, columns.to(predictions.device), owners.to(predictions.device),
+    loss = _multiquestion_nll(labels, predictions, columns.to(predictions.device), owners.to(predictions.device),
                               len(groups))
+    return loss.sum(dim=1) if sum_over_questions else loss
 
 
 class MultiquestionLoss(nn.Module):
