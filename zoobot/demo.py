@@ -54,7 +54,7 @@ class DemoSettings:
     #: image side in pixels (synthetic images are rendered at this size)
     image_size: int = 64
     pretrain_epochs: int = 6
-    finetune_epochs: int = 10
+    finetune_epochs: int = 8
     #: encoder blocks trained while finetuning (-1 = all; 0 = head only)
     finetune_blocks: int = -1
     finetune_learning_rate: float = 1e-3

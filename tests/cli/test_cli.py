@@ -285,3 +285,28 @@ def test_shard_writes_tfrecords_with_tensorflow(rings_catalog_csv, tmp_path):
     assert written and all(p.stat().st_size > 0 for p in written)
     n_rows = sum(len(pd.read_parquet(shard_dir / f"{split}_catalog.parquet")) for split in ("train", "val", "test"))
     assert n_rows == len(pd.read_csv(rings_catalog_csv))
+
+
+@pytest.mark.slow
+def test_tensorflow_train_predict_and_representations(votes_catalog_csv, tmp_path):
+    save_dir = tmp_path / "keras_run"
+    trained = run_zoobot("--backend", "tensorflow", "train", "--catalog", votes_catalog_csv, "--schema",
+                         "decals_dr5_ortho", "--save-dir", save_dir, "--architecture", "tiny_cnn", "--resize-size",
+                         IMAGE_SIZE, "--epochs", 1, "--batch-size", 8, "--num-workers", 0, "--gpus", 0)
+    assert trained.returncode == 0, describe(trained)
+    best = trained.stdout.split("Best checkpoint: ")[1].split()[0]
+    assert best.endswith(".keras")
+    preds = tmp_path / "keras_preds.parquet"
+    predicted = run_zoobot("--backend", "tensorflow", "predict", "--catalog", votes_catalog_csv, "--checkpoint", best,
+                           "--save-loc", preds, "--num-workers", 0)
+    assert predicted.returncode == 0, describe(predicted)
+    catalog = pd.read_csv(votes_catalog_csv, dtype={"id_str": str})
+    assert load(preds)[0]["id_str"].tolist() == catalog["id_str"].tolist()
+    reps = tmp_path / "keras_reps.parquet"
+    represented = run_zoobot("--backend", "tensorflow", "representations", "--catalog", votes_catalog_csv,
+                             "--checkpoint", best, "--save-loc", reps, "--num-workers", 0)
+    assert represented.returncode == 0, describe(represented)
+    assert pd.read_parquet(reps).shape == (len(catalog), 1 + 128)
+    # a Keras model with the PyTorch backend is refused with the fix
+    wrong = run_zoobot("predict", "--catalog", votes_catalog_csv, "--checkpoint", best, "--save-loc", preds)
+    assert wrong.returncode == 1 and "--backend tensorflow" in wrong.stderr

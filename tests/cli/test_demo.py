@@ -21,7 +21,7 @@ def _png_size(path):
     return struct.unpack(">II", header[16:24])
 
 
-def test_quick_demo_writes_report_figures_and_predictions_then_reuses_the_pretrained_model(tmp_path):
+def test_quick_demo_writes_report_figures_and_predictions(tmp_path):
     save_dir = tmp_path / "demo"
     result = run_zoobot("demo", "--quick", "--n-galaxies", 60, "--save-dir", save_dir)
     assert result.returncode == 0, describe(result)
@@ -47,14 +47,24 @@ def test_quick_demo_writes_report_figures_and_predictions_then_reuses_the_pretra
     tree_preds = pd.read_parquet(save_dir / "predictions" / "tree_predictions.parquet")
     assert tree_preds["id_str"].tolist() == tree_test["id_str"].tolist()
 
-    # a rerun with the same settings reuses the cached pretrained model
+
+
+@pytest.mark.slow
+def test_demo_rerun_reuses_the_cached_pretrained_model(tmp_path):
+    save_dir = tmp_path / "demo"
+    first = run_zoobot("demo", "--quick", "--n-galaxies", 40, "--save-dir", save_dir)
+    assert first.returncode == 0, describe(first)
     checkpoint = save_dir / "pretrained_tree_pytorch" / "tree_model.ckpt"
     modified = checkpoint.stat().st_mtime_ns
-    again = run_zoobot("demo", "--quick", "--n-galaxies", 60, "--save-dir", save_dir)
+    again = run_zoobot("demo", "--quick", "--n-galaxies", 40, "--save-dir", save_dir)
     assert again.returncode == 0, describe(again)
     assert "Pretrained tree model: reusing" in again.stdout
     assert checkpoint.stat().st_mtime_ns == modified
-    assert "Reused a decision-tree model" in report.read_text()
+    assert "Reused a decision-tree model" in (save_dir / "report.md").read_text()
+    # other settings: trained again
+    changed = run_zoobot("demo", "--quick", "--n-galaxies", 40, "--n-pretrain", 120, "--save-dir", save_dir)
+    assert changed.returncode == 0, describe(changed)
+    assert "Pretraining a tiny_cnn decision-tree model on 120 galaxies" in changed.stdout
 
 
 def test_demo_rejects_bad_settings_before_any_work(tmp_path):

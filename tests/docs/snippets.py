@@ -8,7 +8,8 @@ The convention (documented for writers in ``docs/writing_docs.md``):
   because it needs something the tests do not have (REASON is required, e.g. "needs the real
   GZ DECaLS images" or "needs a GPU");
 - ``<!-- docs-test: new-process -->`` right before a ``python`` block: this block and the ones after
-  it run in a new process (so a page can show PyTorch and TensorFlow, never both in one process);
+  it run in a new process, in the same folder (so a page can show PyTorch and TensorFlow, never both in
+  one process, and the second part can read files the first wrote);
 - ``<!-- docs-test: slow -->`` anywhere in a page: its blocks run only in the slow suite
   (``pytest -m slow``);
 - other languages (``bash``, ``text``, ``json``, ...) are shown only. ``py``, ``python3``, ``pycon``

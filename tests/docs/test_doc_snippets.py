@@ -33,10 +33,9 @@ def _run_blocks(blocks, cwd, timeout=600):
 
 
 def _check_page(page, tmp_path):
-    for i, blocks in enumerate(page.runs()):
-        workdir = tmp_path / f"process_{i}"
-        workdir.mkdir()
-        result = _run_blocks(blocks, workdir)
+    # one folder per page: a new process starts with fresh Python state but sees the files written before
+    for blocks in page.runs():
+        result = _run_blocks(blocks, tmp_path)
         assert result.returncode == 0, (
             f"{page.name}: a code block failed (blocks from line {blocks[0].line}):\n"
             f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"

@@ -87,8 +87,9 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
         datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint),
         test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
     )
-    click.echo(f"Wrote predictions for {predictions.shape[0]} galaxies ({predictions.shape[1]} outputs x "
-               f"{predictions.shape[2]} samples) to {save_loc}")
+    n_galaxies, n_outputs, n_samples_written = predictions.shape
+    click.echo(f"Wrote predictions for {n_galaxies} galaxies ({n_outputs} outputs x {n_samples_written} "
+               f"sample{'s' if n_samples_written != 1 else ''}) to {save_loc}")
     if summary:
         from zoobot.shared.load_predictions import predictions_to_summary, summary_paths
 

@@ -383,9 +383,11 @@ def plot_training_curves(runs: Mapping[str, object], save_loc, title: str | None
         pair = next((p for p in _LOSS_PAIRS if p[0] in metrics.columns or p[1] in metrics.columns), None)
         if pair is None:
             raise ValueError(f"{path} has none of the loss columns {[c for p in _LOSS_PAIRS for c in p]}")
+        epochs = set()
         for column, label, color in ((pair[0], "train", "#0969da"), (pair[1], "validation", "#cf222e")):
             if column in metrics.columns:
                 series = metrics[column].dropna()
+                epochs.update(series.index + 1)
                 ax.plot(series.index + 1, series.values, marker="o", ms=3.5, color=color, label=f"{label} loss")
         ax.set_xlabel("epoch")
         ax.set_ylabel(pair[0].split("/")[-1].replace("train_", "").replace("_", " "))
@@ -400,10 +402,11 @@ def plot_training_curves(runs: Mapping[str, object], save_loc, title: str | None
             twin.set_ylabel("accuracy")
             twin.set_ylim(0, 1.02)
             handles, labels = handles + line, labels + ["validation accuracy"]
-        ax.legend(handles, labels, fontsize=8)
-        epochs = metrics.index + 1
-        if len(epochs) <= 12:
-            ax.set_xticks(list(epochs))
+        # below the panel, so that it never hides a curve
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(labels),
+                  frameon=False)
+        if 0 < len(epochs) <= 15:
+            ax.set_xticks(sorted(epochs))
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
