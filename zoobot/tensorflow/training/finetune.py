@@ -1148,6 +1148,8 @@ class FinetuneableZoobotAbstract(keras.Model):
                                        lr_factors=self.lr_factors(), global_clipnorm=gradient_clip_val)
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
+        # built now, not while the train step is traced: a step that creates variables is traced twice
+        self.optimizer.build(self.trainable_variables)
 
     # ------------------------------------------------------------------------- forward
     def build(self, input_shape=None):
@@ -1207,10 +1209,13 @@ class FinetuneableZoobotAbstract(keras.Model):
         with tf.GradientTape() as tape:
             features = self._features(x, training=True, stage="train")
             output = self.output_from_features(features, training=True)
-            loss = tf.debugging.check_numerics(self.compute_loss_value(output, y), NONFINITE_LOSS_MARKER)
+            loss = self.compute_loss_value(output, y)
         variables = self.trainable_variables
         gradients = tape.gradient(loss, variables)
-        self.optimizer.apply(gradients, variables)
+        # a NaN/inf loss stops training before the weights are touched (the Trainer names epoch and step)
+        with tf.control_dependencies([tf.debugging.check_numerics(loss, NONFINITE_LOSS_MARKER)]):
+            gradients = [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g) for g in gradients]
+            self.optimizer.apply(gradients, variables)
         return self._update_metrics(loss, output, y, "train")
 
     def test_step(self, data):
@@ -1259,12 +1264,26 @@ class FinetuneableZoobotAbstract(keras.Model):
         raise NotImplementedError
 
     def check_labels(self, labels, where: str = "the labels") -> None:
-        """Check labels before training (E14 and friends); ``labels`` as numpy, (N,) or (N, n)."""
+        """Check a batch of labels before training (E14 and friends); ``labels`` as numpy, (N,) or (N, n)."""
 
     def check_label_cols(self, label_cols) -> None:
         """Check a data module's label columns fit the task."""
         if len(label_cols) != 1:
-            raise ValueError(f"{type(self).__name__} needs exactly one label column, got {list(label_cols)}.")
+            raise ValueError(f"{type(self).__name__} predicts one value per galaxy, but the data module has "
+                             f"{len(label_cols)} label columns {list(label_cols)}; use one.")
+
+    def check_catalog_labels(self, catalog, label_cols, name: str) -> None:
+        """Check every label of a catalog before any model work (E2, E14, ...), naming rows and ``id_str``."""
+        from zoobot.shared.catalogs import validate_catalog
+
+        self.check_label_cols(label_cols)
+        kind, extra = self._catalog_label_kind()
+        validate_catalog(catalog, label_cols=list(label_cols), require_file_loc=False, label_kind=kind, name=name,
+                         **extra)
+
+    def _catalog_label_kind(self) -> tuple[str, dict]:
+        """(label_kind, extra validate_catalog keywords) of this task's labels."""
+        return "regression", {}
 
     # ------------------------------------------------------------------------- predict
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, n_samples=1):
@@ -1764,6 +1783,9 @@ class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
         if bad.any():
             raise ValueError(f"{where}: {self._message()} Got {format_examples(sorted(set(values[bad].tolist())))}.")
 
+    def _catalog_label_kind(self):
+        return "class", {"num_classes": self.num_classes}
+
     def compute_loss_value(self, output, y):
         return cross_entropy_loss(output, y, label_smoothing=self.label_smoothing, weight=self._class_weight_tensor)
 
@@ -1852,6 +1874,19 @@ class FinetuneableZoobotRegressor(FinetuneableZoobotAbstract):
             if bad.any():
                 raise ValueError(f"{where}: {self._message()} Got {format_examples(sorted(set(values[bad].tolist())))}.")
 
+    def check_catalog_labels(self, catalog, label_cols, name: str) -> None:
+        super().check_catalog_labels(catalog, label_cols, name)
+        if self.unit_interval:
+            values = catalog[label_cols[0]].to_numpy(dtype=float)
+            bad = (values < 0) | (values > 1)
+            if bad.any():
+                raise ValueError(
+                    f"{name}: unit_interval=True needs labels in [0, 1], but {int(bad.sum())} row(s) of "
+                    f"{label_cols[0]!r} are outside, e.g. {format_examples(sorted(set(values[bad].tolist())))} "
+                    f"(id_str {format_examples(catalog['id_str'][bad].astype(str).tolist())}). Rescale the labels or "
+                    "use unit_interval=False."
+                )
+
     def compute_loss_value(self, output, y):
         return self.loss_func(output, y)
 
@@ -1932,6 +1967,16 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
                 f"Use GalaxyDataModule(label_cols=schema.label_cols, ...)."
             )
 
+    def _catalog_label_kind(self):
+        return "counts", {}
+
+    def check_labels(self, labels, where: str = "the labels") -> None:
+        values = np.asarray(labels, dtype=float)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            raise ValueError(f"{where}: vote counts must be finite and >= 0 (use 0, not NaN, for answers with no "
+                             f"votes); got {format_examples(sorted(set(values[bad].tolist())))}.")
+
     def compute_loss_value(self, output, y):
         return dirichlet_loss(output, y, self.question_index_groups)
 
@@ -1994,6 +2039,12 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
 
     if save_dir is None:
         raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
+    accepted = set(inspect.signature(trainer_module.Trainer.__init__).parameters) - {
+        "self", "default_root_dir", "max_epochs", "devices", "accelerator", "logger"}
+    unknown = sorted(set(trainer_kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"get_trainer got unexpected keyword argument(s) {unknown}: the TensorFlow Trainer takes "
+                        f"{sorted(accepted)} (Lightning-only options such as precision or strategy do not apply).")
     save_dir = pathlib.Path(save_dir)
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     enable_checkpointing = trainer_kwargs.get("enable_checkpointing", True)

@@ -36,6 +36,7 @@ import sys
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from zoobot.shared.errors import unknown_option_error
@@ -554,9 +555,8 @@ class Trainer:
         model.check_label_cols(label_cols)
         for split in splits:
             catalog = getattr(datamodule, f"{split}_catalog", None)
-            if catalog is not None:
-                model.check_labels(catalog[label_cols].to_numpy(),
-                                   where=f"{split}_catalog column(s) {', '.join(label_cols)}")
+            if isinstance(catalog, pd.DataFrame) and len(catalog):
+                model.check_catalog_labels(catalog, label_cols, f"{split}_catalog")
 
     @staticmethod
     def _check_first_batch(model, dataset, what: str) -> None:
@@ -650,6 +650,8 @@ class Trainer:
         cache = model.feature_cache
         if cache is not None:
             cache.start()
+            if model.cache_features is None and _augments_training_images(dm):
+                cache.disable("train")  # known random augmentations: nothing to reuse (validation is still cached)
         try:
             with self._device_scope(), self._translate_errors(model, "training"):
                 self.history = model.fit(train_ds, validation_data=val_ds, epochs=self.max_epochs,
@@ -745,6 +747,15 @@ class Trainer:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"No checkpoint file at {path}")
         model.load_weights(path)
+
+
+def _augments_training_images(datamodule) -> bool:
+    """True if the data module trains through the random default TrainTransform."""
+    if datamodule is None:
+        return False
+    from zoobot.tensorflow.datasets.transforms import TrainTransform
+
+    return isinstance(getattr(datamodule, "train_transform", None), TrainTransform)
 
 
 def _device_count(devices, available: int) -> int:
