@@ -590,16 +590,24 @@ class _Runner:
 
 
 def _find_bad_images(chunk: pd.DataFrame) -> dict:
-    """Rows whose file cannot be read, checked one by one with :func:`zoobot.shared.images.load_image`."""
+    """``{row: message}`` of rows whose file cannot be read (checked one by one, see :func:`_image_problems`)."""
+    return {row: _short_error(err) for row, err in _image_problems(chunk).items()}
+
+
+def _image_problems(catalog: pd.DataFrame, limit: int | None = None) -> dict:
+    """``{row: exception}`` of rows whose file :func:`zoobot.shared.images.load_image` cannot read (E5-E8,
+    naming ``id_str`` and ``file_loc``); stops after ``limit`` problems."""
     from zoobot.shared.images import load_image
 
-    bad = {}
-    for row, (id_str, file_loc) in enumerate(zip(chunk["id_str"].astype(str), chunk["file_loc"])):
+    problems = {}
+    for row, (id_str, file_loc) in enumerate(zip(catalog["id_str"].astype(str), catalog["file_loc"])):
         try:
             load_image(file_loc, id_str=id_str)
         except (ImageLoadError, OSError, ValueError) as err:
-            bad[row] = _short_error(err)
-    return bad
+            problems[row] = err
+            if limit is not None and len(problems) >= limit:
+                break
+    return problems
 
 
 def _short_error(err) -> str:
@@ -608,15 +616,12 @@ def _short_error(err) -> str:
 
 
 def _as_image_error(err, chunk: pd.DataFrame) -> Exception:
+    """The error to raise with ``on_bad_image='raise'``: the exception :func:`load_image` raises for the first
+    unreadable file (it names ``id_str`` and ``file_loc``), else an ImageLoadError quoting TensorFlow."""
     if isinstance(err, ImageLoadError):
         return err
-    bad = _find_bad_images(chunk)
-    if bad:
-        row, message = next(iter(sorted(bad.items())))
-        return ImageLoadError(
-            f"Could not read the image of id_str {chunk['id_str'].iloc[row]!r} (file_loc "
-            f"{chunk['file_loc'].iloc[row]!r}): {message}. Pass on_bad_image='record' to record unreadable "
-            "images as NaN rows instead."
-        )
+    problems = _image_problems(chunk, limit=1)
+    if problems:
+        return next(iter(problems.values()))
     return ImageLoadError(f"An image of this chunk could not be read: {_short_error(err)}. Pass "
                           "on_bad_image='record' to record unreadable images as NaN rows instead.")

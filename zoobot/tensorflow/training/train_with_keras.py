@@ -27,6 +27,7 @@ What a run does, in order (the same as PyTorch):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -53,7 +54,8 @@ from zoobot.shared.training_config import (
     write_split_catalogs,
 )
 
-__all__ = ["train", "train_default_zoobot_from_scratch", "TrainingRun", "CheckpointRecord", "rename_metrics"]
+__all__ = ["train", "train_default_zoobot_from_scratch", "TrainingRun", "CheckpointRecord", "MetricsCSV",
+           "RandomStateBackup", "rename_metrics"]
 
 #: Metric that picks the best checkpoint and drives early stopping (Keras logs it as ``val_loss``).
 MONITOR = "validation/supervised_loss"
@@ -674,6 +676,29 @@ def _shard_row_count(records):
     return count
 
 
+@contextlib.contextmanager
+def _image_errors_named(catalogs):
+    """Turn a TensorFlow decode error from the data pipeline into the error of the unreadable file.
+
+    A corrupt image stops a ``tf.data`` pipeline with an error that names neither the galaxy nor the
+    file. On such an error the catalogs are checked file by file (only then: it reads every image) and
+    the error of the first unreadable one (E6 ``ImageLoadError``, or E7/E8, naming ``id_str`` and
+    ``file_loc``) is raised instead; TFRecord shards are not checked (the original error is raised).
+    """
+    try:
+        yield
+    except tf.errors.OpError as err:
+        from zoobot.tensorflow.predictions.predict_on_catalog import _image_problems
+
+        for catalog in catalogs:
+            if catalog is None:
+                continue
+            problems = _image_problems(catalog, limit=1)
+            if problems:
+                raise next(iter(problems.values())) from err
+        raise
+
+
 def _check_first_batch(dataset, channels: int, schema, where: str) -> None:
     """E7/E8 on the first batch's images and E10 on its label width, before training starts."""
     from zoobot.tensorflow.estimators.define_model import check_images
@@ -890,6 +915,68 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
                                                          int(self.model.optimizer.iterations.numpy()), None))
 
 
+class RandomStateBackup(keras.callbacks.Callback):
+    """Save and restore the Keras random seed states (dropout masks) next to ``BackupAndRestore``'s backup.
+
+    Keras' backup holds the weights and the optimiser but not the seed generators of dropout layers; with
+    this callback a resumed run draws the same dropout masks as an uninterrupted one. Put it right after
+    ``BackupAndRestore`` (which sets the epoch to resume from in ``on_train_begin``).
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.path = pathlib.Path(backup_dir) / "zoobot_random_state.json"
+
+    def _generators(self):
+        found, seen, stack = [], set(), [self.model]
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            found.extend(getattr(layer, "_seed_generators", []) or [])
+            stack.extend(getattr(layer, "_layers", []) or [])
+        return sorted(found, key=lambda generator: generator.state.path)
+
+    def on_train_begin(self, logs=None):
+        start = int(getattr(self.model, "_initial_epoch", None) or 0)
+        if not start or not self.path.is_file():
+            return
+        saved = json.loads(self.path.read_text())
+        generators = self._generators()
+        if saved.get("epoch") != start or len(saved.get("states", [])) != len(generators):
+            warnings.warn(f"{self.path} does not match the backup (epoch {start}); dropout masks will differ from "
+                          "an uninterrupted run.", UserWarning, stacklevel=2)
+            return
+        for generator, state in zip(generators, saved["states"]):
+            generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        states = [np.asarray(generator.state.numpy()).tolist() for generator in self._generators()]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"epoch": epoch + 1, "states": states}))
+        os.replace(tmp, self.path)
+
+
+def _backup_epoch(backup_dir: pathlib.Path) -> int:
+    """The epoch a ``BackupAndRestore`` backup resumes from (0 if there is none)."""
+    path = backup_dir / "training_metadata.json"
+    try:
+        return int(json.loads(path.read_text()).get("epoch", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _skip_epochs(dataset, epochs: int) -> None:
+    """Advance a dataset's per-iteration shuffle and augmentation seeds by ``epochs`` iterations, so that a
+    resumed run sees the same order and augmentations in each epoch as an uninterrupted one (each
+    iterator draws new seeds when it is created; no batch is read)."""
+    for _ in range(epochs):
+        iterator = iter(dataset)
+        del iterator
+
+
 def _non_finite_message(what: str, value: float, epoch: int, step: int, batch) -> str:
     where = f"epoch {epoch}, step {step}"
     if batch is not None:
@@ -1051,7 +1138,19 @@ def _train(
     else:
         train_ds, val_ds, test_ds = _catalog_datasets(args, global_batch_size)
     channels = 3 if color else 1
-    _check_first_batch(train_ds, channels, schema, "training")
+    catalogs = (train_catalog, val_catalog, test_catalog)
+    with _image_errors_named(catalogs):
+        _check_first_batch(train_ds, channels, schema, "training")
+    # Each epoch must see the same shuffle and augmentations whether or not the run was resumed. The
+    # dataset draws new seeds per iteration, so it is repeated (one iteration per epoch, whatever Keras
+    # does between epochs) after skipping the epochs a resumed run has already done.
+    steps_per_epoch = int(train_ds.cardinality())
+    if steps_per_epoch > 0:
+        if resuming:
+            _skip_epochs(train_ds, _backup_epoch(backup_dir))
+        fit_ds = train_ds.repeat()
+    else:  # unknown length (shards without a shard_config.json): Keras iterates until the data ends
+        steps_per_epoch, fit_ds = None, train_ds
 
     previous_policy = keras.mixed_precision.global_policy()
     try:
@@ -1086,6 +1185,7 @@ def _train(
         callbacks = [
             # first, so that the other callbacks see the restored epoch in on_train_begin
             keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+            RandomStateBackup(backup_dir),
             _NonFiniteLossGuard(),
             *model.scheduler_callbacks(),
             checkpoint_callback,
@@ -1093,8 +1193,9 @@ def _train(
             metrics_csv,
             *(extra_callbacks or []),
         ]
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, shuffle=False,
-                            verbose="auto")
+        with _image_errors_named(catalogs):
+            history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                callbacks=callbacks, shuffle=False, verbose="auto")
 
         best_path = checkpoint_callback.best_model_path
         if not best_path or not os.path.isfile(best_path):
@@ -1104,7 +1205,8 @@ def _train(
         model.best_checkpoint_path = str(best_path)
         run = TrainingRun(history, checkpoint_callback, save_dir, strategy, metrics_csv.path)
         if test_ds is not None:
-            results = model.evaluate(test_ds, return_dict=True, verbose=0)
+            with _image_errors_named(catalogs):
+                results = model.evaluate(test_ds, return_dict=True, verbose=0)
             test_metrics = {k: _scalar(v) for k, v in rename_metrics(results, split="test").items()}
             run.test_metrics = test_metrics
             run.callback_metrics.update(test_metrics)
