@@ -453,7 +453,9 @@ def _build_step(spec: ModelSpec, dropout, samples: int):
     encoder, head = getattr(model, "encoder", None), getattr(model, "head", None)
     mc_layers = _mc_layers(model)
     predict_output = getattr(model, "predict_output", None)
-    post = _softmax if spec.family == "classifier" else _identity
+    # finetuned models' predict_output is already final (e.g. softmax probabilities); raw classifier logits
+    # are turned into probabilities here
+    post = _softmax if spec.family == "classifier" and not callable(predict_output) else _identity
 
     if isinstance(encoder, keras.Model) and isinstance(head, keras.Model) and not callable(predict_output):
         has_dropout = any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in head.layers)
