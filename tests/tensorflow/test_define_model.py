@@ -313,6 +313,8 @@ def test_get_model_augmentation_only_in_training(tmp_path):
     model.save(tmp_path / "functional.keras")
     reloaded = define_model.load_model(tmp_path / "functional.keras", include_top=True, input_size=48)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    headless = define_model.load_model(tmp_path / "functional.keras", include_top=False, input_size=48)
+    assert headless.output_shape == (None, 128)
     mc = define_model.get_model(34, 48, architecture_name="tiny_cnn")  # MCDropout in the head
     assert not np.allclose(mc.predict(x, verbose=0), mc.predict(x, verbose=0))
 

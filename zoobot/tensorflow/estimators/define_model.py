@@ -1350,10 +1350,22 @@ def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_pa
     if path.suffix == ".keras":
         model = load_zoobot_model(path)
         if not include_top:
-            return getattr(model, "encoder", model)
+            return _without_head(model)
         return model
     return get_model(output_dim, input_size, weights_loc=path, include_top=include_top,
                      expect_partial=expect_partial, channels=channels, dropout_rate=dropout_rate)
+
+
+def _without_head(model):
+    """The encoder part of a loaded model: ``model.encoder``, or a functional model's output before its head."""
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, keras.Model):
+        return encoder
+    try:
+        head = model.get_layer("dirichlet_head")
+    except ValueError:
+        return model
+    return ZoobotModel(model.inputs, head.input, name="zoobot_encoder")
 
 
 def _read_keras_config(path: pathlib.Path) -> dict:
