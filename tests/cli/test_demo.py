@@ -105,3 +105,15 @@ def test_grid_selection_balances_classes_and_sorts_by_probability():
     assert len(chosen) == 16 and len(set(chosen)) == 16
     assert y[chosen].sum() == 3  # every ring, the rest filled with non-rings
     assert (np.diff(p[chosen]) <= 0).all()
+
+
+@pytest.mark.slow
+def test_quick_demo_with_tensorflow(tmp_path):
+    save_dir = tmp_path / "demo_tf"
+    result = run_zoobot("--backend", "tensorflow", "demo", "--quick", "--n-galaxies", 40, "--save-dir", save_dir)
+    assert result.returncode == 0, describe(result)
+    assert (save_dir / "pretrained_tree_tensorflow" / "tree_model.keras").is_file()
+    metrics = json.loads((save_dir / "metrics.json").read_text())
+    assert metrics["backend"] == "tensorflow" and metrics["skipped"] == []
+    for name in FIGURES:
+        assert _png_size(save_dir / "figures" / name)[0] >= 300
