@@ -188,7 +188,16 @@ class _Demo:
         self.echo(f"\n[{self.step}/{self.n_steps}] {text}")
 
     def _module(self, key: str):
-        return importlib.import_module(self.modules[key])
+        try:
+            return importlib.import_module(self.modules[key])
+        except ModuleNotFoundError as error:
+            framework = (error.name or "").split(".")[0]
+            if framework in ("torch", "torchvision", "timm", "lightning", "tensorflow", "keras"):
+                from zoobot.shared.errors import missing_dependency
+
+                raise missing_dependency(framework, f"The demo with the {self.backend} backend",
+                                         self.backend) from error
+            raise
 
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.time() - started, 1)
@@ -337,7 +346,9 @@ class _Demo:
         try:
             finetune = self._module("finetune")
             datasets = self._module("datasets")
-        except ImportError as error:
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("zoobot."):
+                raise
             self._skip("finetune", f"the {self.backend} backend has no finetuning yet ({error})")
             return None
         blocks = "all encoder blocks" if c.finetune_blocks == -1 else f"{c.finetune_blocks} encoder block(s)"
