@@ -104,14 +104,6 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
-def run_script(name, *args, timeout=300, **env) -> subprocess.CompletedProcess:
-    """Run ``tests/reliability/scripts/<name>`` to completion; fail the test with its stderr otherwise."""
-    result = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True,
-                            text=True, timeout=timeout, env=subprocess_env(**env))
-    assert result.returncode == 0, f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}"
-    return result
-
-
 def kill_when_ready(name, *args, marker, timeout=300, **env) -> None:
     """Start ``scripts/<name>``, wait until it creates ``marker`` (the script then blocks), and SIGKILL it.
 

@@ -111,12 +111,13 @@ def test_crash_then_resume_ends_with_the_weights_of_an_uninterrupted_run(uninter
     assert train_losses(save_dir) == pytest.approx(train_losses(reference), rel=1e-6)
 
 
+@pytest.mark.slow  # a fresh TensorFlow process and two more trainings: ~30 s of CPU
 def test_sigkill_mid_epoch_then_resume_ends_with_the_weights_of_an_uninterrupted_run(
         uninterrupted, rings_catalog, catalog_file, tmp_path, tf_modules):
     reference, _ = uninterrupted
     save_dir = tmp_path / "run"
     # killed after the first batch of epoch 1: only epoch 0 is complete
-    kill_when_ready("train_until_killed.py", "tensorflow", catalog_file, save_dir, tmp_path / "ready", 1,
+    kill_when_ready("train_until_killed.py", catalog_file, save_dir, tmp_path / "ready", 1,
                     marker=tmp_path / "ready")
     recorder = tf_modules["RecordEpochs"]()
     tf_modules["train"](save_dir, RINGS, catalog=rings_catalog, extra_callbacks=[recorder], **TRAIN_RUN)
@@ -158,7 +159,7 @@ def test_sigkill_mid_prediction_then_rerun_skips_finished_chunks_and_writes_each
     model.save(model_file)
     model = tf_modules["load"](model_file)
     save_loc = tmp_path / "preds.parquet"
-    kill_when_ready("predict_until_killed.py", "tensorflow", catalog_file, model_file, save_loc, tmp_path / "ready", 2,
+    kill_when_ready("predict_until_killed.py", catalog_file, model_file, save_loc, tmp_path / "ready", 2,
                     marker=tmp_path / "ready")
     assert not save_loc.exists()
     finished = sorted(p.name for p in prediction_runner.partial_dir(save_loc).glob("chunk_*.npz"))
