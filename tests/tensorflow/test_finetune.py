@@ -3,7 +3,6 @@ cache, task heads, .keras round trips and signatures identical to PyTorch's."""
 import csv
 import inspect
 import json
-import math
 import zipfile
 
 import numpy as np
@@ -111,13 +110,13 @@ def test_seed_flow_fit_checkpoints_logs_and_predict(seed_run, rings):
 
 def test_frozen_encoder_with_feature_cache_leaves_encoder_untouched(seed_run):
     _, model, _, _ = seed_run
-    # n_blocks=0: the encoder is frozen, so its features were cached (hits in the second epoch) ...
+    # n_blocks=0: the encoder is frozen, so validation features were computed once and reused ...
     assert model.encoder_is_frozen and model.feature_cache is not None
     history = model.feature_cache.history
-    assert history[0]["train"]["hits"] == 0 and history[0]["train"]["misses"] == 32
     assert history[1]["val"]["misses"] == 0 and history[1]["val"]["hits"] == history[0]["val"]["misses"] > 0
-    # the default training transform is random: nothing to reuse, so caching of training images switched off
-    assert history[1]["train"]["hits"] == 0 and not model.feature_cache.enabled("train")
+    # ... while the default training transform is random: training images were never looked up
+    assert [h["train"] for h in history] == [{"hits": 0, "misses": 0, "stored": 0}] * 2
+    assert not model.feature_cache.enabled("train")
     # ... and the encoder is exactly the freshly initialised tiny_cnn (same seed), BN statistics included
     fresh = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, n_blocks=0)
     for trained, initial in zip(model.encoder.weights, fresh.encoder.weights):
@@ -210,15 +209,15 @@ def test_feature_cache_gives_the_uncached_loss_curves(tmp_path):
     for cache_features in (None, False):
         model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, learning_rate=1e-2,
                                                       cache_features=cache_features)
-        trainer = quiet_trainer(tmp_path / str(cache_features), max_epochs=3)
+        trainer = quiet_trainer(tmp_path / str(cache_features), max_epochs=2)
         trainer.fit(model, datasets(x, y))  # deterministic images, reshuffled each epoch
         histories[cache_features] = trainer.history.history
         caches[cache_features] = model.feature_cache
     assert caches[False] is None
     stats = caches[None].history
-    assert [s["train"]["misses"] for s in stats] == [48, 0, 0]  # the encoder ran on each image once
-    assert [s["train"]["hits"] for s in stats] == [0, 48, 48]
-    assert [s["val"]["hits"] for s in stats] == [0, 32, 32]
+    assert [s["train"]["misses"] for s in stats] == [48, 0]  # the encoder ran on each image once
+    assert [s["train"]["hits"] for s in stats] == [0, 48]
+    assert [s["val"]["hits"] for s in stats] == [0, 32]
     for key in ("finetuning/train_loss", "finetuning/val_loss", "finetuning/train_acc", "finetuning/val_acc"):
         np.testing.assert_allclose(histories[None][key], histories[False][key], rtol=1e-5, err_msg=key)
     assert histories[None]["finetuning/train_loss"][0] != histories[None]["finetuning/train_loss"][-1]
@@ -235,14 +234,31 @@ def test_feature_cache_switches_off_with_random_augmentations(tmp_path):
     train = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)), seeds)).map(augment).batch(16)
     val = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(16)
     model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, cache_features=True)
-    trainer = quiet_trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="cache_features: only 0% of the training images in epoch 1"):
         trainer.fit(model, (train, val))
     stats = model.feature_cache.history
-    assert [s["train"]["hits"] for s in stats] == [0, 0, 0]
-    assert [s["train"]["misses"] for s in stats] == [48, 48, 0]  # off from epoch 2: plain encoder
+    assert [s["train"]["hits"] for s in stats] == [0, 0] and [s["train"]["misses"] for s in stats] == [48, 48]
+    assert not model.feature_cache.enabled("train") and model.feature_cache.enabled("val")
     with pytest.raises(ValueError, match="cache_features=True needs a frozen encoder"):
         finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2, n_blocks=1, cache_features=True)
+
+
+def test_feature_cache_memory_cap_and_exact_features():
+    from zoobot.tensorflow.training.feature_cache import FeatureCache
+
+    encoder = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten()])
+    cache = FeatureCache(4, max_bytes=2 * 4 * 4)  # room for two images
+    x = np.random.default_rng(0).random((3, 2, 2, 1)).astype("float32")
+    np.testing.assert_array_equal(cache.encode(encoder, x, "train"), x.reshape(3, 4))  # not active: plain
+    assert cache.stats("train") == {"hits": 0, "misses": 0, "stored": 0}
+    cache.start()
+    cache.encode(encoder, x[:2], "train")
+    out = cache.encode(encoder, x, "train")  # two cached, one computed but no room to store it
+    np.testing.assert_array_equal(out, x.reshape(3, 4))
+    assert cache.stats("train") == {"hits": 2, "misses": 3, "stored": 2} and cache.nbytes == 32
+    cache.stop()
+    assert cache.stats("train")["stored"] == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,19 +278,6 @@ def test_regressor_output_is_b_for_every_batch_size_and_predict_is_n_by_1():
         finetune.FinetuneableZoobotRegressor(name="tiny_cnn", loss="huber")
 
 
-def test_regressor_l1_trains_and_logs_rmse(tmp_path):
-    x, _ = arrays(n=32)
-    y = x.mean(axis=(1, 2, 3))
-    model = finetune.FinetuneableZoobotRegressor(name="tiny_cnn", loss="mae", learning_rate=1e-2)
-    assert model.loss_name == "l1"
-    trainer = quiet_trainer(tmp_path)
-    trainer.fit(model, datasets(x, y))
-    (result,) = trainer.test(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(7), verbose=False)
-    predictions = model.predict(x, verbose=0)[:, 0]
-    assert result["finetuning/test_loss"] == pytest.approx(np.abs(predictions - y).mean(), rel=1e-4)
-    assert result["finetuning/test_rmse"] == pytest.approx(np.sqrt(((predictions - y) ** 2).mean()), rel=1e-4)
-
-
 def test_classification_labels_e14_before_and_during_training(rings, tmp_path):
     bad = rings.copy()
     bad.loc[::3, "ring"] = 2
@@ -282,7 +285,8 @@ def test_classification_labels_e14_before_and_during_training(rings, tmp_path):
     datamodule = GalaxyDataModule(label_cols=["ring"], catalog=bad, batch_size=16, resize_after_crop=32,
                                   num_workers=1)
     model = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2)
-    with pytest.raises(ValueError, match=r"train_catalog column\(s\) ring: .*integers in \[0, 2\) \(num_classes=2\).*2\.0.*5\.0"):
+    with pytest.raises(ValueError, match=r"train_catalog: class labels must be integers in \[0, 2\).*row\(s\) have "
+                                         r".*id_str"):
         quiet_trainer(tmp_path).fit(model, datamodule)
     # datasets: the first batch is checked eagerly, later batches inside the graph
     x, y = arrays(n=32)
@@ -348,6 +352,7 @@ def test_exactly_one_encoder_source_and_checkpoint_encoder(tmp_path):
         model(np.zeros((1, 32, 32, 3), "float32"))
 
 
+@pytest.mark.slow
 def test_block_tables_of_keras_applications_cover_every_weight():
     expected = {
         "efficientnet_b0": ["top", "block7", "block6", "block5", "block4", "block3", "block2", "block1", "stem"],
@@ -394,10 +399,14 @@ def test_frozen_dropout_is_off_in_training():
         x = keras.layers.Dropout(0.9, name=f"block{i}_drop")(x)
     encoder = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="avg_pool")(x))
     model = finetune.FinetuneableZoobotClassifier(encoder=encoder, num_classes=2, n_blocks=1)
+    assert [b.name for b in model.trained_blocks] == ["block2"]
     image = np.random.rand(2, 8, 8, 3).astype("float32")
     frozen = encoder.get_layer("block1_drop")
     np.testing.assert_array_equal(frozen(image, training=True), image)
     assert not np.array_equal(encoder.get_layer("block2_drop")(image, training=True), image)
+    # the same encoder in a model that trains everything: its dropout is back
+    finetune.FinetuneableZoobotClassifier(encoder=encoder, num_classes=2, from_scratch=True)
+    assert not np.array_equal(frozen(image, training=True), image)
 
 
 def test_predict_checks_channels_and_pixel_range():
@@ -433,11 +442,12 @@ def test_keras_round_trip_gives_equal_predictions(cls, kwargs, tmp_path):
     loaded = cls.load_from_checkpoint(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
     assert loaded.hparams == model.hparams and loaded.n_blocks == 1 and loaded.learning_rate == 3e-4
-    assert not np.array_equal(cls(name="tiny_cnn", **kwargs).predict(x, verbose=0), expected)
-    # overrides rebuild the model with other settings and the same weights
+    # overrides rebuild the model with other settings and the same (perturbed, not initial) weights
     changed = cls.load_from_checkpoint(path, learning_rate=0.5, n_blocks=2)
     assert (changed.learning_rate, changed.n_blocks) == (0.5, 2)
-    np.testing.assert_array_equal(changed.predict(x, verbose=0), expected)
+    for a, b in zip(changed.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(cls(name="tiny_cnn", **kwargs).weights[0].numpy(), model.weights[0].numpy())
     assert json.loads(zipfile.ZipFile(path).read("config.json"))["config"]["format_version"] == zoobot.FORMAT_VERSION
 
 
@@ -503,7 +513,7 @@ def test_signatures_identical_to_pytorch():
 @pytest.mark.slow
 def test_encoder_pretrained_on_votes_beats_random_init_on_rings(tmp_path):
     """A tiny_cnn ZoobotTree trained on synthetic votes gives a frozen encoder whose ring classifier beats
-    the same classifier on a randomly initialised encoder (fixed seeds and epochs)."""
+    the same classifier on a randomly initialised encoder (fixed seeds and epochs; about 90 s of CPU)."""
     from zoobot.shared.synthetic import make_synthetic_catalog
     from zoobot.tensorflow.training import train_with_keras
 
@@ -512,9 +522,9 @@ def test_encoder_pretrained_on_votes_beats_random_init_on_rings(tmp_path):
                            model_architecture="tiny_cnn", batch_size=32, epochs=8, patience=8, resize_size=32,
                            color=True, gpus=0, num_workers=1, random_state=0)
     pretrained = tmp_path / "pretrain" / "checkpoints" / "last.keras"
-    rings_catalog, _ = make_synthetic_catalog(tmp_path / "rings", n_galaxies=240, image_size=48, label="ring",
+    rings_catalog, _ = make_synthetic_catalog(tmp_path / "rings", n_galaxies=400, image_size=48, label="ring",
                                               seed=6, progress=False, ring_fraction=0.5)
-    accuracies = {}
+    results = {}
     for source in ("pretrained", "random"):
         encoder_source = {"zoobot_checkpoint_loc": str(pretrained)} if source == "pretrained" else {"name": "tiny_cnn"}
         model = finetune.FinetuneableZoobotClassifier(num_classes=2, learning_rate=3e-3, seed=0, **encoder_source)
@@ -522,7 +532,9 @@ def test_encoder_pretrained_on_votes_beats_random_init_on_rings(tmp_path):
                                       num_workers=1, train_fraction=0.6, val_fraction=0.1, test_fraction=0.3)
         trainer = quiet_trainer(tmp_path / source, max_epochs=15, patience=15)
         trainer.fit(model, datamodule)
-        (result,) = trainer.test(model, datamodule, ckpt_path="best", verbose=False)
-        accuracies[source] = result["finetuning/test_acc"]
-    assert accuracies["pretrained"] > accuracies["random"] + 0.05, accuracies
+        (results[source],) = trainer.test(model, datamodule, ckpt_path="best", verbose=False)
+    pretrained, random = results["pretrained"], results["random"]
+    # measured: test loss 0.55 vs 0.67, accuracy 0.67 vs 0.58 (120 test galaxies)
+    assert pretrained["finetuning/test_loss"] < random["finetuning/test_loss"] - 0.05, results
+    assert pretrained["finetuning/test_acc"] > random["finetuning/test_acc"], results
 

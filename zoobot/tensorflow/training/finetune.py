@@ -19,12 +19,13 @@ Read top to bottom:
 1. loss helpers and :class:`LinearHead`;
 2. encoder blocks: which Keras layers ``n_blocks`` unfreezes, per architecture;
 3. :class:`LayerwiseAdamW`, the optimiser giving each block its own learning rate;
-4. :class:`FeatureCache`, the fast frozen-encoder path;
-5. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
-   ``zoobot_checkpoint_loc``), freezing, the train/test/predict steps, ``predict``, ``.keras`` files;
-6. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
+4. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
+   ``zoobot_checkpoint_loc``), freezing, the train/test/predict steps (with the
+   :class:`~zoobot.tensorflow.training.feature_cache.FeatureCache` of a frozen encoder),
+   ``predict``, ``.keras`` files;
+5. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
    :class:`FinetuneableZoobotTree`;
-7. :func:`get_trainer` (the :class:`~zoobot.tensorflow.training.trainer.Trainer` does the fitting),
+6. :func:`get_trainer` (the :class:`~zoobot.tensorflow.training.trainer.Trainer` does the fitting),
    :func:`load_pretrained_zoobot` and the upstream :func:`run_finetuning`.
 
 Which weights train
@@ -54,7 +55,8 @@ tiny_cnn        ``block1`` .. ``block4``
 Fast frozen encoder (``cache_features``)
 ----------------------------------------
 With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
-(``cache_features=None``) they are computed once and reused: see :class:`FeatureCache`. Images are
+(``cache_features=None``) they are computed once and reused: see
+:mod:`zoobot.tensorflow.training.feature_cache`. Images are
 recognised by their exact content, so stale features are never served: with random augmentations
 nothing can be reused and the cache switches itself off after the second epoch. For the full
 speed-up give the data module a deterministic training transform. ``cache_features=True`` insists
@@ -88,6 +90,7 @@ import tensorflow as tf
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
 from zoobot.tensorflow.estimators import define_model
+from zoobot.tensorflow.training.feature_cache import MIN_HIT_RATE, FeatureCache
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -551,163 +554,7 @@ class LayerwiseAdamW(keras.optimizers.Adam):
 
 
 # =============================================================================================
-# 4. the feature cache of a frozen encoder
-# =============================================================================================
-
-#: A stage whose hit rate over an epoch (after the first) is below this stops caching.
-MIN_HIT_RATE = 0.1
-#: Default memory cap of the cached features (per stage), in bytes.
-DEFAULT_MAX_BYTES = 4 * 1024 ** 3
-
-
-class FeatureCache:
-    """Features of a frozen encoder, keyed by image content, for one ``fit`` (inside the graph).
-
-    When no encoder weight trains, the encoder is a fixed function: the same image always gives
-    the same features, and running it every epoch is most of the cost of finetuning a head on a
-    CPU. This cache keeps the features of every image the encoder has seen during a fit, in
-    ``tf.lookup`` hash tables (one per stage, 'train' and 'val'), and hands them back when **the
-    same image** comes again, so from the second epoch on only the head runs.
-
-    Images are recognised by a 64-bit fingerprint of their exact bytes (``tf.fingerprint``,
-    farmhash64), so any ``tf.data`` pipeline, any shuffling, works unchanged, and stale features
-    are never served: with random augmentations lookups miss, and the Trainer switches the stage
-    off after its second epoch (hit rate below :data:`MIN_HIT_RATE`). Features are float32;
-    memory is ``n_images x feature_dim x 4`` bytes, capped by ``max_bytes`` per stage.
-
-    The cache is used only between :meth:`start` and :meth:`stop` (the Trainer calls them around
-    ``fit``); otherwise :meth:`encode` just runs the encoder.
-
-    Parameters
-    ----------
-    feature_dim : int
-        Encoder output dimension.
-    max_bytes : int
-        Stop adding features beyond this many bytes per stage (lookups still work).
-
-    Examples
-    --------
-    >>> encoder = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten()])
-    >>> cache = FeatureCache(4)
-    >>> cache.start()
-    >>> x = np.random.rand(3, 2, 2, 1).astype('float32')
-    >>> first = cache.encode(encoder, x, 'train')     # computes, stores
-    >>> second = cache.encode(encoder, x, 'train')    # served from the cache
-    >>> bool(np.array_equal(first, second)), cache.stats('train')
-    (True, {'hits': 3, 'misses': 3, 'stored': 3})
-    """
-
-    STAGES = ("train", "val")
-
-    def __init__(self, feature_dim: int, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.feature_dim = _check_positive_int("feature_dim", feature_dim)
-        self.max_rows = max(int(max_bytes) // (4 * self.feature_dim), 0)
-        #: Per-epoch statistics of the last fit, ``[{'epoch': e, 'train': stats, 'val': stats}, ...]``.
-        self.history: list[dict] = []
-        with tf.init_scope():
-            self.active = tf.Variable(False, trainable=False, name="feature_cache_active")
-            self._enabled = {s: tf.Variable(True, trainable=False) for s in self.STAGES}
-            self._hits = {s: tf.Variable(0, dtype=tf.int64, trainable=False) for s in self.STAGES}
-            self._misses = {s: tf.Variable(0, dtype=tf.int64, trainable=False) for s in self.STAGES}
-            empty = tf.fill([self.feature_dim], float("nan"))
-            self._tables = {s: tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, empty)
-                            for s in self.STAGES}
-
-    # -- bookkeeping (eager) -----------------------------------------------------------------
-
-    def start(self) -> None:
-        """Forget everything and start caching (every stage enabled)."""
-        self.clear()
-        self.history = []
-        self.active.assign(True)
-
-    def stop(self) -> None:
-        """Stop caching and free the features (:attr:`history` and the statistics stay readable)."""
-        self.active.assign(False)
-        for stage in self.STAGES:
-            self._free(stage)
-
-    def clear(self) -> None:
-        for stage in self.STAGES:
-            self._free(stage)
-            self._enabled[stage].assign(True)
-            self.reset_stats(stage)
-
-    def _free(self, stage: str) -> None:
-        keys, _ = self._tables[stage].export()
-        if int(tf.size(keys)):
-            self._tables[stage].remove(keys)
-
-    def enabled(self, stage: str) -> bool:
-        """Whether ``stage`` still uses the cache."""
-        return bool(self._enabled[stage].numpy())
-
-    def disable(self, stage: str) -> None:
-        """Stop caching ``stage`` and free its features."""
-        self._enabled[stage].assign(False)
-        self._free(stage)
-
-    def stats(self, stage: str) -> dict:
-        """Hits and misses since the last :meth:`reset_stats`, and the number of stored images."""
-        return {"hits": int(self._hits[stage].numpy()), "misses": int(self._misses[stage].numpy()),
-                "stored": int(self._tables[stage].size().numpy())}
-
-    def hit_rate(self, stage: str) -> float | None:
-        """Fraction of lookups served since the last :meth:`reset_stats` (None if none were made)."""
-        stats = self.stats(stage)
-        total = stats["hits"] + stats["misses"]
-        return None if total == 0 else stats["hits"] / total
-
-    def reset_stats(self, stage: str) -> None:
-        self._hits[stage].assign(0)
-        self._misses[stage].assign(0)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of cached features."""
-        return sum(self.stats(s)["stored"] for s in self.STAGES) * 4 * self.feature_dim
-
-    # -- the work (graph-compatible) --------------------------------------------------------
-
-    def encode(self, encoder, images, stage: str):
-        """``encoder(images, training=False)``, computing only the images not seen before in ``stage``.
-
-        Returns float32 features (B, feature_dim).
-        """
-        images = tf.convert_to_tensor(images)
-        table, hits, misses = self._tables[stage], self._hits[stage], self._misses[stage]
-        use = tf.logical_and(self.active, self._enabled[stage])
-        batch = tf.shape(images)[0]
-        keys = tf.bitcast(tf.fingerprint(images), tf.int64)  # (B,)
-        not_found = tf.fill(tf.stack([batch, self.feature_dim]), float("nan"))
-        # the encoder appears once in the graph: it runs on the images not found (all of them when not caching)
-        stored = tf.cond(use, lambda: table.lookup(keys), lambda: not_found)
-        missing = tf.math.is_nan(stored[:, 0])
-        index = tf.where(missing)[:, 0]
-        n_missing = tf.size(index, out_type=tf.int64)
-
-        def run_encoder():
-            return tf.cast(encoder(tf.gather(images, index), training=False), tf.float32)
-
-        computed = tf.cond(n_missing > 0, run_encoder, lambda: tf.zeros([0, self.feature_dim], tf.float32))
-        computed = tf.ensure_shape(computed, [None, self.feature_dim])
-
-        def record():
-            hits.assign_add(tf.cast(batch, tf.int64) - n_missing)
-            misses.assign_add(n_missing)
-            room = table.size() + n_missing <= self.max_rows
-            with tf.control_dependencies([tf.cond(room, lambda: table.insert(tf.gather(keys, index), computed),
-                                                  tf.no_op)]):
-                return tf.constant(True)
-
-        recorded = tf.cond(use, record, lambda: tf.constant(False))
-        with tf.control_dependencies([recorded]):
-            features = tf.tensor_scatter_nd_update(stored, index[:, tf.newaxis], computed)
-        return tf.ensure_shape(features, [None, self.feature_dim])
-
-
-# =============================================================================================
-# 5. the shared keras.Model
+# 4. the shared keras.Model
 # =============================================================================================
 
 _TRAINING_MODES = {"head_only": 0, "full": -1}
@@ -806,7 +653,7 @@ class FinetuneableZoobotAbstract(keras.Model):
         Deprecated spelling of ``n_blocks`` (DeprecationWarning).
     cache_features : bool or None, keyword-only
         None (default): cache frozen-encoder features when the encoder is frozen; True: insist;
-        False: never. See :class:`FeatureCache`.
+        False: never. See :mod:`zoobot.tensorflow.training.feature_cache`.
     checkpoint_loc, encoder_dim, layer_decay, training_mode : keyword-only
         Upstream spellings: ``checkpoint_loc`` = ``zoobot_checkpoint_loc``; ``encoder_dim`` gives
         the feature dimension of a custom ``encoder`` whose output shape is unknown;
@@ -1695,7 +1542,7 @@ def _label_assert(ok, message: str, bad_values):
 
 
 # =============================================================================================
-# 6. the tasks
+# 5. the tasks
 # =============================================================================================
 
 @keras.saving.register_keras_serializable(package="zoobot")
@@ -1988,7 +1835,7 @@ _FINETUNE_CLASS_NAMES = ("FinetuneableZoobotClassifier", "FinetuneableZoobotRegr
 
 
 # =============================================================================================
-# 7. trainer, pretrained encoders, upstream wrapper
+# 6. trainer, pretrained encoders, upstream wrapper
 # =============================================================================================
 
 def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,

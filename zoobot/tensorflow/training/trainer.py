@@ -325,7 +325,7 @@ class _EpochCallback(keras.callbacks.Callback):
     def _check_cache(self, epoch):
         import warnings
 
-        from zoobot.tensorflow.training.finetune import MIN_HIT_RATE
+        from zoobot.tensorflow.training.feature_cache import MIN_HIT_RATE
 
         model = self.finetune_model
         cache = model.feature_cache

@@ -1,0 +1,205 @@
+"""Fast finetuning with a frozen encoder: compute each image's features once, reuse them every epoch (Keras).
+
+The twin of :mod:`zoobot.pytorch.training.feature_cache`. When no encoder weight trains
+(``n_blocks=0``), the encoder is a fixed function: the same image always gives the same features.
+Running it every epoch is most of the cost of finetuning a head on a laptop. :class:`FeatureCache`
+stores the features of every image the encoder has seen during a ``Trainer.fit`` and hands them back
+when the **same image** comes again, so from the second epoch on only the head runs.
+
+How images are recognised
+-------------------------
+Batches carry no sample index (``(images, labels)`` as from any ``tf.data`` pipeline), so the cache is
+keyed by the image itself: a 64-bit fingerprint of its exact bytes (:func:`image_fingerprints`,
+``tf.fingerprint`` / farmhash64), computed inside the graph. A hit therefore means the encoder would
+see bitwise the same input, and the cached features are what it would compute. Consequences:
+
+- it needs no cooperation from the data pipeline: any dataset, any shuffling, tuple or dict batches;
+- it can never train on stale features: with random augmentations (the default
+  ``GalaxyDataModule`` training transform) the images differ every epoch, lookups miss, and the
+  Trainer switches caching of training images off (from the start for the default random
+  ``TrainTransform``; otherwise after the second epoch, when the hit rate is below
+  :data:`MIN_HIT_RATE`); deterministic training transforms get the full speed-up;
+- validation images (always deterministic) are cached too.
+
+Everything happens inside the compiled train/test steps (``tf.lookup`` hash tables, ``tf.cond``), so
+the encoder appears once in the graph and runs only on the images of a batch not seen before. The
+images are still decoded by the data pipeline in later epochs; the encoder's forward pass, which
+dominates on a CPU, is skipped. Memory: ``n_images x feature_dim x 4`` bytes per stage (e.g. 2.6 MB
+for 1,000 galaxies and EfficientNetB0's 1280 features), capped by ``max_bytes``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["FeatureCache", "image_fingerprints", "MIN_HIT_RATE", "DEFAULT_MAX_BYTES"]
+
+
+def image_fingerprints(images) -> tf.Tensor:
+    """Exact content keys of each image in a batch: int64 (B,), equal images give equal keys.
+
+    Different images collide with probability about 2**-64.
+
+    Examples
+    --------
+    >>> x = np.random.rand(3, 4, 4, 1).astype('float32')
+    >>> keys = np.asarray(image_fingerprints(np.concatenate([x, x[:1]])))
+    >>> bool(keys[0] == keys[3]), bool(keys[0] == keys[1])
+    (True, False)
+    """
+    return tf.bitcast(tf.fingerprint(tf.convert_to_tensor(images)), tf.int64)
+
+
+#: A stage whose hit rate over an epoch (after the first) is below this stops caching.
+MIN_HIT_RATE = 0.1
+#: Default memory cap of the cached features (per stage), in bytes.
+DEFAULT_MAX_BYTES = 4 * 1024 ** 3
+
+
+class FeatureCache:
+    """Features of a frozen encoder, keyed by image content, for one ``fit`` (inside the graph).
+
+    When no encoder weight trains, the encoder is a fixed function: the same image always gives
+    the same features, and running it every epoch is most of the cost of finetuning a head on a
+    CPU. This cache keeps the features of every image the encoder has seen during a fit, in
+    ``tf.lookup`` hash tables (one per stage, 'train' and 'val'), and hands them back when **the
+    same image** comes again, so from the second epoch on only the head runs.
+
+    Images are recognised by a 64-bit fingerprint of their exact bytes (``tf.fingerprint``,
+    farmhash64), so any ``tf.data`` pipeline, any shuffling, works unchanged, and stale features
+    are never served: with random augmentations lookups miss, and the Trainer switches the stage
+    off after its second epoch (hit rate below :data:`MIN_HIT_RATE`). Features are float32;
+    memory is ``n_images x feature_dim x 4`` bytes, capped by ``max_bytes`` per stage.
+
+    The cache is used only between :meth:`start` and :meth:`stop` (the Trainer calls them around
+    ``fit``); otherwise :meth:`encode` just runs the encoder.
+
+    Parameters
+    ----------
+    feature_dim : int
+        Encoder output dimension.
+    max_bytes : int
+        Stop adding features beyond this many bytes per stage (lookups still work).
+
+    Examples
+    --------
+    >>> import keras
+    >>> encoder = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten()])
+    >>> cache = FeatureCache(4)
+    >>> cache.start()
+    >>> x = np.random.rand(3, 2, 2, 1).astype('float32')
+    >>> first = cache.encode(encoder, x, 'train')     # computes, stores
+    >>> second = cache.encode(encoder, x, 'train')    # served from the cache
+    >>> bool(np.array_equal(first, second)), cache.stats('train')
+    (True, {'hits': 3, 'misses': 3, 'stored': 3})
+    """
+
+    STAGES = ("train", "val")
+
+    def __init__(self, feature_dim: int, max_bytes: int = DEFAULT_MAX_BYTES):
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive int, got {feature_dim!r}")
+        self.feature_dim = int(feature_dim)
+        self.max_rows = max(int(max_bytes) // (4 * self.feature_dim), 0)
+        #: Per-epoch statistics of the last fit, ``[{'epoch': e, 'train': stats, 'val': stats}, ...]``.
+        self.history: list[dict] = []
+        with tf.init_scope():
+            self.active = tf.Variable(False, trainable=False, name="feature_cache_active")
+            self._enabled = {s: tf.Variable(True, trainable=False) for s in self.STAGES}
+            self._hits = {s: tf.Variable(0, dtype=tf.int64, trainable=False) for s in self.STAGES}
+            self._misses = {s: tf.Variable(0, dtype=tf.int64, trainable=False) for s in self.STAGES}
+            empty = tf.fill([self.feature_dim], float("nan"))
+            self._tables = {s: tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, empty)
+                            for s in self.STAGES}
+
+    # -- bookkeeping (eager) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Forget everything and start caching (every stage enabled)."""
+        self.clear()
+        self.history = []
+        self.active.assign(True)
+
+    def stop(self) -> None:
+        """Stop caching and free the features (:attr:`history` and the statistics stay readable)."""
+        self.active.assign(False)
+        for stage in self.STAGES:
+            self._free(stage)
+
+    def clear(self) -> None:
+        for stage in self.STAGES:
+            self._free(stage)
+            self._enabled[stage].assign(True)
+            self.reset_stats(stage)
+
+    def _free(self, stage: str) -> None:
+        keys, _ = self._tables[stage].export()
+        if int(tf.size(keys)):
+            self._tables[stage].remove(keys)
+
+    def enabled(self, stage: str) -> bool:
+        """Whether ``stage`` still uses the cache."""
+        return bool(self._enabled[stage].numpy())
+
+    def disable(self, stage: str) -> None:
+        """Stop caching ``stage`` and free its features."""
+        self._enabled[stage].assign(False)
+        self._free(stage)
+
+    def stats(self, stage: str) -> dict:
+        """Hits and misses since the last :meth:`reset_stats`, and the number of stored images."""
+        return {"hits": int(self._hits[stage].numpy()), "misses": int(self._misses[stage].numpy()),
+                "stored": int(self._tables[stage].size().numpy())}
+
+    def hit_rate(self, stage: str) -> float | None:
+        """Fraction of lookups served since the last :meth:`reset_stats` (None if none were made)."""
+        stats = self.stats(stage)
+        total = stats["hits"] + stats["misses"]
+        return None if total == 0 else stats["hits"] / total
+
+    def reset_stats(self, stage: str) -> None:
+        self._hits[stage].assign(0)
+        self._misses[stage].assign(0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of cached features."""
+        return sum(self.stats(s)["stored"] for s in self.STAGES) * 4 * self.feature_dim
+
+    # -- the work (graph-compatible) --------------------------------------------------------
+
+    def encode(self, encoder, images, stage: str):
+        """``encoder(images, training=False)``, computing only the images not seen before in ``stage``.
+
+        Returns float32 features (B, feature_dim).
+        """
+        images = tf.convert_to_tensor(images)
+        table, hits, misses = self._tables[stage], self._hits[stage], self._misses[stage]
+        use = tf.logical_and(self.active, self._enabled[stage])
+        batch = tf.shape(images)[0]
+        keys = image_fingerprints(images)  # (B,)
+        not_found = tf.fill(tf.stack([batch, self.feature_dim]), float("nan"))
+        # the encoder appears once in the graph: it runs on the images not found (all of them when not caching)
+        stored = tf.cond(use, lambda: table.lookup(keys), lambda: not_found)
+        missing = tf.math.is_nan(stored[:, 0])
+        index = tf.where(missing)[:, 0]
+        n_missing = tf.size(index, out_type=tf.int64)
+
+        def run_encoder():
+            return tf.cast(encoder(tf.gather(images, index), training=False), tf.float32)
+
+        computed = tf.cond(n_missing > 0, run_encoder, lambda: tf.zeros([0, self.feature_dim], tf.float32))
+        computed = tf.ensure_shape(computed, [None, self.feature_dim])
+
+        def record():
+            hits.assign_add(tf.cast(batch, tf.int64) - n_missing)
+            misses.assign_add(n_missing)
+            room = table.size() + n_missing <= self.max_rows
+            with tf.control_dependencies([tf.cond(room, lambda: table.insert(tf.gather(keys, index), computed),
+                                                  tf.no_op)]):
+                return tf.constant(True)
+
+        recorded = tf.cond(use, record, lambda: tf.constant(False))
+        with tf.control_dependencies([recorded]):
+            features = tf.tensor_scatter_nd_update(stored, index[:, tf.newaxis], computed)
+        return tf.ensure_shape(features, [None, self.feature_dim])
