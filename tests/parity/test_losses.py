@@ -8,7 +8,7 @@ from zoobot.shared.losses_reference import dirichlet_multinomial_nll
 
 from . import facts
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.tf]
 
 GROUPS = schemas.get_schema(facts.SCHEMA_NAME).question_index_groups
 

@@ -7,7 +7,7 @@ from zoobot.shared import schemas
 
 from . import facts
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.tf]
 
 
 def test_trainable_parameter_counts_are_equal(tf_facts):

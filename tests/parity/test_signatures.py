@@ -10,7 +10,7 @@ import pytest
 
 from . import facts
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.tf]
 
 TORCH = facts.signatures("pytorch")
 #: PyTorch-only by design: the map-style Dataset (api.md 2.1), the Lightning-checkpoint loader (the Keras

@@ -1,4 +1,4 @@
-"""Crash and resume, and determinism, TensorFlow backend (issue 8): the twin of ``test_resume_pytorch.py``.
+"""Crash and resume, and determinism, TensorFlow backend (issue 8): the twin of ``test_pytorch_resume.py``.
 
 - Training interrupted after some epochs (an exception from a callback; a real SIGKILL of a training
   subprocess half-way through an epoch) and resumed with ``resume=True`` (Keras ``BackupAndRestore`` in

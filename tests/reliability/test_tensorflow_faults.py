@@ -1,4 +1,4 @@
-"""Fault injection, TensorFlow backend (issue 8): the twin of ``test_faults_pytorch.py`` - the same broken
+"""Fault injection, TensorFlow backend (issue 8): the twin of ``test_pytorch_faults.py`` - the same broken
 inputs give the same catalogue errors (api.md 0.1) naming the galaxy and the file, before any model work
 where they can be found early; ``on_bad_image='record'`` predicts every other row and lists the broken ones.
 

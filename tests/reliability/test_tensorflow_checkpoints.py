@@ -1,4 +1,4 @@
-"""Checkpoints, TensorFlow backend (issue 8, api.md 4.2, E11): the twin of ``test_checkpoints_pytorch.py``.
+"""Checkpoints, TensorFlow backend (issue 8, api.md 4.2, E11): the twin of ``test_pytorch_checkpoints.py``.
 ``.keras`` files carry ``zoobot_version`` and ``format_version``; a newer format raises E11 naming the file
 and both versions; a checkpoint or backup write that fails half-way (full disk) never leaves a torn file
 that stops the run from resuming; the kept ``.keras`` and ``.hdf5`` files of this release still load.
