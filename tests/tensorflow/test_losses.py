@@ -142,6 +142,7 @@ def test_serialisable_and_usable_in_compile(tmp_path):
     outputs = keras.layers.Dense(SCHEMA.n_answers, activation="softplus")(inputs)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="adam", loss=loss)
+    model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(reloaded.loss, losses.MultiquestionLoss)
