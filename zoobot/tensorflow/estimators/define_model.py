@@ -696,7 +696,7 @@ class CosineSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
 
 
 def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:

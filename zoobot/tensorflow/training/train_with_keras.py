@@ -855,7 +855,7 @@ class MetricsCSV(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, "step": int(self.model.optimizer.iterations.numpy()),
-               "lr": _scalar(self.model.optimizer.learning_rate)}
+               "lr": _scalar(self.model.optimizer.learning_rate.numpy())}
         row.update({k: _scalar(v) for k, v in rename_metrics(logs).items() if k != "lr"})
         self.rows.append(row)
         self.write()
