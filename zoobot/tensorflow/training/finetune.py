@@ -90,7 +90,7 @@ import tensorflow as tf
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
 from zoobot.tensorflow.estimators import define_model
-from zoobot.tensorflow.training.feature_cache import MIN_HIT_RATE, FeatureCache
+from zoobot.tensorflow.training.feature_cache import FeatureCache
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -100,7 +100,6 @@ __all__ = [
     "LinearHead",
     "LinearClassifier",
     "LayerwiseAdamW",
-    "FeatureCache",
     "EncoderBlock",
     "get_trainer",
     "load_pretrained_zoobot",
@@ -113,7 +112,6 @@ __all__ = [
     "dirichlet_loss",
     "run_finetuning",
     "MONITOR",
-    "MIN_HIT_RATE",
 ]
 
 logger = logging.getLogger(__name__)
