@@ -19,6 +19,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# TensorFlow-only subprocesses need not pay for importing torchvision (see zoobot/tensorflow/__init__.py);
+# this process imports it first, below.
+os.environ.setdefault("ZOOBOT_SKIP_TORCHVISION_PREIMPORT", "1")
 
 import pytest  # noqa: E402
 

@@ -14,6 +14,8 @@ user set it already; importing this package after Keras was started on another b
 
 If torchvision is installed it is imported before TensorFlow starts: importing it after TensorFlow
 has run an op crashes the interpreter, and users with both backends may mix them in one session.
+Processes that will never import torchvision can skip this by setting
+``ZOOBOT_SKIP_TORCHVISION_PREIMPORT=1`` (the test suite does, for its TensorFlow subprocesses).
 """
 import importlib.util
 import os
@@ -55,6 +57,8 @@ def _import_torchvision_first() -> None:
     one notebook, so the safe order is fixed here, at the cost of a second of import time.
     """
     if "torchvision" in sys.modules or "tensorflow" in sys.modules:
+        return
+    if os.environ.get("ZOOBOT_SKIP_TORCHVISION_PREIMPORT") == "1":  # a TensorFlow-only process
         return
     if importlib.util.find_spec("torchvision") is not None:
         try:

@@ -671,6 +671,7 @@ def _train(
         checkpoint_callback,
         L.pytorch.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True),
         _NonFiniteLossGuard(),
+        _SeedEachEpoch(random_state),
         *(extra_callbacks or []),
     ]
     if wandb_logger is not None:
@@ -780,6 +781,19 @@ class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
         value = trainer.callback_metrics.get(MONITOR)
         if value is not None and not math.isfinite(float(value)):
             raise FloatingPointError(_non_finite_message(MONITOR, float(value), trainer, None))
+
+
+class _SeedEachEpoch(L.pytorch.callbacks.Callback):
+    """Reseed Python, NumPy and torch at the start of every training epoch from ``(random_state, epoch)``,
+    so that a run resumed from ``last.ckpt`` draws the same augmentations and dropout masks as an
+    uninterrupted one (the batch order is seeded the same way by the data module's sampler)."""
+
+    def __init__(self, random_state: int):
+        self.random_state = int(random_state)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        seed = (self.random_state * 1_000_003 + trainer.current_epoch) % 2**32
+        L.seed_everything(seed, workers=True, verbose=False)
 
 
 class _LearningRateLogger(L.pytorch.callbacks.Callback):

@@ -55,7 +55,7 @@ from zoobot.shared.training_config import (
 )
 
 __all__ = ["train", "train_default_zoobot_from_scratch", "TrainingRun", "CheckpointRecord", "MetricsCSV",
-           "RandomStateBackup", "rename_metrics"]
+           "RandomStateBackup", "AtomicBackupAndRestore", "rename_metrics"]
 
 #: Metric that picks the best checkpoint and drives early stopping (Keras logs it as ``val_loss``).
 MONITOR = "validation/supervised_loss"
@@ -915,6 +915,43 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
                                                          int(self.model.optimizer.iterations.numpy()), None))
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup is replaced atomically, so a crash or a full disk mid-write
+    leaves the previous backup readable.
+
+    The weights go to a new file named after the epoch; ``training_metadata.json`` (written to a
+    temporary file, then renamed) names that file and is the commit point. Keras' own callback
+    overwrites ``latest.weights.h5`` in place, and a torn write made the resumed run crash.
+    (Relies on the Keras 3 attributes ``_current_epoch``, ``_last_batch_seen`` and
+    ``_training_metadata_path``.)
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch_{self._current_epoch}_batch_{self._last_batch_seen}.weights.h5"
+        partial = os.path.join(self.backup_dir, "partial_" + name)
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, os.path.join(self.backup_dir, name))
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        tmp_metadata = self._training_metadata_path + ".tmp"
+        with open(tmp_metadata, "w") as f:
+            json.dump(metadata, f)
+        os.replace(tmp_metadata, self._training_metadata_path)  # the commit point
+        for old in os.listdir(self.backup_dir):
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.backup_dir, old))
+
+    def _load_model(self):
+        if not os.path.isfile(self._training_metadata_path):
+            return
+        with open(self._training_metadata_path) as f:
+            metadata = json.load(f)
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
+        self.model._initial_epoch = metadata["epoch"]
+
+
 class RandomStateBackup(keras.callbacks.Callback):
     """Save and restore the Keras random seed states (dropout masks) next to ``BackupAndRestore``'s backup.
 
@@ -1184,7 +1221,7 @@ def _train(
         metrics_csv = MetricsCSV(save_dir / "logs" / "metrics.csv", wandb_logger=wandb_logger)
         callbacks = [
             # first, so that the other callbacks see the restored epoch in on_train_begin
-            keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+            AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=False),
             RandomStateBackup(backup_dir),
             _NonFiniteLossGuard(),
             *model.scheduler_callbacks(),
