@@ -1083,13 +1083,19 @@ class ZoobotTree(keras.Model):
         return model
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, **kwargs):
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **kwargs):
         """Load a saved ZoobotTree (``.keras``), version-checked (E11), offline.
+
+        The signature is the PyTorch twin's (Lightning's); the Lightning-only arguments must stay None.
 
         Parameters
         ----------
         checkpoint_path : str or path-like
             E.g. ``save_dir/checkpoints/last.keras``.
+        map_location, hparams_file, strict, weights_only : None
+            Accepted for parity with the PyTorch backend; ``.keras`` files hold their own config and no
+            pickled objects, so any other value raises ``NotImplementedError``.
         **kwargs
             Hyperparameter overrides, e.g. ``test_time_dropout=False``: the model is rebuilt with
             them and the saved weights are copied in.
@@ -1105,6 +1111,13 @@ class ZoobotTree(keras.Model):
         TypeError
             The file holds another kind of model.
         """
+        lightning_only = {"map_location": map_location, "hparams_file": hparams_file, "strict": strict}
+        given = sorted(name for name, value in lightning_only.items() if value is not None)
+        if given or weights_only not in (None, True):
+            raise NotImplementedError(
+                f"ZoobotTree.load_from_checkpoint in the TensorFlow backend does not support {given or ['weights_only=False']}"
+                " (PyTorch-only arguments); leave them unset."
+            )
         model = load_zoobot_model(checkpoint_path)
         if not isinstance(model, cls):
             raise TypeError(f"{checkpoint_path} holds a {type(model).__name__}, not a {cls.__name__}.")

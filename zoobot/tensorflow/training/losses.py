@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import operator
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -237,7 +239,8 @@ def _multiquestion_nll(labels, predictions, columns, owners, n_questions):
     return tf.where(total_count > 0, nll, tf.zeros_like(nll))
 
 
-def calculate_multiquestion_loss(labels, predictions, question_index_groups, sum_over_questions=False):
+def calculate_multiquestion_loss(labels, predictions, question_index_groups, careful=False, *,
+                                 sum_over_questions=False):
     """Per-galaxy Dirichlet-multinomial loss of every question.
 
     Parameters
@@ -248,6 +251,9 @@ def calculate_multiquestion_loss(labels, predictions, question_index_groups, sum
         Predicted concentrations.
     question_index_groups : sequence of (int, int)
         Inclusive answer index range of each question.
+    careful : bool, default False
+        Accepted for upstream compatibility (the same position as in the PyTorch twin) and ignored
+        with a warning: non-finite predictions stop training with an error instead.
     sum_over_questions : bool, default False
         True: return one loss per galaxy (sum over questions).
 
@@ -267,6 +273,13 @@ def calculate_multiquestion_loss(labels, predictions, question_index_groups, sum
     >>> calculate_multiquestion_loss(np.zeros((2, 3)), np.ones((2, 3)), [(0, 1), (2, 2)]).shape
     TensorShape([2, 2])
     """
+    if careful:
+        warnings.warn(
+            "careful=True is accepted for upstream compatibility but ignored: zoobot does not replace NaN losses "
+            "(non-finite predictions stop training with an error instead).",
+            UserWarning,
+            stacklevel=2,
+        )
     groups = validate_question_index_groups(question_index_groups)
     columns, owners = _answer_to_question_index(groups)
     predictions = tf.convert_to_tensor(predictions)
