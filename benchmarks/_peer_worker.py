@@ -116,13 +116,15 @@ def train(spec: dict, calls: list) -> dict:
             self.events = []
 
         def on_train_epoch_start(self, trainer, pl_module):
-            self.events.append({"start": time.perf_counter(), "batch_start": [], "batch_end": []})
+            self.events.append({"start": time.perf_counter(), "cpu_start": time.process_time(), "batch_start": [],
+                                "batch_end": []})
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
             self.events[-1]["batch_start"].append(time.perf_counter())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
             self.events[-1]["batch_end"].append(time.perf_counter())
+            self.events[-1]["cpu_end"] = time.process_time()
 
     timer = Timer()
     epochs = spec["warmup"] + spec["repeats"]
@@ -145,12 +147,14 @@ def train(spec: dict, calls: list) -> dict:
             previous = e
         seconds = epoch["batch_end"][-1] - epoch["start"]
         epochs_out.append({"images": len(epoch["batch_end"]) * spec["batch_size"], "seconds": seconds,
-                           "data_wait_s": wait, "step_s": seconds - wait})
+                           "data_wait_s": wait, "step_s": seconds - wait,
+                           "main_cpu_s": epoch["cpu_end"] - epoch["cpu_start"]})
     timed = epochs_out[spec["warmup"]:] or epochs_out
     return {"epochs": epochs_out,
             "train": C.rate_summary([e["images"] for e in timed], [e["seconds"] for e in timed]),
             "steps_only": C.rate_summary([e["images"] for e in timed], [e["step_s"] for e in timed]),
             "data_wait_fraction": C.summarise([e["data_wait_s"] / e["seconds"] for e in timed]),
+            "per_cpu_second": C.summarise([e["images"] / e["main_cpu_s"] for e in timed]),
             "ceiling": {"train": ceiling(dict(spec, channels=1), [])["channels_last"]["train"]}}
 
 

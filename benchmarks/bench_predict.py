@@ -39,20 +39,26 @@ def _model_call(settings) -> str:
 
 def _time_predictions(predict, catalog, model, settings, tmp: pathlib.Path) -> dict:
     """Interleaved k=1 / k=5 runs: warm-up, then timed repetitions."""
-    counts, seconds = {k: [] for k in SAMPLES}, {k: [] for k in SAMPLES}
+    counts, seconds, cpu = {k: [] for k in SAMPLES}, {k: [] for k in SAMPLES}, {k: [] for k in SAMPLES}
     kwargs = {"batch_size": settings["batch_size"], "num_workers": settings["num_workers"]}
     for rep in range(settings["warmup"] + settings["repeats"]):
         for k in SAMPLES:
             save_loc = tmp / f"predictions_{rep}_{k}.parquet"
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = predict(catalog, model, n_samples=k, save_loc=save_loc, datamodule_kwargs=kwargs)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             if out.shape[:1] != (len(catalog),) or out.shape[-1] != k or not save_loc.exists():
                 raise RuntimeError(f"predict returned {out.shape} / no file for {len(catalog)} rows, n_samples={k}")
             if rep >= settings["warmup"]:
                 counts[k].append(len(catalog))
                 seconds[k].append(elapsed)
-    return {f"n_samples_{k}": C.rate_summary(counts[k], seconds[k]) for k in SAMPLES}
+                cpu[k].append(cpu_seconds)
+    out = {}
+    for k in SAMPLES:
+        out[f"n_samples_{k}"] = C.rate_summary(counts[k], seconds[k])
+        # CPU time of the predicting process (PyTorch loader workers excluded; tf.data threads included)
+        out[f"n_samples_{k}"]["per_cpu_second"] = C.summarise([n / c for n, c in zip(counts[k], cpu[k])])
+    return out
 
 
 def torch_speed(settings, catalog, tmp) -> dict:

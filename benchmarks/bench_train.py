@@ -41,7 +41,9 @@ def _epoch_stats(events: list[dict], batch_size: int) -> list[dict]:
         images = len(ends) * batch_size
         epochs.append({"images": images, "seconds": seconds, "img_per_s": images / seconds,
                        "data_wait_s": wait, "step_s": seconds - wait,
-                       "first_batch_wait_s": starts[0] - epoch["start"]})
+                       "first_batch_wait_s": starts[0] - epoch["start"],
+                       # CPU time of the training process (all its threads; loader workers excluded)
+                       "main_cpu_s": epoch["cpu_end"] - epoch["cpu_start"]})
     return epochs
 
 
@@ -50,7 +52,8 @@ def _summaries(epochs: list[dict], warmup: int) -> dict:
     out = {"epochs": epochs,
            "train": C.rate_summary([e["images"] for e in timed], [e["seconds"] for e in timed]),
            "steps_only": C.rate_summary([e["images"] for e in timed], [e["step_s"] for e in timed]),
-           "data_wait_fraction": C.summarise([e["data_wait_s"] / e["seconds"] for e in timed])}
+           "data_wait_fraction": C.summarise([e["data_wait_s"] / e["seconds"] for e in timed]),
+           "per_cpu_second": C.summarise([e["images"] / e["main_cpu_s"] for e in timed])}
     return out
 
 
@@ -70,13 +73,15 @@ def torch_worker(settings, catalogs, save_dir) -> dict:
             self.events = []
 
         def on_train_epoch_start(self, trainer, pl_module):
-            self.events.append({"start": time.perf_counter(), "batch_start": [], "batch_end": []})
+            self.events.append({"start": time.perf_counter(), "cpu_start": time.process_time(), "batch_start": [],
+                                "batch_end": []})
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.events[-1]["batch_start"].append(time.perf_counter())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.events[-1]["batch_end"].append(time.perf_counter())
+            self.events[-1]["cpu_end"] = time.process_time()
 
     timer = Timer()
     start = time.perf_counter()
@@ -110,13 +115,15 @@ def tf_worker(settings, catalogs, save_dir) -> dict:
             self.events = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.events.append({"start": time.perf_counter(), "batch_start": [], "batch_end": []})
+            self.events.append({"start": time.perf_counter(), "cpu_start": time.process_time(), "batch_start": [],
+                                "batch_end": []})
 
         def on_train_batch_begin(self, batch, logs=None):
             self.events[-1]["batch_start"].append(time.perf_counter())
 
         def on_train_batch_end(self, batch, logs=None):
             self.events[-1]["batch_end"].append(time.perf_counter())
+            self.events[-1]["cpu_end"] = time.process_time()
 
     timer = Timer()
     start = time.perf_counter()
@@ -171,16 +178,22 @@ def main(argv=None) -> dict:
         if "train" not in r:
             continue
         ceiling = r.get("ceiling", {}).get("train")
+        cpu, cpu_ceiling = r.get("per_cpu_second"), (ceiling or {}).get("per_cpu_second")
         rows.append([names[backend], r["train"], ceiling, C.ratio(r["train"], ceiling), r["steps_only"],
-                     C.ratio(r["steps_only"], ceiling), r["data_wait_fraction"]["median"]])
+                     C.ratio(r["steps_only"], ceiling), r["data_wait_fraction"]["median"], cpu,
+                     C.ratio(cpu, cpu_ceiling)])
     title = (f"Training from {settings['source_size']} px jpgs: {settings['architecture']}, {settings['image_size']} px, "
              f"greyscale, batch {settings['batch_size']}, {settings['steps_per_epoch']} steps/epoch, "
              f"{settings['threads']} threads, {settings['num_workers']} loader workers (img/s over epochs 2..)")
     tables = {title: C.markdown_table(
         ["run", "train img/s", "ceiling fwd+bwd img/s", "train / ceiling", "steps only img/s",
-         "steps / ceiling", "data-wait fraction"], rows)}
+         "steps / ceiling", "data-wait fraction", "img per training-process CPU-s", "CPU efficiency / ceiling"],
+        rows)}
     notes = ["train img/s = training images of an epoch / (epoch start -> end of its last training batch), "
              "validation excluded; steps only = the same minus the time spent waiting for the next batch",
+             "img per training-process CPU-s: training images / CPU time of the training process (loader "
+             "workers excluded); its ratio to the ceiling's img per CPU-s separates the step's own efficiency "
+             "from CPU taken by the loader workers and other load",
              "target (issue 7): train / ceiling >= 0.8 in both backends"]
     if peer and "error" in results.get("peer", {}):
         notes.append(f"peer run failed: {results['peer']['error']}")
