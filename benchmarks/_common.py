@@ -343,10 +343,9 @@ def write_worker_result(path: str, result: dict) -> None:
 # 5. ceilings: raw encoder speed on random tensors (framework imported lazily)
 # ------------------------------------------------------------------------------------------------
 
-def torch_encoder_rates(architecture: str, channels: int, size: int, batch_size: int, repeats: int, warmup: int,
-                        memory_format: str = "channels_last", modes: Sequence[str] = ("train", "eval"),
-                        batches_per_rep: dict | None = None) -> dict:
-    """Images/s of a randomly initialised zoobot/timm encoder on a random batch already in memory.
+def torch_ceiling_step(architecture: str, channels: int, size: int, batch_size: int, mode: str = "train",
+                       memory_format: str = "channels_last", batches: int = 1) -> Callable[[], int]:
+    """A function running ``batches`` raw-encoder batches on a random batch in memory; returns the images done.
 
     'train' = forward + backward of ``features.sum()`` (gradients of every weight); 'eval' = forward
     under ``torch.inference_mode``. ``memory_format`` 'channels_last' or 'contiguous' (NCHW).
@@ -355,53 +354,52 @@ def torch_encoder_rates(architecture: str, channels: int, size: int, batch_size:
 
     from zoobot.pytorch.estimators.define_model import get_pytorch_encoder
 
-    batches_per_rep = batches_per_rep or {"train": 1, "eval": 3}
     torch.manual_seed(0)
     encoder = get_pytorch_encoder(architecture, channels=channels)
     x = torch.rand(batch_size, channels, size, size)
     if memory_format == "channels_last":
         encoder = encoder.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    out = {}
-    if "train" in modes:
-        encoder.train()
+    encoder.train(mode == "train")
 
-        def train_step():
-            for _ in range(batches_per_rep["train"]):
-                encoder.zero_grad(set_to_none=True)
-                encoder(x).sum().backward()
-            return batch_size * batches_per_rep["train"]
+    def train_step():
+        for _ in range(batches):
+            encoder.zero_grad(set_to_none=True)
+            encoder(x).sum().backward()
+        return batch_size * batches
 
-        out["train"] = measure(train_step, repeats, warmup)
-    if "eval" in modes:
-        encoder.eval()
+    def eval_step():
+        with torch.inference_mode():
+            for _ in range(batches):
+                encoder(x)
+        return batch_size * batches
 
-        def eval_step():
-            with torch.inference_mode():
-                for _ in range(batches_per_rep["eval"]):
-                    encoder(x)
-            return batch_size * batches_per_rep["eval"]
-
-        out["eval"] = measure(eval_step, repeats, warmup)
-    return out
+    return train_step if mode == "train" else eval_step
 
 
-def tf_encoder_rates(architecture: str, channels: int, size: int, batch_size: int, repeats: int, warmup: int,
-                     modes: Sequence[str] = ("train", "eval"), batches_per_rep: dict | None = None) -> dict:
-    """Images/s of a randomly initialised zoobot Keras encoder on a random batch in memory.
+def torch_encoder_rates(architecture: str, channels: int, size: int, batch_size: int, repeats: int, warmup: int,
+                        memory_format: str = "channels_last", modes: Sequence[str] = ("train", "eval"),
+                        batches_per_rep: dict | None = None) -> dict:
+    """Images/s of a randomly initialised zoobot/timm encoder on a random batch already in memory
+    (:func:`torch_ceiling_step`), per mode."""
+    batches_per_rep = batches_per_rep or {"train": 1, "eval": 3}
+    return {mode: measure(torch_ceiling_step(architecture, channels, size, batch_size, mode, memory_format,
+                                             batches_per_rep[mode]), repeats, warmup)
+            for mode in ("train", "eval") if mode in modes}
 
-    'train' = a compiled ``tf.function`` computing the gradients of ``features.sum()`` w.r.t. every
-    trainable weight (``training=True``); 'eval' = a compiled forward pass (``training=False``).
-    """
+
+def tf_ceiling_step(architecture: str, channels: int, size: int, batch_size: int, mode: str = "train",
+                    batches: int = 1) -> Callable[[], int]:
+    """The TensorFlow twin of :func:`torch_ceiling_step`: a compiled ``tf.function`` computing the gradients
+    of ``features.sum()`` w.r.t. every trainable weight ('train', ``training=True``) or the forward pass
+    ('eval', ``training=False``)."""
     import tensorflow as tf
 
     from zoobot.tensorflow.estimators.define_model import get_tensorflow_encoder
 
-    batches_per_rep = batches_per_rep or {"train": 1, "eval": 3}
     tf.random.set_seed(0)
     encoder = get_tensorflow_encoder(architecture, channels=channels, input_shape=(size, size, channels))
     x = tf.random.uniform((batch_size, size, size, channels))
-    out = {}
 
     @tf.function
     def grads(images):
@@ -413,24 +411,35 @@ def tf_encoder_rates(architecture: str, channels: int, size: int, batch_size: in
     def forward(images):
         return encoder(images, training=False)
 
-    if "train" in modes:
-        def train_step():
-            for _ in range(batches_per_rep["train"]):
-                result = grads(x)
-            _ = result[0].numpy()
-            return batch_size * batches_per_rep["train"]
+    def train_step():
+        for _ in range(batches):
+            result = grads(x)
+        _ = result[0].numpy()
+        return batch_size * batches
 
-        out["train"] = measure(train_step, repeats, warmup)
-    if "eval" in modes:
-        def eval_step():
-            for _ in range(batches_per_rep["eval"]):
-                result = forward(x)
-            _ = result.numpy()
-            return batch_size * batches_per_rep["eval"]
+    def eval_step():
+        for _ in range(batches):
+            result = forward(x)
+        _ = result.numpy()
+        return batch_size * batches
 
-        out["eval"] = measure(eval_step, repeats, warmup)
-    out["_forward_fn"] = forward  # reused by callers that feed the same encoder from a pipeline
-    out["_encoder"] = encoder
+    step = train_step if mode == "train" else eval_step
+    step.forward, step.encoder = forward, encoder
+    return step
+
+
+def tf_encoder_rates(architecture: str, channels: int, size: int, batch_size: int, repeats: int, warmup: int,
+                     modes: Sequence[str] = ("train", "eval"), batches_per_rep: dict | None = None) -> dict:
+    """Images/s of a randomly initialised zoobot Keras encoder on a random batch in memory
+    (:func:`tf_ceiling_step`), per mode; ``'_forward_fn'``/``'_encoder'`` hold the compiled forward pass
+    and the encoder of the last mode, for callers that feed the same encoder from a pipeline."""
+    batches_per_rep = batches_per_rep or {"train": 1, "eval": 3}
+    out = {}
+    for mode in ("train", "eval"):
+        if mode in modes:
+            step = tf_ceiling_step(architecture, channels, size, batch_size, mode, batches_per_rep[mode])
+            out[mode] = measure(step, repeats, warmup)
+            out["_forward_fn"], out["_encoder"] = step.forward, step.encoder
     return out
 
 

@@ -3,7 +3,8 @@
 Each backend, in its own process:
 
 1. measures the ceiling: encoder forward+backward images/s on random tensors (same architecture,
-   batch, size, channels, threads; PyTorch in channels_last, as ``ZoobotTree`` runs);
+   batch, size, channels, threads; PyTorch in channels_last, as ``ZoobotTree`` runs) - before training,
+   and once more right after every epoch (the *paired* ceiling: the machine is shared, its speed drifts);
 2. calls ``zoobot.pytorch.training.train_with_pytorch_lightning.train`` /
    ``zoobot.tensorflow.training.train_with_keras.train`` exactly as a user does, on a catalog of
    synthetic jpgs (``source_size`` px on disk, decoded, augmented and resized to ``image_size``),
@@ -47,13 +48,26 @@ def _epoch_stats(events: list[dict], batch_size: int) -> list[dict]:
     return epochs
 
 
-def _summaries(epochs: list[dict], warmup: int) -> dict:
+def _timed_rate(step) -> float:
+    start = time.perf_counter()
+    images = step()
+    return images / (time.perf_counter() - start)
+
+
+def _summaries(epochs: list[dict], warmup: int, paired: list[float]) -> dict:
+    """Per-epoch summaries; ``paired[i]`` is the ceiling measured right after epoch ``i``."""
+    for epoch, ceiling in zip(epochs, paired):
+        epoch["paired_ceiling_img_per_s"] = ceiling
+        epoch["ratio_to_paired_ceiling"] = epoch["img_per_s"] / ceiling
     timed = epochs[warmup:] or epochs
     out = {"epochs": epochs,
            "train": C.rate_summary([e["images"] for e in timed], [e["seconds"] for e in timed]),
            "steps_only": C.rate_summary([e["images"] for e in timed], [e["step_s"] for e in timed]),
            "data_wait_fraction": C.summarise([e["data_wait_s"] / e["seconds"] for e in timed]),
            "per_cpu_second": C.summarise([e["images"] / e["main_cpu_s"] for e in timed])}
+    if all("ratio_to_paired_ceiling" in e for e in timed):
+        out["paired_ceiling"] = C.summarise([e["paired_ceiling_img_per_s"] for e in timed])
+        out["ratio_to_paired_ceiling"] = C.summarise([e["ratio_to_paired_ceiling"] for e in timed])
     return out
 
 
@@ -65,12 +79,18 @@ def torch_worker(settings, catalogs, save_dir) -> dict:
     from zoobot.pytorch.training.train_with_pytorch_lightning import train
     from zoobot.shared.schemas import decals_dr5_ortho_schema
 
-    ceiling = C.torch_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"], s["warmup"],
-                                    memory_format="channels_last", modes=("train",))
+    ceiling_step = C.torch_ceiling_step(s["architecture"], 1, s["image_size"], s["batch_size"], "train",
+                                        "channels_last")
+    ceiling = {"train": C.measure(ceiling_step, s["repeats"], s["warmup"])}
 
     class Timer(L.Callback):
         def __init__(self):
-            self.events = []
+            self.events, self.paired = [], []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            # one ceiling batch right after each epoch (after its validation), so the ratio of every
+            # epoch is taken against the machine's speed of that moment
+            self.paired.append(_timed_rate(ceiling_step))
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.events.append({"start": time.perf_counter(), "cpu_start": time.process_time(), "batch_start": [],
@@ -89,7 +109,7 @@ def torch_worker(settings, catalogs, save_dir) -> dict:
           model_architecture=s["architecture"], batch_size=s["batch_size"], epochs=s["warmup"] + s["repeats"],
           patience=1000, resize_size=s["image_size"], gpus=0, num_workers=s["num_workers"],
           extra_callbacks=[timer])
-    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"])
+    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"], timer.paired)
     out.update(ceiling=ceiling, total_seconds=time.perf_counter() - start, torch_threads=torch.get_num_threads(),
                call=(f"train_with_pytorch_lightning.train(save_dir, decals_dr5_ortho_schema, train_catalog, val_catalog, "
                      f"model_architecture={s['architecture']!r}, batch_size={s['batch_size']}, "
@@ -106,13 +126,16 @@ def tf_worker(settings, catalogs, save_dir) -> dict:
     from zoobot.shared.schemas import decals_dr5_ortho_schema
     from zoobot.tensorflow.training.train_with_keras import train
 
-    ceiling = C.strip_private(C.tf_encoder_rates(s["architecture"], 1, s["image_size"], s["batch_size"], s["repeats"],
-                                                 s["warmup"], modes=("train",)))
+    ceiling_step = C.tf_ceiling_step(s["architecture"], 1, s["image_size"], s["batch_size"], "train")
+    ceiling = {"train": C.measure(ceiling_step, s["repeats"], s["warmup"])}
 
     class Timer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.events = []
+            self.events, self.paired = [], []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.paired.append(_timed_rate(ceiling_step))  # one ceiling batch right after each epoch
 
         def on_epoch_begin(self, epoch, logs=None):
             self.events.append({"start": time.perf_counter(), "cpu_start": time.process_time(), "batch_start": [],
@@ -131,7 +154,7 @@ def tf_worker(settings, catalogs, save_dir) -> dict:
           model_architecture=s["architecture"], batch_size=s["batch_size"], epochs=s["warmup"] + s["repeats"],
           patience=1000, resize_size=s["image_size"], gpus=0, num_workers=s["num_workers"],
           extra_callbacks=[timer])
-    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"])
+    out = _summaries(_epoch_stats(timer.events, s["batch_size"]), s["warmup"], timer.paired)
     out.update(ceiling=ceiling, total_seconds=time.perf_counter() - start,
                call=(f"train_with_keras.train(save_dir, decals_dr5_ortho_schema, train_catalog, val_catalog, "
                      f"model_architecture={s['architecture']!r}, batch_size={s['batch_size']}, "
@@ -179,18 +202,22 @@ def main(argv=None) -> dict:
             continue
         ceiling = r.get("ceiling", {}).get("train")
         cpu, cpu_ceiling = r.get("per_cpu_second"), (ceiling or {}).get("per_cpu_second")
-        rows.append([names[backend], r["train"], ceiling, C.ratio(r["train"], ceiling), r["steps_only"],
+        rows.append([names[backend], r["train"], ceiling, C.ratio(r["train"], ceiling),
+                     r.get("paired_ceiling"), r.get("ratio_to_paired_ceiling"),
                      C.ratio(r["steps_only"], ceiling), r["data_wait_fraction"]["median"], cpu,
                      C.ratio(cpu, cpu_ceiling)])
     title = (f"Training from {settings['source_size']} px jpgs: {settings['architecture']}, {settings['image_size']} px, "
              f"greyscale, batch {settings['batch_size']}, {settings['steps_per_epoch']} steps/epoch, "
              f"{settings['threads']} threads, {settings['num_workers']} loader workers (img/s over epochs 2..)")
     tables = {title: C.markdown_table(
-        ["run", "train img/s", "ceiling fwd+bwd img/s", "train / ceiling", "steps only img/s",
-         "steps / ceiling", "data-wait fraction", "img per training-process CPU-s", "CPU efficiency / ceiling"],
-        rows)}
+        ["run", "train img/s", "ceiling fwd+bwd img/s (before)", "train / ceiling", "paired ceiling img/s",
+         "train / paired ceiling", "steps only / ceiling", "data-wait fraction", "img per training-process CPU-s",
+         "CPU efficiency / ceiling"], rows)}
     notes = ["train img/s = training images of an epoch / (epoch start -> end of its last training batch), "
              "validation excluded; steps only = the same minus the time spent waiting for the next batch",
+             "ceiling (before) = --repeats batches before training; paired ceiling = one ceiling batch right after "
+             "each epoch, and train / paired ceiling = the median over the timed epochs of each epoch's ratio to "
+             "the ceiling measured next to it (robust to load that changes during the run)",
              "img per training-process CPU-s: training images / CPU time of the training process (loader "
              "workers excluded); its ratio to the ceiling's img per CPU-s separates the step's own efficiency "
              "from CPU taken by the loader workers and other load",
