@@ -16,6 +16,11 @@ format the extension of ``save_loc`` names:
 Images that failed are NaN rows and are listed in ``<stem>_failures.csv`` (``id_str``,
 ``file_loc``, ``error``) next to the file. Files are written atomically (temporary file, then
 rename), so a crash never leaves a half-written file under the final name.
+
+:class:`PredictionWriter` writes the same files chunk by chunk (a parquet row group per chunk, csv
+rows appended, hdf5 slices), so memory stays flat however many rows there are; :func:`save` uses it.
+:class:`ParquetAppender` appends DataFrames to one parquet file as row groups (also used for the
+summary tables).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from zoobot.shared.errors import CatalogError, format_examples, missing_dependen
 
 __all__ = [
     "save",
+    "PredictionWriter",
+    "ParquetAppender",
     "predictions_to_hdf5",
     "predictions_to_csv",
     "prediction_format",
@@ -47,6 +54,8 @@ PREDICTION_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".hdf5": "hdf5", 
 #: Accepted values of ``kind``.
 KINDS = ("tree", "generic")
 FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
+#: Rows per write when :func:`save` writes a whole array.
+WRITE_ROWS = 4096
 
 
 def prediction_format(save_loc) -> str:
@@ -237,11 +246,7 @@ def save(
     label_cols = [str(c) for c in label_cols]
     if len(id_str) != predictions.shape[0]:
         raise ValueError(f"Got {len(id_str)} id_str for {predictions.shape[0]} rows of predictions.")
-    if len(label_cols) != predictions.shape[1]:
-        raise ValueError(
-            f"Width mismatch: predictions have {predictions.shape[1]} outputs, so expected width "
-            f"{predictions.shape[1]} label_cols, got width {len(label_cols)}."
-        )
+    _check_width(predictions.shape[1], label_cols)
     duplicated = pd.Index(id_str)[pd.Index(id_str).duplicated()].unique().tolist()
     if duplicated:
         raise CatalogError(
@@ -255,26 +260,178 @@ def save(
             predictions = predictions.copy()
             predictions[failed] = np.nan
 
-    record = _metadata_record(metadata, schema, kind, predictions.shape[2])
-    save_loc = pathlib.Path(save_loc)
-    save_loc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save_loc.with_name(f".{save_loc.name}.tmp")
-    if fmt == "hdf5":
-        _write_hdf5(tmp, predictions, id_str, label_cols, record)
-    else:
-        table = _to_table(predictions, id_str, label_cols, kind, schema, record)
-        if fmt == "csv":
-            table.to_csv(tmp, index=False)
-        else:
-            _write_parquet(tmp, table, record)
-    os.replace(tmp, save_loc)
+    n_rows, n_samples = predictions.shape[0], predictions.shape[2]
+    with PredictionWriter(save_loc, label_cols, n_rows, n_samples, kind, metadata, schema=schema) as writer:
+        for start in range(0, n_rows, WRITE_ROWS):
+            writer.write(predictions[start : start + WRITE_ROWS], id_str[start : start + WRITE_ROWS])
+        return writer.close(failures)
 
-    failures_loc = failures_path(save_loc)
-    if len(failures):
-        failures.to_csv(failures_loc, index=False)
-    elif failures_loc.exists():
-        failures_loc.unlink()
-    return save_loc
+
+def _check_width(n_outputs: int, label_cols) -> None:
+    if len(label_cols) != n_outputs:
+        raise ValueError(
+            f"Width mismatch: predictions have {n_outputs} outputs, so expected width "
+            f"{n_outputs} label_cols, got width {len(label_cols)}."
+        )
+
+
+class PredictionWriter:
+    """Write a predictions file chunk by chunk: the file :func:`save` writes, holding one chunk in memory.
+
+    Rows are written in the order given, to ``.<name>.tmp`` next to ``save_loc``; :meth:`close` checks
+    that all ``n_rows`` rows came, renames the file into place and writes (or removes a stale)
+    ``<stem>_failures.csv``. Used as a context manager, an exception discards the temporary file.
+    Parquet gets one row group per :meth:`write`, csv appends rows (header once), hdf5 fills slices of
+    datasets of the final size.
+
+    Parameters
+    ----------
+    save_loc : str or path-like
+        ``.parquet``, ``.csv``, ``.hdf5`` or ``.h5``; parent folders are created.
+    label_cols : sequence of str
+        One name per output.
+    n_rows : int
+        Rows the file will hold.
+    n_samples : int
+        Samples per output.
+    kind, metadata, schema
+        As in :func:`save`.
+
+    Raises
+    ------
+    ValueError
+        (E13) unknown extension or kind; (E10) tree ``label_cols`` that differ from ``schema``.
+    MissingDependencyError
+        (E12) ``.hdf5`` without h5py.
+
+    Examples
+    --------
+    >>> with PredictionWriter('preds.parquet', ['x'], n_rows=3, n_samples=1, kind='generic') as writer:  # doctest: +SKIP
+    ...     writer.write(np.ones((2, 1, 1)), ['a', 'b'])
+    ...     writer.write(np.ones((1, 1, 1)), ['c'])
+    ...     writer.close()
+    """
+
+    def __init__(self, save_loc, label_cols, n_rows: int, n_samples: int, kind: str = "tree", metadata=None, *,
+                 schema=None):
+        self.format = prediction_format(save_loc)
+        if kind not in KINDS:
+            raise unknown_option_error("kind", kind, KINDS)
+        self.path = pathlib.Path(save_loc)
+        self.label_cols = [str(c) for c in label_cols]
+        self.n_rows, self.n_samples, self.kind = int(n_rows), int(n_samples), kind
+        self.record = _metadata_record(metadata, schema, kind, n_samples)
+        tree_table = kind == "tree" and self.format != "hdf5"  # hdf5 stores no fractions
+        self.groups = _groups_for_fractions(self.label_cols, schema, self.record) if tree_table else None
+        self.rows_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._file = None
+        if self.format == "hdf5":
+            self._file = _open_hdf5(self.tmp, self.n_rows, self.label_cols, self.n_samples, self.record)
+        elif self.format == "csv":
+            self._file = open(self.tmp, "w", newline="", encoding="utf-8")
+        else:
+            self._file = ParquetAppender(self.tmp, self.record)
+
+    def write(self, predictions, id_str) -> None:
+        """Append the next rows: ``predictions`` (rows, outputs, samples) and their ``id_str``."""
+        predictions = np.asarray(predictions, dtype=np.float32)
+        if predictions.ndim == 2:
+            predictions = predictions[:, :, None]
+        id_str = [str(i) for i in id_str]
+        if predictions.ndim != 3 or predictions.shape[2] != self.n_samples or len(id_str) != len(predictions):
+            raise ValueError(
+                f"Expected predictions of shape ({len(id_str)}, {len(self.label_cols)}, {self.n_samples}) for "
+                f"{len(id_str)} id_str, got shape {predictions.shape}."
+            )
+        _check_width(predictions.shape[1], self.label_cols)
+        stop = self.rows_written + len(id_str)
+        if stop > self.n_rows:
+            raise ValueError(f"Writing rows {self.rows_written}-{stop - 1} of a file of {self.n_rows} rows.")
+        if self.format == "hdf5":
+            self._file["predictions"][self.rows_written : stop] = predictions
+            self._file["id_str"][self.rows_written : stop] = np.array(id_str, dtype=object)
+        else:
+            table = _to_table(predictions, id_str, self.label_cols, self.kind, self.groups)
+            if self.format == "csv":
+                table.to_csv(self._file, header=self.rows_written == 0, index=False)
+            else:
+                self._file.write(table)
+        self.rows_written = stop
+
+    def close(self, failures: pd.DataFrame | None = None) -> pathlib.Path:
+        """Finish the file (all ``n_rows`` rows must be written), move it into place, write the failures.
+
+        Raises
+        ------
+        ValueError
+            If fewer rows than ``n_rows`` were written (the temporary file is removed).
+        """
+        if self.rows_written != self.n_rows:
+            self.abort()
+            raise ValueError(f"Only {self.rows_written} of {self.n_rows} rows were written to {self.path}.")
+        failures = _clean_failures(failures)
+        self._close_file()
+        os.replace(self.tmp, self.path)
+        failures_loc = failures_path(self.path)
+        if len(failures):
+            failures.to_csv(failures_loc, index=False)
+        elif failures_loc.exists():
+            failures_loc.unlink()
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        self._close_file()
+        self.tmp.unlink(missing_ok=True)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None or self._file is not None:
+            self.abort()
+
+
+class ParquetAppender:
+    """Append DataFrames with the same columns to one parquet file, one row group each.
+
+    The first frame fixes the Arrow schema (as ``DataFrame.to_parquet(index=False)`` would write it);
+    ``metadata`` values are added JSON-encoded to the file's key-value metadata. Nothing is written
+    until the first :meth:`write`; :meth:`close` finishes the file (an empty file if nothing came).
+
+    Examples
+    --------
+    >>> appender = ParquetAppender('table.parquet', {'n_samples': 1})  # doctest: +SKIP
+    >>> appender.write(pd.DataFrame({'id_str': ['a'], 'x': [1.0]}))  # doctest: +SKIP
+    >>> appender.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, path, metadata: Mapping | None = None):
+        self.path = pathlib.Path(path)
+        self.metadata = {k.encode(): json.dumps(v).encode() for k, v in (metadata or {}).items()}
+        self._writer = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            schema = table.schema.with_metadata({**(table.schema.metadata or {}), **self.metadata})
+            self._writer = pq.ParquetWriter(self.path, schema)
+        self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _clean_failures(failures) -> pd.DataFrame:
@@ -292,44 +449,36 @@ def _clean_failures(failures) -> pd.DataFrame:
     return failures[FAILURE_COLUMNS + [c for c in failures.columns if c not in FAILURE_COLUMNS]]
 
 
-def _to_table(predictions, id_str, label_cols, kind, schema, record) -> pd.DataFrame:
+def _to_table(predictions, id_str, label_cols, kind, groups) -> pd.DataFrame:
+    """The parquet/csv columns of some rows: per label column its samples, then the fraction or mean."""
     if kind == "tree":
-        groups = _groups_for_fractions(label_cols, schema, record)
         summary = _tree_fractions(predictions, groups)
     else:
         with np.errstate(invalid="ignore"):
-            summary = predictions.mean(axis=2)
+            summary = predictions.mean(axis=2, dtype=np.float32)
     block = np.concatenate([predictions, summary[:, :, None]], axis=2).reshape(len(id_str), -1)
-    table = pd.DataFrame(block, columns=prediction_columns(label_cols, predictions.shape[2], kind))
+    table = pd.DataFrame(block, columns=prediction_columns(label_cols, predictions.shape[2], kind), copy=False)
     table.insert(0, "id_str", pd.Series(id_str, dtype=str))
     return table
 
 
-def _write_parquet(path, table: pd.DataFrame, record: Mapping) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrow_table = pa.Table.from_pandas(table, preserve_index=False)
-    existing = arrow_table.schema.metadata or {}
-    merged = {**existing, **{k.encode(): json.dumps(v).encode() for k, v in record.items()}}
-    pq.write_table(arrow_table.replace_schema_metadata(merged), path)
-
-
-def _write_hdf5(path, predictions, id_str, label_cols, record) -> None:
+def _open_hdf5(path, n_rows, label_cols, n_samples, record):
+    """An open h5py file with datasets ``predictions`` and ``id_str`` of the final size (filled by slices)."""
     try:
         import h5py
     except ImportError:
         raise missing_dependency("h5py", "Writing .hdf5 prediction files", "hdf5") from None
     text = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        f.create_dataset("predictions", data=predictions, dtype=np.float32)
-        f.create_dataset("id_str", data=np.array(id_str, dtype=object), dtype=text)
-        f.create_dataset("label_cols", data=np.array(label_cols, dtype=object), dtype=text)
-        for key, value in record.items():
-            if isinstance(value, (bool, int, float, str)):
-                f.attrs[key] = value
-            else:  # dicts, lists, None
-                f.attrs[key] = json.dumps(value)
+    f = h5py.File(path, "w")
+    f.create_dataset("predictions", shape=(n_rows, len(label_cols), n_samples), dtype=np.float32)
+    f.create_dataset("id_str", shape=(n_rows,), dtype=text)
+    f.create_dataset("label_cols", data=np.array(label_cols, dtype=object), dtype=text)
+    for key, value in record.items():
+        if isinstance(value, (bool, int, float, str)):
+            f.attrs[key] = value
+        else:  # dicts, lists, None
+            f.attrs[key] = json.dumps(value)
+    return f
 
 
 #: Upstream (v1) names of :func:`save`; the extension of ``save_loc`` decides the format.
