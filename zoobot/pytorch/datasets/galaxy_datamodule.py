@@ -320,7 +320,7 @@ class GalaxyDataModule(L.LightningDataModule):
                 setattr(self, f"{split}_dataset",
                         GalaxyDataset(getattr(self, f"{split}_catalog"), self.label_cols, self.test_transform))
 
-    def _loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool = False, drop_last: bool = False, persistent: bool = True) -> DataLoader:
         workers = self.num_workers
         # the shuffle depends on (seed, epoch) only, so a resumed run sees the same orders as an uninterrupted one;
         # the loader's own generator only seeds the worker processes
@@ -332,7 +332,7 @@ class GalaxyDataModule(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=workers,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
-            persistent_workers=workers > 0,
+            persistent_workers=persistent and workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker if workers > 0 else None,
             generator=torch.Generator().manual_seed(self.seed),
@@ -363,6 +363,32 @@ class GalaxyDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches of images only (upstream-compatible), in ``predict_catalog`` order."""
         return self._loader(self._dataset("predict"))
+
+    def encoding_dataloader(self, split: str) -> DataLoader:
+        """One pass over a split's own dataset in catalog order, for computing per-row features once.
+
+        Same dataset (loading, transform, failure handling), ``batch_size`` and ``num_workers`` as the
+        split's usual loader, but never shuffled or truncated, and its workers stop after the pass. Used by
+        the finetuning models' feature replay (:mod:`zoobot.pytorch.training.feature_cache`).
+
+        Parameters
+        ----------
+        split : {'train', 'val', 'test', 'predict'}
+        """
+        if split not in ("train", "val", "test", "predict"):
+            raise unknown_option_error("split", split, ["train", "val", "test", "predict"])
+        return self._loader(self._dataset(split), persistent=False)
+
+    def restore_images(self) -> None:
+        """Put every dataset back into image mode (undo :meth:`GalaxyDataset.use_features`)."""
+        for split in ("train", "val", "test", "predict"):
+            dataset = getattr(self, f"{split}_dataset", None)
+            if isinstance(dataset, GalaxyDataset) and dataset.features_mode:
+                dataset.use_features(None)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Lightning hook: a fit that failed leaves no dataset serving precomputed features."""
+        self.restore_images()
 
     def predict_dataloader_with_ids(self, on_bad_image: str = "record") -> DataLoader:
         """Predict batches as dicts ``{'image', 'index', 'id_str', 'failed'}`` in ``predict_catalog`` order.

@@ -14,6 +14,11 @@ Two extra modes serve prediction:
   on a failed index to get the error text (it retries the load in the calling process, so it works
   whatever worker hit the problem).
 
+One extra mode serves fast finetuning of a frozen encoder (:mod:`zoobot.pytorch.training.feature_cache`):
+
+- :meth:`GalaxyDataset.use_features`: items return a precomputed feature row ``features[index]`` in place
+  of the image, with the same labels, and no file is opened. ``use_features(None)`` restores images.
+
 Examples
 --------
 >>> import numpy as np, pandas as pd, tempfile, pathlib
@@ -107,6 +112,34 @@ class GalaxyDataset(Dataset):
         self.fits_scaling = fits_scaling
         self._target_size = getattr(transform, "min_source_size", None)
         self._blank = None
+        self.features = None
+
+    def use_features(self, features: torch.Tensor | None) -> None:
+        """Serve ``features[index]`` instead of loading and transforming image ``index`` (None: images again).
+
+        Labels, ``return_index`` items and the dataset length are unchanged; no file is touched while
+        features are in use. Data-loader workers started before this call keep the old mode.
+
+        Parameters
+        ----------
+        features : Tensor (len(self), D) or None
+            One row per catalog row, in catalog order.
+
+        Raises
+        ------
+        ValueError
+            ``features`` does not have one row per catalog row.
+        """
+        if features is not None:
+            if not isinstance(features, torch.Tensor) or features.ndim < 1 or features.shape[0] != len(self):
+                shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+                raise ValueError(f"use_features needs one feature row per catalog row ({len(self)}), got {shape}")
+        self.features = features
+
+    @property
+    def features_mode(self) -> bool:
+        """True while items carry precomputed features instead of images (see :meth:`use_features`)."""
+        return self.features is not None
 
     def __len__(self) -> int:
         return len(self.file_locs)
@@ -133,17 +166,20 @@ class GalaxyDataset(Dataset):
     def __getitem__(self, index: int):
         index = int(index)
         failed = False
-        try:
-            image = self._load(index)
-        except _RECORDABLE:
-            if self.on_bad_image == "raise":
-                raise
-            failed = True
-            image = None
-        if failed:
-            x = self._blank_image()
+        if self.features is not None:
+            x = self.features[index]
         else:
-            x = self.transform(image) if self.transform is not None else image_to_tensor(image)
+            try:
+                image = self._load(index)
+            except _RECORDABLE:
+                if self.on_bad_image == "raise":
+                    raise
+                failed = True
+                image = None
+            if failed:
+                x = self._blank_image()
+            else:
+                x = self.transform(image) if self.transform is not None else image_to_tensor(image)
         label = None
         if self.labels is not None:
             label = torch.tensor(self.labels[index])
@@ -174,4 +210,5 @@ class GalaxyDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"GalaxyDataset({len(self)} galaxies, label_cols={self.label_cols}, transform={self.transform!r}, "
-                f"return_index={self.return_index}, on_bad_image={self.on_bad_image!r})")
+                f"return_index={self.return_index}, on_bad_image={self.on_bad_image!r}"
+                f"{', features_mode=True' if self.features_mode else ''})")

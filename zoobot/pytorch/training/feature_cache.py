@@ -44,7 +44,8 @@ import logging
 
 import torch
 
-__all__ = ["FeatureCache", "image_fingerprints", "MIN_HIT_RATE", "DEFAULT_MAX_BYTES"]
+__all__ = ["FeatureCache", "image_fingerprints", "is_deterministic_transform", "encode_rows", "MIN_HIT_RATE",
+           "DEFAULT_MAX_BYTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,3 +210,87 @@ class FeatureCache:
             if key not in store:
                 store[key] = row.clone()
                 self._bytes += per_item
+
+
+# =============================================================================================
+# feature replay: one encoder pass over every row of a GalaxyDataModule's datasets
+# =============================================================================================
+
+def is_deterministic_transform(transform) -> bool:
+    """Whether a data-pipeline transform is *known* to map the same image to the same tensor.
+
+    True for no transform (plain conversion to a tensor), zoobot's
+    :class:`~zoobot.pytorch.datasets.transforms.EvalTransform` (centre crop + resize) and
+    :func:`~zoobot.pytorch.datasets.transforms.image_to_tensor`, also when wrapped in a
+    :class:`~zoobot.pytorch.datasets.transforms.CustomTransform` (as ``GalaxyDataModule(train_transform=...)``
+    does). False for everything else: zoobot's random ``TrainTransform``, subclasses, and any user callable
+    (which may be random).
+
+    Examples
+    --------
+    >>> from zoobot.pytorch.datasets.transforms import EvalTransform, TrainTransform
+    >>> is_deterministic_transform(EvalTransform(channels=1, resize_after_crop=32))
+    True
+    >>> is_deterministic_transform(TrainTransform(channels=1, resize_after_crop=32))
+    False
+    """
+    from zoobot.pytorch.datasets.transforms import CustomTransform, EvalTransform, image_to_tensor
+
+    if transform is None or transform is image_to_tensor:
+        return True
+    if type(transform) is CustomTransform:
+        return is_deterministic_transform(transform.transform)
+    return type(transform) is EvalTransform
+
+
+@torch.no_grad()
+def encode_rows(encode, loader, n_rows: int, feature_dim: int, desc: str = "encoding") -> torch.Tensor:
+    """Features of every row of an unshuffled loader, in row order: a float32 CPU tensor (n_rows, feature_dim).
+
+    Parameters
+    ----------
+    encode : callable
+        Images (B, C, H, W) -> features (B, feature_dim); called under ``torch.no_grad``.
+    loader : iterable
+        Batches ``(images, ...)``, ``images`` or dicts with ``'image'``, covering rows 0..n_rows-1 in order.
+    n_rows, feature_dim : int
+        Expected size of the result.
+    desc : str
+        Progress-bar label.
+
+    Raises
+    ------
+    RuntimeError
+        The loader yielded a different number of rows, or the features have another width.
+
+    Examples
+    --------
+    >>> import torch
+    >>> batches = [torch.ones(2, 1, 2, 2), torch.zeros(1, 1, 2, 2)]
+    >>> encode_rows(torch.nn.Flatten(), batches, n_rows=3, feature_dim=4).sum(dim=1).tolist()
+    [4.0, 4.0, 0.0]
+    """
+    from tqdm.auto import tqdm
+
+    features = torch.empty((int(n_rows), int(feature_dim)), dtype=torch.float32)
+    done = 0
+    try:
+        total = len(loader)
+    except TypeError:
+        total = None
+    for batch in tqdm(loader, total=total, desc=desc, leave=False):
+        if isinstance(batch, dict):
+            images = batch["image"]
+        elif isinstance(batch, (tuple, list)):
+            images = batch[0]
+        else:
+            images = batch
+        out = encode(images)
+        if out.ndim != 2 or out.shape[1] != feature_dim or done + out.shape[0] > n_rows:
+            raise RuntimeError(f"{desc}: expected {n_rows} feature rows of width {feature_dim}; got a batch of shape "
+                               f"{tuple(out.shape)} after {done} rows")
+        features[done:done + out.shape[0]] = out.detach().to("cpu", torch.float32)
+        done += out.shape[0]
+    if done != n_rows:
+        raise RuntimeError(f"{desc}: the loader yielded {done} rows, expected {n_rows}")
+    return features
