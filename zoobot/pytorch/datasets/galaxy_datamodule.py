@@ -147,7 +147,10 @@ class GalaxyDataModule(L.LightningDataModule):
         Seeds the split, the training shuffle and the worker RNGs.
     train_transform, test_transform : callable, optional (keyword-only)
         Replace the default transforms: called on the loaded HWC array (uint8 for jpg/png, float32 for
-        FITS); return a CHW float tensor in [0, 1] (an HWC array is converted).
+        FITS); return a CHW float tensor in [0, 1] (an HWC array is converted). For fast finetuning of a
+        frozen encoder pass a deterministic one, ``train_transform=EvalTransform(channels=3,
+        resize_after_crop=224)``: each image is then encoded once per fit and never read again
+        (:mod:`zoobot.pytorch.training.feature_cache`).
     test_time_augmentation : bool, default False (keyword-only)
         Use the random training transform for validation/test/predict too.
     check_valid_paths : bool, default True (keyword-only)

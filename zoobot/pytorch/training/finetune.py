@@ -47,13 +47,18 @@ Fast frozen encoder (``cache_features``)
 ----------------------------------------
 With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
 (``cache_features=None``) they are computed once and reused: see
-:mod:`zoobot.pytorch.training.feature_cache`. Images are recognised by their exact content, so the
-cache can never serve stale features: with random augmentations it finds nothing to reuse and
-switches itself off after the second epoch. For the full speed-up (about 6x per epoch for
-ConvNeXt-nano on a CPU) give the data module a deterministic training transform, e.g.
-``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``.
-``cache_features=True`` insists (error if the encoder trains; warning if nothing could be reused);
-``False`` never caches.
+:mod:`zoobot.pytorch.training.feature_cache`. The full speed-up needs zoobot's ``GalaxyDataModule``
+with a deterministic training transform, e.g.
+``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``: then
+every training and validation row is encoded once when ``fit`` starts and no epoch reads an image
+again (*feature replay*; the datasets serve images again after ``fit``). Otherwise (your own
+DataLoaders, custom transforms) images are recognised by their exact content, so the cache can never
+serve stale features, but they are still read every epoch; with random augmentations (the default
+``TrainTransform``) nothing can be reused at all. ``cache_features=True`` insists (error if the
+encoder trains; warning if nothing could be reused); ``False`` never caches.
+
+Convolutional encoders run in ``channels_last`` memory format (as in ``ZoobotTree``; 1.4-2x faster on
+CPU); state dicts and checkpoints do not depend on it.
 
 Checkpoints
 -----------
@@ -378,8 +383,11 @@ class FinetuneableZoobotAbstract(L.LightningModule):
     n_layers : int, default 0
         Deprecated spelling of ``n_blocks`` (DeprecationWarning).
     cache_features : bool or None, keyword-only
-        None (default): cache frozen-encoder features when the encoder is frozen; True: insist;
-        False: never. See :mod:`~zoobot.pytorch.training.feature_cache`.
+        None (default): reuse frozen-encoder features when the encoder is frozen; True: insist;
+        False: never. Fastest (no image read after the first pass) with ``trainer.fit(model, datamodule)``
+        on a ``GalaxyDataModule`` whose ``train_transform`` is deterministic, e.g.
+        ``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``; the
+        default random augmentations reuse nothing. See :mod:`~zoobot.pytorch.training.feature_cache`.
     checkpoint_loc, encoder_dim, layer_decay, training_mode : keyword-only
         Upstream spellings: ``checkpoint_loc`` = ``zoobot_checkpoint_loc``; ``encoder_dim`` gives
         the feature dimension of a custom ``encoder`` that has no ``num_features``;
