@@ -38,7 +38,7 @@ from zoobot.tensorflow.data_utils.image_datasets import (
 )
 from zoobot.tensorflow.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
 
-__all__ = ["GalaxyDataModule", "available_cpus", "catalog_dataset"]
+__all__ = ["GalaxyDataModule", "available_cpus", "catalog_dataset", "catalog_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,18 @@ def _pair(custom, what: str):
             raise ValueError(f"{what} must be one transform or a (train, test) pair, got {len(custom)} items")
         return custom[0], custom[1]
     return custom, custom
+
+
+def catalog_labels(catalog: pd.DataFrame, label_cols: Sequence[str]) -> np.ndarray:
+    """The labels :func:`catalog_dataset` yields: float32, (N,) for one label column, (N, n) for several.
+
+    Examples
+    --------
+    >>> catalog_labels(pd.DataFrame({'a': [1, 2], 'b': [3, 4]}), ['a']).tolist()
+    [1.0, 2.0]
+    """
+    labels = catalog[list(label_cols)].to_numpy(dtype=np.float32)
+    return labels[:, 0] if len(label_cols) == 1 else labels
 
 
 def catalog_dataset(
@@ -106,8 +118,7 @@ def catalog_dataset(
     columns = {"file_loc": file_locs, "id_str": catalog["id_str"].astype(str).to_numpy()}
     label_cols = list(label_cols or [])
     if label_cols and not with_ids:
-        labels = catalog[label_cols].to_numpy(dtype=np.float32)
-        columns["label"] = labels[:, 0] if len(label_cols) == 1 else labels
+        columns["label"] = catalog_labels(catalog, label_cols)
     python_loader = any(file_format_of(p) == "fits" for p in file_locs)
     min_size = getattr(transform, "min_source_size", None)
 

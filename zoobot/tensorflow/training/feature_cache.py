@@ -29,10 +29,15 @@ for 1,000 galaxies and EfficientNetB0's 1280 features), capped by ``max_bytes``.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["FeatureCache", "image_fingerprints", "MIN_HIT_RATE", "DEFAULT_MAX_BYTES"]
+__all__ = ["FeatureCache", "FeatureReplay", "image_fingerprints", "is_deterministic_transform", "encode_rows",
+           "MIN_HIT_RATE", "DEFAULT_MAX_BYTES"]
+
+logger = logging.getLogger(__name__)
 
 
 def image_fingerprints(images) -> tf.Tensor:
@@ -203,3 +208,198 @@ class FeatureCache:
         with tf.control_dependencies([recorded]):
             features = tf.tensor_scatter_nd_update(stored, index[:, tf.newaxis], computed)
         return tf.ensure_shape(features, [None, self.feature_dim])
+
+
+# =============================================================================================
+# feature replay: one encoder pass over every row of a GalaxyDataModule's train and val sets
+# =============================================================================================
+
+def is_deterministic_transform(transform) -> bool:
+    """Whether a data-pipeline transform is *known* to map the same image to the same tensor.
+
+    True for no transform and for zoobot's
+    :class:`~zoobot.tensorflow.datasets.transforms.EvalTransform` (centre crop + resize), also when
+    wrapped in a :class:`~zoobot.tensorflow.datasets.transforms.CustomTransform` (as
+    ``GalaxyDataModule(train_transform=...)`` does). False for everything else: zoobot's random
+    ``TrainTransform``, subclasses, and any user callable (which may be random).
+
+    Examples
+    --------
+    >>> from zoobot.tensorflow.datasets.transforms import EvalTransform, TrainTransform
+    >>> is_deterministic_transform(EvalTransform(channels=1, resize_after_crop=32))
+    True
+    >>> is_deterministic_transform(TrainTransform(channels=1, resize_after_crop=32))
+    False
+    """
+    from zoobot.tensorflow.datasets.transforms import CustomTransform, EvalTransform
+
+    if transform is None:
+        return True
+    if type(transform) is CustomTransform:
+        return is_deterministic_transform(transform.transform)
+    return type(transform) is EvalTransform
+
+
+def encode_rows(encode, dataset, n_rows: int, feature_dim: int, desc: str = "encoding",
+                progress_bar: bool = True) -> np.ndarray:
+    """Features of every row of an unshuffled dataset, in row order: float32 (n_rows, feature_dim).
+
+    Parameters
+    ----------
+    encode : callable
+        Images (B, H, W, C) -> features (B, feature_dim), e.g. a compiled forward pass.
+    dataset : iterable
+        Batches ``(images, ...)``, ``images`` or dicts with ``'image'``, covering rows 0..n_rows-1 in order.
+    n_rows, feature_dim : int
+        Expected size of the result.
+    desc : str
+        Progress-bar label.
+    progress_bar : bool, default True
+        Show a tqdm progress bar.
+
+    Raises
+    ------
+    RuntimeError
+        The dataset yielded a different number of rows, or the features have another width.
+
+    Examples
+    --------
+    >>> batches = [np.ones((2, 2, 2, 1), 'float32'), np.zeros((1, 2, 2, 1), 'float32')]
+    >>> encode_rows(lambda x: x.reshape(len(x), -1), batches, n_rows=3, feature_dim=4, progress_bar=False).sum(1)
+    array([4., 4., 0.], dtype=float32)
+    """
+    from tqdm.auto import tqdm
+
+    features = np.empty((int(n_rows), int(feature_dim)), dtype=np.float32)
+    done = 0
+    try:
+        total = len(dataset)
+    except TypeError:
+        total = None
+    for batch in tqdm(dataset, total=total, desc=desc, leave=False, disable=not progress_bar):
+        if isinstance(batch, dict):
+            images = batch["image"]
+        elif isinstance(batch, (tuple, list)):
+            images = batch[0]
+        else:
+            images = batch
+        out = np.asarray(encode(images), dtype=np.float32)
+        if out.ndim != 2 or out.shape[1] != feature_dim or done + out.shape[0] > n_rows:
+            raise RuntimeError(f"{desc}: expected {n_rows} feature rows of width {feature_dim}; got a batch of shape "
+                               f"{out.shape} after {done} rows")
+        features[done:done + out.shape[0]] = out
+        done += out.shape[0]
+    if done != n_rows:
+        raise RuntimeError(f"{desc}: the dataset yielded {done} rows, expected {n_rows}")
+    return features
+
+
+class FeatureReplay:
+    """Frozen-encoder features of every train and val row of a ``GalaxyDataModule``, computed once.
+
+    The fast path of finetuning with a frozen encoder and a deterministic training transform
+    (:func:`is_deterministic_transform`): the Trainer builds this before ``fit``, gives Keras
+    :meth:`train_dataset` and :meth:`val_dataset` instead of the image pipelines, and calls
+    :meth:`encode` at the start of the first epoch. That reads every image once, through the data
+    module's own loading and transforms, runs the encoder (compiled, inference mode) and keeps the
+    features (float32, ``n_rows x feature_dim``); from then on the train and test steps get
+    ``(features, labels)`` batches and run the head alone: no image is read again.
+
+    The datasets replay the image pipelines' order exactly: the training rows are shuffled with the
+    data module's seed (a new order each epoch, the same sequence of orders as a fresh training
+    dataset), batched by ``batch_size`` with the same drop-remainder rule; validation rows come
+    in catalog order. They gather rows from ``tf.Variable`` s filled by :meth:`encode`, so they can
+    be handed to Keras before the features exist.
+
+    Parameters
+    ----------
+    datamodule : zoobot.tensorflow.datasets.GalaxyDataModule
+        Set up for 'fit'.
+    feature_dim : int
+        Encoder output dimension.
+
+    Attributes
+    ----------
+    rows : dict
+        ``{'train': n_train, 'val': n_val}``.
+    encoded : bool
+        Whether :meth:`encode` ran.
+    seconds : float or None
+        Wall time of :meth:`encode`.
+    """
+
+    SPLITS = ("train", "val")
+
+    def __init__(self, datamodule, feature_dim: int):
+        from zoobot.tensorflow.datasets.galaxy_datamodule import catalog_labels
+
+        self.datamodule = datamodule
+        self.feature_dim = int(feature_dim)
+        catalogs = {split: getattr(datamodule, f"{split}_catalog") for split in self.SPLITS}
+        self.rows = {split: len(catalog) for split, catalog in catalogs.items()}
+        self.labels = {split: catalog_labels(catalog, datamodule.label_cols) for split, catalog in catalogs.items()}
+        # the image pipeline drops the last partial training batch exactly when its batch dimension is static
+        self.drop_remainder = datamodule.train_dataloader().element_spec[0].shape[0] is not None
+        self.encoded = False
+        self.seconds = None
+        with tf.init_scope():
+            self._features = {split: tf.Variable(tf.zeros([n, self.feature_dim]), trainable=False,
+                                                 name=f"replayed_{split}_features")
+                              for split, n in self.rows.items()}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored features."""
+        return sum(self.rows.values()) * 4 * self.feature_dim
+
+    def features(self, split: str) -> np.ndarray:
+        """The stored features of ``split`` ('train' or 'val'), in catalog row order, (n_rows, feature_dim)."""
+        return self._features[split].numpy()
+
+    def _dataset(self, split: str) -> tf.data.Dataset:
+        variable, labels = self._features[split], tf.constant(self.labels[split])
+        rows = tf.data.Dataset.range(self.rows[split])
+        if split == "train":  # as catalog_dataset: shuffle the rows (buffer = all), new order each epoch
+            rows = rows.shuffle(self.rows[split], seed=self.datamodule.seed, reshuffle_each_iteration=True)
+        rows = rows.batch(self.datamodule.batch_size, drop_remainder=split == "train" and self.drop_remainder)
+        # gathered when iterated, so the variables may be filled after the dataset was handed to Keras
+        return rows.map(lambda index: (tf.gather(variable, index), tf.gather(labels, index)))
+
+    def train_dataset(self) -> tf.data.Dataset:
+        """Shuffled ``(features, labels)`` training batches (the image pipeline's order and batch sizes)."""
+        return self._dataset("train")
+
+    def val_dataset(self) -> tf.data.Dataset:
+        """``(features, labels)`` validation batches in catalog order."""
+        return self._dataset("val")
+
+    def encode(self, encoder, progress_bar: bool = True) -> None:
+        """Read every train and val row once (the data module's loading and transforms) and store its features."""
+        import time
+
+        from zoobot.tensorflow.datasets.galaxy_datamodule import catalog_dataset
+
+        dm = self.datamodule
+        start = time.perf_counter()
+        forward = None
+        for split in self.SPLITS:
+            dataset = catalog_dataset(
+                getattr(dm, f"{split}_catalog"), dm.train_transform if split == "train" else dm.test_transform,
+                batch_size=dm.batch_size, shuffle=False, drop_remainder=False, seed=dm.seed,
+                num_parallel_calls=dm.num_workers or None, prefetch=dm.prefetch_factor)
+            if forward is None:  # traced once: a fixed signature also fits the last partial batch
+                spec = dataset.element_spec
+                forward = tf.function(lambda x: tf.cast(encoder(x, training=False), tf.float32),
+                                      input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)])
+            features = encode_rows(forward, dataset, self.rows[split], self.feature_dim,
+                                   desc=f"feature replay: encoding {split} rows", progress_bar=progress_bar)
+            self._features[split].assign(features)
+        self.encoded = True
+        self.seconds = time.perf_counter() - start
+        logger.info("feature replay: %d train + %d val rows encoded once (%.1f s); later epochs read no images",
+                    self.rows["train"], self.rows["val"], self.seconds)
+
+    def free(self) -> None:
+        """Release the stored features (after ``fit``); :meth:`features` is then unavailable."""
+        self._features = {}
+        self.encoded = False

@@ -784,6 +784,8 @@ class FinetuneableZoobotAbstract(keras.Model):
             )
         use_cache = cache_features is not False and self.encoder_is_frozen
         self.feature_cache = FeatureCache(self.encoder_dim) if use_cache else None
+        #: True while the Trainer feeds replayed features instead of images (see ``use_replayed_features``).
+        self.replaying_features = False
         #: 'val' or 'test': the metric names of the evaluation step (the Trainer sets it).
         self.eval_split = "val"
         #: Forward passes per image in ``predict`` (``predict(..., n_samples=n)`` sets it).
@@ -1012,10 +1014,24 @@ class FinetuneableZoobotAbstract(keras.Model):
         return self.head(self.encode(inputs, training=training), training=training)
 
     def _features(self, x, training: bool, stage: str):
-        """Features for a train/eval step, through the feature cache when there is one."""
+        """Features for a train/eval step: the batch itself when replaying, else through the feature cache."""
+        if self.replaying_features:  # the batch holds encoder features: head-only steps
+            return tf.ensure_shape(tf.cast(x, tf.float32), [None, self.encoder_dim])
         if self.feature_cache is not None:
             return self.feature_cache.encode(self.encoder, x, stage)
         return self.encode(x, training=training)
+
+    def use_replayed_features(self, on: bool) -> None:
+        """Switch the train/test steps to batches of encoder features (True) or back to images (False).
+
+        The Trainer does this around a fit that takes the feature-replay fast path (see
+        :class:`~zoobot.tensorflow.training.feature_cache.FeatureReplay`); the compiled steps are
+        traced again. Only for a frozen encoder.
+        """
+        if on and not self.encoder_is_frozen:
+            raise ValueError("Replayed features need a frozen encoder (n_blocks=0).")
+        self.replaying_features = bool(on)
+        self.train_function = self.test_function = None
 
     def output_from_features(self, features, training=None):
         """The model output for encoder features (what ``call`` returns after the encoder)."""
@@ -1684,6 +1700,18 @@ class FinetuneableZoobotRegressor(FinetuneableZoobotAbstract):
         self.task_metric = keras.metrics.RootMeanSquaredError(name="rmse")
         self._save_all_hparams({"loss": self.loss_name, "unit_interval": self.unit_interval})
         self.built = True
+
+    def use_replayed_features(self, on: bool) -> None:
+        """Switch the train/test steps to batches of encoder features (True) or back to images (False).
+
+        The Trainer does this around a fit that takes the feature-replay fast path (see
+        :class:`~zoobot.tensorflow.training.feature_cache.FeatureReplay`); the compiled steps are
+        traced again. Only for a frozen encoder.
+        """
+        if on and not self.encoder_is_frozen:
+            raise ValueError("Replayed features need a frozen encoder (n_blocks=0).")
+        self.replaying_features = bool(on)
+        self.train_function = self.test_function = None
 
     def output_from_features(self, features, training=None):
         return self.head(features, training=training)[:, 0]

@@ -329,7 +329,7 @@ class _EpochCallback(keras.callbacks.Callback):
 
         model = self.finetune_model
         cache = model.feature_cache
-        if cache is None:
+        if cache is None or self.trainer.feature_replay is not None:  # replaying: the cache is not used
             return
         cache.history.append({"epoch": epoch, **{stage: cache.stats(stage) for stage in cache.STAGES}})
         if not cache.enabled("train"):
@@ -347,6 +347,18 @@ class _EpochCallback(keras.callbacks.Callback):
                 warnings.warn(message, UserWarning, stacklevel=2)
             else:
                 logger.info(message)
+
+
+class _FeatureReplayCallback(keras.callbacks.Callback):
+    """Last callback of a fast-path fit: encodes every train and val row once, when the first epoch begins."""
+
+    def __init__(self, replay, encoder, progress_bar: bool):
+        super().__init__()
+        self.replay, self.encoder, self.progress_bar = replay, encoder, progress_bar
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.replay.encoded:
+            self.replay.encode(self.encoder, progress_bar=self.progress_bar)
 
 
 class _PredictionCollector(keras.callbacks.Callback):
@@ -433,6 +445,8 @@ class Trainer:
         self.callback_metrics: dict = {}
         self.logged_metrics: dict = {}
         self.history = None
+        #: The FeatureReplay of the last fit when it took the fast path, else None (its features are freed after fit).
+        self.feature_replay = None
         self.current_epoch = 0
         self.global_step = 0
         self.model = None
@@ -625,10 +639,7 @@ class Trainer:
         if dm is not None:
             self._check_catalogs(model, dm, ("train", "val"))
         self._check_first_batch(model, train_ds, "training")
-        if self.limit_train_batches:
-            train_ds = train_ds.take(self.limit_train_batches)
-        if self.limit_val_batches:
-            val_ds = val_ds.take(self.limit_val_batches)
+        train_ds, val_ds = self._limit(train_ds, val_ds)
 
         self.model = model
         model.compile(gradient_clip_val=self.gradient_clip_val)
@@ -648,7 +659,13 @@ class Trainer:
             if isinstance(callback, ModelCheckpoint):
                 callback.best_k_models, callback.best_model_path, callback.best_model_score = {}, "", None
         cache = model.feature_cache
-        if cache is not None:
+        replay = self.feature_replay = self._plan_feature_replay(model, dm)
+        if replay is not None:  # the fast path: head-only steps on features, encoded at the start of epoch 1
+            train_ds, val_ds = self._limit(replay.train_dataset(), replay.val_dataset())
+            # last, so that every other callback's on_epoch_begin(0) sees the encoding inside the first epoch
+            callbacks.append(_FeatureReplayCallback(replay, model.encoder, progress_bar=self._verbose(model) > 0))
+            model.use_replayed_features(True)
+        elif cache is not None:
             cache.start()
             if model.cache_features is None and _augments_training_images(dm):
                 cache.disable("train")  # known random augmentations: nothing to reuse (validation is still cached)
@@ -657,8 +674,42 @@ class Trainer:
                 self.history = model.fit(train_ds, validation_data=val_ds, epochs=self.max_epochs,
                                          callbacks=callbacks, verbose=self._verbose(model), shuffle=False)
         finally:
-            if cache is not None:
+            if replay is not None:
+                model.use_replayed_features(False)  # validate/test/predict read images again
+                replay.free()
+            elif cache is not None:
                 cache.stop()
+
+    def _limit(self, train_ds, val_ds):
+        if self.limit_train_batches:
+            train_ds = train_ds.take(self.limit_train_batches)
+        if self.limit_val_batches:
+            val_ds = val_ds.take(self.limit_val_batches)
+        return train_ds, val_ds
+
+    @staticmethod
+    def _plan_feature_replay(model, datamodule):
+        """A FeatureReplay when the fast path applies (frozen encoder, GalaxyDataModule, deterministic
+        transforms, features within the cache's memory cap), else None."""
+        from zoobot.tensorflow.datasets.galaxy_datamodule import GalaxyDataModule
+        from zoobot.tensorflow.training.feature_cache import FeatureReplay, is_deterministic_transform
+
+        cache = model.feature_cache
+        if cache is None or not isinstance(datamodule, GalaxyDataModule):
+            return None
+        random = [f"{name}={getattr(datamodule, name, None)!r}" for name in ("train_transform", "test_transform")
+                  if not is_deterministic_transform(getattr(datamodule, name, None))]
+        if random:
+            logger.info("feature replay off: %s is not known to be deterministic, so images are read every epoch "
+                        "(give GalaxyDataModule(train_transform=EvalTransform(...)) for the fast path)", random[0])
+            return None
+        rows = {split: len(getattr(datamodule, f"{split}_catalog")) for split in FeatureReplay.SPLITS}
+        if max(rows.values()) > cache.max_rows:
+            logger.info("feature replay off: %d train / %d val rows of %d features exceed the feature cache's memory "
+                        "cap (%d rows); using the content-keyed cache", rows["train"], rows["val"],
+                        model.encoder_dim, cache.max_rows)
+            return None
+        return FeatureReplay(datamodule, model.encoder_dim)
 
     # ------------------------------------------------------------------------- evaluate
     def _evaluate(self, split: str, model, dataloaders, ckpt_path, verbose, datamodule) -> list[dict]:
