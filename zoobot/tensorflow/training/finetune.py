@@ -56,11 +56,14 @@ Fast frozen encoder (``cache_features``)
 ----------------------------------------
 With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
 (``cache_features=None``) they are computed once and reused: see
-:mod:`zoobot.tensorflow.training.feature_cache`. Images are
-recognised by their exact content, so stale features are never served: with random augmentations
-nothing can be reused and the cache switches itself off after the second epoch. For the full
-speed-up give the data module a deterministic training transform. ``cache_features=True`` insists
-(error if the encoder trains; warning if nothing could be reused); ``False`` never caches.
+:mod:`zoobot.tensorflow.training.feature_cache`. With a ``GalaxyDataModule`` whose training
+transform is deterministic (``train_transform=EvalTransform(...)``) every image is read and encoded
+once, at the start of the first epoch, and later epochs train the head on the stored features
+without reading any image (*feature replay*). Otherwise images are recognised by their exact
+content, so stale features are never served: with random augmentations (the default) nothing can
+be reused and the cache switches itself off. **For the speed-up give the data module a
+deterministic training transform.** ``cache_features=True`` insists (error if the encoder trains;
+warning if nothing could be reused); ``False`` never caches.
 
 Checkpoints
 -----------
@@ -651,7 +654,10 @@ class FinetuneableZoobotAbstract(keras.Model):
         Deprecated spelling of ``n_blocks`` (DeprecationWarning).
     cache_features : bool or None, keyword-only
         None (default): cache frozen-encoder features when the encoder is frozen; True: insist;
-        False: never. See :mod:`zoobot.tensorflow.training.feature_cache`.
+        False: never. The speed-up needs a deterministic training transform, e.g.
+        ``GalaxyDataModule(train_transform=EvalTransform(...))`` (then no image is read after the
+        first epoch); with the default random augmentations the cache never hits. See
+        :mod:`zoobot.tensorflow.training.feature_cache`.
     checkpoint_loc, encoder_dim, layer_decay, training_mode : keyword-only
         Upstream spellings: ``checkpoint_loc`` = ``zoobot_checkpoint_loc``; ``encoder_dim`` gives
         the feature dimension of a custom ``encoder`` whose output shape is unknown;
@@ -1700,18 +1706,6 @@ class FinetuneableZoobotRegressor(FinetuneableZoobotAbstract):
         self.task_metric = keras.metrics.RootMeanSquaredError(name="rmse")
         self._save_all_hparams({"loss": self.loss_name, "unit_interval": self.unit_interval})
         self.built = True
-
-    def use_replayed_features(self, on: bool) -> None:
-        """Switch the train/test steps to batches of encoder features (True) or back to images (False).
-
-        The Trainer does this around a fit that takes the feature-replay fast path (see
-        :class:`~zoobot.tensorflow.training.feature_cache.FeatureReplay`); the compiled steps are
-        traced again. Only for a frozen encoder.
-        """
-        if on and not self.encoder_is_frozen:
-            raise ValueError("Replayed features need a frozen encoder (n_blocks=0).")
-        self.replaying_features = bool(on)
-        self.train_function = self.test_function = None
 
     def output_from_features(self, features, training=None):
         return self.head(features, training=training)[:, 0]
