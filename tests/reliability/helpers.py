@@ -144,16 +144,16 @@ PREDICT_OPTIONS = {"num_workers": 0, "resize_after_crop": 32, "batch_size": 3}
 
 
 def use_chunk_size(prediction_runner, chunk_size: int, seen: list | None = None):
-    """A replacement for ``prediction_runner.run_chunked_prediction`` that forces ``chunk_size``
-    (``predict()`` does not expose it) and, if ``seen`` is given, appends the ``id_str`` list of every
-    chunk the backend's ``predict_chunk`` is asked to compute."""
+    """A replacement for ``prediction_runner.run_chunked_prediction`` that forces ``chunk_size`` and, if
+    ``seen`` is given, appends the ``id_str`` list of the rows the backend's ``predict_rows`` is asked to
+    compute (one call per prediction: the rows of every unfinished chunk, read by one loader)."""
     original = prediction_runner.run_chunked_prediction
 
-    def run(catalog, predict_chunk, *args, **kwargs):
-        def recording(chunk):
+    def run(catalog, predict_rows, *args, **kwargs):
+        def recording(rows):
             if seen is not None:
-                seen.append(chunk["id_str"].tolist())
-            return predict_chunk(chunk)
+                seen.append(rows["id_str"].tolist())
+            return predict_rows(rows)
 
         kwargs["chunk_size"] = chunk_size
         return original(catalog, recording, *args, **kwargs)

@@ -17,24 +17,34 @@ def catalog(n=23):
 
 
 class FakeModel:
-    """predict_chunk stand-in: concentrations derived from each row's number, counts calls per chunk."""
+    """predict_rows stand-in: concentrations derived from each row's number, yielded in batches; records the
+    rows of every call and the batches it yields."""
 
-    def __init__(self, crash_on_call=None, fail_ids=(), n_samples=2):
+    def __init__(self, crash_on_batch=None, fail_ids=(), n_samples=2, batch_size=5, reverse=False):
         self.calls = []
-        self.crash_on_call = crash_on_call
+        self.batches = 0
+        self.crash_on_batch = crash_on_batch
         self.fail_ids = set(fail_ids)
         self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.reverse = reverse
 
-    def __call__(self, chunk):
-        self.calls.append(chunk["id_str"].tolist())
-        if self.crash_on_call is not None and len(self.calls) == self.crash_on_call:
-            raise RuntimeError("simulated crash")
-        assert list(chunk.index) == list(range(len(chunk)))
-        rows = chunk["row"].to_numpy(dtype=np.float32)
-        preds = 1 + rows[:, None, None] + np.arange(4)[None, :, None] + 0.5 * np.arange(self.n_samples)[None, None, :]
-        failed = chunk[chunk["id_str"].isin(self.fail_ids)]
-        failures = pd.DataFrame({"id_str": failed["id_str"], "file_loc": failed["file_loc"], "error": "broken"})
-        return preds.astype(np.float32), failures
+    def __call__(self, rows):
+        self.calls.append(rows["id_str"].tolist())
+        assert list(rows.index) == list(range(len(rows)))
+        starts = list(range(0, len(rows), self.batch_size))
+        for start in starts[::-1] if self.reverse else starts:
+            self.batches += 1
+            if self.crash_on_batch is not None and self.batches == self.crash_on_batch:
+                raise RuntimeError("simulated crash")
+            positions = np.arange(start, min(start + self.batch_size, len(rows)))
+            batch = rows.iloc[positions]
+            numbers = batch["row"].to_numpy(dtype=np.float32)
+            preds = (1 + numbers[:, None, None] + np.arange(4)[None, :, None]
+                     + 0.5 * np.arange(self.n_samples)[None, None, :])
+            failed = batch[batch["id_str"].isin(self.fail_ids)]
+            failures = pd.DataFrame({"id_str": failed["id_str"], "file_loc": failed["file_loc"], "error": "broken"})
+            yield positions, preds.astype(np.float32), failures
 
 
 def expected(n=23, n_samples=2):
@@ -46,12 +56,12 @@ def test_in_memory_prediction_in_catalog_order():
     model = FakeModel()
     out = run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols, chunk_size=5, progress=False)
     np.testing.assert_array_equal(out, expected())
-    assert [len(c) for c in model.calls] == [5, 5, 5, 5, 3]
+    assert model.calls == [catalog()["id_str"].tolist()]  # one pass over all rows, whatever the chunk size
 
 
 def test_crash_then_resume_skips_finished_chunks(tmp_path):
     save_loc = tmp_path / "preds.parquet"
-    crashing = FakeModel(crash_on_call=3)
+    crashing = FakeModel(crash_on_batch=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_chunked_prediction(catalog(), crashing, save_loc, schema=SCHEMA, chunk_size=5, progress=False)
     folder = partial_dir(save_loc)
@@ -60,7 +70,7 @@ def test_crash_then_resume_skips_finished_chunks(tmp_path):
 
     resumed = FakeModel()
     out = run_chunked_prediction(catalog(), resumed, save_loc, schema=SCHEMA, chunk_size=5, progress=False)
-    assert [c[0] for c in resumed.calls] == ["g010", "g015", "g020"]  # chunks 0 and 1 were not recomputed
+    assert resumed.calls == [catalog()["id_str"].tolist()[10:]]  # chunks 0 and 1 were not recomputed
     np.testing.assert_array_equal(out, expected())
     ids, loaded, label_cols, meta = load_predictions.load(save_loc)
     assert ids["id_str"].tolist() == catalog()["id_str"].tolist()  # each id once, catalog order
@@ -73,21 +83,21 @@ def test_crash_then_resume_skips_finished_chunks(tmp_path):
 def test_changed_catalog_discards_unfinished_run(tmp_path):
     save_loc = tmp_path / "preds.csv"
     with pytest.raises(RuntimeError):
-        run_chunked_prediction(catalog(), FakeModel(crash_on_call=2), save_loc, label_cols=SCHEMA.label_cols,
+        run_chunked_prediction(catalog(), FakeModel(crash_on_batch=2), save_loc, label_cols=SCHEMA.label_cols,
                                chunk_size=5, progress=False)
     other = catalog().iloc[::-1].reset_index(drop=True)  # same ids, another order
     model = FakeModel()
     with pytest.warns(UserWarning, match="different catalog or different settings; discarding it"):
         out = run_chunked_prediction(other, model, save_loc, label_cols=SCHEMA.label_cols, chunk_size=5,
                                      progress=False)
-    assert len(model.calls) == 5
+    assert model.calls == [other["id_str"].tolist()]
     np.testing.assert_array_equal(out, expected()[::-1])
 
 
 def test_changed_metadata_is_a_different_run(tmp_path):
     save_loc = tmp_path / "preds.hdf5"
     with pytest.raises(RuntimeError):
-        run_chunked_prediction(catalog(), FakeModel(crash_on_call=2), save_loc, label_cols=SCHEMA.label_cols,
+        run_chunked_prediction(catalog(), FakeModel(crash_on_batch=2), save_loc, label_cols=SCHEMA.label_cols,
                                chunk_size=5, metadata={"n_samples": 2}, progress=False)
     with pytest.warns(UserWarning, match="discarding it"):
         run_chunked_prediction(catalog(), FakeModel(), save_loc, label_cols=SCHEMA.label_cols, chunk_size=5,
@@ -132,8 +142,98 @@ def test_checks_before_any_compute(tmp_path):
 
 
 def test_wrong_prediction_shape_is_reported():
-    def bad(chunk):
-        return np.ones((len(chunk), 3, 1)), None
+    def bad(rows):
+        yield np.arange(5), np.ones((5, 3, 1)), None
 
-    with pytest.raises(ValueError, match=r"shape \(5, 3, 1\) for rows 0-4; expected \(5, 4, n_samples\)"):
+    with pytest.raises(ValueError, match=r"shape \(5, 3, 1\) for 5 rows \(first id_str \['g000'\]\); "
+                                         r"expected \(5, 4, n_samples\)"):
         run_chunked_prediction(catalog(), bad, label_cols=SCHEMA.label_cols, chunk_size=5, progress=False)
+
+
+def test_rows_returned_twice_or_never_are_errors():
+    def twice(rows):
+        yield np.arange(3), np.ones((3, 4, 1)), None
+        yield np.array([2]), np.ones((1, 4, 1)), None
+
+    with pytest.raises(ValueError, match="returned row 'g002' twice"):
+        run_chunked_prediction(catalog(), twice, label_cols=SCHEMA.label_cols, progress=False)
+
+    def lost(rows):
+        yield np.arange(len(rows) - 2), np.ones((len(rows) - 2, 4, 1)), None
+
+    with pytest.raises(RuntimeError, match=r"no prediction for 2 of 23 rows, e.g. id_str 'g021', 'g022'"):
+        run_chunked_prediction(catalog(), lost, label_cols=SCHEMA.label_cols, progress=False)
+
+
+def expected_parquet_table(n=23, n_samples=2):
+    """The predictions file built by hand (api.md 4.4): id_str, then per label column its concentration samples
+    and the vote fraction (alpha / sum of the question's alphas, averaged over samples), all float32."""
+    values = expected(n, n_samples).astype(np.float64)
+    columns = {"id_str": [f"g{i:03d}" for i in range(n)]}
+    for q, (first, last) in enumerate(SCHEMA.question_index_groups):
+        totals = values[:, first:last + 1, :].sum(axis=1)
+        for a in range(first, last + 1):
+            col = SCHEMA.label_cols[a]
+            for k in range(n_samples):
+                columns[f"{col}_concentration_{k}"] = values[:, a, k].astype(np.float32)
+            columns[f"{col}_fraction"] = (values[:, a, :] / totals).mean(axis=1).astype(np.float32)
+    return pd.DataFrame(columns)
+
+
+def test_parquet_is_streamed_one_row_group_per_chunk_and_equals_the_one_piece_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    save_loc = tmp_path / "preds.parquet"
+    # batches of 3 rows, last batch first: chunks of 5 complete out of order and across batches
+    model = FakeModel(batch_size=3, reverse=True)
+    out = run_chunked_prediction(catalog(), model, save_loc, schema=SCHEMA, chunk_size=5,
+                                 metadata={"model_class": "Fake", "backend": "none"}, progress=False)
+    np.testing.assert_array_equal(out, expected())
+    parquet = pq.ParquetFile(save_loc)
+    assert parquet.metadata.num_row_groups == 5
+    assert [parquet.metadata.row_group(i).num_rows for i in range(5)] == [5, 5, 5, 5, 3]
+    table = pd.read_parquet(save_loc)
+    want = expected_parquet_table()
+    assert list(table.columns) == list(want.columns)
+    assert (table.dtypes.drop("id_str") == np.float32).all()
+    pd.testing.assert_frame_equal(table.drop(columns="id_str"), want.drop(columns="id_str"), rtol=1e-6)
+    assert table["id_str"].tolist() == want["id_str"].tolist()
+    meta = {k.decode(): v for k, v in parquet.schema_arrow.metadata.items()}
+    assert {"pandas", "model_class", "backend", "schema", "zoobot_version", "format_version", "kind",
+            "n_samples"} <= set(meta) and meta["model_class"] == b'"Fake"' and meta["n_samples"] == b"2"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".hdf5"])
+def test_csv_and_hdf5_are_streamed_and_load_back(tmp_path, suffix):
+    save_loc = tmp_path / f"preds{suffix}"
+    with pytest.warns(UserWarning, match="1 of 23 images could not be read"):
+        run_chunked_prediction(catalog(), FakeModel(batch_size=4, fail_ids={"g007"}), save_loc, schema=SCHEMA,
+                               chunk_size=5, progress=False)
+    ids, loaded, label_cols, meta = load_predictions.load(save_loc)
+    want = expected()
+    want[7] = np.nan
+    assert ids["id_str"].tolist() == catalog()["id_str"].tolist() and label_cols == SCHEMA.label_cols
+    np.testing.assert_array_equal(loaded, want)
+    assert meta["n_samples"] == 2
+    if suffix == ".csv":
+        text = save_loc.read_text().splitlines()
+        assert len(text) == 24 and text.count(text[0]) == 1  # one header line, 23 rows
+        table = pd.read_csv(save_loc)
+        np.testing.assert_allclose(table.drop(columns="id_str").to_numpy(),
+                                   expected_parquet_table().drop(columns="id_str").to_numpy()
+                                   * np.where(np.arange(23) == 7, np.nan, 1)[:, None], rtol=1e-6)
+    assert pd.read_csv(tmp_path / "preds_failures.csv")["id_str"].tolist() == ["g007"]
+
+
+def test_summary_tables_written_chunk_by_chunk_equal_those_of_the_whole_array(tmp_path):
+    import pyarrow.parquet as pq
+
+    save_loc = tmp_path / "preds.parquet"
+    run_chunked_prediction(catalog(), FakeModel(batch_size=7), save_loc, schema=SCHEMA, chunk_size=5, summary=True,
+                           progress=False)
+    friendly, advanced = load_predictions.predictions_to_summary(expected(), SCHEMA, id_str=catalog()["id_str"])
+    for want, name in ((friendly, "preds_friendly.parquet"), (advanced, "preds_advanced.parquet")):
+        assert pq.ParquetFile(tmp_path / name).metadata.num_row_groups == 5
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name), want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.parquet", "preds_advanced.parquet",
+                                                          "preds_friendly.parquet"]

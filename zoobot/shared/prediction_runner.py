@@ -1,25 +1,33 @@
 """Chunked, resumable prediction over a catalog, shared by both backends (api.md 2.6, 4.4).
 
-Each backend's ``predict_on_catalog.predict`` does the model work in a ``predict_chunk`` callable;
+Each backend's ``predict_on_catalog.predict`` does the model work in a ``predict_rows`` generator;
 :func:`run_chunked_prediction` does everything else:
 
 1. checks the catalog (``id_str`` present E1, not empty E4, ids unique E3) and the ``save_loc``
    extension (E13) **before any compute**;
-2. cuts the catalog into chunks of ``chunk_size`` rows and calls ``predict_chunk`` on each, so at
-   most one chunk of images is in memory at a time (the predictions of all rows are small);
-3. with a ``save_loc``, stores each finished chunk in ``<save_loc>.partial/chunk_{i:06d}.npz``
-   (written to a temporary name, then renamed, so a killed run never leaves a half-written chunk).
-   ``<save_loc>.partial/manifest.json`` fingerprints the run: the ordered ids, their ``file_loc``,
-   ``chunk_size``, ``label_cols``, ``kind``, ``metadata`` and ``resume_key``. Rerunning the same
-   prediction skips finished chunks; a run with a different fingerprint starts afresh (warning);
-4. at the end, writes the final file with :func:`zoobot.shared.save_predictions.save` (rows in catalog
-   order, failed images as NaN rows listed in ``<stem>_failures.csv``), optionally the summary tables,
+2. with a ``save_loc``, finds the chunks (``chunk_size`` rows each) an interrupted run already
+   finished in ``<save_loc>.partial/``. ``<save_loc>.partial/manifest.json`` fingerprints the run: the
+   ordered ids, their ``file_loc``, ``chunk_size``, ``label_cols``, ``kind``, ``metadata`` and
+   ``resume_key``. Rerunning the same prediction skips finished chunks; a run with a different
+   fingerprint starts afresh (warning);
+3. calls ``predict_rows`` **once**, on the rows of all unfinished chunks, so the backend runs one data
+   pipeline (one loader, one set of worker processes) for the whole call. The chunks only decide when
+   results are flushed: as soon as every row of a chunk has come back it is stored in
+   ``<save_loc>.partial/chunk_{i:06d}.npz`` (written to a temporary name, then renamed, so a killed run
+   never leaves a half-written chunk);
+4. at the end, writes the final file chunk by chunk with
+   :class:`zoobot.shared.save_predictions.PredictionWriter` (rows in catalog order, failed images as
+   NaN rows listed in ``<stem>_failures.csv``), optionally the summary tables (also chunk by chunk),
    and removes the partial folder. One warning summarises any failed images.
 
-The backend's ``predict_chunk(chunk_catalog)`` receives a DataFrame slice (fresh 0..k-1 index) and
-returns ``(predictions, failures)``: ``predictions`` float32 (rows of the chunk, outputs, samples) in
-chunk order, ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of rows that could not be
-read (their prediction rows are set to NaN here in any case).
+Memory: the returned array (rows, outputs, samples) float32 plus one chunk of file columns at a time.
+
+The backend's ``predict_rows(rows)`` receives a DataFrame of the rows still to predict (fresh 0..k-1
+index) and yields ``(positions, predictions, failures)`` per batch, in any order: ``positions`` the
+row numbers in ``rows``, ``predictions`` float32 (len(positions), outputs, samples) with every sample
+of those rows, ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of those rows whose image
+could not be read (their prediction rows are set to NaN here in any case). Every row must come back
+exactly once.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ import os
 import pathlib
 import shutil
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,7 +47,7 @@ from zoobot.shared import save_predictions
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import format_examples, unknown_option_error
 
-__all__ = ["run_chunked_prediction", "partial_dir"]
+__all__ = ["run_chunked_prediction", "partial_dir", "repeat_rows", "PassCollector"]
 
 _MANIFEST = "manifest.json"
 _FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
@@ -59,7 +67,7 @@ def partial_dir(save_loc) -> pathlib.Path:
 
 def run_chunked_prediction(
     catalog: pd.DataFrame,
-    predict_chunk: Callable[[pd.DataFrame], tuple],
+    predict_rows: Callable[[pd.DataFrame], Iterable[tuple]],
     save_loc=None,
     label_cols: Sequence[str] | None = None,
     kind: str = "tree",
@@ -71,14 +79,15 @@ def run_chunked_prediction(
     resume_key=None,
     progress: bool = True,
 ) -> np.ndarray:
-    """Predict a catalog chunk by chunk, resumable, and write the predictions file.
+    """Predict a catalog with one call of ``predict_rows``, storing it chunk by chunk (resumable), and
+    write the predictions file.
 
     Parameters
     ----------
     catalog : pandas.DataFrame
-        Needs ``id_str`` (unique); other columns (``file_loc``, ...) are passed to ``predict_chunk``.
-    predict_chunk : callable
-        ``predict_chunk(chunk_catalog) -> (predictions, failures)``, see the module docstring.
+        Needs ``id_str`` (unique); other columns (``file_loc``, ...) are passed to ``predict_rows``.
+    predict_rows : callable
+        ``predict_rows(rows) -> iterable of (positions, predictions, failures)``, see the module docstring.
     save_loc : str or path-like, optional
         ``.parquet``, ``.csv``, ``.hdf5`` or ``.h5``. None: predict in memory only (no resume).
     label_cols : sequence of str, optional
@@ -89,7 +98,7 @@ def run_chunked_prediction(
         Written into the file and part of the resume fingerprint (include ``n_samples``,
         ``model_class``, ...).
     chunk_size : int
-        Rows per chunk.
+        Rows per stored chunk (and per row group of a parquet file).
     schema : Schema, optional
         For tree fractions, the file's metadata and the summary tables.
     summary : bool
@@ -112,7 +121,10 @@ def run_chunked_prediction(
         E1 (no ``id_str``), E4 (empty catalog), E3 (duplicate ids).
     ValueError
         E13 (unknown extension or kind); E10 (``label_cols`` vs schema or predictions width); bad
-        ``chunk_size``; ``summary`` without what it needs; a ``predict_chunk`` result of the wrong shape.
+        ``chunk_size``; ``summary`` without what it needs; a ``predict_rows`` result of the wrong shape,
+        a row returned twice.
+    RuntimeError
+        If ``predict_rows`` ends without returning every row.
 
     Warns
     -----
@@ -121,10 +133,12 @@ def run_chunked_prediction(
 
     Examples
     --------
-    >>> def predict_chunk(chunk):
-    ...     return np.ones((len(chunk), 1, 1), dtype=np.float32), None
+    >>> def predict_rows(rows):
+    ...     for start in range(0, len(rows), 2):  # batches of 2 rows
+    ...         positions = np.arange(start, min(start + 2, len(rows)))
+    ...         yield positions, np.ones((len(positions), 1, 1), dtype=np.float32), None
     >>> cat = pd.DataFrame({'id_str': ['a', 'b', 'c']})
-    >>> run_chunked_prediction(cat, predict_chunk, label_cols=['x'], kind='generic', chunk_size=2,
+    >>> run_chunked_prediction(cat, predict_rows, label_cols=['x'], kind='generic', chunk_size=2,
     ...                        progress=False).shape
     (3, 1, 1)
     """
@@ -149,72 +163,225 @@ def run_chunked_prediction(
     if summary and (schema is None or kind != "tree" or save_loc is None):
         raise ValueError("summary=True needs a tree model's schema, kind='tree' and a save_loc to write next to.")
 
-    ids = catalog["id_str"].tolist()
-    n_rows = len(ids)
-    starts = list(range(0, n_rows, int(chunk_size)))
+    chunks = _Chunks(catalog["id_str"].tolist(), int(chunk_size), len(label_cols))
     folder = None
     if save_loc is not None:
         fingerprint = _fingerprint(catalog, chunk_size, label_cols, kind, metadata, resume_key)
-        folder = _open_partial_dir(partial_dir(save_loc), fingerprint, n_rows, chunk_size, label_cols)
+        folder = _open_partial_dir(partial_dir(save_loc), fingerprint, chunks.n_rows, chunk_size, label_cols)
+        chunks.load_finished(folder)
 
-    # ---- the chunks
-    predictions = None
-    failures = []
-    finished = {}
-    if folder is not None:
-        for i, start in enumerate(starts):
-            stored = _read_chunk(folder, i, ids[start : start + chunk_size], len(label_cols))
-            if stored is not None:
-                finished[i] = stored
-    done_rows = sum(len(stored[0]) for stored in finished.values())
-    bar = tqdm(total=n_rows, initial=done_rows, unit="galaxy", desc="Predicting", disable=not progress)
+    # ---- one pass of the backend over every row still to predict
+    todo = chunks.unfinished_rows()
+    bar = tqdm(total=chunks.n_rows, initial=chunks.n_rows - len(todo), unit="galaxy", desc="Predicting",
+               disable=not progress)
     try:
-        for i, start in enumerate(starts):
-            stop = min(start + chunk_size, n_rows)
-            if i in finished:
-                chunk_predictions, chunk_failures = finished.pop(i)
-            else:
-                chunk = catalog.iloc[start:stop].reset_index(drop=True)
-                chunk_predictions, chunk_failures = _checked_result(
-                    predict_chunk(chunk), chunk, len(label_cols), start
-                )
-                if folder is not None:
-                    _write_chunk(folder, i, chunk_predictions, ids[start:stop], chunk_failures)
-                bar.update(stop - start)
-            if predictions is None:
-                predictions = np.empty((n_rows,) + chunk_predictions.shape[1:], dtype=np.float32)
-            elif chunk_predictions.shape[2] != predictions.shape[2]:
-                raise ValueError(
-                    f"predict_chunk returned {chunk_predictions.shape[2]} samples for rows {start}-{stop - 1} but "
-                    f"{predictions.shape[2]} before; every chunk must have the same number of samples."
-                )
-            predictions[start:stop] = chunk_predictions
-            if len(chunk_failures):
-                failures.append(chunk_failures)
+        if len(todo):
+            rows = catalog.iloc[todo].reset_index(drop=True)
+            results = predict_rows(rows)
+            try:
+                for result in results:
+                    positions, batch_predictions, batch_failures = _checked_batch(result, rows, len(label_cols))
+                    for index in chunks.add(todo[positions], batch_predictions, batch_failures):
+                        if folder is not None:
+                            _write_chunk(folder, index, *chunks.contents(index))
+                    bar.update(len(positions))
+            finally:  # a generator's loader and model state are released now, not when it is collected
+                if callable(getattr(results, "close", None)):
+                    results.close()
+            chunks.check_complete(todo, rows)
     finally:
         bar.close()
 
-    failures = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=_FAILURE_COLUMNS)
+    predictions, failures = chunks.predictions, chunks.all_failures()
     if save_loc is not None:
-        save_predictions.save(
-            predictions, ids, label_cols, save_loc, kind=kind, failures=failures, metadata=metadata, schema=schema
-        )
-        if summary:
-            from zoobot.shared.load_predictions import predictions_to_summary
-
-            predictions_to_summary(predictions, schema, save_loc, id_str=ids)
+        _write_files(predictions, chunks, save_loc, label_cols, kind, metadata, schema, summary, failures)
         shutil.rmtree(folder, ignore_errors=True)
     if len(failures):
         where = (
             f"listed in {save_predictions.failures_path(save_loc)}" if save_loc is not None else "not saved anywhere"
         )
         warnings.warn(
-            f"{len(failures)} of {n_rows} images could not be read; their predictions are NaN ({where}). "
+            f"{len(failures)} of {chunks.n_rows} images could not be read; their predictions are NaN ({where}). "
             f"First: {format_examples(list(failures[['id_str', 'error']].itertuples(index=False, name=None)), 3)}",
             UserWarning,
             stacklevel=2,
         )
     return predictions
+
+
+class _Chunks:
+    """The predictions of every row, and which rows of each chunk have come back."""
+
+    def __init__(self, ids: list, chunk_size: int, n_outputs: int):
+        self.ids, self.chunk_size, self.n_outputs = ids, chunk_size, n_outputs
+        self.n_rows = len(ids)
+        self.starts = list(range(0, self.n_rows, chunk_size))
+        self.missing = np.array([len(self.rows(i)) for i in range(len(self.starts))])  # rows not yet back
+        self.received = np.zeros(self.n_rows, dtype=bool)
+        self.failures = {}  # chunk index -> list of DataFrames
+        self.predictions = None  # (rows, outputs, samples) float32, made when the number of samples is known
+
+    def rows(self, index: int) -> range:
+        return range(self.starts[index], min(self.starts[index] + self.chunk_size, self.n_rows))
+
+    def load_finished(self, folder) -> None:
+        """Take over the chunks an interrupted run stored."""
+        for index in range(len(self.starts)):
+            rows = self.rows(index)
+            stored = _read_chunk(folder, index, self.ids[rows.start : rows.stop], self.n_outputs)
+            if stored is not None:
+                self._store(np.arange(rows.start, rows.stop), stored[0])
+                self.failures[index] = [stored[1]]
+                self.missing[index] = 0
+
+    def unfinished_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.received)
+
+    def add(self, rows: np.ndarray, predictions: np.ndarray, failures: pd.DataFrame) -> list:
+        """Store the predictions of some rows; returns the chunks this completes."""
+        if self.received[rows].any() or len(np.unique(rows)) != len(rows):
+            twice = rows[self.received[rows]] if self.received[rows].any() else rows
+            raise ValueError(f"predict_rows returned row {self.ids[int(twice[0])]!r} twice; each row must come once.")
+        self._store(rows, predictions)
+        if len(failures):
+            where = pd.Index(np.asarray(self.ids, dtype=object)[rows]).get_indexer(failures["id_str"])
+            if (where < 0).any():
+                raise ValueError(
+                    f"predict_rows listed failures for ids not in the same batch: "
+                    f"{format_examples(failures['id_str'][where < 0].tolist())}"
+                )
+            self.predictions[rows[where]] = np.nan
+            for index, part in failures.groupby(rows[where] // self.chunk_size, sort=True):
+                self.failures.setdefault(int(index), []).append(part)
+        touched, counts = np.unique(rows // self.chunk_size, return_counts=True)
+        self.missing[touched] -= counts
+        return [int(i) for i in touched[self.missing[touched] == 0]]
+
+    def _store(self, rows: np.ndarray, predictions: np.ndarray) -> None:
+        if self.predictions is None:
+            self.predictions = np.empty((self.n_rows,) + predictions.shape[1:], dtype=np.float32)
+        elif predictions.shape[2] != self.predictions.shape[2]:
+            raise ValueError(
+                f"predict_rows returned {predictions.shape[2]} samples for row {self.ids[int(rows[0])]!r} but "
+                f"{self.predictions.shape[2]} before; every row must have the same number of samples."
+            )
+        self.predictions[rows] = predictions
+        self.received[rows] = True
+
+    def contents(self, index: int):
+        """``(predictions, ids, failures)`` of a chunk."""
+        rows = self.rows(index)
+        return self.predictions[rows.start : rows.stop], self.ids[rows.start : rows.stop], self.chunk_failures(index)
+
+    def chunk_failures(self, index: int) -> pd.DataFrame:
+        parts = self.failures.get(index, [])
+        if not parts:
+            return pd.DataFrame(columns=_FAILURE_COLUMNS)
+        failures = pd.concat(parts, ignore_index=True)
+        order = pd.Index(self.ids[self.starts[index] : self.starts[index] + self.chunk_size])
+        return failures.iloc[np.argsort(order.get_indexer(failures["id_str"]), kind="stable")].reset_index(drop=True)
+
+    def all_failures(self) -> pd.DataFrame:
+        parts = [self.chunk_failures(i) for i in sorted(self.failures)]
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_FAILURE_COLUMNS)
+
+    def check_complete(self, todo: np.ndarray, rows: pd.DataFrame) -> None:
+        lost = np.flatnonzero(~self.received[todo])
+        if len(lost):
+            raise RuntimeError(
+                f"predict_rows returned no prediction for {len(lost)} of {len(todo)} rows, e.g. id_str "
+                f"{format_examples(rows['id_str'].iloc[lost[:5]].tolist())}."
+            )
+
+
+def _write_files(predictions, chunks: _Chunks, save_loc, label_cols, kind, metadata, schema, summary, failures):
+    """The predictions file (and summary tables) written chunk by chunk, each moved into place at the end."""
+    from zoobot.shared.load_predictions import predictions_to_summary, summary_paths
+
+    writer = save_predictions.PredictionWriter(
+        save_loc, label_cols, chunks.n_rows, predictions.shape[2], kind, metadata, schema=schema
+    )
+    tables = []
+    if summary:
+        for loc in summary_paths(save_loc):
+            tables.append((save_predictions.ParquetAppender(loc.with_name(f".{loc.name}.tmp")), loc))
+    with writer:
+        try:
+            for index in range(len(chunks.starts)):
+                chunk_predictions, ids, _ = chunks.contents(index)
+                writer.write(chunk_predictions, ids)
+                if summary:  # per-row statistics, so chunk by chunk
+                    friendly, advanced = predictions_to_summary(chunk_predictions, schema, None, id_str=ids)
+                    tables[0][0].write(friendly)
+                    tables[1][0].write(advanced)
+            for appender, _ in tables:
+                appender.close()
+        except BaseException:
+            for appender, _ in tables:
+                appender.close()
+                appender.path.unlink(missing_ok=True)
+            raise
+        writer.close(failures)
+    for appender, loc in tables:
+        os.replace(appender.path, loc)
+
+
+def repeat_rows(rows: pd.DataFrame, passes: int) -> pd.DataFrame:
+    """``rows`` with each row ``passes`` times in a row (item ``i`` is row ``i // passes``, pass ``i % passes``),
+    for test-time augmentation through one loader; the repeats get unique ``id_str`` (``<id>#<pass>``), as a
+    loader's catalog needs.
+
+    Examples
+    --------
+    >>> repeat_rows(pd.DataFrame({'id_str': ['a', 'b']}), 2)['id_str'].tolist()
+    ['a#0', 'a#1', 'b#0', 'b#1']
+    """
+    if passes == 1:
+        return rows
+    repeated = rows.iloc[np.repeat(np.arange(len(rows)), passes)].reset_index(drop=True)
+    suffix = pd.Series(np.tile(np.arange(passes), len(rows))).astype(str)
+    repeated["id_str"] = repeated["id_str"].astype(str) + "#" + suffix
+    return repeated
+
+
+class PassCollector:
+    """Gathers the samples of rows read ``passes`` times (test-time augmentation, see :func:`repeat_rows`)
+    until each row is complete; with one pass it passes results through.
+
+    Examples
+    --------
+    >>> collector = PassCollector(passes=2, n_outputs=1)
+    >>> collector.add(np.array([0, 1, 2]), np.ones((3, 1, 1)), np.zeros(3, bool))[0]  # row 0 complete
+    array([0])
+    """
+
+    def __init__(self, passes: int, n_outputs: int):
+        self.passes, self.n_outputs = passes, n_outputs
+        self.samples = {}  # row -> (outputs, passes) samples so far
+        self.count = {}
+        self.failed = {}
+
+    def add(self, items: np.ndarray, out: np.ndarray, failed: np.ndarray):
+        """``(positions, predictions, failed)`` of the rows these loader items complete."""
+        if self.passes == 1:
+            return items, out, failed
+        done = []
+        for item, sample, bad in zip(items, out, failed):
+            row, p = divmod(int(item), self.passes)
+            slots = self.samples.setdefault(row, np.empty((self.n_outputs, self.passes), dtype=np.float32))
+            slots[:, p] = sample[:, 0]
+            self.failed[row] = self.failed.get(row, False) or bool(bad)
+            self.count[row] = self.count.get(row, 0) + 1
+            if self.count[row] == self.passes:
+                done.append(row)
+        positions = np.array(done, dtype=np.int64)
+        predictions = (np.stack([self.samples.pop(r) for r in done]) if done
+                       else np.empty((0, self.n_outputs, self.passes), dtype=np.float32))
+        failed = np.array([self.failed.pop(r) for r in done], dtype=bool)
+        for r in done:
+            del self.count[r]
+        return positions, predictions, failed
 
 
 def _fingerprint(catalog, chunk_size, label_cols, kind, metadata, resume_key) -> str:
@@ -299,32 +466,32 @@ def _read_chunk(folder, index, ids, n_outputs):
     return predictions.astype(np.float32, copy=False), failures
 
 
-def _checked_result(result, chunk: pd.DataFrame, n_outputs: int, start: int):
-    if not isinstance(result, tuple) or len(result) != 2:
+def _checked_batch(result, rows: pd.DataFrame, n_outputs: int):
+    """``(positions, predictions, failures)`` of one ``predict_rows`` result, checked and normalised."""
+    if not isinstance(result, tuple) or len(result) != 3:
         raise TypeError(
-            "predict_chunk must return (predictions, failures); got "
+            "predict_rows must yield (positions, predictions, failures); got "
             f"{type(result).__name__}{f' of length {len(result)}' if isinstance(result, tuple) else ''}"
         )
-    predictions, failures = result
+    positions, predictions, failures = result
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+    if len(positions) and (positions.min() < 0 or positions.max() >= len(rows)):
+        raise ValueError(f"predict_rows yielded positions outside 0-{len(rows) - 1}: {positions[:5].tolist()}...")
     predictions = np.asarray(predictions, dtype=np.float32)
     if predictions.ndim == 2:
         predictions = predictions[:, :, None]
-    if predictions.ndim != 3 or predictions.shape[:2] != (len(chunk), n_outputs):
+    if predictions.ndim != 3 or predictions.shape[:2] != (len(positions), n_outputs):
+        ids = rows["id_str"].iloc[positions[:1]].tolist()
         raise ValueError(
-            f"predict_chunk returned predictions of shape {predictions.shape} for rows {start}-"
-            f"{start + len(chunk) - 1}; expected ({len(chunk)}, {n_outputs}, n_samples) (width = len(label_cols))."
+            f"predict_rows returned predictions of shape {predictions.shape} for {len(positions)} rows (first id_str "
+            f"{ids}); expected ({len(positions)}, {n_outputs}, n_samples) (width = len(label_cols))."
         )
     if failures is None or len(failures) == 0:
-        return predictions, pd.DataFrame(columns=_FAILURE_COLUMNS)
+        return positions, predictions, pd.DataFrame(columns=_FAILURE_COLUMNS)
     failures = pd.DataFrame(failures).copy()
     if "id_str" not in failures.columns:
-        raise ValueError(f"predict_chunk failures need the columns {_FAILURE_COLUMNS}; got {list(failures.columns)}")
+        raise ValueError(f"predict_rows failures need the columns {_FAILURE_COLUMNS}; got {list(failures.columns)}")
     for column in _FAILURE_COLUMNS[1:]:
         if column not in failures.columns:
             failures[column] = ""
-    failures = failures[_FAILURE_COLUMNS].astype(str)
-    failed = chunk["id_str"].isin(set(failures["id_str"])).to_numpy()
-    if failed.any():
-        predictions = predictions.copy()
-        predictions[failed] = np.nan
-    return predictions, failures.reset_index(drop=True)
+    return positions, predictions, failures[_FAILURE_COLUMNS].astype(str).reset_index(drop=True)

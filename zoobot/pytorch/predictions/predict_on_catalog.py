@@ -9,12 +9,13 @@ How it runs:
 
 1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
    checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` cuts the catalog into chunks,
-   writes each finished chunk to ``<save_loc>.partial/`` (a killed run resumes where it stopped) and
-   writes the final file (+ ``<stem>_failures.csv``);
-3. each chunk is read by a :class:`~zoobot.pytorch.datasets.GalaxyDataModule` loader (worker processes
-   decode the next batches while the model runs) that carries the row index of every image, so rows
-   are matched by id whatever order they come back in;
+2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
+   already finished, writes each newly finished chunk of ``chunk_size`` rows to
+   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
+3. all rows still to predict are read by **one** :class:`~zoobot.pytorch.datasets.GalaxyDataModule`
+   loader (its worker processes decode the next batches while the model runs, for the whole call)
+   that carries the row index of every image, so rows are matched by id. With test-time augmentation
+   the loader reads each row ``n_samples`` times in a row (a new augmentation each time);
 4. on one device a plain loop runs the model under ``torch.inference_mode``; Monte Carlo dropout
    samples run the encoder once and only the (cheap) head ``n_samples`` times. With several devices
    (``trainer_kwargs={'devices': 4}``) a Lightning Trainer shards the catalog (DDP); the results of
@@ -60,6 +61,7 @@ def predict(
     test_time_augmentation=False,
     on_bad_image="record",
     check_valid_paths=True,
+    chunk_size=4096,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -98,6 +100,9 @@ def predict(
         sums up the failures. 'raise': stop with ImageLoadError (E6).
     check_valid_paths : bool, default True (keyword-only)
         Check that every file exists before starting (E5). Set False to record missing files as failures.
+    chunk_size : int, default 4096 (keyword-only)
+        Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
+        group of a parquet file. Images are read by one loader whatever the chunk size.
 
     Returns
     -------
@@ -116,7 +121,8 @@ def predict(
     ChannelMismatchError
         (E7) ``datamodule_kwargs['greyscale']`` contradicts the model's channels.
     ValueError
-        (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option.
+        (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option; ``chunk_size``
+        not a positive integer.
 
     Warns
     -----
@@ -139,6 +145,8 @@ def predict(
     n_samples = int(n_samples)
     if on_bad_image not in _ON_BAD_IMAGE:
         raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if test_time_dropout not in (None, True, False):
         raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
     if save_loc is not None:
@@ -172,31 +180,31 @@ def predict(
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "pytorch",
     }
-    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema)
+    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
+                  chunk_size=int(chunk_size))
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
         common["resume_key"] = _resume_key(model, datamodule_options)
 
     if runner.distributed:
         # every process predicts its shard of the whole catalog, results are gathered by row index,
-        # then the chunked writer only slices them (only the first process writes files)
+        # then the chunked writer only takes them over (only the first process writes files)
         everything, failures = runner.predict_distributed(catalog)
         positions = pd.Index(catalog["id_str"])
 
-        def predict_chunk(chunk):
-            rows = positions.get_indexer(chunk["id_str"])
-            chunk_failures = failures[failures["id_str"].isin(set(chunk["id_str"]))]
-            return everything[rows], chunk_failures
+        def predict_rows(rows):
+            yield (np.arange(len(rows)), everything[positions.get_indexer(rows["id_str"])],
+                   failures[failures["id_str"].isin(set(rows["id_str"]))])
 
         if not runner.is_global_zero:
             common.pop("resume_key", None)
         predictions = run_chunked_prediction(
-            catalog, predict_chunk, save_loc=save_loc if runner.is_global_zero else None,
+            catalog, predict_rows, save_loc=save_loc if runner.is_global_zero else None,
             progress=runner.is_global_zero, **common
         )
         runner.barrier()
     else:
-        predictions = run_chunked_prediction(catalog, runner.predict_chunk, save_loc=save_loc, **common)
+        predictions = run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
     return predictions
 
 
@@ -522,14 +530,24 @@ class _Runner:
 
     def _failures(self, chunk: pd.DataFrame, failed: np.ndarray, dataset) -> pd.DataFrame:
         rows = np.flatnonzero(failed)
+        return self._failures_of(chunk, rows, rows, dataset)
+
+    @staticmethod
+    def _failures_of(rows_catalog: pd.DataFrame, positions, dataset_indices, dataset) -> pd.DataFrame:
+        """Failures table of the rows ``positions`` (read as items ``dataset_indices`` of ``dataset``)."""
         return pd.DataFrame({
-            "id_str": chunk["id_str"].to_numpy()[rows].astype(str),
-            "file_loc": chunk["file_loc"].to_numpy()[rows].astype(str),
-            "error": [dataset.describe_failure(int(i)) or "unreadable image" for i in rows],
+            "id_str": rows_catalog["id_str"].to_numpy()[positions].astype(str),
+            "file_loc": rows_catalog["file_loc"].to_numpy()[positions].astype(str),
+            "error": [dataset.describe_failure(int(i)) or "unreadable image" for i in dataset_indices],
         }, columns=["id_str", "file_loc", "error"])
 
     # ------------------------------------------------------------------ one device
-    def predict_chunk(self, chunk: pd.DataFrame):
+    def predict_rows(self, rows: pd.DataFrame):
+        """Yield ``(positions, predictions, failures)`` per batch over ``rows``, all read by one loader.
+
+        With test-time augmentation the loader reads each row ``passes`` times in a row (one new
+        augmentation each); a row is yielded once all its samples are in.
+        """
         model = self.spec.model
         device = torch.device(f"cuda:{self.devices[0]}" if self.accelerator == "cuda" else "cpu")
         precision = self.trainer_kwargs.get("precision")
@@ -537,26 +555,26 @@ class _Runner:
                     if device.type == "cuda" and precision in _AUTOCAST else contextlib.nullcontext())
         parameter = next(model.parameters(), None)
         original_device = parameter.device if parameter is not None else torch.device("cpu")
-        loader = self._loader(chunk)
-        predictions = np.full((len(chunk), self.n_outputs, self.n_samples), np.nan, dtype=np.float32)
-        failed = np.zeros(len(chunk), dtype=bool)
+        from zoobot.shared.prediction_runner import PassCollector, repeat_rows
+
+        loader = self._loader(repeat_rows(rows, self.passes))
+        passes = PassCollector(self.passes, self.n_outputs)
         model.to(device)
         try:
             with _inference_state(model, self.dropout), torch.inference_mode(), autocast:
                 run = _sampler(self.spec)
-                for p in range(self.passes):
-                    samples = slice(p * self.samples_per_pass, (p + 1) * self.samples_per_pass)
-                    for batch in tqdm(loader, desc="predict", leave=False, disable=len(loader) < 4):
-                        x = batch["image"].to(device, non_blocking=True)
-                        out = run(x, self.samples_per_pass).float().cpu().numpy()
-                        self._check_width(out)
-                        index = batch["index"].numpy()
-                        predictions[index, :, samples] = out
-                        failed[index] |= batch["failed"].numpy().astype(bool)
+                for batch in tqdm(loader, desc="predict", leave=False, disable=len(loader) < 4):
+                    x = batch["image"].to(device, non_blocking=True)
+                    out = run(x, self.samples_per_pass).float().cpu().numpy()
+                    self._check_width(out)
+                    positions, predictions, failed = passes.add(
+                        batch["index"].numpy(), out, batch["failed"].numpy().astype(bool))
+                    if len(positions):
+                        failures = self._failures_of(rows, positions[failed], positions[failed] * self.passes,
+                                                     loader.dataset)
+                        yield positions, predictions, failures
         finally:
             model.to(original_device)
-        predictions[failed] = np.nan
-        return predictions, self._failures(chunk, failed, loader.dataset)
 
     def _check_width(self, out: np.ndarray) -> None:
         if out.shape[1] != self.n_outputs:

@@ -9,16 +9,18 @@ How it runs:
 
 1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
    checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` cuts the catalog into chunks, writes
-   each finished chunk to ``<save_loc>.partial/`` (a killed run resumes where it stopped) and writes
-   the final file (+ ``<stem>_failures.csv``);
-3. each chunk is read by the ``predict_dataloader`` of a
+2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
+   already finished, writes each newly finished chunk of ``chunk_size`` rows to
+   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
+3. all rows still to predict are read by **one** ``predict_dataloader`` of a
    :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` (parallel decoding, prefetching), whose
-   batches carry the ``id_str`` of every image, so rows are matched by id;
+   batches carry the ``id_str`` of every image, so rows are matched by id. With test-time
+   augmentation it reads each row ``n_samples`` times in a row (a new augmentation each time);
 4. a compiled step runs the model: Monte Carlo dropout samples run the encoder once and only the
    (cheap) head ``n_samples`` times. An unreadable image stops a ``tf.data`` pipeline, so with
-   ``on_bad_image='record'`` the chunk's files are then checked one by one, the bad ones recorded
-   (NaN rows, failures file) and the rest predicted.
+   ``on_bad_image='record'`` the rows where it stopped (one batch) are then checked one by one, the
+   bad ones recorded (NaN rows, failures file) and the rest predicted; a new pipeline goes on with
+   the remaining rows.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ def predict(
     test_time_augmentation=False,
     on_bad_image="record",
     check_valid_paths=True,
+    chunk_size=4096,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -93,6 +96,9 @@ def predict(
         sums up the failures. 'raise': stop with ImageLoadError (E6).
     check_valid_paths : bool, default True (keyword-only)
         Check that every file exists before starting (E5). Set False to record missing files as failures.
+    chunk_size : int, default 4096 (keyword-only)
+        Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
+        group of a parquet file. Images are read by one pipeline whatever the chunk size.
 
     Returns
     -------
@@ -111,7 +117,8 @@ def predict(
     ChannelMismatchError
         (E7) ``datamodule_kwargs['greyscale']`` contradicts the model's channels.
     ValueError
-        (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option.
+        (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option; ``chunk_size``
+        not a positive integer.
 
     Warns
     -----
@@ -134,6 +141,8 @@ def predict(
     n_samples = int(n_samples)
     if on_bad_image not in _ON_BAD_IMAGE:
         raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if test_time_dropout not in (None, True, False):
         raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
     if save_loc is not None:
@@ -160,11 +169,12 @@ def predict(
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "tensorflow",
     }
-    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema)
+    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
+                  chunk_size=int(chunk_size))
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
         common["resume_key"] = _resume_key(model, datamodule_options)
-    return run_chunked_prediction(catalog, runner.predict_chunk, save_loc=save_loc, **common)
+    return run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +512,7 @@ def _identity(out):
 
 
 class _Runner:
-    """Runs one model over catalog chunks."""
+    """Runs one model over the rows of a catalog."""
 
     def __init__(self, spec, n_outputs, n_samples, dropout, test_time_augmentation, on_bad_image,
                  datamodule_options, device):
@@ -526,14 +536,46 @@ class _Runner:
     def samples_per_pass(self) -> int:
         return 1 if self.test_time_augmentation else self.n_samples
 
+    def predict_rows(self, rows: pd.DataFrame):
+        """Yield ``(positions, predictions, failures)`` per batch over ``rows``, all read by one pipeline.
+
+        An unreadable image stops the pipeline: with ``on_bad_image='record'`` the next unfinished rows
+        (one batch) are then predicted one check at a time (:meth:`predict_chunk`) and a new pipeline goes
+        on with the rest.
+        """
+        from zoobot.shared.prediction_runner import PassCollector
+
+        done = np.zeros(len(rows), dtype=bool)
+        window = max(1, -(-int(self.datamodule_options.get("batch_size", 256)) // self.passes))
+        try:
+            while not done.all():
+                todo = np.flatnonzero(~done)
+                subset = rows.iloc[todo].reset_index(drop=True)
+                collector = PassCollector(self.passes, self.n_outputs)
+                try:
+                    for items, out in self._batches(subset):
+                        positions, predictions, _ = collector.add(items, out, np.zeros(len(items), dtype=bool))
+                        if len(positions):
+                            done[todo[positions]] = True
+                            yield todo[positions], predictions, None
+                except (tf.errors.OpError, ImageLoadError, OSError) as err:
+                    if self.on_bad_image == "raise":
+                        raise _as_image_error(err, rows.iloc[np.flatnonzero(~done)]) from err
+                    stopped = np.flatnonzero(~done)[:window]
+                    predictions, failures = self.predict_chunk(rows.iloc[stopped].reset_index(drop=True))
+                    done[stopped] = True
+                    yield stopped, predictions, failures
+        finally:
+            for layer, state in self.mc_before:
+                layer.mc_active = state
+
     def predict_chunk(self, chunk: pd.DataFrame):
+        """``(predictions, failures)`` of a few rows that may hold unreadable images: checked one by one."""
         predictions = np.full((len(chunk), self.n_outputs, self.n_samples), np.nan, dtype=np.float32)
         failures = []
         try:
             self._predict_rows(chunk, np.arange(len(chunk)), predictions)
-        except (tf.errors.OpError, ImageLoadError, OSError) as err:
-            if self.on_bad_image == "raise":
-                raise _as_image_error(err, chunk) from err
+        except (tf.errors.OpError, ImageLoadError, OSError):
             bad = _find_bad_images(chunk)
             if not bad:  # TensorFlow cannot decode something the file check accepts: isolate it
                 bad = {}
@@ -545,9 +587,6 @@ class _Runner:
             for row, message in sorted(bad.items()):
                 predictions[row] = np.nan
                 failures.append((str(chunk["id_str"].iloc[row]), str(chunk["file_loc"].iloc[row]), message))
-        finally:
-            for layer, state in self.mc_before:
-                layer.mc_active = state
         return predictions, pd.DataFrame(failures, columns=["id_str", "file_loc", "error"])
 
     def _bisect(self, chunk, rows, predictions, bad: dict) -> None:
@@ -563,32 +602,40 @@ class _Runner:
             self._bisect(chunk, rows[middle:], predictions, bad)
 
     def _predict_rows(self, chunk: pd.DataFrame, rows: np.ndarray, predictions: np.ndarray) -> None:
+        """Fill ``predictions[rows]`` (every sample) from one pipeline over ``chunk.iloc[rows]``."""
+        from zoobot.shared.prediction_runner import PassCollector
+
+        collector = PassCollector(self.passes, self.n_outputs)
+        for items, out in self._batches(chunk.iloc[rows].reset_index(drop=True)):
+            positions, complete, _ = collector.add(items, out, np.zeros(len(items), dtype=bool))
+            predictions[rows[positions]] = complete
+
+    def _batches(self, rows: pd.DataFrame):
+        """Yield ``(items, out)`` per batch of one pipeline reading ``rows`` ``passes`` times each
+        (:func:`~zoobot.shared.prediction_runner.repeat_rows`): item numbers and model outputs."""
+        from zoobot.shared.prediction_runner import repeat_rows
         from zoobot.tensorflow.datasets import GalaxyDataModule
         from zoobot.tensorflow.estimators.define_model import check_images
 
-        subset = chunk.iloc[rows].reset_index(drop=True)
-        position = {id_str: int(row) for id_str, row in zip(subset["id_str"].astype(str), rows)}
-        datamodule = GalaxyDataModule(label_cols=None, predict_catalog=subset, check_valid_paths=False,
+        repeated = repeat_rows(rows, self.passes)
+        position = {id_str: item for item, id_str in enumerate(repeated["id_str"].astype(str))}
+        datamodule = GalaxyDataModule(label_cols=None, predict_catalog=repeated, check_valid_paths=False,
                                       **self.datamodule_options)
         dataset = datamodule.predict_dataloader()
-        n_batches = -(-len(subset) // datamodule.batch_size)
+        n_batches = -(-len(repeated) // datamodule.batch_size)
         device = tf.device(self.device) if self.device else contextlib.nullcontext()
-        for p in range(self.passes):
-            samples = slice(p * self.samples_per_pass, (p + 1) * self.samples_per_pass)
+        for images, ids in tqdm(dataset, total=n_batches, desc="predict", leave=False, disable=n_batches < 4):
+            if not self._checked:
+                check_images(images, self.spec.channels, where="predict")
+                self._checked = True
             with device:
-                for images, ids in tqdm(dataset, total=n_batches, desc="predict", leave=False,
-                                        disable=n_batches < 4):
-                    if not self._checked:
-                        check_images(images, self.spec.channels, where="predict")
-                        self._checked = True
-                    out = self.step(images).numpy()
-                    if out.shape[1] != self.n_outputs:
-                        raise ValueError(
-                            f"The model returned {out.shape[1]} outputs per galaxy but {self.n_outputs} label_cols "
-                            f"were expected (expected width {self.n_outputs}, got width {out.shape[1]})."
-                        )
-                    index = [position[i.decode() if isinstance(i, bytes) else str(i)] for i in ids.numpy()]
-                    predictions[index, :, samples] = out
+                out = self.step(images).numpy()
+            if out.shape[1] != self.n_outputs:
+                raise ValueError(
+                    f"The model returned {out.shape[1]} outputs per galaxy but {self.n_outputs} label_cols "
+                    f"were expected (expected width {self.n_outputs}, got width {out.shape[1]})."
+                )
+            yield np.array([position[i.decode() if isinstance(i, bytes) else str(i)] for i in ids.numpy()]), out
 
 
 def _find_bad_images(chunk: pd.DataFrame) -> dict:
