@@ -106,6 +106,25 @@ def test_model_checkpoint_keeps_the_top_k(tmp_path):
         callback.on_epoch_end(6, {"loss": 1.0})
 
 
+def test_last_checkpoint_holds_each_epochs_weights_copied_or_saved(tmp_path):
+    """last.keras is copied from the best file when one was saved in the same epoch, saved otherwise:
+    either way it must hold that epoch's weights (and not, say, the previous best's)."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    callback = trainer_module.ModelCheckpoint(tmp_path, save_top_k=1, monitor="val")
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, score in enumerate([0.5, 0.7, 0.2]):     # saved best, not best, best again
+        kernel = np.full((2, 1), float(epoch + 1), "float32")
+        model.layers[0].kernel.assign(kernel)
+        callback.on_epoch_end(epoch, {"val": score})
+        last = keras.saving.load_model(tmp_path / "last.keras")
+        np.testing.assert_array_equal(np.asarray(last.layers[0].kernel), kernel)
+    best = keras.saving.load_model(callback.best_model_path)
+    np.testing.assert_array_equal(np.asarray(best.layers[0].kernel), np.full((2, 1), 3.0, "float32"))
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
+
+
 def test_early_stopping_patience_and_check_finite():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     stopper = trainer_module.EarlyStopping(monitor="val", patience=2)

@@ -32,6 +32,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import sys
 
 import keras
@@ -190,6 +191,7 @@ class ModelCheckpoint(keras.callbacks.Callback):
         logs = dict(logs or {})
         step = int(np.asarray(self.model.optimizer.iterations)) if self.model.optimizer is not None else 0
         self.global_step = step
+        saved = None
         if self.save_top_k != 0:
             if self.monitor not in logs:
                 raise RuntimeError(
@@ -198,18 +200,22 @@ class ModelCheckpoint(keras.callbacks.Callback):
                 )
             score = float(logs[self.monitor])
             if math.isfinite(score):
-                self._maybe_save_best(score, {**logs, "epoch": epoch, "step": step})
+                saved = self._maybe_save_best(score, {**logs, "epoch": epoch, "step": step})
         if self.save_last:
             path = self.dirpath / "last.keras"
-            _atomic_save(self.model, path)
+            if saved is not None:  # the same weights were just serialised: copying is ~100x cheaper than saving again
+                _atomic_copy(saved, path)
+            else:
+                _atomic_save(self.model, path)
             self.last_model_path = str(path)
 
-    def _maybe_save_best(self, score: float, metrics: dict) -> None:
+    def _maybe_save_best(self, score: float, metrics: dict) -> pathlib.Path | None:
+        """Save a best-k file if ``score`` earns one; return its path (None if nothing was saved)."""
         if self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k:
             worst_path = max(self.best_k_models, key=self.best_k_models.get) if self.mode == "min" else \
                 min(self.best_k_models, key=self.best_k_models.get)
             if not self._better(score, self.best_k_models[worst_path]):
-                return
+                return None
             del self.best_k_models[worst_path]
             if worst_path != str(self.format_checkpoint_name(metrics)):
                 with contextlib.suppress(FileNotFoundError):
@@ -220,6 +226,7 @@ class ModelCheckpoint(keras.callbacks.Callback):
         pick = min if self.mode == "min" else max
         self.best_model_path = pick(self.best_k_models, key=self.best_k_models.get)
         self.best_model_score = self.best_k_models[self.best_model_path]
+        return path
 
 
 def _atomic_save(model, path: pathlib.Path) -> None:
@@ -227,6 +234,13 @@ def _atomic_save(model, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_copy(source: pathlib.Path, path: pathlib.Path) -> None:
+    """Copy a saved checkpoint to ``path`` via a temporary file (atomic, like :func:`_atomic_save`)."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    shutil.copyfile(source, tmp)
     os.replace(tmp, path)
 
 
