@@ -253,3 +253,40 @@ def test_two_process_ddp_trains_and_predicts_every_id_exactly_once(tmp_path, vot
     model = ZoobotTree.load_from_checkpoint(checkpoints[0])
     single = predict(catalog, model, test_time_dropout=False, datamodule_kwargs=FAST)
     np.testing.assert_allclose(rank0, single, rtol=1e-5, atol=1e-4)
+
+
+def test_one_loader_per_call_whatever_the_chunk_size_and_tta_rows_complete(tmp_path, votes_catalog, tree,
+                                                                          monkeypatch):
+    """Chunks only decide when results are flushed: 12 rows in chunks of 4 are read by one DataLoader iterator
+    (one set of workers), give the same predictions as one chunk, and a parquet row group per chunk."""
+    import pyarrow.parquet as pq
+    from torch.utils.data import DataLoader
+
+    catalog, _ = votes_catalog
+    catalog = catalog.iloc[:12]
+    one_chunk = predict(catalog, tree, test_time_dropout=False, datamodule_kwargs=FAST)
+    iterators = []
+    original_iter = DataLoader.__iter__
+
+    def counting_iter(loader):
+        iterators.append(loader)
+        return original_iter(loader)
+
+    monkeypatch.setattr(DataLoader, "__iter__", counting_iter)
+    save_loc = tmp_path / "preds.parquet"
+    chunked = predict(catalog, tree, test_time_dropout=False, save_loc=save_loc, chunk_size=4,
+                      datamodule_kwargs={**FAST, "num_workers": 1})
+    assert len(iterators) == 1 and len(iterators[0].dataset) == 12
+    np.testing.assert_allclose(chunked, one_chunk, rtol=1e-5, atol=1e-6)
+    assert pq.ParquetFile(save_loc).metadata.num_row_groups == 3
+    np.testing.assert_allclose(load(save_loc)[1], chunked, rtol=1e-6)
+
+    # test-time augmentation: one loader reads each row n_samples times in a row; every row gets all its samples
+    iterators.clear()
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        predict(catalog, tree, chunk_size=0, datamodule_kwargs=FAST)
+    samples = predict(catalog, tree, n_samples=3, test_time_dropout=False, test_time_augmentation=True,
+                      chunk_size=5, datamodule_kwargs={**FAST, "batch_size": 2})
+    assert len(iterators) == 1 and len(iterators[0].dataset) == 36
+    assert samples.shape == (12, SCHEMA.n_answers, 3) and np.isfinite(samples).all()
+    assert (samples.std(axis=2) > 0).all()

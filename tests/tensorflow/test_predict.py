@@ -231,3 +231,37 @@ def test_files_have_the_pytorch_layout(galaxies, tmp_path):
     tf_failures = pd.read_csv(tmp_path / "tf_failures.csv")
     assert tf_failures.columns.tolist() == torch_failures.columns.tolist()
     assert tf_failures[["id_str", "file_loc"]].equals(torch_failures[["id_str", "file_loc"]])
+
+
+def test_one_pipeline_per_call_and_a_bad_image_mid_stream(galaxies, tmp_path, monkeypatch):
+    """Chunks only decide when results are flushed: a clean catalog in chunks of 3 is read by one tf.data
+    pipeline; an unreadable image mid-stream is isolated and the rest still predicted (each row once)."""
+    catalog, model = galaxies["catalog"], galaxies["model"]
+    reference = predict_on_catalog.predict(catalog, model, test_time_dropout=False, datamodule_kwargs=FAST)
+    pipelines = []
+    original = GalaxyDataModule.predict_dataloader
+
+    def counting(self):
+        pipelines.append(len(self.predict_catalog))
+        return original(self)
+
+    monkeypatch.setattr(GalaxyDataModule, "predict_dataloader", counting)
+    save_loc = tmp_path / "clean.parquet"
+    clean = predict_on_catalog.predict(catalog, model, test_time_dropout=False, save_loc=save_loc, chunk_size=3,
+                                       datamodule_kwargs={**FAST, "batch_size": 2})
+    assert pipelines == [10]
+    np.testing.assert_allclose(clean, reference, rtol=1e-5, atol=1e-5)
+    assert pq.ParquetFile(save_loc).metadata.num_row_groups == 4
+
+    pipelines.clear()
+    save_loc = tmp_path / "bad.parquet"
+    with pytest.warns(UserWarning, match="1 of 11 images could not be read"):
+        mixed = predict_on_catalog.predict(with_bad_row(galaxies), model, test_time_dropout=False, save_loc=save_loc,
+                                           chunk_size=3, datamodule_kwargs={**FAST, "batch_size": 2})
+    assert pipelines[0] == 11 and len(pipelines) < 8  # a new pipeline only after the error, not per chunk
+    assert np.isnan(mixed[3]).all()
+    np.testing.assert_allclose(np.delete(mixed, 3, axis=0), reference, rtol=1e-5, atol=1e-5)
+    ids, loaded, _, _ = load_predictions.load(save_loc)
+    assert ids["id_str"].tolist() == with_bad_row(galaxies)["id_str"].tolist()
+    np.testing.assert_array_equal(loaded, mixed)
+    assert pd.read_csv(tmp_path / "bad_failures.csv")["id_str"].tolist() == ["broken"]

@@ -234,7 +234,7 @@ def save(
     --------
     >>> save(np.ones((2, 2, 1)), ['a', 'b'], ['ring_yes', 'ring_no'], 'preds.parquet')  # doctest: +SKIP
     """
-    fmt = prediction_format(save_loc)
+    prediction_format(save_loc)  # E13
     if kind not in KINDS:
         raise unknown_option_error("kind", kind, KINDS)
     predictions = np.asarray(predictions, dtype=np.float32)

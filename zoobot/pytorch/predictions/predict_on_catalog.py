@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
@@ -563,7 +562,9 @@ class _Runner:
         try:
             with _inference_state(model, self.dropout), torch.inference_mode(), autocast:
                 run = _sampler(self.spec)
-                for batch in tqdm(loader, desc="predict", leave=False, disable=len(loader) < 4):
+                # no progress bar of its own: the runner's advances per batch (and tqdm.auto would call
+                # iter(loader) once more, starting the loader twice)
+                for batch in loader:
                     x = batch["image"].to(device, non_blocking=True)
                     out = run(x, self.samples_per_pass).float().cpu().numpy()
                     self._check_width(out)

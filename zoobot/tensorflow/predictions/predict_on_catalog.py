@@ -34,7 +34,6 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
@@ -622,9 +621,10 @@ class _Runner:
         datamodule = GalaxyDataModule(label_cols=None, predict_catalog=repeated, check_valid_paths=False,
                                       **self.datamodule_options)
         dataset = datamodule.predict_dataloader()
-        n_batches = -(-len(repeated) // datamodule.batch_size)
         device = tf.device(self.device) if self.device else contextlib.nullcontext()
-        for images, ids in tqdm(dataset, total=n_batches, desc="predict", leave=False, disable=n_batches < 4):
+        # no progress bar of its own: the runner's advances per batch (and tqdm.auto would call iter(dataset)
+        # once more, starting a second pipeline)
+        for images, ids in dataset:
             if not self._checked:
                 check_images(images, self.spec.channels, where="predict")
                 self._checked = True
