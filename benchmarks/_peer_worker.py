@@ -196,7 +196,16 @@ def predict(spec: dict, calls: list) -> dict:
     calls.append(f"define_model.ZoobotTree(output_dim={len(schema.label_cols)}, question_answer_pairs=schema."
                  f"question_answer_pairs, dependencies=schema.dependencies, architecture_name="
                  f"{spec['architecture']!r}, channels=1)")
-    model = define_model.ZoobotTree(output_dim=len(schema.label_cols),
+    class ZoobotTreeForDictBatches(define_model.ZoobotTree):
+        """Upstream 2.9's ZoobotTree.predict_step passes galaxy-datasets 0.0.25's {'image': ...} predict
+        batches straight to forward, which asserts a tensor; unpack them (nothing else changes)."""
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            return self(batch["image"] if isinstance(batch, dict) else batch)
+
+    calls.append("(ZoobotTree subclassed only to unpack dict predict batches: upstream 2.9's predict_step "
+                 "passes galaxy-datasets 0.0.25's {'image': x} batches to forward, which rejects them)")
+    model = ZoobotTreeForDictBatches(output_dim=len(schema.label_cols),
                                     question_answer_pairs=schema.question_answer_pairs,
                                     dependencies=schema.dependencies, architecture_name=spec["architecture"],
                                     channels=1)

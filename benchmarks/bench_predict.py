@@ -209,10 +209,10 @@ def main(argv=None) -> dict:
             if "n_samples_1" not in r:
                 continue
             forward = r.get("ceiling", {}).get("eval")
-            n1, n5 = r["n_samples_1"], r["n_samples_5"]
+            n1, n5 = r["n_samples_1"], r.get("n_samples_5")  # upstream's predict has no n_samples: n1 only
             rows.append([names[backend], n1, n5, forward, r.get("ceiling", {}).get("model_eval"),
                          C.ratio(n1, forward), n1.get("paired_ceiling"), n1.get("ratio_to_paired_ceiling"),
-                         C.ratio(n5["seconds"], n1["seconds"]), n1.get("per_cpu_second")])
+                         C.ratio(n5["seconds"], n1["seconds"]) if n5 else None, n1.get("per_cpu_second")])
         title = (f"Predictions from {settings['source_size']} px jpgs to parquet: {settings['architecture']}, "
                  f"{settings['image_size']} px, greyscale, batch {settings['batch_size']}, {settings['n_images']} "
                  f"galaxies, {settings['threads']} threads, {settings['num_workers']} loader workers")
