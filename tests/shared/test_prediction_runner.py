@@ -237,3 +237,22 @@ def test_summary_tables_written_chunk_by_chunk_equal_those_of_the_whole_array(tm
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name), want)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.parquet", "preds_advanced.parquet",
                                                           "preds_friendly.parquet"]
+
+
+def test_release_free_memory_runs_on_glibc_and_is_a_no_op_without_malloc_trim(monkeypatch):
+    import ctypes
+    import sys
+
+    from zoobot.shared import prediction_runner
+
+    monkeypatch.setattr(prediction_runner, "_MALLOC_TRIM", None)
+    if sys.platform.startswith("linux"):  # glibc here
+        assert prediction_runner.release_free_memory() is True
+
+    def no_libc(*args, **kwargs):
+        raise OSError("no C library")
+
+    monkeypatch.setattr(prediction_runner, "_MALLOC_TRIM", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert prediction_runner.release_free_memory() is False
+    assert prediction_runner.release_free_memory() is False  # looked up once, remembered
