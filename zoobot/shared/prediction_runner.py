@@ -176,7 +176,9 @@ def run_chunked_prediction(
                disable=not progress)
     try:
         if len(todo):
-            rows = catalog.iloc[todo].reset_index(drop=True)
+            # all rows: a copy-on-write view, no copy of a catalog that may hold millions of paths
+            rows = (catalog.reset_index(drop=True) if len(todo) == chunks.n_rows
+                    else catalog.iloc[todo].reset_index(drop=True))
             results = predict_rows(rows)
             try:
                 for result in results:
