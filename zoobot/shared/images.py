@@ -4,7 +4,8 @@
 
 - ``.jpg``, ``.jpeg``, ``.png`` (Pillow): ``uint8``; greyscale files give 1 channel, colour files 3
   (alpha dropped, palette images expanded to RGB, 16-bit greyscale scaled to 0-255);
-- ``.fits``, ``.fit``, ``.fits.gz`` (astropy, optional): ``float32`` in [0, 1] after ``fits_scaling``;
+- ``.fits``, ``.fit``, ``.fits.gz`` (astropy, optional): ``float32`` in [0, 1] after ``fits_scaling``
+  (an ``astropy.visualization`` interval and stretch, :class:`zoobot.shared.preprocessing.FitsScaling`);
   the first HDU with data is used; 2-D -> 1 channel, (C, H, W) with C in {1, 3} -> HWC; NaN -> 0
   (a file whose pixels are all NaN is an error, not a blank image).
 
@@ -24,8 +25,8 @@ from zoobot.shared.errors import (
     ImageLoadError,
     PixelScaleError,
     missing_dependency,
-    unknown_option_error,
 )
+from zoobot.shared.preprocessing import FitsScaling
 
 __all__ = ["load_image", "to_channels", "image_format", "minimum_decode_size", "IMAGE_EXTENSIONS", "FITS_SCALINGS"]
 
@@ -35,9 +36,8 @@ _PIL_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _FITS_EXTENSIONS = (".fits", ".fit", ".fits.gz", ".fit.gz")
 #: File extensions :func:`load_image` reads.
 IMAGE_EXTENSIONS = _PIL_EXTENSIONS + _FITS_EXTENSIONS
-#: Accepted values of ``fits_scaling``.
-FITS_SCALINGS = ("percentile", "minmax", "none")
-_PERCENTILES = (0.5, 99.5)
+#: Named values of ``fits_scaling`` (a dict or :class:`~zoobot.shared.preprocessing.FitsScaling` also works).
+FITS_SCALINGS = ("percentile", "minmax", "none", "asinh")
 _logged_grey_to_colour = False
 
 
@@ -105,10 +105,12 @@ def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, targe
     ----------
     file_loc : str or path-like
         A .jpg/.jpeg/.png/.fits/.fit/.fits.gz file.
-    fits_scaling : {'percentile', 'minmax', 'none'}
+    fits_scaling : {'percentile', 'minmax', 'none', 'asinh'}, dict or FitsScaling
         FITS only: 'percentile' maps the 0.5 and 99.5 percentiles of the finite pixels (all
         channels together, so colours keep their ratios) to 0 and 1 and clips; 'minmax' maps
-        min/max to 0/1; 'none' requires values already in [0, 1] (else E8).
+        min/max to 0/1; 'asinh' is 'percentile' then an asinh stretch (a=0.1); 'none' requires
+        values already in [0, 1] (else E8). Other intervals and stretches:
+        :class:`~zoobot.shared.preprocessing.FitsScaling` (docs/components/preprocessing.md).
     id_str : str, keyword-only, optional
         The galaxy's id, named in error messages.
     target_size : int or (height, width), keyword-only, optional
@@ -143,8 +145,7 @@ def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, targe
     >>> image.dtype, image.shape[2]  # doctest: +SKIP
     (dtype('uint8'), 3)
     """
-    if fits_scaling not in FITS_SCALINGS:
-        raise unknown_option_error("fits_scaling", fits_scaling, FITS_SCALINGS)
+    fits_scaling = FitsScaling.from_value(fits_scaling)
     if target_size is not None:
         target_size = _as_hw(target_size)
     fmt = image_format(file_loc, id_str=id_str)
@@ -245,24 +246,14 @@ def _load_fits(file_loc, fits_scaling, id_str) -> np.ndarray:
             f"{_where(file_loc, id_str)}: all {data.size} pixels are NaN or infinite, so the file holds no image "
             "data. Re-make the cutout, or drop this galaxy from the catalog."
         )
-    if fits_scaling == "none":
+    if fits_scaling.interval == "none":
         values = data[finite]
         if values.size and (values.min() < -1e-3 or values.max() > 1 + 1e-3):
             raise PixelScaleError(
                 f"{_where(file_loc, id_str)}: fits_scaling='none' expects floats in [0, 1], but the pixels span "
                 f"[{values.min():.4g}, {values.max():.4g}]. Use fits_scaling='percentile' or 'minmax'."
             )
-        scaled = data
-    else:
-        values = data[finite]
-        if values.size == 0:
-            low, high = 0.0, 1.0
-        elif fits_scaling == "percentile":
-            low, high = np.percentile(values, _PERCENTILES)
-        else:
-            low, high = values.min(), values.max()
-        scaled = (data - low) / (high - low) if high > low else np.zeros_like(data)
-    scaled = np.where(finite, np.clip(scaled, 0.0, 1.0), 0.0)
+    scaled = fits_scaling.apply(data)
     return scaled.astype(np.float32)
 
 

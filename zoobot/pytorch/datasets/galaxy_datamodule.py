@@ -31,6 +31,7 @@ from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
 from zoobot.pytorch.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
 from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.preprocessing import FitsScaling, Preprocessing, training_record
 
 __all__ = ["GalaxyDataModule", "EpochSeededRandomSampler", "available_cpus"]
 
@@ -155,6 +156,9 @@ class GalaxyDataModule(L.LightningDataModule):
         Use the random training transform for validation/test/predict too.
     check_valid_paths : bool, default True (keyword-only)
         Check every ``file_loc`` exists when the data module is built (E5).
+    fits_scaling : str, dict or FitsScaling, default 'percentile' (keyword-only)
+        How FITS pixels are scaled to [0, 1] (:data:`zoobot.shared.preprocessing.FITS_SCALINGS`;
+        docs/components/preprocessing.md). JPEG/PNG pixels are always divided by 255.
 
     Raises
     ------
@@ -201,6 +205,7 @@ class GalaxyDataModule(L.LightningDataModule):
         test_transform=None,
         test_time_augmentation: bool = False,
         check_valid_paths: bool = True,
+        fits_scaling="percentile",
     ):
         super().__init__()
         if use_memory:
@@ -221,6 +226,7 @@ class GalaxyDataModule(L.LightningDataModule):
         self.crop_scale_bounds, self.crop_ratio_bounds = check_crop_bounds(crop_scale_bounds, crop_ratio_bounds)
         self.resize_after_crop = resize_after_crop
         self.test_time_augmentation = bool(test_time_augmentation)
+        self.fits_scaling = FitsScaling.from_value(fits_scaling)
 
         cpus = available_cpus()
         if num_workers > cpus:
@@ -316,12 +322,14 @@ class GalaxyDataModule(L.LightningDataModule):
             needs = needs + ("predict",)
         for split in needs:
             if split == "train":
-                self.train_dataset = GalaxyDataset(self.train_catalog, self.label_cols, self.train_transform)
+                self.train_dataset = GalaxyDataset(self.train_catalog, self.label_cols, self.train_transform,
+                                                   fits_scaling=self.fits_scaling)
             elif split == "predict":
-                self.predict_dataset = GalaxyDataset(self.predict_catalog, None, self.test_transform)
+                self.predict_dataset = GalaxyDataset(self.predict_catalog, None, self.test_transform,
+                                                     fits_scaling=self.fits_scaling)
             else:
-                setattr(self, f"{split}_dataset",
-                        GalaxyDataset(getattr(self, f"{split}_catalog"), self.label_cols, self.test_transform))
+                setattr(self, f"{split}_dataset", GalaxyDataset(getattr(self, f"{split}_catalog"), self.label_cols,
+                                                                self.test_transform, fits_scaling=self.fits_scaling))
 
     def _loader(self, dataset, shuffle: bool = False, drop_last: bool = False, persistent: bool = True) -> DataLoader:
         workers = self.num_workers
@@ -403,8 +411,16 @@ class GalaxyDataModule(L.LightningDataModule):
         if self.predict_catalog is None:
             raise ValueError("predict_dataloader_with_ids needs predict_catalog, which was not given")
         dataset = GalaxyDataset(self.predict_catalog, None, self.test_transform, return_index=True,
-                                on_bad_image=on_bad_image)
+                                on_bad_image=on_bad_image, fits_scaling=self.fits_scaling)
         return self._loader(dataset)
+
+    def preprocessing_record(self) -> Preprocessing:
+        """What a model trained on this data module should remember (:mod:`zoobot.shared.preprocessing`).
+
+        The size is the evaluation transform's when it is one of zoobot's, else ``resize_after_crop``;
+        the image formats are those of the training catalog.
+        """
+        return training_record(self)
 
     def __repr__(self) -> str:
         sizes = {split: None if getattr(self, f"{split}_catalog") is None else len(getattr(self, f"{split}_catalog"))

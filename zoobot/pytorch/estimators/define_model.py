@@ -462,6 +462,10 @@ class ZoobotTree(L.LightningModule):
     #: Image side the model expects (224 unless the training pipeline set another ``resize_after_crop``);
     #: saved in checkpoints as ``zoobot_input_size`` and restored on loading.
     input_size = 224
+    #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`), set
+    #: when fitting on a GalaxyDataModule, saved in checkpoints (key ``preprocessing``) and restored on
+    #: loading; ``predict`` uses it by default. None for a model built in memory and never fitted.
+    preprocessing = None
 
     def __init__(
         self,
@@ -738,6 +742,11 @@ class ZoobotTree(L.LightningModule):
     # ---------------------------------------------------------------- hooks
     def on_fit_start(self):
         self._pixels_checked = False
+        from zoobot.shared.preprocessing import record_of_fit
+
+        record = record_of_fit(getattr(self._trainer, "datamodule", None))
+        if record is not None:
+            self.preprocessing, self.input_size = record, record.input_size
 
     def on_validation_start(self):
         self._pixels_checked = False
@@ -754,6 +763,8 @@ class ZoobotTree(L.LightningModule):
         checkpoint.update(version_metadata())
         # not a constructor argument (the signature is fixed), but predict() needs it
         checkpoint["zoobot_input_size"] = int(self.input_size)
+        if self.preprocessing is not None:
+            checkpoint["preprocessing"] = self.preprocessing.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not self._versions_checked:  # resuming a fit through the Trainer
@@ -765,6 +776,12 @@ class ZoobotTree(L.LightningModule):
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
+        from zoobot.shared.preprocessing import restore_record
+
+        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels,
+                                            input_size=checkpoint.get("zoobot_input_size"))
+        if self.preprocessing.input_size is not None:
+            self.input_size = self.preprocessing.input_size
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

@@ -37,6 +37,7 @@ from torch import nn
 
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
+from zoobot.shared.preprocessing import resolve_preprocessing
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -69,9 +70,10 @@ def predict(
     catalog : pandas.DataFrame
         Columns ``id_str`` (unique) and ``file_loc`` (jpg/png/fits paths); other columns are ignored.
     model : torch.nn.Module
-        A ZoobotTree, a finetuned model (classifier, regressor, tree) or an encoder. Its ``channels``
-        and ``input_size`` attributes set the image preprocessing (defaults: channels of the first
-        convolution, 224 pixels).
+        A ZoobotTree, a finetuned model (classifier, regressor, tree) or an encoder. The preprocessing
+        it records (``model.preprocessing``: size, crop, FITS scaling; docs/components/preprocessing.md)
+        is used unless ``datamodule_kwargs`` say otherwise; else its ``channels`` and ``input_size``
+        attributes (defaults: channels of the first convolution, 224 pixels).
     n_samples : int, default 1
         Predictions per galaxy. With dropout active (MC dropout) they differ: their spread measures
         the model's uncertainty.
@@ -83,7 +85,8 @@ def predict(
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.pytorch.datasets.GalaxyDataModule`, e.g. ``batch_size``,
-        ``num_workers``, ``resize_after_crop``, ``crop_scale_bounds``.
+        ``num_workers``, ``resize_after_crop``, ``crop_scale_bounds``, ``fits_scaling``. A value that
+        contradicts the model's recorded preprocessing is used, with one warning naming both.
     trainer_kwargs : dict, optional
         Where to run: ``accelerator`` ('auto', 'cpu', 'gpu'), ``devices`` (an int > 1 or a list of
         several devices runs one process per device with a Lightning Trainer), ``num_nodes``,
@@ -126,7 +129,9 @@ def predict(
     Warns
     -----
     UserWarning
-        Once, with the number of images that failed (``on_bad_image='record'``).
+        Once, with the number of images that failed (``on_bad_image='record'``). Once, when
+        ``datamodule_kwargs`` contradict the recorded preprocessing; when FITS images meet a model
+        trained on JPEG/PNG (or the reverse); when a loaded model records no training size.
 
     Examples
     --------
@@ -161,6 +166,9 @@ def predict(
     trainer_kwargs = dict(trainer_kwargs or {})
     catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
                                check_valid_paths=check_valid_paths)
+    datamodule_options.update(resolve_preprocessing(
+        getattr(model, "preprocessing", None), dict(datamodule_kwargs or {}), model_name=type(model).__name__,
+        file_locs=catalog["file_loc"], fallback_input_size=spec.input_size))
 
     runner = _Runner(
         spec=spec,

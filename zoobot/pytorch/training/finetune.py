@@ -491,6 +491,9 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             self.encoder_dim = get_encoder_dim(self.encoder, channels=self.channels)
         self.architecture = pretrained_encoders.encoder_architecture(self.encoder)
         self.input_size = pretrained_encoders.encoder_input_size(self.encoder)
+        #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
+        #: when fitting on a GalaxyDataModule, saved in checkpoints, used by ``predict`` by default.
+        self.preprocessing = None
         from zoobot.pytorch.estimators.define_model import _is_convnet
 
         # convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
@@ -800,6 +803,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if self.training:
             self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
         self._validate_datamodule_labels(getattr(self._trainer, "datamodule", None))
+        self._remember_preprocessing(getattr(self._trainer, "datamodule", None))
         self.feature_cache.clear()
         if self.cache_features is None and _augments_training_images(self._trainer):
             self.feature_cache.disable("train")  # known random augmentations: nothing to reuse (val still cached)
@@ -1095,6 +1099,22 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         checkpoint["hyper_parameters"].update(version_metadata())
         checkpoint.update(version_metadata())
         checkpoint["zoobot_model_class"] = type(self).__name__
+        if self.preprocessing is not None:
+            checkpoint["preprocessing"] = self.preprocessing.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from zoobot.shared.preprocessing import restore_record
+
+        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels)
+        if self.preprocessing.input_size is not None:
+            self.input_size = self.preprocessing.input_size
+
+    def _remember_preprocessing(self, datamodule) -> None:
+        from zoobot.shared.preprocessing import record_of_fit
+
+        record = record_of_fit(datamodule)
+        if record is not None:
+            self.preprocessing, self.input_size = record, record.input_size
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
@@ -1188,6 +1208,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if state is None:
             raise ValueError(f"{checkpoint_path} holds no 'state_dict': not a Lightning checkpoint.")
         model.load_state_dict(state, strict=True if strict is None else bool(strict))
+        model.on_load_checkpoint(checkpoint)
         # keep the original provenance (where the encoder first came from) in the hyperparameters
         for key, value in provenance.items():
             if value is not None:

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.preprocessing import FitsScaling, Preprocessing, training_record
 from zoobot.tensorflow.data_utils.image_datasets import (
     check_image_headers,
     file_format_of,
@@ -88,6 +89,7 @@ def catalog_dataset(
     seed: int = 42,
     num_parallel_calls: int | None = tf.data.AUTOTUNE,
     prefetch: int | None = tf.data.AUTOTUNE,
+    fits_scaling="percentile",
 ) -> tf.data.Dataset:
     """A batched dataset of the catalog's images (transformed) with labels or ids.
 
@@ -108,6 +110,8 @@ def catalog_dataset(
         Seeds the shuffle and the per-image augmentation seeds (``tf.data.Dataset.random``; new ones each epoch).
     num_parallel_calls, prefetch : int or None, keyword-only
         Parallel decode/transform calls (None: sequential) and prefetched batches (None: no prefetch).
+    fits_scaling : str, dict or FitsScaling, keyword-only
+        How FITS pixels are scaled (:data:`zoobot.shared.preprocessing.FITS_SCALINGS`).
 
     Returns
     -------
@@ -130,7 +134,7 @@ def catalog_dataset(
 
     def load_and_transform(element, image_seed):
         if python_loader:  # any FITS: every file through zoobot.shared.images (float32 [0, 1])
-            image = read_fits_file(element["file_loc"], element["id_str"], channels=3)
+            image = read_fits_file(element["file_loc"], element["id_str"], channels=3, fits_scaling=fits_scaling)
         else:
             image = read_image_file(element["file_loc"], element["id_str"], channels=3, min_size=min_size)
         image = transform(image, image_seed)
@@ -195,6 +199,9 @@ class GalaxyDataModule:
         Use the random training transform for validation/test/predict too.
     check_valid_paths : bool, default True (keyword-only)
         Check every ``file_loc`` exists (E5) and starts like a PNG/JPEG file (E6) when the data module is built.
+    fits_scaling : str, dict or FitsScaling, default 'percentile' (keyword-only)
+        How FITS pixels are scaled to [0, 1] (:data:`zoobot.shared.preprocessing.FITS_SCALINGS`;
+        docs/components/preprocessing.md). JPEG/PNG pixels are always divided by 255.
 
     Raises
     ------
@@ -243,6 +250,7 @@ class GalaxyDataModule:
         test_transform=None,
         test_time_augmentation: bool = False,
         check_valid_paths: bool = True,
+        fits_scaling="percentile",
     ):
         if use_memory:
             raise NotImplementedError(
@@ -264,6 +272,7 @@ class GalaxyDataModule:
         self.resize_after_crop = resize_after_crop
         self.test_time_augmentation = bool(test_time_augmentation)
         self.check_valid_paths = bool(check_valid_paths)
+        self.fits_scaling = FitsScaling.from_value(fits_scaling)
 
         cpus = available_cpus()
         if num_workers > cpus:
@@ -396,7 +405,16 @@ class GalaxyDataModule:
             seed=self.seed,
             num_parallel_calls=self.num_workers or None,
             prefetch=self.prefetch_factor,
+            fits_scaling=self.fits_scaling,
         )
+
+    def preprocessing_record(self) -> Preprocessing:
+        """What a model trained on this data module should remember (:mod:`zoobot.shared.preprocessing`).
+
+        The size is the evaluation transform's when it is one of zoobot's, else ``resize_after_crop``;
+        the image formats are those of the training catalog.
+        """
+        return training_record(self)
 
     def _dataset(self, split: str) -> tf.data.Dataset:
         dataset = getattr(self, f"{split}_dataset")

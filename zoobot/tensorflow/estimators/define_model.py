@@ -861,6 +861,9 @@ class ZoobotTree(keras.Model):
 
     #: Image size the model expects by default (``train`` sets the size it trained with).
     input_size = 224
+    #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`), set by
+    #: ``train``, saved in the ``.keras`` config (key ``preprocessing``); ``predict`` uses it by default.
+    preprocessing = None
 
     def __init__(
         self,
@@ -1057,13 +1060,18 @@ class ZoobotTree(keras.Model):
             "question_index_groups": None if schema is not None else [list(g) for g in self.question_index_groups],
         }
         config["input_size"] = int(self.input_size)
+        if self.preprocessing is not None:
+            config["preprocessing"] = self.preprocessing.to_dict()
         config.update(checkpoints.version_metadata())
         return config
 
     @classmethod
     def from_config(cls, config):
+        from zoobot.shared.preprocessing import restore_record
+
         config = dict(config)
         input_size = config.pop("input_size", None)
+        record = config.pop("preprocessing", None)
         path = _LOADING_PATH.get() or "the ZoobotTree configuration being loaded"
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
@@ -1080,6 +1088,9 @@ class ZoobotTree(keras.Model):
         model = cls(**config)
         if input_size is not None:
             model.input_size = int(input_size)
+        model.preprocessing = restore_record(record, input_size=input_size, channels=model.channels)
+        if model.preprocessing.input_size is not None:
+            model.input_size = model.preprocessing.input_size
         return model
 
     @classmethod
@@ -1127,11 +1138,13 @@ class ZoobotTree(keras.Model):
         for key in checkpoints.VERSION_KEYS:
             config.pop(key, None)
         input_size = config.pop("input_size", None)
+        record = config.pop("preprocessing", None)
         unknown = set(kwargs) - set(config)
         if unknown:
             raise TypeError(f"Unknown ZoobotTree hyperparameter(s) {sorted(unknown)}; accepted: {sorted(config)}")
         config.update(kwargs)
-        rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size})
+        rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size,
+                                   "preprocessing": record})
         rebuilt.set_weights(model.get_weights())
         return rebuilt
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
+from zoobot.shared.preprocessing import resolve_preprocessing
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -67,8 +68,10 @@ def predict(
         Columns ``id_str`` (unique) and ``file_loc`` (jpg/png/fits paths); other columns are ignored.
     model : keras.Model, str or path-like
         A ZoobotTree, a ``get_model`` model, a finetuned model or an encoder; or a ``.keras`` file
-        written by zoobot (loaded, version-checked). Its ``channels`` and ``input_size`` attributes set
-        the image preprocessing (defaults: the model's input shape, else 224 pixels).
+        written by zoobot (loaded, version-checked). The preprocessing it records (``model.preprocessing``:
+        size, crop, FITS scaling; docs/components/preprocessing.md) is used unless ``datamodule_kwargs``
+        say otherwise; else its ``channels`` and ``input_size`` attributes (defaults: the model's input
+        shape, else 224 pixels).
     n_samples : int, default 1
         Predictions per galaxy. With dropout active (MC dropout) they differ: their spread measures
         the model's uncertainty.
@@ -80,7 +83,8 @@ def predict(
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, e.g. ``batch_size``,
-        ``num_workers``, ``resize_after_crop``, ``crop_scale_bounds``.
+        ``num_workers``, ``resize_after_crop``, ``crop_scale_bounds``, ``fits_scaling``. A value that
+        contradicts the model's recorded preprocessing is used, with one warning naming both.
     trainer_kwargs : dict, optional
         Where to run: ``accelerator`` ('auto', 'cpu', 'gpu'). ``devices`` other than 1/'auto' raise
         ``NotImplementedError`` (one device per call in the TensorFlow backend).
@@ -122,7 +126,9 @@ def predict(
     Warns
     -----
     UserWarning
-        Once, with the number of images that failed (``on_bad_image='record'``).
+        Once, with the number of images that failed (``on_bad_image='record'``). Once, when
+        ``datamodule_kwargs`` contradict the recorded preprocessing; when FITS images meet a model
+        trained on JPEG/PNG (or the reverse); when a loaded model records no training size.
 
     Examples
     --------
@@ -158,6 +164,9 @@ def predict(
     datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
     catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
                                check_valid_paths=check_valid_paths)
+    datamodule_options.update(resolve_preprocessing(
+        getattr(model, "preprocessing", None), dict(datamodule_kwargs or {}), model_name=type(model).__name__,
+        file_locs=catalog["file_loc"], fallback_input_size=spec.input_size))
 
     runner = _Runner(spec, len(label_cols), n_samples, _requested_dropout(model, test_time_dropout),
                      bool(test_time_augmentation), on_bad_image, datamodule_options, device)

@@ -408,7 +408,8 @@ class FeatureReplay:
             dataset = catalog_dataset(
                 getattr(dm, f"{split}_catalog"), dm.train_transform if split == "train" else dm.test_transform,
                 batch_size=dm.batch_size, shuffle=False, drop_remainder=False, seed=dm.seed,
-                num_parallel_calls=dm.num_workers or None, prefetch=dm.prefetch_factor)
+                num_parallel_calls=dm.num_workers or None, prefetch=dm.prefetch_factor,
+                fits_scaling=getattr(dm, "fits_scaling", "percentile"))
             if forward is None:  # traced once: a fixed signature also fits the last partial batch
                 spec = dataset.element_spec
                 forward = tf.function(lambda x: tf.cast(encoder(x, training=False), tf.float32),

@@ -767,6 +767,9 @@ class FinetuneableZoobotAbstract(keras.Model):
             self.encoder_dim = define_model.get_encoder_dim(self.encoder, channels=self.channels)
         self.architecture = info.get("architecture") or _encoder_architecture(self.encoder)
         self.input_size = int(info.get("input_size") or _encoder_input_size(self.encoder) or 224)
+        #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
+        #: by ``Trainer.fit`` on a GalaxyDataModule, saved in the ``.keras`` config, used by ``predict``.
+        self.preprocessing = None
 
         self.learning_rate = float(learning_rate)
         self.lr_decay = float(lr_decay)
@@ -1204,8 +1207,9 @@ class FinetuneableZoobotAbstract(keras.Model):
         self.hparams = {**self.hparams, **to_jsonable(task_hparams)}
 
     def get_config(self):
+        record = {} if self.preprocessing is None else {"preprocessing": self.preprocessing.to_dict()}
         return {**dict(self.hparams), "encoder": keras.saving.serialize_keras_object(self.encoder),
-                **checkpoints.version_metadata()}
+                **record, **checkpoints.version_metadata()}
 
     @classmethod
     def from_config(cls, config):
@@ -1218,6 +1222,7 @@ class FinetuneableZoobotAbstract(keras.Model):
         encoder_config = config.pop("encoder", None)
         provenance = {k: config.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
         info = {k: config.pop(k, None) for k in ("architecture", "channels", "input_size")}
+        record = config.pop("preprocessing", None)
         if isinstance(encoder_config, dict):
             encoder = keras.saving.deserialize_keras_object(encoder_config)
         elif info["architecture"] in define_model.ENCODER_NAMES:
@@ -1227,6 +1232,11 @@ class FinetuneableZoobotAbstract(keras.Model):
         kwargs = checkpoints.drop_unknown_hparams(config, _constructor_arguments(cls), f"{cls.__name__} from {path}")
         model = cls(encoder=encoder, **kwargs)
         model._restore_provenance(provenance, info)
+        from zoobot.shared.preprocessing import restore_record
+
+        model.preprocessing = restore_record(record, channels=model.channels)
+        if model.preprocessing.input_size is not None:
+            model.input_size = model.preprocessing.input_size
         return model
 
     def _restore_provenance(self, provenance: dict, info: dict) -> None:

@@ -606,6 +606,16 @@ def _catalog_datasets(args, global_batch_size):
     return train_ds, val_ds, test_ds
 
 
+def _preprocessing_record(args, channels, train_catalog):
+    """What the model remembers of its images (:mod:`zoobot.shared.preprocessing`); shards hold PNG-encoded
+    pixels of unknown origin, so their formats stay unknown."""
+    from zoobot.shared.preprocessing import Preprocessing
+
+    return Preprocessing.for_training(
+        args["resize_after_crop"], channels, args["crop_scale_bounds"], args["crop_ratio_bounds"],
+        None if train_catalog is None else train_catalog["file_loc"])
+
+
 def _available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -1209,6 +1219,7 @@ def _train(
                 scheduler_params=scheduler_params,
             )
             model.input_size = int(resize_after_crop)
+            model.preprocessing = _preprocessing_record(args, channels, train_catalog)
             model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
 
         checkpoint_callback = CheckpointRecord(
