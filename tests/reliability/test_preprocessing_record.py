@@ -151,6 +151,28 @@ def test_zoobot_tree_checkpoint_reports_its_trained_size(backend_name, rings_cat
     model = backend.define_model.ZoobotTree.load_from_checkpoint(copied)
     assert model.input_size == 32 and model.preprocessing.input_size == 32
     assert model.preprocessing.crop_scale_bounds == (0.7, 0.8) and model.preprocessing.channels == 1
+    # finetuning starts from the pretrained model's preprocessing (until fitted on new data)
+    finetuned = backend.finetune_module.FinetuneableZoobotClassifier(zoobot_checkpoint_loc=str(copied), num_classes=2)
+    assert finetuned.input_size == 32 and finetuned.preprocessing == model.preprocessing
+
+
+def test_representations_use_the_recorded_size(finetuned, class_catalog):
+    import importlib
+
+    backend, path = finetuned
+    representations = importlib.import_module(f"zoobot.{backend.name}.training.representations")
+    catalog = class_catalog[["id_str", "file_loc"]]
+
+    def features(**options):
+        table = representations.get_representations(catalog, str(path), batch_size=4,
+                                                    datamodule_kwargs={"num_workers": 0, **options})
+        return table.drop(columns="id_str").to_numpy()
+
+    default = features()
+    np.testing.assert_allclose(default, features(resize_after_crop=SIZE), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=CONTRADICTION):
+        at_224 = features(resize_after_crop=224)
+    assert np.abs(default - at_224).max() > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- FITS vs PNG

@@ -94,7 +94,9 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
     channels = int(getattr(model, "channels", 3))
     if resize_size is None:
         default = int(getattr(model, "input_size", 224))
-        resize_size = training_input_size(checkpoint, default) if checkpoint is not None else default
+        recorded = getattr(getattr(model, "preprocessing", None), "input_size", None)  # the checkpoint's own record
+        resize_size = training_input_size(checkpoint, default) if checkpoint is not None and recorded is None \
+            else default
     from zoobot.shared.training_config import write_run_config
 
     write_run_config(save_dir, dict(

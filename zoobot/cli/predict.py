@@ -29,9 +29,11 @@ def _check_source(checkpoint, name) -> None:
         raise click.UsageError("Give exactly one of --checkpoint PATH or --name NAME.")
 
 
-def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint) -> dict:
+def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=None) -> dict:
     kwargs = dict(batch_size=batch_size, num_workers=num_workers)
-    if resize_size is None and checkpoint is not None:
+    recorded = getattr(getattr(model, "preprocessing", None), "input_size", None)
+    if resize_size is None and checkpoint is not None and recorded is None:
+        # a file saved before models recorded their preprocessing: the training folder's config.json
         resize_size = training_input_size(checkpoint)
     if resize_size is not None:
         kwargs["resize_after_crop"] = resize_size
@@ -53,7 +55,8 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint) -> dict
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--resize-size", type=click.IntRange(min=8), default=None,
-              help="Model input size  [default: the size recorded next to the checkpoint, else the model's].")
+              help="Model input size  [default: the size the model records, else its training folder's "
+                   "config.json, else 224].")
 @click.option("--tta", is_flag=True, help="Test-time augmentation (random rotations/crops per sample).")
 @click.option("--no-test-time-dropout", is_flag=True, help="Switch MC dropout off (deterministic predictions).")
 @click.option("--summary", is_flag=True,
@@ -84,7 +87,7 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     predict = backend_module("predictions.predict_on_catalog").predict
     predictions = predict(
         frame, model, n_samples=n_samples, save_loc=str(save_loc),
-        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint),
+        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
         test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
     )
     n_galaxies, n_outputs, n_samples_written = predictions.shape
@@ -130,7 +133,7 @@ def representations_command(catalog, checkpoint, name, save_loc, batch_size, num
     model = load_model(checkpoint) if checkpoint is not None else name
     table = representations.get_representations(
         frame, model, save_loc=str(save_loc), batch_size=batch_size,
-        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint),
+        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
     )
     n_features = sum(1 for c in table.columns if str(c).startswith("feat_"))
     click.echo(f"Wrote {n_features} features for {len(table)} galaxies to {save_loc}")

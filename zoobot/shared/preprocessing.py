@@ -39,6 +39,7 @@ __all__ = [
     "FitsScaling",
     "FITS_SCALINGS",
     "Preprocessing",
+    "carry_record",
     "RECORD_KEY",
     "image_formats_of",
     "record_of_fit",
@@ -373,6 +374,15 @@ def restore_record(stored, *, input_size=None, channels=None) -> Preprocessing:
     if stored:
         return Preprocessing.from_dict(stored)
     return Preprocessing(input_size=input_size, channels=channels)
+
+
+def carry_record(model, record: Preprocessing | None):
+    """Give ``model`` (any backend) the record: ``model.preprocessing``, and ``model.input_size`` when the
+    record knows the size. Returns ``model``."""
+    model.preprocessing = record
+    if record is not None and record.input_size is not None:
+        model.input_size = record.input_size
+    return model
 
 
 # ---------------------------------------------------------------------------------------------

@@ -492,8 +492,11 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         self.architecture = pretrained_encoders.encoder_architecture(self.encoder)
         self.input_size = pretrained_encoders.encoder_input_size(self.encoder)
         #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
-        #: when fitting on a GalaxyDataModule, saved in checkpoints, used by ``predict`` by default.
+        #: when fitting on a GalaxyDataModule, saved in checkpoints, used by ``predict`` by default. Until
+        #: fitted, a model finetuned from a ZoobotTree checkpoint carries that model's record.
         self.preprocessing = None
+        if source == "zoobot_checkpoint_loc":
+            self._inherit_preprocessing(zoobot_checkpoint_loc)
         from zoobot.pytorch.estimators.define_model import _is_convnet
 
         # convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
@@ -1106,6 +1109,15 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         from zoobot.shared.preprocessing import restore_record
 
         self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels)
+        if self.preprocessing.input_size is not None:
+            self.input_size = self.preprocessing.input_size
+
+    def _inherit_preprocessing(self, checkpoint_loc) -> None:
+        from zoobot.shared.preprocessing import restore_record
+
+        checkpoint = _load_checkpoint_file(checkpoint_loc)
+        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels,
+                                            input_size=checkpoint.get("zoobot_input_size"))
         if self.preprocessing.input_size is not None:
             self.input_size = self.preprocessing.input_size
 

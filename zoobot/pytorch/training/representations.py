@@ -199,9 +199,14 @@ def _as_encoder(model) -> ZoobotEncoder:
         if os.path.isfile(model):
             from zoobot.pytorch.training.finetune import load_pretrained_zoobot
 
-            hparams = _checkpoint_hparams(model)
-            return ZoobotEncoder(load_pretrained_zoobot(model), channels=hparams.get("channels"),
-                                 input_size=hparams.get("input_size"))
+            from zoobot.shared.preprocessing import carry_record, restore_record
+
+            checkpoint = torch.load(model, map_location="cpu", weights_only=True)
+            hparams = _checkpoint_hparams(checkpoint)
+            record = restore_record(checkpoint.get("preprocessing"), input_size=checkpoint.get("zoobot_input_size"),
+                                    channels=hparams.get("channels"))
+            return carry_record(ZoobotEncoder(load_pretrained_zoobot(model), channels=hparams.get("channels"),
+                                              input_size=hparams.get("input_size")), record)
         name = os.fspath(model)
         if name.endswith((".ckpt", ".pt", ".pth")):
             raise FileNotFoundError(f"No checkpoint at {name!r} (working directory {os.getcwd()!r}).")
@@ -209,8 +214,11 @@ def _as_encoder(model) -> ZoobotEncoder:
     if isinstance(model, nn.Module):
         inner = getattr(model, "encoder", None)
         if isinstance(inner, nn.Module):
-            return ZoobotEncoder(inner, channels=getattr(model, "channels", None),
-                                 input_size=getattr(model, "input_size", None))
+            from zoobot.shared.preprocessing import carry_record
+
+            return carry_record(ZoobotEncoder(inner, channels=getattr(model, "channels", None),
+                                              input_size=getattr(model, "input_size", None)),
+                                getattr(model, "preprocessing", None))
         return ZoobotEncoder(model)
     raise TypeError(
         f"model must be a ZoobotEncoder, a zoobot model, an encoder module, a checkpoint path or a pretrained "
@@ -218,8 +226,7 @@ def _as_encoder(model) -> ZoobotEncoder:
     )
 
 
-def _checkpoint_hparams(path) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+def _checkpoint_hparams(checkpoint: dict) -> dict:
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     return {k: hparams.get(k) for k in ("channels", "input_size") if isinstance(hparams.get(k), int)}
 

@@ -768,8 +768,9 @@ class FinetuneableZoobotAbstract(keras.Model):
         self.architecture = info.get("architecture") or _encoder_architecture(self.encoder)
         self.input_size = int(info.get("input_size") or _encoder_input_size(self.encoder) or 224)
         #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
-        #: by ``Trainer.fit`` on a GalaxyDataModule, saved in the ``.keras`` config, used by ``predict``.
-        self.preprocessing = None
+        #: by ``Trainer.fit`` on a GalaxyDataModule, saved in the ``.keras`` config, used by ``predict``. Until
+        #: fitted, a model finetuned from a ZoobotTree file carries that model's record.
+        self.preprocessing = info.get("preprocessing")
 
         self.learning_rate = float(learning_rate)
         self.lr_decay = float(lr_decay)
@@ -874,6 +875,7 @@ class FinetuneableZoobotAbstract(keras.Model):
             "architecture": getattr(model, "architecture_name", None) or getattr(model, "architecture", None),
             "channels": getattr(model, "channels", None),
             "input_size": getattr(model, "input_size", None),
+            "preprocessing": getattr(model, "preprocessing", None),
         }
 
     def _check_n_blocks(self, n_blocks: int) -> int:

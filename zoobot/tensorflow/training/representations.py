@@ -223,8 +223,12 @@ def _as_encoder(model) -> ZoobotEncoder:
     if isinstance(model, keras.Model):
         inner = getattr(model, "encoder", None)
         if isinstance(inner, keras.Model):
-            return ZoobotEncoder(inner, channels=getattr(model, "channels", None),
-                                 input_size=getattr(model, "input_size", None))
+            from zoobot.shared.preprocessing import carry_record
+
+            # the encoder prepares images as the model it came from was trained
+            return carry_record(ZoobotEncoder(inner, channels=getattr(model, "channels", None),
+                                              input_size=getattr(model, "input_size", None)),
+                                getattr(model, "preprocessing", None))
         return ZoobotEncoder(model)
     raise TypeError(
         f"model must be a ZoobotEncoder, a zoobot model, an encoder model, a .keras file or a pretrained "
