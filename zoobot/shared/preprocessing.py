@@ -362,9 +362,11 @@ def record_of_fit(datamodule) -> Preprocessing | None:
     return make() if callable(make) else None
 
 
-def restore_record(stored, *, input_size=None, channels=None) -> Preprocessing:
-    """The record of a loaded model: the stored dict, or (a file saved before records existed) what the
-    file does say, e.g. its ``input_size``; the fields it does not say stay None (unknown).
+def restore_record(stored, *, channels=None) -> Preprocessing:
+    """The record of a loaded model: the stored dict, or, for a file saved before records existed (or by
+    a model never fitted on a data module), a record that knows only the model's ``channels``. Sizes such
+    files carry elsewhere (``zoobot_input_size``, the ``.keras`` ``input_size``) were not always the
+    training size, so they stay the model's fallback ``input_size``, never a recorded value.
 
     Examples
     --------
@@ -373,7 +375,7 @@ def restore_record(stored, *, input_size=None, channels=None) -> Preprocessing:
     """
     if stored:
         return Preprocessing.from_dict(stored)
-    return Preprocessing(input_size=input_size, channels=channels)
+    return Preprocessing(channels=channels)
 
 
 def carry_record(model, record: Preprocessing | None):

@@ -742,11 +742,11 @@ class ZoobotTree(L.LightningModule):
     # ---------------------------------------------------------------- hooks
     def on_fit_start(self):
         self._pixels_checked = False
-        from zoobot.shared.preprocessing import record_of_fit
+        from zoobot.shared.preprocessing import carry_record, record_of_fit
 
         record = record_of_fit(getattr(self._trainer, "datamodule", None))
         if record is not None:
-            self.preprocessing, self.input_size = record, record.input_size
+            carry_record(self, record)
 
     def on_validation_start(self):
         self._pixels_checked = False
@@ -776,12 +776,9 @@ class ZoobotTree(L.LightningModule):
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
-        from zoobot.shared.preprocessing import restore_record
+        from zoobot.shared.preprocessing import carry_record, restore_record
 
-        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels,
-                                            input_size=checkpoint.get("zoobot_input_size"))
-        if self.preprocessing.input_size is not None:
-            self.input_size = self.preprocessing.input_size
+        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

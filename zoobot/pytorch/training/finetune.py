@@ -1106,27 +1106,22 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             checkpoint["preprocessing"] = self.preprocessing.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from zoobot.shared.preprocessing import restore_record
+        from zoobot.shared.preprocessing import carry_record, restore_record
 
-        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels)
-        if self.preprocessing.input_size is not None:
-            self.input_size = self.preprocessing.input_size
+        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
 
     def _inherit_preprocessing(self, checkpoint_loc) -> None:
-        from zoobot.shared.preprocessing import restore_record
+        from zoobot.shared.preprocessing import carry_record, restore_record
 
         checkpoint = _load_checkpoint_file(checkpoint_loc)
-        self.preprocessing = restore_record(checkpoint.get("preprocessing"), channels=self.channels,
-                                            input_size=checkpoint.get("zoobot_input_size"))
-        if self.preprocessing.input_size is not None:
-            self.input_size = self.preprocessing.input_size
+        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
 
     def _remember_preprocessing(self, datamodule) -> None:
-        from zoobot.shared.preprocessing import record_of_fit
+        from zoobot.shared.preprocessing import carry_record, record_of_fit
 
         record = record_of_fit(datamodule)
         if record is not None:
-            self.preprocessing, self.input_size = record, record.input_size
+            carry_record(self, record)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

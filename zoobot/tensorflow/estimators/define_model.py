@@ -1067,7 +1067,7 @@ class ZoobotTree(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        from zoobot.shared.preprocessing import restore_record
+        from zoobot.shared.preprocessing import carry_record, restore_record
 
         config = dict(config)
         input_size = config.pop("input_size", None)
@@ -1088,9 +1088,7 @@ class ZoobotTree(keras.Model):
         model = cls(**config)
         if input_size is not None:
             model.input_size = int(input_size)
-        model.preprocessing = restore_record(record, input_size=input_size, channels=model.channels)
-        if model.preprocessing.input_size is not None:
-            model.input_size = model.preprocessing.input_size
+        carry_record(model, restore_record(record, channels=model.channels))
         return model
 
     @classmethod

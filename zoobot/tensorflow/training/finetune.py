@@ -1234,11 +1234,9 @@ class FinetuneableZoobotAbstract(keras.Model):
         kwargs = checkpoints.drop_unknown_hparams(config, _constructor_arguments(cls), f"{cls.__name__} from {path}")
         model = cls(encoder=encoder, **kwargs)
         model._restore_provenance(provenance, info)
-        from zoobot.shared.preprocessing import restore_record
+        from zoobot.shared.preprocessing import carry_record, restore_record
 
-        model.preprocessing = restore_record(record, channels=model.channels)
-        if model.preprocessing.input_size is not None:
-            model.input_size = model.preprocessing.input_size
+        carry_record(model, restore_record(record, channels=model.channels))
         return model
 
     def _restore_provenance(self, provenance: dict, info: dict) -> None:

@@ -654,11 +654,11 @@ class Trainer:
             self._check_catalogs(model, dm, ("train", "val"))
         self._check_first_batch(model, train_ds, "training")
         train_ds, val_ds = self._limit(train_ds, val_ds)
-        from zoobot.shared.preprocessing import record_of_fit
+        from zoobot.shared.preprocessing import carry_record, record_of_fit
 
         record = record_of_fit(dm)
         if record is not None:  # saved with every checkpoint; predict uses it by default
-            model.preprocessing, model.input_size = record, record.input_size
+            carry_record(model, record)
 
         self.model = model
         model.compile(gradient_clip_val=self.gradient_clip_val)
