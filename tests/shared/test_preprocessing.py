@@ -15,6 +15,7 @@ from zoobot.shared.preprocessing import (
     FitsScaling,
     Preprocessing,
     resolve_preprocessing,
+    restore_record,
 )
 
 RECORD = Preprocessing(input_size=64, channels=3, crop_scale_bounds=(0.7, 0.8), crop_ratio_bounds=(0.9, 1.1),
@@ -131,3 +132,13 @@ def test_a_record_without_size_warns_and_falls_back():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_preprocessing(None, {}, fallback_input_size=128) == {"resize_after_crop": 128}
+
+
+def test_a_partial_record_of_an_old_file_gives_its_size_but_no_contradiction():
+    """Files saved before records kept a size (``zoobot_input_size``) that was not always the training size."""
+    old = restore_record(None, input_size=32, channels=1)
+    assert old.is_partial and not RECORD.is_partial
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_preprocessing(old, {})["resize_after_crop"] == 32
+        assert resolve_preprocessing(old, {"resize_after_crop": 224})["resize_after_crop"] == 224

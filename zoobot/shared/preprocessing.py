@@ -282,6 +282,13 @@ class Preprocessing:
                    FitsScaling.from_value(fits_scaling) if uses_fits else None)
 
     @property
+    def is_partial(self) -> bool:
+        """True for a record restored from a file saved before records existed (no crop, no formats): its
+        size, if any, is used by default but not held against explicit values (it was not always the
+        training size)."""
+        return self.crop_scale_bounds is None and self.image_formats is None
+
+    @property
     def eval_crop_area_fraction(self) -> float | None:
         """Area fraction kept by the deterministic (evaluation) centre crop: mean of ``crop_scale_bounds``."""
         return None if self.crop_scale_bounds is None else sum(self.crop_scale_bounds) / 2
@@ -362,20 +369,19 @@ def record_of_fit(datamodule) -> Preprocessing | None:
     return make() if callable(make) else None
 
 
-def restore_record(stored, *, channels=None) -> Preprocessing:
-    """The record of a loaded model: the stored dict, or, for a file saved before records existed (or by
-    a model never fitted on a data module), a record that knows only the model's ``channels``. Sizes such
-    files carry elsewhere (``zoobot_input_size``, the ``.keras`` ``input_size``) were not always the
-    training size, so they stay the model's fallback ``input_size``, never a recorded value.
+def restore_record(stored, *, input_size=None, channels=None) -> Preprocessing:
+    """The record of a loaded model: the stored dict, or, for a file saved before records existed (or by a
+    model never fitted on a data module), a *partial* record of what the file does say: the size it kept
+    elsewhere (``zoobot_input_size``, the ``.keras`` ``input_size``; None if none) and the channels.
 
     Examples
     --------
-    >>> restore_record(None, channels=3).input_size is None
+    >>> restore_record(None, input_size=32, channels=3).is_partial
     True
     """
     if stored:
         return Preprocessing.from_dict(stored)
-    return Preprocessing(channels=channels)
+    return Preprocessing(input_size=input_size, channels=channels)
 
 
 def carry_record(model, record: Preprocessing | None):
@@ -452,7 +458,7 @@ def resolve_preprocessing(recorded: Preprocessing | None, explicit: Mapping, *, 
     for keyword, field in _KEYWORDS.items():
         kept = _normalise(keyword, getattr(recorded, field, None))
         given = _normalise(keyword, explicit.get(keyword))
-        if given is not None and kept is not None and given != kept:
+        if given is not None and kept is not None and given != kept and not recorded.is_partial:
             if keyword != "fits_scaling" or "fits" in (recorded.image_formats or _FITS):
                 contradictions.append(f"{keyword}={_show(keyword, given)} (recorded: {_show(keyword, kept)})")
         value = given if given is not None else kept

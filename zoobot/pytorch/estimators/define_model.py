@@ -778,7 +778,8 @@ class ZoobotTree(L.LightningModule):
             self.input_size = int(checkpoint["zoobot_input_size"])
         from zoobot.shared.preprocessing import carry_record, restore_record
 
-        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
+        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels,
+                                          input_size=checkpoint.get("zoobot_input_size")))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

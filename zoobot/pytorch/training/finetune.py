@@ -1114,7 +1114,8 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         from zoobot.shared.preprocessing import carry_record, restore_record
 
         checkpoint = _load_checkpoint_file(checkpoint_loc)
-        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
+        carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels,
+                                          input_size=checkpoint.get("zoobot_input_size")))
 
     def _remember_preprocessing(self, datamodule) -> None:
         from zoobot.shared.preprocessing import carry_record, record_of_fit

@@ -203,7 +203,8 @@ def _as_encoder(model) -> ZoobotEncoder:
 
             checkpoint = torch.load(model, map_location="cpu", weights_only=True)
             hparams = _checkpoint_hparams(checkpoint)
-            record = restore_record(checkpoint.get("preprocessing"), channels=hparams.get("channels"))
+            record = restore_record(checkpoint.get("preprocessing"), input_size=checkpoint.get("zoobot_input_size"),
+                                    channels=hparams.get("channels"))
             return carry_record(ZoobotEncoder(load_pretrained_zoobot(model), channels=hparams.get("channels"),
                                               input_size=hparams.get("input_size")), record)
         name = os.fspath(model)

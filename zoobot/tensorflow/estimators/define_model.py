@@ -1088,7 +1088,7 @@ class ZoobotTree(keras.Model):
         model = cls(**config)
         if input_size is not None:
             model.input_size = int(input_size)
-        carry_record(model, restore_record(record, channels=model.channels))
+        carry_record(model, restore_record(record, input_size=input_size, channels=model.channels))
         return model
 
     @classmethod
