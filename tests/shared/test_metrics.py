@@ -131,3 +131,216 @@ def test_truth_coverage_checks_inputs():
         metrics.truth_coverage(np.vstack([alpha[0], -alpha[1]]), TRUTH, SCHEMA)
     with pytest.raises(ValueError, match=r"concentrations must have shape \(galaxy, 7\)"):
         metrics.truth_coverage(alpha[:, :3], TRUTH, SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------------
+# votes
+# ------------------------------------------------------------------------------------------------
+
+COUNTS = np.array(
+    [
+        [3, 1, 0, 2, 1, 4, 0],
+        [0, 2, 2, 0, 0, 1, 3],  # nobody reached b
+    ],
+    dtype=float,
+)
+
+
+def _polya_sequence_log_prob(k, alpha):
+    """log P(one ordered sequence of votes with counts k) by the Polya urn: vote t picks answer a with
+    probability (alpha_a + votes for a so far) / (A + t)."""
+    seen = np.zeros_like(alpha)
+    log_p = 0.0
+    for a in np.repeat(np.arange(len(k)), k.astype(int)):
+        log_p += np.log((alpha[a] + seen[a]) / (alpha.sum() + seen.sum()))
+        seen[a] += 1
+    return log_p
+
+
+def test_vote_nll_dirichlet_multinomial_matches_the_polya_urn_with_sample_mixture():
+    rng = np.random.default_rng(3)
+    alpha = _random_concentrations(rng, 2, n_samples=3)
+    nll = metrics.vote_nll_dirichlet_multinomial(alpha, COUNTS, SCHEMA)
+    expected, votes = {}, {}
+    for q, (start, end) in zip("abc", SCHEMA.question_index_groups):
+        total = 0.0
+        for g in range(2):
+            k = COUNTS[g, start : end + 1]
+            per_sample = [np.exp(_polya_sequence_log_prob(k, alpha[g, start : end + 1, s])) for s in range(3)]
+            total -= np.log(np.mean(per_sample))
+        expected[q], votes[q] = total, COUNTS[:, start : end + 1].sum()
+    for q in "abc":
+        np.testing.assert_allclose(nll[q], expected[q] / votes[q])
+    np.testing.assert_allclose(nll["pooled"], sum(expected.values()) / sum(votes.values()))
+
+
+def test_vote_nll_dirichlet_multinomial_agrees_with_scipy_up_to_the_coefficient():
+    alpha = np.array([[2.0, 3.0, 0.5, 1.0, 1.0, 4.0, 1.5]])
+    counts = COUNTS[:1]
+    k = counts[0, :3]
+    log_pmf = scipy_stats.dirichlet_multinomial.logpmf(k, alpha[0, :3], k.sum())
+    log_coefficient = scipy_stats.multinomial.logpmf(k, k.sum(), [1 / 3] * 3) - k.sum() * np.log(1 / 3)
+    np.testing.assert_allclose(
+        metrics.vote_nll_dirichlet_multinomial(alpha, counts, SCHEMA)["a"], -(log_pmf - log_coefficient) / k.sum()
+    )
+
+
+def test_vote_nll_multinomial_by_hand_and_skips_failed_rows():
+    nll = metrics.vote_nll_multinomial(FRACTIONS, COUNTS, SCHEMA)
+    a = -(3 * np.log(0.5) + 1 * np.log(0.4) + 2 * np.log(0.2) + 2 * np.log(0.4)) / 8
+    b = -(2 * np.log(0.6) + 1 * np.log(0.4)) / 3
+    c = -(4 * np.log(0.5) + 1 * np.log(0.7) + 3 * np.log(0.3)) / 8
+    np.testing.assert_allclose(nll[["a", "b", "c"]].to_numpy(), [a, b, c])
+    np.testing.assert_allclose(nll["pooled"], (8 * a + 3 * b + 8 * c) / 19)
+    fractions = FRACTIONS.copy()
+    fractions[1] = np.nan
+    np.testing.assert_allclose(metrics.vote_nll_multinomial(fractions, COUNTS, SCHEMA)["a"],
+                               -(3 * np.log(0.5) + np.log(0.4)) / 4)
+
+
+def test_vote_coverage_single_sample_matches_scipy_betabinom_intervals():
+    rng = np.random.default_rng(4)
+    alpha = _random_concentrations(rng, 60)
+    counts = np.hstack([rng.multinomial(20, [0.5, 0.3, 0.2], 60), rng.multinomial(7, [0.4, 0.6], 60),
+                        rng.multinomial(3, [0.9, 0.1], 60)]).astype(float)
+    counts[:10, 3:5] = 0  # questions nobody reached are left out
+    inside, used = np.zeros(counts.shape), np.zeros(counts.shape, dtype=bool)
+    for g in range(60):
+        for start, end in SCHEMA.question_index_groups:
+            n = counts[g, start : end + 1].sum()
+            for a in range(start, end + 1):
+                if n == 0:
+                    continue
+                rest = alpha[g, start : end + 1].sum() - alpha[g, a]
+                low, high = scipy_stats.betabinom.interval(0.8, n, alpha[g, a], rest)
+                inside[g, a], used[g, a] = low <= counts[g, a] <= high, True
+    coverage = metrics.vote_coverage(alpha, counts, SCHEMA, interval_width=0.8)
+    for q, (start, end) in enumerate(SCHEMA.question_index_groups):
+        block = slice(start, end + 1)
+        np.testing.assert_allclose(coverage.iloc[q], inside[:, block][used[:, block]].mean())
+    np.testing.assert_allclose(coverage["pooled"], inside[used].mean())
+
+
+def test_vote_coverage_of_samples_enumerates_the_mixture():
+    schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
+    alpha = np.array([[[1.0, 8.0], [2.0, 1.0], [5.0, 1.0]]])
+    counts = np.array([[5.0, 1.0, 0.0]])
+    below, at = metrics.vote_cdf(alpha, counts, schema)
+    # enumerate every outcome of 6 votes by the Polya urn, mixing the two samples
+    import itertools
+
+    pmf = np.zeros((3, 7))
+    for votes in itertools.product(range(3), repeat=6):
+        k = np.bincount(votes, minlength=3).astype(float)
+        p = np.mean([np.exp(_polya_sequence_log_prob(k, alpha[0, :, s])) for s in range(2)])
+        for a in range(3):
+            pmf[a, int(k[a])] += p
+    np.testing.assert_allclose(pmf.sum(axis=1), 1.0)
+    cdf = np.cumsum(pmf, axis=1)
+    for a in range(3):
+        k = int(counts[0, a])
+        np.testing.assert_allclose(at[0, a], cdf[a, k])
+        np.testing.assert_allclose(below[0, a], cdf[a, k - 1] if k else 0.0, atol=1e-12)
+
+
+def test_vote_coverage_is_at_least_nominal_for_votes_drawn_from_the_prediction():
+    rng = np.random.default_rng(5)
+    schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
+    alpha = rng.uniform(0.5, 20, size=(5000, 3))
+    counts = np.array([rng.multinomial(40, rng.dirichlet(a)) for a in alpha])
+    coverage = metrics.vote_coverage(alpha, counts, schema)["pooled"]
+    assert 0.9 <= coverage < 0.95
+    # an overconfident model (concentrations x 20) covers far less
+    assert metrics.vote_coverage(alpha * 20, counts, schema)["pooled"] < 0.8
+
+
+def test_train_mean_fractions_by_hand():
+    mean = metrics.train_mean_fractions(COUNTS, SCHEMA)
+    np.testing.assert_allclose(mean, [3 / 8, 3 / 8, 2 / 8, 2 / 3, 1 / 3, 5 / 8, 3 / 8])
+    np.testing.assert_array_equal(np.isnan(metrics.train_mean_fractions(COUNTS[1:], SCHEMA)), [0, 0, 0, 1, 1, 0, 0])
+
+
+def test_fit_constant_dirichlet_is_the_maximum_likelihood_of_the_reference_loss():
+    from zoobot.shared.losses_reference import dirichlet_multinomial_nll
+
+    rng = np.random.default_rng(6)
+    schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
+    counts = np.array([rng.multinomial(int(rng.choice([5, 40])), rng.dirichlet([1.5, 4.0, 0.7])) for _ in range(300)])
+    fitted = metrics.fit_constant_dirichlet(counts, schema)
+
+    def total_nll(log_alpha):
+        return dirichlet_multinomial_nll(counts, np.tile(np.exp(log_alpha), (len(counts), 1)), [(0, 2)]).sum()
+
+    reference = optimize.minimize(total_nll, np.zeros(3), method="Nelder-Mead", options=dict(xatol=1e-6, fatol=1e-8))
+    np.testing.assert_allclose(fitted, np.exp(reference.x), rtol=2e-3)
+    assert total_nll(np.log(fitted)) <= reference.fun + 1e-6
+
+
+def test_fit_constant_dirichlet_recovers_known_concentrations_per_question():
+    rng = np.random.default_rng(7)
+    true_alpha = np.array([3.0, 1.0, 0.5, 2.0, 2.0, 0.8, 6.0])
+    rows = []
+    for _ in range(4000):
+        a = rng.multinomial(40, rng.dirichlet(true_alpha[:3]))
+        b = rng.multinomial(a[0], rng.dirichlet(true_alpha[3:5]))
+        rows.append(np.concatenate([a, b, rng.multinomial(40, rng.dirichlet(true_alpha[5:]))]))
+    np.testing.assert_allclose(metrics.fit_constant_dirichlet(np.array(rows), SCHEMA), true_alpha, rtol=0.1)
+
+
+def test_vote_counts_names_the_bad_cell():
+    catalog = pd.DataFrame(COUNTS, columns=SCHEMA.label_cols)
+    np.testing.assert_array_equal(metrics.vote_counts(catalog, SCHEMA), COUNTS)
+    catalog.loc[1, "c_q"] = -1
+    with pytest.raises(ValueError, match=r"Column 'c_q', row 1: vote count -1.0 must be a number >= 0"):
+        metrics.vote_counts(catalog, SCHEMA)
+    with pytest.raises(ValueError, match=r"lacks vote-count columns of schema .*\['a_x'\]"):
+        metrics.vote_counts(catalog.drop(columns="a_x"), SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------------
+# the table
+# ------------------------------------------------------------------------------------------------
+
+def _catalog(counts, truth=None):
+    catalog = pd.DataFrame(counts, columns=SCHEMA.label_cols)
+    if truth is not None:
+        for j, col in enumerate(SCHEMA.label_cols):
+            catalog[f"{col}_true-prob"] = truth[:, j]
+    return catalog
+
+
+def test_evaluate_predictions_assembles_the_metrics_per_predictor():
+    rng = np.random.default_rng(8)
+    alpha = _random_concentrations(rng, 2, n_samples=2)
+    train = _catalog(np.array([rng.multinomial(10, [0.5, 0.3, 0.2]).tolist() + [3, 2, 6, 4] for _ in range(30)]))
+    table = metrics.evaluate_predictions(_catalog(COUNTS, TRUTH), alpha, SCHEMA, train_catalog=train)
+    assert list(table.columns) == ["question", "predictor", "n_galaxies", "n_votes", *metrics.METRIC_COLUMNS]
+    assert table.question.tolist() == [q for q in ["a", "b", "c", "pooled"] for _ in range(4)]
+    assert table.predictor.tolist() == list(metrics.PREDICTORS) * 4
+    rows = table.set_index(["question", "predictor"])
+    assert rows.loc[("b", "model"), "n_galaxies"] == 1 and rows.loc[("pooled", "model"), "n_votes"] == 19
+    from zoobot.shared.stats import vote_fractions
+
+    np.testing.assert_allclose(rows.loc[("a", "model"), "truth_mae"],
+                               metrics.truth_mae(vote_fractions(alpha, SCHEMA), TRUTH, SCHEMA)["a"])
+    np.testing.assert_allclose(rows.loc[("pooled", "model"), "nll_dirichlet_multinomial"],
+                               metrics.vote_nll_dirichlet_multinomial(alpha, COUNTS, SCHEMA)["pooled"])
+    mean = metrics.train_mean_fractions(metrics.vote_counts(train, SCHEMA), SCHEMA)
+    np.testing.assert_allclose(rows.loc[("c", "train_mean"), "nll_multinomial"],
+                               metrics.vote_nll_multinomial(np.tile(mean, (2, 1)), COUNTS, SCHEMA)["c"])
+    np.testing.assert_allclose(rows.loc[("pooled", "truth"), "nll_multinomial"],
+                               metrics.vote_nll_multinomial(TRUTH, COUNTS, SCHEMA)["pooled"])
+    assert np.isnan(rows.loc[("a", "train_mean"), "vote_coverage"])
+    assert np.isnan(rows.loc[("a", "truth"), "truth_mae"])
+
+
+def test_evaluate_predictions_without_truth_or_training_votes():
+    alpha = np.ones((2, SCHEMA.n_answers))
+    alpha[0] = np.nan  # a failed image
+    table = metrics.evaluate_predictions(_catalog(COUNTS), alpha, SCHEMA)
+    assert set(table.predictor) == {"model"}
+    assert table.truth_mae.isna().all()
+    # b got no votes from the one galaxy left
+    assert table.set_index("question").nll_multinomial.isna().to_dict() == {"a": False, "b": True, "c": False,
+                                                                          "pooled": False}
+    assert table.set_index("question").loc["pooled", "n_galaxies"] == 1

@@ -40,9 +40,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import betainc
+from scipy import optimize
+from scipy import stats as scipy_stats
+from scipy.special import betainc, digamma, gammaln, logsumexp, xlogy
 
 from zoobot.shared import stats
+from zoobot.shared.losses_reference import dirichlet_multinomial_nll
 
 __all__ = [
     "POOLED",
@@ -50,7 +53,18 @@ __all__ = [
     "true_probabilities",
     "question_reach",
     "truth_mae",
+    "truth_cdf",
     "truth_coverage",
+    "vote_counts",
+    "vote_nll_dirichlet_multinomial",
+    "vote_nll_multinomial",
+    "vote_cdf",
+    "vote_coverage",
+    "train_mean_fractions",
+    "fit_constant_dirichlet",
+    "PREDICTORS",
+    "METRIC_COLUMNS",
+    "evaluate_predictions",
 ]
 
 #: Index label of the row that pools every question.
@@ -138,7 +152,7 @@ def true_probabilities(catalog: pd.DataFrame, schema) -> np.ndarray:
     bad = ~np.isfinite(values) | (values < 0) | (values > 1)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(f"Column {columns[col]!r}, row {row}: true probability {values[row, col]!r} is not in [0, 1].")
+        raise ValueError(f"Column {columns[col]!r}, row {row}: true probability {float(values[row, col])} is not in [0, 1].")
     return values
 
 
@@ -319,3 +333,452 @@ def truth_coverage(concentrations, true_probs, schema, interval_width: float = 0
     cdf = truth_cdf(concentrations, true_probs, schema)
     weights = _reach_weights(_as_2d(true_probs, schema, "true_probs"), schema)
     return _weighted_by_question(_inside(cdf, cdf, interval_width), weights, schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# against volunteer votes
+# ---------------------------------------------------------------------------------------------
+
+def vote_counts(catalog: pd.DataFrame, schema) -> np.ndarray:
+    """The vote counts of a catalog, one column per label column of ``schema``.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+    schema : Schema
+
+    Returns
+    -------
+    numpy.ndarray
+        (galaxy, answer) float64.
+
+    Raises
+    ------
+    ValueError
+        Naming missing columns, or the first row with a negative or missing count.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> vote_counts(pd.DataFrame({'a_x': [3], 'a_y': [1]}), Schema({'a': ['_x', '_y']}, {'a': None}))
+    array([[3., 1.]])
+    """
+    columns = list(schema.label_cols)
+    missing = [c for c in columns if c not in catalog.columns]
+    if missing:
+        raise ValueError(
+            f"The catalog lacks vote-count columns of schema {schema.name!r}: {missing[:3]}"
+            f"{' ...' if len(missing) > 3 else ''}. Pass the schema the votes were collected with."
+        )
+    counts = catalog[columns].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(counts) | (counts < 0)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"Column {columns[col]!r}, row {row}: vote count {float(counts[row, col])} must be a number >= 0 "
+            "(write 0 for answers nobody gave)."
+        )
+    return counts
+
+
+def _question_totals(counts: np.ndarray, schema) -> np.ndarray:
+    """(galaxy, question) total votes."""
+    return np.stack([counts[:, s : e + 1].sum(axis=1) for s, e in schema.question_index_groups], axis=1)
+
+
+def _log_multinomial_coefficient(counts: np.ndarray, schema) -> np.ndarray:
+    """(galaxy, question) log N! / prod k_a!."""
+    totals = _question_totals(counts, schema)
+    per_answer = gammaln(counts + 1)
+    return gammaln(totals + 1) - np.stack(
+        [per_answer[:, s : e + 1].sum(axis=1) for s, e in schema.question_index_groups], axis=1
+    )
+
+
+def _per_vote(nll: np.ndarray, counts: np.ndarray, schema, valid: np.ndarray) -> pd.Series:
+    """Sum of (galaxy, question) NLL over valid galaxies / their votes, per question and pooled."""
+    totals = _question_totals(counts, schema)
+    nll = np.where(valid[:, None], nll, 0.0).sum(axis=0)
+    votes = np.where(valid[:, None], totals, 0.0).sum(axis=0)
+    nll, votes = np.append(nll, nll.sum()), np.append(votes, votes.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(votes > 0, nll / np.where(votes > 0, votes, 1.0), np.nan)
+    return pd.Series(values, index=pd.Index([q.text for q in schema.questions] + [POOLED], name="question"))
+
+
+def _counts_for(counts, n_rows: int, schema) -> np.ndarray:
+    counts = _as_2d(counts, schema, "counts")
+    _check_rows(n_rows, counts, "counts")
+    if (~np.isfinite(counts) | (counts < 0)).any():
+        raise ValueError("counts must be finite and >= 0.")
+    return counts
+
+
+def vote_nll_dirichlet_multinomial(concentrations, counts, schema) -> pd.Series:
+    """Negative log-likelihood per vote of the observed votes under the predicted Dirichlet-multinomial.
+
+    Per galaxy and question, the probability of the volunteers' answers in the order given is
+    ``DirMult(k | alpha) / (N! / prod k_a!)``; with several samples it is the mean over samples (the
+    predictive mixture). The sum of ``-log`` over galaxies, divided by the number of votes, is given
+    per question and pooled over all questions. Leaving out the multinomial coefficient (the same for
+    every predictor) makes the figure directly comparable with :func:`vote_nll_multinomial`.
+
+    Parameters
+    ----------
+    concentrations : array-like, (galaxy, answer[, sample])
+    counts : array-like, (galaxy, answer)
+        Observed votes (:func:`vote_counts`).
+    schema : Schema
+
+    Returns
+    -------
+    pandas.Series
+        Nats per vote, per question and ``'pooled'``; NaN for a question without votes.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
+    >>> # alpha = (1, 1): every sequence of 2 votes with one of each has probability 1/6
+    >>> round(float(vote_nll_dirichlet_multinomial([[1.0, 1.0]], [[1, 1]], schema)['a']), 4)
+    0.8959
+    """
+    alpha = _as_samples(concentrations, schema)
+    counts = _counts_for(counts, alpha.shape[0], schema)
+    valid = _valid_rows(alpha)
+    safe = np.where(valid[:, None, None], alpha, 1.0)
+    coefficient = _log_multinomial_coefficient(counts, schema)
+    log_likelihood = np.stack(
+        [-dirichlet_multinomial_nll(counts, safe[:, :, s], schema.question_index_groups) for s in range(alpha.shape[2])],
+        axis=2,
+    )
+    nll = -(logsumexp(log_likelihood, axis=2) - np.log(alpha.shape[2])) + coefficient
+    return _per_vote(nll, counts, schema, valid)
+
+
+def vote_nll_multinomial(fractions, counts, schema) -> pd.Series:
+    """Negative log-likelihood per vote of the observed votes under a multinomial of the vote fractions.
+
+    ``-sum k_a log f_a`` per galaxy and question (the probability of the answers in the order given),
+    summed over galaxies and divided by the number of votes; the cross-entropy of the votes.
+
+    Parameters
+    ----------
+    fractions : array-like, (galaxy, answer)
+        Predicted vote fractions (:func:`zoobot.shared.stats.vote_fractions`), a baseline, or the truth.
+    counts : array-like, (galaxy, answer)
+    schema : Schema
+
+    Returns
+    -------
+    pandas.Series
+        Nats per vote, per question and ``'pooled'``; ``inf`` where a fraction of 0 received votes.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
+    >>> round(float(vote_nll_multinomial([[0.5, 0.5]], [[3, 1]], schema)['pooled']), 4)  # log 2
+    0.6931
+    """
+    fractions = _as_2d(fractions, schema, "fractions")
+    counts = _counts_for(counts, fractions.shape[0], schema)
+    valid = _valid_rows(fractions)
+    with np.errstate(divide="ignore"):
+        per_answer = -xlogy(counts, np.where(valid[:, None], fractions, 1.0))
+    nll = np.stack([per_answer[:, s : e + 1].sum(axis=1) for s, e in schema.question_index_groups], axis=1)
+    return _per_vote(nll, counts, schema, valid)
+
+
+def vote_cdf(concentrations, counts, schema) -> tuple[np.ndarray, np.ndarray]:
+    """Where each observed count falls in its posterior predictive distribution.
+
+    Given N votes on the question, the count of answer a follows the beta-binomial
+    BetaBin(N, alpha_a, A_q - alpha_a) (the marginal of the Dirichlet-multinomial; with several samples,
+    their equal mixture). Returns its CDF just below and at the observed count: the count lies in the
+    central interval of width w exactly when ``cdf_at >= (1 - w) / 2`` and ``cdf_below < (1 + w) / 2``.
+
+    Parameters
+    ----------
+    concentrations : array-like, (galaxy, answer[, sample])
+    counts : array-like, (galaxy, answer)
+    schema : Schema
+
+    Returns
+    -------
+    (cdf_below, cdf_at) : tuple of numpy.ndarray
+        (galaxy, answer) float64: P(K < k) and P(K <= k). NaN where the question has no votes or the
+        prediction row is NaN. Single-answer questions get (0, 1).
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> below, at = vote_cdf([[1.0, 1.0]], [[1, 1]], Schema({'a': ['_x', '_y']}, {'a': None}))
+    >>> below.round(4).tolist(), at.round(4).tolist()  # uniform over 0, 1, 2 votes
+    ([[0.3333, 0.3333]], [[0.6667, 0.6667]])
+    """
+    alpha = _as_samples(concentrations, schema)
+    counts = _counts_for(counts, alpha.shape[0], schema)
+    question = _question_of_answer(schema)
+    n = _question_totals(counts, schema)[:, question]
+    totals = np.empty_like(alpha)
+    for start, end in schema.question_index_groups:
+        totals[:, start : end + 1] = alpha[:, start : end + 1].sum(axis=1, keepdims=True)
+    rest = totals - alpha
+    single = rest <= 0
+    shape = (np.round(n)[:, :, None], alpha, np.where(single, 1.0, rest))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf_at = scipy_stats.betabinom.cdf(np.round(counts)[:, :, None], *shape)
+        cdf_below = scipy_stats.betabinom.cdf(np.round(counts)[:, :, None] - 1, *shape)
+    cdf_at = np.where(single, 1.0, cdf_at).mean(axis=2)
+    cdf_below = np.where(single, 0.0, cdf_below).mean(axis=2)
+    missing = (n <= 0) | ~_valid_rows(alpha)[:, None]
+    cdf_at[missing], cdf_below[missing] = np.nan, np.nan
+    return cdf_below, cdf_at
+
+
+def vote_coverage(concentrations, counts, schema, interval_width: float = 0.9) -> pd.Series:
+    """Fraction of observed vote counts inside the central interval of their posterior predictive.
+
+    The interval is the central ``interval_width`` interval of the beta-binomial of :func:`vote_cdf`
+    (lower end: the smallest count whose CDF reaches ``(1 - w) / 2``; upper end: the smallest count
+    whose CDF reaches ``(1 + w) / 2``). Counts are whole numbers, so the interval holds at least
+    ``interval_width`` of the probability and a calibrated model covers somewhat more than nominal,
+    most so with few votes. Every (galaxy, answer) whose question got votes counts once.
+
+    Parameters
+    ----------
+    concentrations : array-like, (galaxy, answer[, sample])
+    counts : array-like, (galaxy, answer)
+    schema : Schema
+    interval_width : float
+        In (0, 1).
+
+    Returns
+    -------
+    pandas.Series
+        Per question and ``'pooled'``.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
+    >>> vote_coverage([[50.0, 50.0], [50.0, 50.0]], [[20, 20], [40, 0]], schema).tolist()
+    [0.5, 0.5]
+    """
+    interval_width = _check_width(interval_width)
+    cdf_below, cdf_at = vote_cdf(concentrations, counts, schema)
+    inside = _inside(cdf_below, cdf_at, interval_width)
+    return _weighted_by_question(inside, np.isfinite(inside).astype(np.float64), schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# image-blind baselines fitted to training votes
+# ---------------------------------------------------------------------------------------------
+
+def train_mean_fractions(counts, schema) -> np.ndarray:
+    """The training set's pooled vote fractions: the maximum-likelihood constant multinomial.
+
+    ``f_a = sum_g k_ga / sum_g N_gq``. Broadcast it to (galaxy, answer) to score it like a model.
+
+    Parameters
+    ----------
+    counts : array-like, (galaxy, answer)
+        Training votes (:func:`vote_counts`).
+    schema : Schema
+
+    Returns
+    -------
+    numpy.ndarray
+        (answer,) float64; NaN for a question with no training votes.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> train_mean_fractions([[3, 1], [0, 4]], Schema({'a': ['_x', '_y']}, {'a': None}))
+    array([0.375, 0.625])
+    """
+    counts = _as_2d(counts, schema, "counts")
+    summed = counts.sum(axis=0)
+    out = np.full(schema.n_answers, np.nan)
+    for start, end in schema.question_index_groups:
+        total = summed[start : end + 1].sum()
+        if total > 0:
+            out[start : end + 1] = summed[start : end + 1] / total
+    return out
+
+
+#: Bounds of the fitted constant concentrations (a question whose votes look multinomial drives them up).
+CONCENTRATION_BOUNDS = (1e-3, 1e5)
+
+
+def _fit_question_dirichlet(k: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood Dirichlet-multinomial concentrations of one question's counts (rows with votes)."""
+    n = k.sum(axis=1)
+    means = k.sum(axis=0) / n.sum()
+
+    def negative_log_likelihood(log_alpha):
+        alpha = np.exp(log_alpha)
+        total = alpha.sum()
+        value = (gammaln(total) - gammaln(n + total)).sum() + (gammaln(k + alpha) - gammaln(alpha)).sum()
+        grad = (digamma(total) - digamma(n + total)).sum() + (digamma(k + alpha) - digamma(alpha)).sum(axis=0)
+        return -value, -grad * alpha
+
+    start = np.log(np.clip(means * 2.0, CONCENTRATION_BOUNDS[0], None))
+    bounds = [tuple(np.log(CONCENTRATION_BOUNDS))] * k.shape[1]
+    result = optimize.minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    return np.exp(result.x)
+
+
+def fit_constant_dirichlet(counts, schema) -> np.ndarray:
+    """One image-blind Dirichlet per question, fitted to training votes by maximum likelihood.
+
+    Maximises the Dirichlet-multinomial likelihood of each question's counts over the galaxies that
+    voted on it (L-BFGS in log alpha, concentrations bounded to :data:`CONCENTRATION_BOUNDS`). Its
+    spread captures how much galaxies differ on average, so it is the baseline a model's
+    uncertainties must beat. Broadcast it to (galaxy, answer) to score it like a model.
+
+    Parameters
+    ----------
+    counts : array-like, (galaxy, answer)
+        Training votes (:func:`vote_counts`).
+    schema : Schema
+
+    Returns
+    -------
+    numpy.ndarray
+        (answer,) float64 concentrations; NaN for a question with no training votes, 1 for a
+        single-answer question.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> rng = np.random.default_rng(0)
+    >>> votes = np.array([rng.multinomial(40, rng.dirichlet([2.0, 6.0])) for _ in range(3000)])
+    >>> fit_constant_dirichlet(votes, Schema({'a': ['_x', '_y']}, {'a': None})).round(0)
+    array([2., 6.])
+    """
+    counts = _as_2d(counts, schema, "counts")
+    out = np.full(schema.n_answers, np.nan)
+    for start, end in schema.question_index_groups:
+        k = counts[:, start : end + 1]
+        k = k[k.sum(axis=1) > 0]
+        if end == start:
+            out[start] = 1.0
+        elif len(k):
+            out[start : end + 1] = _fit_question_dirichlet(k)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# everything in one table
+# ---------------------------------------------------------------------------------------------
+
+#: Rows of :func:`evaluate_predictions`, in order: the model, the two image-blind baselines fitted to
+#: the training votes, and the true probabilities themselves (the multinomial floor of the vote NLL).
+PREDICTORS = ("model", "constant_dirichlet", "train_mean", "truth")
+#: Metric columns of :func:`evaluate_predictions`.
+METRIC_COLUMNS = (
+    "nll_dirichlet_multinomial",
+    "nll_multinomial",
+    "vote_coverage",
+    "truth_mae",
+    "truth_coverage",
+)
+
+
+def _has_truth(catalog: pd.DataFrame, schema) -> bool:
+    return all(f"{col}{TRUE_PROB_SUFFIX}" in catalog.columns for col in schema.label_cols)
+
+
+def _score(concentrations, fractions, counts, truth, schema, interval_width) -> dict:
+    """Metric name -> Series for one predictor; ``concentrations`` None for a multinomial predictor."""
+    scores = {"nll_multinomial": vote_nll_multinomial(fractions, counts, schema)}
+    if concentrations is not None:
+        scores["nll_dirichlet_multinomial"] = vote_nll_dirichlet_multinomial(concentrations, counts, schema)
+        scores["vote_coverage"] = vote_coverage(concentrations, counts, schema, interval_width)
+    if truth is not None:
+        scores["truth_mae"] = truth_mae(fractions, truth, schema)
+        if concentrations is not None:
+            scores["truth_coverage"] = truth_coverage(concentrations, truth, schema, interval_width)
+    return scores
+
+
+def _counts_table(counts: np.ndarray, valid: np.ndarray, schema) -> pd.DataFrame:
+    totals = _question_totals(counts[valid], schema)
+    galaxies = np.append((totals > 0).sum(axis=0), int(valid.sum()))
+    votes = np.append(totals.sum(axis=0), totals.sum())
+    index = pd.Index([q.text for q in schema.questions] + [POOLED], name="question")
+    return pd.DataFrame({"n_galaxies": galaxies.astype(np.int64), "n_votes": votes}, index=index)
+
+
+def evaluate_predictions(catalog: pd.DataFrame, concentrations, schema, *, train_catalog: pd.DataFrame | None = None,
+                         interval_width: float = 0.9) -> pd.DataFrame:
+    """Every metric of this module, per question and pooled, for the model and its baselines.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        The evaluated galaxies, aligned row by row with ``concentrations``: the vote counts of
+        ``schema`` and, if the catalog has them (synthetic data), ``{label_col}_true-prob``.
+    concentrations : array-like, (galaxy, answer[, sample])
+        Predicted Dirichlet concentrations (``zoobot.shared.load_predictions.load`` reads them from a
+        predictions file). NaN rows (failed images) are left out.
+    schema : Schema
+    train_catalog : pandas.DataFrame, optional
+        Training votes, to fit the ``'train_mean'`` and ``'constant_dirichlet'`` baselines. Without
+        it those rows are absent.
+    interval_width : float
+        Nominal coverage of the intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy: one row per (question, predictor), questions in schema order then ``'pooled'``,
+        predictors in :data:`PREDICTORS` order (those available). Columns ``question``,
+        ``predictor``, ``n_galaxies`` (with votes on the question), ``n_votes``, then
+        :data:`METRIC_COLUMNS`; NaN where a metric does not apply (a multinomial has no intervals;
+        no truth in the catalog; the truth's own MAE).
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
+    >>> catalog = pd.DataFrame({'a_x': [3, 0], 'a_y': [1, 4], 'a_x_true-prob': [0.7, 0.1], 'a_y_true-prob': [0.3, 0.9]})
+    >>> table = evaluate_predictions(catalog, [[6.0, 2.0], [1.0, 9.0]], schema, train_catalog=catalog)
+    >>> table[table.question == 'pooled'][['predictor', 'truth_mae']].round(3).values.tolist()
+    [['model', 0.025], ['constant_dirichlet', 0.3], ['train_mean', 0.3], ['truth', nan]]
+    """
+    interval_width = _check_width(interval_width)
+    alpha = _as_samples(concentrations, schema)
+    counts = _counts_for(vote_counts(catalog, schema), alpha.shape[0], schema)
+    truth = true_probabilities(catalog, schema) if _has_truth(catalog, schema) else None
+    valid = _valid_rows(alpha)
+    n = alpha.shape[0]
+
+    scored = {"model": _score(alpha, stats.vote_fractions(alpha, schema), counts, truth, schema, interval_width)}
+    if train_catalog is not None:
+        train_counts = vote_counts(train_catalog, schema)
+        constant = np.broadcast_to(fit_constant_dirichlet(train_counts, schema), (n, schema.n_answers)).copy()
+        constant[~valid] = np.nan
+        scored["constant_dirichlet"] = _score(constant, stats.vote_fractions(constant, schema), counts, truth, schema,
+                                              interval_width)
+        mean = np.broadcast_to(train_mean_fractions(train_counts, schema), (n, schema.n_answers)).copy()
+        mean[~valid] = np.nan
+        scored["train_mean"] = _score(None, mean, counts, truth, schema, interval_width)
+    if truth is not None:
+        oracle = np.where(valid[:, None], truth, np.nan)
+        scored["truth"] = {"nll_multinomial": vote_nll_multinomial(oracle, counts, schema)}
+
+    sizes = _counts_table(counts, valid, schema)
+    frames = []
+    for predictor, scores in scored.items():
+        frame = sizes.copy()
+        for column in METRIC_COLUMNS:
+            frame[column] = scores[column] if column in scores else np.nan
+        frames.append(frame.assign(predictor=predictor).reset_index())
+    table = pd.concat(frames, ignore_index=True)
+    order = {q: i for i, q in enumerate(sizes.index)}
+    table = table.sort_values(["question", "predictor"], key=lambda c: c.map(order) if c.name == "question"
+                              else c.map({p: i for i, p in enumerate(PREDICTORS)}), kind="stable")
+    return table[["question", "predictor", "n_galaxies", "n_votes", *METRIC_COLUMNS]].reset_index(drop=True)
