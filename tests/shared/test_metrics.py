@@ -344,3 +344,69 @@ def test_evaluate_predictions_without_truth_or_training_votes():
     assert table.set_index("question").nll_multinomial.isna().to_dict() == {"a": False, "b": True, "c": False,
                                                                           "pooled": False}
     assert table.set_index("question").loc["pooled", "n_galaxies"] == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the brightness-and-size shortcut baseline
+# ------------------------------------------------------------------------------------------------
+
+def _write_png(path, grey):
+    from PIL import Image
+
+    Image.fromarray(np.repeat(np.asarray(grey, np.uint8)[:, :, None], 3, axis=2)).save(path)
+    return str(path)
+
+
+def test_pixel_statistics_by_hand(tmp_path):
+    image = np.full((8, 8), 10, np.uint8)  # sky level 10 (the border median)
+    image[3, 3], image[3, 5] = 110, 50  # light 100 and 40, centroid x = 3 + 2 * 40/140
+    stats = metrics.pixel_statistics([_write_png(tmp_path / "a.png", image)])
+    cx = 3 + 2 * 40 / 140
+    second_moment = (100 * (3 - cx) ** 2 + 40 * (5 - cx) ** 2) / 140
+    np.testing.assert_allclose(stats.iloc[0].to_numpy(), [140, second_moment, 100, 1])
+    assert list(stats.columns) == list(metrics.PIXEL_STATISTICS)
+
+
+def test_ring_baseline_auc_finds_a_brightness_shortcut(tmp_path):
+    """Labels carried by brightness give an AUC near 1; labels independent of the pixels give ~0.5."""
+    rng = np.random.default_rng(9)
+    rows = []
+    for i in range(60):
+        label = i % 2
+        image = rng.normal(20, 2, size=(24, 24))
+        image[10:14, 10:14] += (120 if label else 60) + rng.normal(0, 10)
+        rows.append((_write_png(tmp_path / f"{i}.png", np.clip(image, 0, 255)), label, rng.integers(0, 2)))
+    catalog = pd.DataFrame(rows, columns=["file_loc", "ring", "coin"])
+    assert metrics.ring_baseline_auc(catalog) > 0.95
+    assert abs(metrics.ring_baseline_auc(catalog, label_col="coin", features=metrics.PIXEL_STATISTICS) - 0.5) < 0.2
+
+
+def test_ring_baseline_auc_is_the_auc_of_out_of_fold_scores():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(10)
+    table = pd.DataFrame({"ring": np.repeat([0, 1], 30), "size": np.r_[rng.normal(0, 1, 30), rng.normal(1, 1, 30)]})
+    scores = np.empty(60)
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(table[["size"]], table.ring):
+        x = table[["size"]].to_numpy()
+        mean, std = x[train].mean(), x[train].std()
+        model = LogisticRegression().fit((x[train] - mean) / std, table.ring[train])
+        scores[test] = model.predict_proba((x[test] - mean) / std)[:, 1]
+    expected = roc_auc_score(table.ring, scores)
+    assert metrics.ring_baseline_auc(table, features=["size"], n_splits=3, seed=4) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 2, 1], "must hold 0/1 labels"),
+    ([0, 0, 0, 1], "only 1 galaxies of its rarer class; 2-fold"),
+])
+def test_ring_baseline_auc_rejects_bad_labels(labels, message):
+    table = pd.DataFrame({"ring": labels, "size": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=message):
+        metrics.ring_baseline_auc(table, features=["size"], n_splits=2)
+    with pytest.raises(ValueError, match="no label column 'bar'"):
+        metrics.ring_baseline_auc(table, label_col="bar", features=["size"])
+    with pytest.raises(ValueError, match=r"must all be catalog columns, or pixel statistics"):
+        metrics.ring_baseline_auc(table.assign(ring=[0, 1, 0, 1]), features=["colour"], n_splits=2)

@@ -28,6 +28,10 @@ with the reach of its question. Pooled values pool every (galaxy, answer) entry 
 
 Rows of NaN predictions (images that failed to load) are left out of every metric.
 
+A **shortcut check** for binary labels: :func:`ring_baseline_auc` cross-validates a logistic
+regression on simple pixel statistics (:func:`pixel_statistics`: brightness and size). A classifier
+is only interesting by how much it beats that baseline.
+
 Examples
 --------
 >>> from zoobot.shared.schemas import Schema
@@ -65,6 +69,9 @@ __all__ = [
     "PREDICTORS",
     "METRIC_COLUMNS",
     "evaluate_predictions",
+    "PIXEL_STATISTICS",
+    "pixel_statistics",
+    "ring_baseline_auc",
 ]
 
 #: Index label of the row that pools every question.
@@ -782,3 +789,152 @@ def evaluate_predictions(catalog: pd.DataFrame, concentrations, schema, *, train
     table = table.sort_values(["question", "predictor"], key=lambda c: c.map(order) if c.name == "question"
                               else c.map({p: i for i, p in enumerate(PREDICTORS)}), kind="stable")
     return table[["question", "predictor", "n_galaxies", "n_votes", *METRIC_COLUMNS]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shortcut baseline of a binary label: brightness and size alone
+# ---------------------------------------------------------------------------------------------
+
+#: Columns of :func:`pixel_statistics`, in order.
+PIXEL_STATISTICS = ("total_flux", "second_moment", "peak", "half_light_area")
+
+
+def _image_statistics(image: np.ndarray) -> tuple[float, float, float, float]:
+    """Brightness and size of one image (HWC), above the sky level (the median of the border pixels)."""
+    grey = np.asarray(image, dtype=np.float64).mean(axis=-1)
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    light = np.clip(grey - np.median(border), 0.0, None)
+    total = float(light.sum())
+    if total <= 0:
+        return 0.0, 0.0, 0.0, 0.0
+    y, x = np.indices(light.shape, dtype=np.float64)
+    cy, cx = (light * y).sum() / total, (light * x).sum() / total
+    second_moment = float((light * ((y - cy) ** 2 + (x - cx) ** 2)).sum() / total)
+    cumulative = np.cumsum(np.sort(light.ravel())[::-1])
+    half_light_area = float(np.searchsorted(cumulative, 0.5 * total) + 1)
+    return total, second_moment, float(light.max()), half_light_area
+
+
+def pixel_statistics(file_locs) -> pd.DataFrame:
+    """Brightness and size of each image, the cues a shortcut-taking classifier would use.
+
+    Pixel values are averaged over channels and the sky level (median of the border pixels) is
+    subtracted, negative values clipped to 0. Then: ``total_flux`` (sum), ``second_moment`` (flux-
+    weighted mean squared distance from the flux centroid, pixels^2), ``peak`` (maximum) and
+    ``half_light_area`` (fewest pixels holding half the flux).
+
+    Parameters
+    ----------
+    file_locs : sequence of str or path-like
+        Images :func:`zoobot.shared.images.load_image` reads.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image, columns :data:`PIXEL_STATISTICS` (float64).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), 'dot.png')
+    >>> pixels = np.zeros((9, 9, 3), np.uint8); pixels[4, 4] = 200
+    >>> Image.fromarray(pixels).save(path)
+    >>> pixel_statistics([path]).values.tolist()
+    [[200.0, 0.0, 200.0, 1.0]]
+    """
+    from zoobot.shared.images import load_image
+
+    rows = [_image_statistics(load_image(loc)) for loc in file_locs]
+    return pd.DataFrame(np.array(rows, dtype=np.float64).reshape(-1, len(PIXEL_STATISTICS)),
+                        columns=list(PIXEL_STATISTICS))
+
+
+def ring_baseline_auc(catalog: pd.DataFrame, label_col: str = "ring", *, features=("total_flux", "second_moment"),
+                      n_splits: int = 5, seed: int = 0) -> float:
+    """ROC AUC of a logistic regression on pixel statistics alone: the shortcut baseline of a binary label.
+
+    If brightness and size predict the label (say rings drawn from bright, large galaxies), a
+    classifier's AUC partly measures them; report this number next to the model's. Each galaxy is
+    scored by a model that did not see it (stratified ``n_splits``-fold cross-validation of
+    ``StandardScaler`` + ``LogisticRegression``), and the out-of-fold scores give one AUC.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        ``file_loc`` and the 0/1 ``label_col``; or, instead of ``file_loc``, the ``features`` as
+        columns (e.g. catalog size and brightness, or precomputed :func:`pixel_statistics`).
+    label_col : str
+        The binary label.
+    features : sequence of str
+        Columns of :func:`pixel_statistics` (default: total flux and second moment; add ``'peak'`` and
+        ``'half_light_area'`` for a stronger baseline), or catalog columns.
+    n_splits : int
+        Cross-validation folds (at most the size of the rarer class).
+    seed : int
+        Shuffles the folds.
+
+    Returns
+    -------
+    float
+        0.5 means the statistics carry no information about the label.
+
+    Raises
+    ------
+    ValueError
+        A label that is not 0/1 with both classes present, or too few of the rarer class for the folds;
+        unknown feature names.
+    MissingDependencyError
+        Without scikit-learn (``pip install "zoobot[pca]"``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> table = pd.DataFrame({'ring': np.repeat([0, 1], 100), 'size': rng.normal(size=200)})
+    >>> round(ring_baseline_auc(table, features=['size']), 1)
+    0.5
+    """
+    labels = _binary_labels(catalog, label_col, n_splits)
+    features = list(features)
+    if all(f in catalog.columns for f in features):
+        x = catalog[features].to_numpy(dtype=np.float64)
+    elif "file_loc" in catalog.columns and set(features) <= set(PIXEL_STATISTICS):
+        x = pixel_statistics(catalog["file_loc"])[features].to_numpy()
+    else:
+        raise ValueError(
+            f"features {features} must all be catalog columns, or pixel statistics {list(PIXEL_STATISTICS)} of the "
+            "images in 'file_loc'."
+        )
+    return _cross_validated_auc(x, labels, n_splits, seed)
+
+
+def _binary_labels(catalog: pd.DataFrame, label_col: str, n_splits: int) -> np.ndarray:
+    if label_col not in catalog.columns:
+        raise ValueError(f"The catalog has no label column {label_col!r}; columns: {list(catalog.columns)[:10]}.")
+    labels = catalog[label_col].to_numpy()
+    if not np.isin(labels, [0, 1]).all():
+        raise ValueError(f"Column {label_col!r} must hold 0/1 labels; found {sorted(set(labels.tolist()))[:5]}.")
+    rarer = int(min((labels == 1).sum(), (labels == 0).sum()))
+    if rarer < n_splits:
+        raise ValueError(
+            f"Column {label_col!r} has only {rarer} galaxies of its rarer class; {n_splits}-fold cross-validation "
+            "needs at least one per fold. Use more galaxies or a smaller n_splits."
+        )
+    return labels.astype(np.int64)
+
+
+def _cross_validated_auc(x: np.ndarray, labels: np.ndarray, n_splits: int, seed: int) -> float:
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        from zoobot.shared.errors import missing_dependency
+
+        raise missing_dependency("scikit-learn", "The pixel-statistics baseline", "pca") from None
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")[:, 1]
+    return float(roc_auc_score(labels, scores))
