@@ -241,11 +241,15 @@ def plot_vote_fractions(true_fractions, predicted_fractions, schema, save_loc, a
 def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
     """Reliability table: per equal-width probability bin, the mean prediction and the observed rate.
 
+    The rates are :func:`sklearn.calibration.calibration_curve`'s (``strategy='uniform'``), with the
+    empty bins kept (count 0, NaN rates) and a count and standard error per bin. As in scikit-learn, a
+    bin holds ``low < p <= high`` (the first one also ``p = 0``).
+
     Parameters
     ----------
     y_true : array-like of {0, 1}
     p_pred : array-like of float in [0, 1]
-        Predicted probability of class 1.
+        Predicted probability of class 1. NaN predictions (failed images) are left out.
     n_bins : int
 
     Returns
@@ -254,11 +258,22 @@ def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
         Columns ``bin_low``, ``bin_high``, ``count``, ``mean_predicted``, ``observed_rate`` and
         ``observed_err`` (binomial standard error); empty bins have count 0 and NaN rates.
 
+    Raises
+    ------
+    ValueError
+        Labels other than 0/1, probabilities outside [0, 1], or lengths that differ.
+    MissingDependencyError
+        Without scikit-learn (``pip install "zoobot[pca]"``).
+
     Examples
     --------
     >>> calibration_table([0, 1, 1, 1], [0.1, 0.7, 0.8, 0.9], n_bins=2)[['count', 'observed_rate']].values.tolist()
     [[1.0, 0.0], [3.0, 1.0]]
     """
+    try:
+        from sklearn.calibration import calibration_curve
+    except ImportError:
+        raise missing_dependency("scikit-learn", "Calibration tables", "pca") from None
     y_true = np.asarray(y_true, dtype=np.float64).ravel()
     p_pred = np.asarray(p_pred, dtype=np.float64).ravel()
     if y_true.shape != p_pred.shape:
@@ -270,16 +285,15 @@ def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
     if ((p_pred < 0) | (p_pred > 1)).any():
         raise ValueError("p_pred must hold probabilities in [0, 1]")
     edges = np.linspace(0, 1, int(n_bins) + 1)
-    which = np.clip(np.digitize(p_pred, edges[1:-1]), 0, n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        in_bin = which == b
-        count = int(in_bin.sum())
-        rate = y_true[in_bin].mean() if count else np.nan
-        err = math.sqrt(max(rate * (1 - rate), 0.25 / count) / count) if count else np.nan
-        rows.append((edges[b], edges[b + 1], count, p_pred[in_bin].mean() if count else np.nan, rate, err))
-    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "count", "mean_predicted", "observed_rate",
-                                       "observed_err"]).astype(float)
+    count = np.bincount(np.searchsorted(edges[1:-1], p_pred), minlength=n_bins).astype(float)
+    rate, mean_predicted = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+    if y_true.size:
+        rate[count > 0], mean_predicted[count > 0] = calibration_curve(y_true, p_pred, n_bins=n_bins,
+                                                                       strategy="uniform", pos_label=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.sqrt(np.maximum(rate * (1 - rate), 0.25 / count) / count)
+    return pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:], "count": count,
+                         "mean_predicted": mean_predicted, "observed_rate": rate, "observed_err": err})
 
 
 def plot_calibration(y_true, p_pred, save_loc, n_bins: int = 10, title: str | None = None,
