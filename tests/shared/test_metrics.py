@@ -410,3 +410,33 @@ def test_ring_baseline_auc_rejects_bad_labels(labels, message):
         metrics.ring_baseline_auc(table, label_col="bar", features=["size"])
     with pytest.raises(ValueError, match=r"must all be catalog columns, or pixel statistics"):
         metrics.ring_baseline_auc(table.assign(ring=[0, 1, 0, 1]), features=["colour"], n_splits=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# reliability plot numbers
+# ------------------------------------------------------------------------------------------------
+
+def test_reliability_table_pools_votes_per_bin_by_hand():
+    fractions = FRACTIONS.copy()
+    table = metrics.reliability_table(fractions, COUNTS, SCHEMA, n_bins=2)
+    # every (galaxy, answer) with N votes on its question adds N outcomes predicted at its fraction
+    n = np.array([[4, 4, 4, 3, 3, 4, 4], [4, 4, 4, 0, 0, 4, 4]])
+    low = fractions <= 0.5
+    for b, mask in enumerate((low, ~low)):
+        assert table["count"][b] == n[mask].sum()
+        np.testing.assert_allclose(table["observed_rate"][b], COUNTS[mask].sum() / n[mask].sum())
+        np.testing.assert_allclose(table["mean_predicted"][b], (fractions * n)[mask].sum() / n[mask].sum())
+
+
+def test_coverage_curve_agrees_with_the_coverage_functions():
+    rng = np.random.default_rng(11)
+    alpha = _random_concentrations(rng, 30, n_samples=2)
+    counts = np.hstack([rng.multinomial(8, [0.5, 0.3, 0.2], 30), rng.multinomial(4, [0.4, 0.6], 30),
+                        rng.multinomial(6, [0.9, 0.1], 30)])
+    truth = np.hstack([rng.dirichlet([1, 1, 1], 30), rng.dirichlet([1, 1], 30), rng.dirichlet([1, 1], 30)])
+    curve = metrics.coverage_curve(alpha, counts, SCHEMA, true_probs=truth, levels=[0.5, 0.9])
+    assert curve["nominal"].tolist() == [0.5, 0.9]
+    for row, level in enumerate((0.5, 0.9)):
+        assert curve["vote_coverage"][row] == metrics.vote_coverage(alpha, counts, SCHEMA, level)["pooled"]
+        assert curve["truth_coverage"][row] == metrics.truth_coverage(alpha, truth, SCHEMA, level)["pooled"]
+    assert "truth_coverage" not in metrics.coverage_curve(alpha, counts, SCHEMA).columns

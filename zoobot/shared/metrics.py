@@ -69,6 +69,8 @@ __all__ = [
     "PREDICTORS",
     "METRIC_COLUMNS",
     "evaluate_predictions",
+    "reliability_table",
+    "coverage_curve",
     "PIXEL_STATISTICS",
     "pixel_statistics",
     "ring_baseline_auc",
@@ -789,6 +791,96 @@ def evaluate_predictions(catalog: pd.DataFrame, concentrations, schema, *, train
     table = table.sort_values(["question", "predictor"], key=lambda c: c.map(order) if c.name == "question"
                               else c.map({p: i for i, p in enumerate(PREDICTORS)}), kind="stable")
     return table[["question", "predictor", "n_galaxies", "n_votes", *METRIC_COLUMNS]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the numbers behind a reliability plot
+# ---------------------------------------------------------------------------------------------
+
+def reliability_table(fractions, counts, schema, n_bins: int = 10) -> pd.DataFrame:
+    """Predicted vote fraction against the observed fraction of votes, in bins of the prediction.
+
+    Every vote is a 0/1 outcome for each answer of its question (1 for the answer given), predicted
+    with that answer's vote fraction; :func:`zoobot.shared.plots.calibration_table`
+    (:func:`sklearn.calibration.calibration_curve`) bins them. So ``observed_rate`` is the fraction of
+    the votes in a bin that went to the answer, and a calibrated model lies on the diagonal.
+
+    Parameters
+    ----------
+    fractions : array-like, (galaxy, answer)
+        Predicted vote fractions; NaN rows are left out.
+    counts : array-like, (galaxy, answer)
+    schema : Schema
+    n_bins : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`~zoobot.shared.plots.calibration_table`; ``count`` counts votes.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> table = reliability_table([[0.7, 0.3]], [[3, 1]], Schema({'a': ['_x', '_y']}, {'a': None}), n_bins=2)
+    >>> table[['count', 'mean_predicted', 'observed_rate']].values.tolist()
+    [[4.0, 0.3, 0.25], [4.0, 0.7, 0.75]]
+    """
+    from zoobot.shared.plots import calibration_table
+
+    fractions = _as_2d(fractions, schema, "fractions")
+    counts = _counts_for(counts, fractions.shape[0], schema)
+    valid = _valid_rows(fractions)
+    fractions, counts = fractions[valid], counts[valid]
+    n = _question_totals(counts, schema)[:, _question_of_answer(schema)]
+    p = np.clip(fractions.ravel(), 0.0, 1.0)
+    hits, misses = np.round(counts.ravel()).astype(np.int64), np.round((n - counts).ravel()).astype(np.int64)
+    y_prob = np.concatenate([np.repeat(p, hits), np.repeat(p, misses)])
+    y_true = np.concatenate([np.ones(hits.sum()), np.zeros(misses.sum())])
+    return calibration_table(y_true, y_prob, n_bins)
+
+
+#: Nominal levels of :func:`coverage_curve`.
+COVERAGE_LEVELS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+
+
+def coverage_curve(concentrations, counts, schema, *, true_probs=None, levels=COVERAGE_LEVELS) -> pd.DataFrame:
+    """Pooled interval coverage at a range of nominal levels: votes, and the truth when known.
+
+    Parameters
+    ----------
+    concentrations : array-like, (galaxy, answer[, sample])
+    counts : array-like, (galaxy, answer)
+    schema : Schema
+    true_probs : array-like, (galaxy, answer), optional
+        Adds ``truth_coverage`` (reach-weighted, as :func:`truth_coverage`).
+    levels : sequence of float
+        Nominal interval widths in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``nominal``, ``vote_coverage`` (and ``truth_coverage``); one row per level.
+
+    Examples
+    --------
+    >>> from zoobot.shared.schemas import Schema
+    >>> curve = coverage_curve([[1.0, 1.0]], [[1, 1]], Schema({'a': ['_x', '_y']}, {'a': None}), levels=[0.2, 0.5])
+    >>> curve.values.tolist()  # one vote of each: the middle third of a uniform over 0, 1, 2 votes
+    [[0.2, 1.0], [0.5, 1.0]]
+    """
+    levels = [_check_width(level) for level in levels]
+    cdf_below, cdf_at = vote_cdf(concentrations, counts, schema)
+    used = np.isfinite(cdf_at).astype(np.float64)
+    table = {"nominal": levels, "vote_coverage": [
+        _weighted_by_question(_inside(cdf_below, cdf_at, level), used, schema)[POOLED] for level in levels
+    ]}
+    if true_probs is not None:
+        cdf = truth_cdf(concentrations, true_probs, schema)
+        weights = _reach_weights(_as_2d(true_probs, schema, "true_probs"), schema)
+        table["truth_coverage"] = [
+            _weighted_by_question(_inside(cdf, cdf, level), weights, schema)[POOLED] for level in levels
+        ]
+    return pd.DataFrame(table)
 
 
 # ---------------------------------------------------------------------------------------------
