@@ -214,7 +214,7 @@ def test_vote_coverage_single_sample_matches_scipy_betabinom_intervals():
                 rest = alpha[g, start : end + 1].sum() - alpha[g, a]
                 low, high = scipy_stats.betabinom.interval(0.8, n, alpha[g, a], rest)
                 inside[g, a], used[g, a] = low <= counts[g, a] <= high, True
-    coverage = metrics.vote_coverage(alpha, counts, SCHEMA, interval_width=0.8)
+    coverage = metrics.vote_coverage(alpha, counts, SCHEMA, interval_width=0.8, randomized=False)
     for q, (start, end) in enumerate(SCHEMA.question_index_groups):
         block = slice(start, end + 1)
         np.testing.assert_allclose(coverage.iloc[q], inside[:, block][used[:, block]].mean())
@@ -243,15 +243,28 @@ def test_vote_coverage_of_samples_enumerates_the_mixture():
         np.testing.assert_allclose(below[0, a], cdf[a, k - 1] if k else 0.0, atol=1e-12)
 
 
-def test_vote_coverage_is_at_least_nominal_for_votes_drawn_from_the_prediction():
+@pytest.mark.parametrize("n_votes", [5, 40])
+def test_vote_coverage_is_nominal_for_votes_drawn_from_the_prediction(n_votes):
+    """Randomised coverage is the nominal level for a calibrated model, whatever the number of votes;
+    plain counting of whole-number intervals covers more (most with few votes)."""
     rng = np.random.default_rng(5)
     schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
-    alpha = rng.uniform(0.5, 20, size=(5000, 3))
-    counts = np.array([rng.multinomial(40, rng.dirichlet(a)) for a in alpha])
-    coverage = metrics.vote_coverage(alpha, counts, schema)["pooled"]
-    assert 0.9 <= coverage < 0.95
-    # an overconfident model (concentrations x 20) covers far less
-    assert metrics.vote_coverage(alpha * 20, counts, schema)["pooled"] < 0.8
+    alpha = rng.uniform(0.5, 20, size=(4000, 3))
+    counts = np.array([rng.multinomial(n_votes, rng.dirichlet(a)) for a in alpha])
+    for level in (0.5, 0.9):
+        assert abs(metrics.vote_coverage(alpha, counts, schema, level)["pooled"] - level) < 0.012
+    assert metrics.vote_coverage(alpha, counts, schema, 0.9, randomized=False)["pooled"] > 0.91
+    if n_votes == 40:  # an overconfident model (concentrations x 20) covers far less
+        assert metrics.vote_coverage(alpha * 20, counts, schema)["pooled"] < 0.8
+
+
+def test_randomized_vote_coverage_by_hand():
+    schema = Schema({"a": ["_x", "_y"]}, {"a": None})
+    # alpha (1, 1), 2 votes: counts 0, 1, 2 each with probability 1/3 (CDF jumps at 1/3 and 2/3)
+    coverage = metrics.vote_coverage([[1.0, 1.0], [1.0, 1.0]], [[1, 1], [2, 0]], schema, interval_width=0.5)
+    # 50% interval spans CDF [0.25, 0.75]: count 1 is fully inside, counts 0 and 2 a quarter each
+    # ([2/3, 3/4] of [2/3, 1] and [1/4, 1/3] of [0, 1/3])
+    np.testing.assert_allclose(coverage["pooled"], (1 + 1 + 0.25 + 0.25) / 4)
 
 
 def test_train_mean_fractions_by_hand():

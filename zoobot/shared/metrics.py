@@ -69,6 +69,7 @@ __all__ = [
     "PREDICTORS",
     "METRIC_COLUMNS",
     "evaluate_predictions",
+    "load_evaluation_inputs",
     "reliability_table",
     "coverage_curve",
     "PIXEL_STATISTICS",
@@ -296,10 +297,21 @@ def truth_cdf(concentrations, true_probs, schema) -> np.ndarray:
     return cdf
 
 
-def _inside(cdf_low: np.ndarray, cdf_high: np.ndarray, interval_width: float) -> np.ndarray:
-    """1.0 where a value whose CDF lies in [cdf_low, cdf_high] is inside the central interval; NaN stays."""
+def _inside(cdf_low: np.ndarray, cdf_high: np.ndarray, interval_width: float, randomized: bool = False) -> np.ndarray:
+    """How much of each value is inside the central interval; NaN stays.
+
+    A value whose CDF jumps from ``cdf_low`` to ``cdf_high`` (a count; equal for a continuous value)
+    is inside when ``cdf_high >= (1 - w) / 2`` and ``cdf_low < (1 + w) / 2``. ``randomized``: instead,
+    the share of the jump inside ``[(1 - w) / 2, (1 + w) / 2]`` (the expected coverage of the
+    randomised probability integral transform, exactly ``w`` for a calibrated model).
+    """
     lower, upper = (1 - interval_width) / 2, (1 + interval_width) / 2
     inside = ((cdf_high >= lower) & (cdf_low < upper)).astype(np.float64)
+    if randomized:
+        jump = cdf_high - cdf_low
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.clip(np.minimum(cdf_high, upper) - np.maximum(cdf_low, lower), 0.0, None) / jump
+        inside = np.where(jump > 1e-12, share, inside)
     inside[np.isnan(cdf_low) | np.isnan(cdf_high)] = np.nan
     return inside
 
@@ -546,14 +558,18 @@ def vote_cdf(concentrations, counts, schema) -> tuple[np.ndarray, np.ndarray]:
     return cdf_below, cdf_at
 
 
-def vote_coverage(concentrations, counts, schema, interval_width: float = 0.9) -> pd.Series:
+def vote_coverage(concentrations, counts, schema, interval_width: float = 0.9, *, randomized: bool = True) -> pd.Series:
     """Fraction of observed vote counts inside the central interval of their posterior predictive.
 
     The interval is the central ``interval_width`` interval of the beta-binomial of :func:`vote_cdf`
     (lower end: the smallest count whose CDF reaches ``(1 - w) / 2``; upper end: the smallest count
-    whose CDF reaches ``(1 + w) / 2``). Counts are whole numbers, so the interval holds at least
-    ``interval_width`` of the probability and a calibrated model covers somewhat more than nominal,
-    most so with few votes. Every (galaxy, answer) whose question got votes counts once.
+    whose CDF reaches ``(1 + w) / 2``). Counts are whole numbers, so such an interval holds more than
+    ``interval_width`` of the probability (with 5 votes, often far more), and plain counting
+    (``randomized=False``) rewards even an overconfident model. By default a count therefore counts
+    for the share of its probability that lies inside the central range of the CDF (the expected
+    coverage of the randomised probability integral transform): a calibrated model then covers exactly
+    ``interval_width`` on average, whatever the number of votes. Every (galaxy, answer) whose question
+    got votes counts once.
 
     Parameters
     ----------
@@ -562,6 +578,9 @@ def vote_coverage(concentrations, counts, schema, interval_width: float = 0.9) -
     schema : Schema
     interval_width : float
         In (0, 1).
+    randomized : bool
+        Count the share of each count's probability inside the interval (default), or 1 for a
+        count inside the discrete interval, else 0.
 
     Returns
     -------
@@ -572,12 +591,15 @@ def vote_coverage(concentrations, counts, schema, interval_width: float = 0.9) -
     --------
     >>> from zoobot.shared.schemas import Schema
     >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
-    >>> vote_coverage([[50.0, 50.0], [50.0, 50.0]], [[20, 20], [40, 0]], schema).tolist()
+    >>> vote_coverage([[50.0, 50.0], [50.0, 50.0]], [[20, 20], [40, 0]], schema, randomized=False).tolist()
+    [0.5, 0.5]
+    >>> # one vote, uniform prediction: each count has probability 1/2; a 50% interval covers half of it
+    >>> vote_coverage([[1.0, 1.0]], [[1, 0]], schema, interval_width=0.5).tolist()
     [0.5, 0.5]
     """
     interval_width = _check_width(interval_width)
     cdf_below, cdf_at = vote_cdf(concentrations, counts, schema)
-    inside = _inside(cdf_below, cdf_at, interval_width)
+    inside = _inside(cdf_below, cdf_at, interval_width, randomized)
     return _weighted_by_question(inside, np.isfinite(inside).astype(np.float64), schema)
 
 
@@ -793,6 +815,88 @@ def evaluate_predictions(catalog: pd.DataFrame, concentrations, schema, *, train
     return table[["question", "predictor", "n_galaxies", "n_votes", *METRIC_COLUMNS]].reset_index(drop=True)
 
 
+def _prediction_schema(schema, metadata: dict, label_cols: list, path):
+    from zoobot.shared import schemas
+
+    if isinstance(schema, str):
+        schema = schemas.get_schema(schema)
+    if schema is None and isinstance(metadata.get("schema"), dict):
+        schema = schemas.Schema.from_dict(metadata["schema"])
+    if schema is None:
+        matches = [name for name in schemas.list_schemas() if list(schemas.get_schema(name).label_cols) == label_cols]
+        if not matches:
+            raise ValueError(
+                f"{str(path)!r} records no decision tree (a CSV file carries no metadata) and its columns match no "
+                "prebuilt schema. Pass the schema the model was trained with (schema=..., or --schema NAME)."
+            )
+        schema = schemas.get_schema(matches[0])
+    if list(schema.label_cols) != list(label_cols):
+        raise ValueError(
+            f"{str(path)!r} holds {len(label_cols)} outputs that are not the label columns of schema {schema.name!r} "
+            f"(expected width {schema.n_answers}, got width {len(label_cols)}; first columns {label_cols[:3]} vs "
+            f"{list(schema.label_cols)[:3]})."
+        )
+    return schema
+
+
+def load_evaluation_inputs(catalog, predictions, schema=None) -> tuple[pd.DataFrame, np.ndarray, object]:
+    """Read a catalog and a tree-predictions file and line them up by ``id_str``.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame, str or path-like
+        Galaxies with ``id_str`` and the vote counts (and, for synthetic data, the true probabilities).
+    predictions : str or path-like
+        A predictions file of a tree model (``zoobot predict``; read with
+        :func:`zoobot.shared.load_predictions.load`).
+    schema : Schema or str, optional
+        Default: the tree recorded in the predictions file (parquet/hdf5), else the prebuilt schema
+        whose label columns match.
+
+    Returns
+    -------
+    (catalog, concentrations, schema)
+        The catalog rows of the predicted galaxies in prediction-file order, concentrations
+        (galaxy, answer, sample), and the schema.
+
+    Raises
+    ------
+    ValueError
+        Predictions of a non-tree model; predicted ids missing from the catalog, or duplicated ids;
+        a schema that does not match the prediction columns.
+
+    Examples
+    --------
+    >>> catalog, concentrations, schema = load_evaluation_inputs('test.parquet', 'preds.parquet')  # doctest: +SKIP
+    """
+    from zoobot.shared.catalogs import load_catalog
+    from zoobot.shared.load_predictions import load
+
+    if not isinstance(catalog, pd.DataFrame):
+        catalog = load_catalog(catalog)
+    ids, concentrations, label_cols, metadata = load(predictions)
+    if metadata.get("kind", "tree") != "tree":
+        raise ValueError(
+            f"{str(predictions)!r} holds predictions of a {metadata.get('kind')!r} model; these metrics need the "
+            "Dirichlet concentrations of a decision-tree model (zoobot predict with a tree checkpoint)."
+        )
+    schema = _prediction_schema(schema, metadata, list(label_cols), predictions)
+    if "id_str" not in catalog.columns:
+        raise ValueError("The catalog has no 'id_str' column to match the predictions by.")
+    duplicated = catalog["id_str"][catalog["id_str"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"The catalog repeats id_str {duplicated.iloc[:3].tolist()}; ids must be unique.")
+    position = pd.Series(np.arange(len(catalog)), index=catalog["id_str"].astype(str))
+    wanted = ids["id_str"].astype(str)
+    missing = wanted[~wanted.isin(position.index)]
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} predicted galaxies are not in the catalog, e.g. {missing.iloc[:3].tolist()}: evaluate "
+            "predictions against the catalog they were made for."
+        )
+    return catalog.iloc[position[wanted].to_numpy()].reset_index(drop=True), concentrations, schema
+
+
 # ---------------------------------------------------------------------------------------------
 # the numbers behind a reliability plot
 # ---------------------------------------------------------------------------------------------
@@ -859,20 +963,21 @@ def coverage_curve(concentrations, counts, schema, *, true_probs=None, levels=CO
     Returns
     -------
     pandas.DataFrame
-        Columns ``nominal``, ``vote_coverage`` (and ``truth_coverage``); one row per level.
+        Columns ``nominal``, ``vote_coverage`` (randomised, as :func:`vote_coverage`'s default) and,
+        with ``true_probs``, ``truth_coverage``; one row per level.
 
     Examples
     --------
     >>> from zoobot.shared.schemas import Schema
     >>> curve = coverage_curve([[1.0, 1.0]], [[1, 1]], Schema({'a': ['_x', '_y']}, {'a': None}), levels=[0.2, 0.5])
-    >>> curve.values.tolist()  # one vote of each: the middle third of a uniform over 0, 1, 2 votes
-    [[0.2, 1.0], [0.5, 1.0]]
+    >>> curve.round(3).values.tolist()  # one vote of each: the middle third of a uniform over 0, 1, 2 votes
+    [[0.2, 0.6], [0.5, 1.0]]
     """
     levels = [_check_width(level) for level in levels]
     cdf_below, cdf_at = vote_cdf(concentrations, counts, schema)
     used = np.isfinite(cdf_at).astype(np.float64)
     table = {"nominal": levels, "vote_coverage": [
-        _weighted_by_question(_inside(cdf_below, cdf_at, level), used, schema)[POOLED] for level in levels
+        _weighted_by_question(_inside(cdf_below, cdf_at, level, True), used, schema)[POOLED] for level in levels
     ]}
     if true_probs is not None:
         cdf = truth_cdf(concentrations, true_probs, schema)
