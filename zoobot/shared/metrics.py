@@ -256,6 +256,14 @@ def truth_mae(fractions, true_probs, schema) -> pd.Series:
     return _weighted_by_question(np.abs(fractions - true_probs), weights, schema)
 
 
+def _rest_of_question(alpha: np.ndarray, schema) -> tuple[np.ndarray, np.ndarray]:
+    """``A_q - alpha_a`` (the second Beta parameter of each answer's marginal) and where it is 0 (single answer)."""
+    rest = np.empty_like(alpha)
+    for start, end in schema.question_index_groups:
+        rest[:, start : end + 1] = alpha[:, start : end + 1].sum(axis=1, keepdims=True) - alpha[:, start : end + 1]
+    return rest, rest <= 0
+
+
 def truth_cdf(concentrations, true_probs, schema) -> np.ndarray:
     """Where each true probability falls in its predicted distribution: the CDF of the answer's marginal.
 
@@ -285,11 +293,7 @@ def truth_cdf(concentrations, true_probs, schema) -> np.ndarray:
     alpha = _as_samples(concentrations, schema)
     true_probs = _as_2d(true_probs, schema, "true_probs")
     _check_rows(alpha.shape[0], true_probs, "true_probs")
-    totals = np.empty_like(alpha)
-    for start, end in schema.question_index_groups:
-        totals[:, start : end + 1] = alpha[:, start : end + 1].sum(axis=1, keepdims=True)
-    rest = totals - alpha
-    single = rest <= 0
+    rest, single = _rest_of_question(alpha, schema)
     with np.errstate(invalid="ignore"):
         cdf = betainc(alpha, np.where(single, 1.0, rest), true_probs[:, :, None])
     cdf = np.where(single, 0.5, cdf).mean(axis=2)
@@ -542,11 +546,7 @@ def vote_cdf(concentrations, counts, schema) -> tuple[np.ndarray, np.ndarray]:
     counts = _counts_for(counts, alpha.shape[0], schema)
     question = _question_of_answer(schema)
     n = _question_totals(counts, schema)[:, question]
-    totals = np.empty_like(alpha)
-    for start, end in schema.question_index_groups:
-        totals[:, start : end + 1] = alpha[:, start : end + 1].sum(axis=1, keepdims=True)
-    rest = totals - alpha
-    single = rest <= 0
+    rest, single = _rest_of_question(alpha, schema)
     shape = (np.round(n)[:, :, None], alpha, np.where(single, 1.0, rest))
     with np.errstate(invalid="ignore", divide="ignore"):
         cdf_at = scipy_stats.betabinom.cdf(np.round(counts)[:, :, None], *shape)
