@@ -10,6 +10,7 @@ from zoobot.cli._common import (
     backend_module,
     catalog_options,
     common_options,
+    num_workers_option,
     finetune_classes,
     read_catalogs,
     resolve_schema,
@@ -48,7 +49,7 @@ _LABEL_KIND = {"classification": "class", "regression": "regression", "tree": "c
 @click.option("--accelerator", default="auto", show_default=True, help="auto, cpu or gpu.")
 @click.option("--resize-size", type=click.IntRange(min=8), default=None,
               help="Model input size  [default: the size the encoder was trained at].")
-@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True)
+@num_workers_option()
 @click.option("--seed", type=int, default=42, show_default=True)
 @common_options
 def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_cols, task, num_classes,

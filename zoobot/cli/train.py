@@ -12,6 +12,7 @@ from zoobot.cli._common import (
     backend_module,
     catalog_options,
     common_options,
+    num_workers_option,
     read_catalogs,
     resolve_schema,
 )
@@ -68,8 +69,7 @@ def _validate(catalogs: dict, schema) -> None:
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="Maximum GPUs to use  [default: all visible GPUs; 0 on CPU-only machines].")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Data-loading worker processes (PyTorch) / parallel calls (TensorFlow).")
+@num_workers_option(help="Data-loading worker processes (PyTorch) / parallel calls (TensorFlow).")
 @click.option("--mixed-precision", is_flag=True, help="Mixed precision on GPU (ignored with a warning on CPU).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds everything, including the split.")
 @click.option("--resume/--no-resume", default=True, show_default=True,

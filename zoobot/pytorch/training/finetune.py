@@ -1653,6 +1653,8 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from zoobot.pytorch.training.console import console_trainer_kwargs
+
     if save_dir is None:
         raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
     save_dir = pathlib.Path(save_dir)
@@ -1666,9 +1668,11 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.extend(trainer_kwargs.pop("callbacks", None) or [])
-    trainer_kwargs.setdefault("log_every_n_steps", 10)
+    # every metric is logged per epoch, so the interval only decides whether Lightning warns about short epochs
+    trainer_kwargs.setdefault("log_every_n_steps", 1)
+    trainer_kwargs = console_trainer_kwargs({**trainer_kwargs, "callbacks": callbacks})  # quiet, log-file friendly
     return L.Trainer(default_root_dir=str(save_dir), max_epochs=max_epochs, devices=devices, accelerator=accelerator,
-                     logger=logger, callbacks=callbacks, **trainer_kwargs)
+                     logger=logger, **trainer_kwargs)
 
 
 def load_pretrained_zoobot(checkpoint_loc) -> nn.Module:

@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.schedules import normalise_scheduler_params
@@ -689,11 +690,11 @@ def _train(
         strategy=strategy,
         sync_batchnorm=bool(sync_batchnorm) and distributed,
         precision=precision,
-        callbacks=callbacks,
         logger=logger,
         gradient_clip_val=0.3,
-        enable_progress_bar=True,
-        log_every_n_steps=10,
+        log_every_n_steps=1,  # metrics are logged per epoch; a larger interval only warns about short epochs
+        # per-epoch lines in a log file, a model summary without FLOPs
+        **console_trainer_kwargs({"callbacks": callbacks, "enable_progress_bar": True}),
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last_checkpoint) if resuming else None)
 

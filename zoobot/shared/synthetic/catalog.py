@@ -325,12 +325,12 @@ def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size:
                     ring_fraction=ring_fraction, channels=int(channels), image_dir=image_dir,
                     file_format=file_format, ext=file_format)
 
-    from tqdm.auto import tqdm
+    from zoobot.shared.console import progress_bar
 
     chunk = 32
     chunks = [range(i, min(i + chunk, n_galaxies)) for i in range(0, n_galaxies, chunk)]
     rows: list = []
-    bar = tqdm(total=n_galaxies, desc="synthetic galaxies", unit="gal", disable=not progress)
+    bar = progress_bar(n_galaxies, desc="synthetic galaxies", unit="gal", disable=not progress)
     try:
         if n_workers == 1 or n_galaxies <= chunk:
             for c in chunks:

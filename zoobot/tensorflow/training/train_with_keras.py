@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoobot.tensorflow.training.console import fit_verbosity
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.schedules import normalise_scheduler_params
 from zoobot.shared.training_config import (
@@ -1230,9 +1231,10 @@ def _train(
             metrics_csv,
             *(extra_callbacks or []),
         ]
+        verbose, progress_callbacks = fit_verbosity(True, epochs)  # one line per epoch in a log file
         with _image_errors_named(catalogs):
             history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                callbacks=callbacks, shuffle=False, verbose="auto")
+                                callbacks=callbacks + progress_callbacks, shuffle=False, verbose=verbose)
 
         best_path = checkpoint_callback.best_model_path
         if not best_path or not os.path.isfile(best_path):
