@@ -321,6 +321,29 @@ def _load_keras_model(checkpoint: pathlib.Path):
     return keras.saving.load_model(str(checkpoint))
 
 
+def publish_best_checkpoint(best, save_dir) -> pathlib.Path | None:
+    """Make the best checkpoint of a run reachable as ``save_dir/best.ckpt`` (``best.keras``), a name to type.
+
+    The checkpoints folder names files by epoch (``epoch=7.ckpt``), so a command line written before the
+    run cannot know it; ``best.*`` is a hard link to that file (a copy where links are not possible),
+    replaced when a resumed run ends. Returns the new path, or None when there is no best checkpoint.
+    """
+    if not best or not os.path.isfile(best):
+        return None
+    best = pathlib.Path(best)
+    target = pathlib.Path(save_dir) / f"best{best.suffix}"
+    if target.exists() and target.resolve() == best.resolve():
+        return target
+    target.unlink(missing_ok=True)
+    try:
+        os.link(best, target)
+    except OSError:
+        import shutil
+
+        shutil.copy2(best, target)
+    return target
+
+
 def training_input_size(checkpoint, default: int | None = None) -> int | None:
     """Image size a checkpoint was trained at, from ``config.json`` of its training folder, else ``default``.
 

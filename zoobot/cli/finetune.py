@@ -11,6 +11,7 @@ from zoobot.cli._common import (
     catalog_options,
     common_options,
     num_workers_option,
+    publish_best_checkpoint,
     finetune_classes,
     read_catalogs,
     resolve_schema,
@@ -111,7 +112,8 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
     )
     trainer = finetune.get_trainer(str(save_dir), max_epochs=max_epochs, patience=patience, accelerator=accelerator)
     trainer.fit(model, datamodule)
-    best = trainer.checkpoint_callback.best_model_path
+    best = publish_best_checkpoint(trainer.checkpoint_callback.best_model_path, save_dir) or \
+        trainer.checkpoint_callback.best_model_path
     click.echo(f"Finetuning finished. Best checkpoint: {best}")
 
     if splits.get("test_catalog") is not None and best:

@@ -13,6 +13,7 @@ from zoobot.cli._common import (
     catalog_options,
     common_options,
     num_workers_option,
+    publish_best_checkpoint,
     read_catalogs,
     resolve_schema,
 )
@@ -127,6 +128,7 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
                       test_records=_expand_records(test_records))
     _, trainer = train(**kwargs)
     best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
+    best = publish_best_checkpoint(best, save_dir) or best
     click.echo(f"Training finished. Best checkpoint: {best}")
     click.echo(f"Metrics per epoch: {save_dir / 'logs' / 'metrics.csv'}")
     click.echo(f"Predict with: zoobot --backend {STATE.backend} predict --checkpoint {best} --catalog CATALOG "
