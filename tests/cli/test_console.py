@@ -3,6 +3,7 @@
 A tiny ``zoobot finetune`` per backend with stdout and stderr redirected (not terminals), warnings not
 hidden by the environment (unlike :func:`tests.cli.conftest.run_zoobot`).
 """
+import json
 import os
 import subprocess
 import sys
@@ -35,4 +36,9 @@ def test_a_redirected_finetune_prints_no_noise_and_one_line_per_epoch(backend, r
     assert [line.split(":")[0] for line in epochs] == ["Epoch 1/2", "Epoch 2/2"]
     assert all("finetuning/val_loss" in line for line in epochs)
     assert "FLOPs" not in result.stdout
+    # the test split's metrics, printed and saved
+    saved = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert set(saved) == {"finetuning/test_loss", "finetuning/test_acc"} and 0 <= saved["finetuning/test_acc"] <= 1
+    assert f"finetuning/test_acc {saved['finetuning/test_acc']:.4f}" in result.stdout
+    assert (tmp_path / "run" / "best.ckpt").is_file() or (tmp_path / "run" / "best.keras").is_file()
     assert len(result.stdout) + len(result.stderr) < 2000  # a whole run, summary included, in a couple of KB

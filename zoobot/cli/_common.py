@@ -344,6 +344,28 @@ def publish_best_checkpoint(best, save_dir) -> pathlib.Path | None:
     return target
 
 
+def report_test_metrics(metrics: dict, save_dir) -> pathlib.Path | None:
+    """Print the test-split metrics on one line and save them to ``save_dir/test_metrics.json``."""
+    import math
+
+    numbers = {}
+    for key, value in (metrics or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number) and "test" in key:
+            numbers[str(key)] = number
+    if not numbers:
+        return None
+    path = pathlib.Path(save_dir) / "test_metrics.json"
+    path.write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(numbers.items())
+                      if "/question_loss/" not in k and "/campaign_loss/" not in k)
+    click.echo(f"Test metrics: {shown} (all in {path})")
+    return path
+
+
 def training_input_size(checkpoint, default: int | None = None) -> int | None:
     """Image size a checkpoint was trained at, from ``config.json`` of its training folder, else ``default``.
 

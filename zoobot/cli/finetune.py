@@ -12,6 +12,7 @@ from zoobot.cli._common import (
     common_options,
     num_workers_option,
     publish_best_checkpoint,
+    report_test_metrics,
     finetune_classes,
     read_catalogs,
     resolve_schema,
@@ -118,6 +119,8 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
 
     if splits.get("test_catalog") is not None and best:
         best_model = cls.load_from_checkpoint(best)
+        results = trainer.test(best_model, datamodule=datamodule, verbose=False)
+        report_test_metrics(results[0] if results else {}, save_dir)
         predict = backend_module("predictions.predict_on_catalog").predict
         save_loc = pathlib.Path(save_dir) / "test_predictions.parquet"
         predict(splits["test_catalog"], best_model, label_cols=_output_names(task, label_cols, num_classes),

@@ -14,6 +14,7 @@ from zoobot.cli._common import (
     common_options,
     num_workers_option,
     publish_best_checkpoint,
+    report_test_metrics,
     read_catalogs,
     resolve_schema,
 )
@@ -131,6 +132,8 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
     best = publish_best_checkpoint(best, save_dir) or best
     click.echo(f"Training finished. Best checkpoint: {best}")
     click.echo(f"Metrics per epoch: {save_dir / 'logs' / 'metrics.csv'}")
+    test_metrics = getattr(trainer, "test_metrics", None) or getattr(trainer, "callback_metrics", None) or {}
+    report_test_metrics({k: v for k, v in test_metrics.items() if str(k).startswith("test/")}, save_dir)
     click.echo(f"Predict with: zoobot --backend {STATE.backend} predict --checkpoint {best} --catalog CATALOG "
                "--save-loc predictions.parquet")
 
