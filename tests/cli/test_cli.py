@@ -69,12 +69,17 @@ def test_train_without_schema_is_a_usage_error(votes_catalog_csv, tmp_path):
 def test_schemas_lists_every_prebuilt_schema_with_counts():
     result = run_zoobot("schemas")
     assert result.returncode == 0, describe(result)
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:] if line.strip()
-            and not line.endswith("`.")}
-    assert set(rows) == set(schemas.list_schemas())
+    lines = result.stdout.splitlines()
+    names = set(schemas.list_schemas())
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in lines[1:] if line.split()[:1] and
+            line.split()[0] in names}
+    assert set(rows) == names
     for name in ("decals_dr5_ortho", "gz_rings", "gz2_ortho"):
         schema = schemas.get_schema(name)
-        assert rows[name] == [str(schema.n_questions), str(schema.n_answers)]
+        assert rows[name][:2] == [str(schema.n_questions), str(schema.n_answers)]
+    # every tree has a one-line description, and the listing says which to start from and what "ortho" means
+    assert all(len(row) == 3 and len(row[2]) > 10 for row in rows.values()), rows
+    assert "Start with decals_dr5_ortho" in result.stdout and "'ortho' trees" in result.stdout
 
 
 def test_schemas_shows_one_tree_and_rejects_unknown_names():
