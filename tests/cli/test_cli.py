@@ -1,6 +1,7 @@
 """The ``zoobot`` command line, run in subprocesses with tiny settings: outputs and exit codes (api.md 5.2)."""
 import importlib.metadata
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -315,3 +316,22 @@ def test_tensorflow_train_predict_and_representations(votes_catalog_csv, tmp_pat
     # a Keras model with the PyTorch backend is refused with the fix
     wrong = run_zoobot("predict", "--catalog", votes_catalog_csv, "--checkpoint", best, "--save-loc", preds)
     assert wrong.returncode == 1 and "--backend tensorflow" in wrong.stderr
+
+
+def test_unreachable_hub_name_fails_at_once_with_the_cli_spelling(rings_catalog_csv, tmp_path):
+    import time
+
+    env_overrides = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "empty_hf_home")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                                                             "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")}
+    env.update(env_overrides, PYTHONWARNINGS="ignore::DeprecationWarning")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "zoobot", "finetune", "--catalog", str(rings_catalog_csv),
+                             "--label-cols", "ring", "--name", "hf-hub:someone/zoobot-encoder-not-cached",
+                             "--save-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 1, describe(result)
+    assert "the Hub cannot be reached" in result.stderr
+    assert "--name local-dir:/path/to/folder" in result.stderr and "name='" not in result.stderr
+    assert "HF_HUB_OFFLINE" not in result.stderr
+    assert time.perf_counter() - started < 60  # start-up included; no ~23 s of retries

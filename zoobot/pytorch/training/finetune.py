@@ -1304,6 +1304,12 @@ def _hub_file(repo: str, filename: str) -> str:
     if pretrained_encoders.hub_offline():
         raise FileNotFoundError(f"{filename} of Hub repo {repo_id!r} is not in the local cache ({cache_dir}) and "
                                 f"HF_HUB_OFFLINE=1 forbids downloading it. {hint}")
+    from zoobot.shared.pretrained import hub_reachable
+
+    reachable, why = hub_reachable()  # fail now rather than after huggingface_hub's ~23 s of retries
+    if not reachable:
+        raise FileNotFoundError(f"{filename} of Hub repo {repo_id!r} is not in the local cache ({cache_dir}) and the "
+                                f"Hub cannot be reached ({why}). {hint}")
     try:
         return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
     except Exception as err:
