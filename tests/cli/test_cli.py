@@ -242,7 +242,7 @@ def test_finetune_from_checkpoint_then_predict(rings_catalog_csv, trained_tree, 
     config = json.loads((save_dir / "config.json").read_text())
     assert config["resize_after_crop"] == IMAGE_SIZE  # read from the tree run's config.json
     test_preds = pd.read_parquet(save_dir / "test_predictions.parquet")
-    probabilities = test_preds[["ring_class_0_pred_0", "ring_class_1_pred_0"]].to_numpy()
+    probabilities = test_preds[["not_ring_pred_0", "ring_pred_0"]].to_numpy()  # named after the label
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
     preds = tmp_path / "ring_preds.csv"
@@ -251,7 +251,8 @@ def test_finetune_from_checkpoint_then_predict(rings_catalog_csv, trained_tree, 
     assert run.returncode == 0, describe(run)
     table = pd.read_csv(preds, dtype={"id_str": str})
     assert table["id_str"].tolist() == pd.read_csv(rings_catalog_csv, dtype={"id_str": str})["id_str"].tolist()
-    np.testing.assert_allclose(table["class_0_pred_mean"] + table["class_1_pred_mean"], 1.0, rtol=1e-5)
+    # the checkpoint remembers the label it was trained on: ring_pred_mean, not class_1_pred_mean
+    np.testing.assert_allclose(table["not_ring_pred_mean"] + table["ring_pred_mean"], 1.0, rtol=1e-5)
 
 
 def test_finetune_rejects_bad_class_labels_before_training(rings_catalog_csv, trained_tree, tmp_path):

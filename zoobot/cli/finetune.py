@@ -149,7 +149,9 @@ def _validated_splits(catalogs: dict, label_cols, task: str, num_classes: int, s
 def _output_names(task: str, label_cols: list[str], num_classes: int) -> list[str]:
     """Column stems of the test predictions: one per class, the label column, or the schema's answers."""
     if task == "classification":
-        return [f"{label_cols[0]}_class_{i}" for i in range(num_classes)]
+        from zoobot.shared.save_predictions import classifier_output_names
+
+        return classifier_output_names(num_classes, label_cols)
     return list(label_cols)
 
 

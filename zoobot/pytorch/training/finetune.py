@@ -793,6 +793,9 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         return self.feature_cache.enabled(self._stage())
 
     def on_fit_start(self) -> None:
+        label_cols = getattr(getattr(self.trainer, "datamodule", None), "label_cols", None)
+        if label_cols:  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
+            self.hparams["label_cols"] = self._base_hparams["label_cols"] = [str(c) for c in label_cols]
         if self._frozen_modules():
             # frozen blocks run in eval mode on purpose; Lightning would warn about them at every fit
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -1167,7 +1170,8 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         architecture = hparams.pop("architecture", None)
         channels = int(hparams.pop("channels", 3) or 3)
         encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
-        provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
+        provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
+                                                        "label_cols")}
         hparams.pop("input_size", None)
         if encoder is None:
             if architecture is None:

@@ -1216,7 +1216,8 @@ class FinetuneableZoobotAbstract(keras.Model):
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
         encoder_config = config.pop("encoder", None)
-        provenance = {k: config.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
+        provenance = {k: config.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
+                                                       "label_cols")}
         info = {k: config.pop(k, None) for k in ("architecture", "channels", "input_size")}
         if isinstance(encoder_config, dict):
             encoder = keras.saving.deserialize_keras_object(encoder_config)

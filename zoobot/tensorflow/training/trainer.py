@@ -673,6 +673,8 @@ class Trainer:
             raise NotImplementedError("Resuming a finetuning run from a checkpoint is not implemented for "
                                       "TensorFlow; load weights with load_from_checkpoint and fit again.")
         train_ds, val_ds, dm = self._fit_data(train_dataloaders, val_dataloaders, datamodule)
+        if getattr(dm, "label_cols", None):  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
+            model.hparams["label_cols"] = [str(c) for c in dm.label_cols]
         if train_ds is None or val_ds is None:
             raise ValueError("fit needs training and validation data: the best checkpoint and early stopping watch "
                              "finetuning/val_loss. Pass a GalaxyDataModule or (train_dataset, val_dataset).")
