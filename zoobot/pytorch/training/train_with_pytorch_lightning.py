@@ -767,7 +767,12 @@ def _rows_up_to_checkpoint(metrics_file: pathlib.Path, checkpoint_path: pathlib.
 
 class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
     """Stop training with a ``FloatingPointError`` as soon as the training loss or the validation
-    loss is NaN or infinite, naming the epoch and step."""
+    loss is NaN or infinite, naming the epoch and step.
+
+    Kept next to Lightning's ``EarlyStopping(check_finite=True)`` (also used, above) because that one
+    only looks at the monitored validation metric once per epoch and stops quietly; this guard checks
+    every training step *before* the backward pass, so the weights stay those of the last finite step,
+    and raises an error that says where and why."""
 
     def on_before_backward(self, trainer, pl_module, loss):
         # before the backward pass and the optimiser step: the weights stay those of the last finite step
@@ -798,7 +803,11 @@ class _SeedEachEpoch(L.pytorch.callbacks.Callback):
 
 
 class _LearningRateLogger(L.pytorch.callbacks.Callback):
-    """Log the learning rate of each epoch as ``lr`` (the metric name both backends use)."""
+    """Log the learning rate of each epoch as ``lr`` (the metric name both backends use).
+
+    Lightning's ``LearningRateMonitor`` (used by ``finetune.get_trainer``) names the metric after the
+    optimiser (``lr-AdamW``) unless a scheduler is configured with a name, and resumed runs compare
+    ``metrics.csv`` columns across backends; these five lines keep the one backend-neutral name."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.optimizers:
