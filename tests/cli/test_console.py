@@ -42,3 +42,28 @@ def test_a_redirected_finetune_prints_no_noise_and_one_line_per_epoch(backend, r
     assert f"finetuning/test_acc {saved['finetuning/test_acc']:.4f}" in result.stdout
     assert (tmp_path / "run" / "best.ckpt").is_file() or (tmp_path / "run" / "best.keras").is_file()
     assert len(result.stdout) + len(result.stderr) < 2000  # a whole run, summary included, in a couple of KB
+
+
+def test_cli_warnings_are_one_line_without_the_source_line():
+    script = ("from zoobot.cli._common import configure_logging\nconfigure_logging('INFO')\nimport warnings\n"
+              "warnings.warn('num_workers=4 but only 2 CPU cores\\n are available', UserWarning)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "WARNING zoobot.warnings: UserWarning: num_workers=4 but only 2 CPU cores are available\n"
+
+
+def test_default_num_workers_is_capped_at_the_cpu_cores_and_a_typed_value_is_kept():
+    import click
+    from click.testing import CliRunner
+
+    from zoobot.cli._common import num_workers_option
+
+    @click.command()
+    @num_workers_option()
+    def show(num_workers):
+        click.echo(num_workers)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert CliRunner().invoke(show, []).output.strip() == str(min(4, cores))
+    assert CliRunner().invoke(show, ["--num-workers", "7"]).output.strip() == "7"
