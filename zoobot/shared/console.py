@@ -57,11 +57,23 @@ _NATIVE_NOISE = re.compile(
 
 
 def is_terminal(stream=None) -> bool:
-    """True when ``stream`` (default ``sys.stdout``) is an interactive terminal."""
+    """True when ``stream`` (default ``sys.stdout``) is an interactive terminal, or a Jupyter notebook's output."""
     stream = sys.stdout if stream is None else stream
+    if stream in (sys.stdout, sys.stderr) and _in_notebook():
+        return True  # notebooks redraw bars in place, although their streams are not ttys
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
+        return False
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    try:
+        return shell.get_ipython() is not None
+    except Exception:  # an unusual IPython: treat as a plain stream
         return False
 
 
