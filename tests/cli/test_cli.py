@@ -162,7 +162,14 @@ def test_train_writes_checkpoints_metrics_and_config(trained_tree):
     assert result.returncode == 0, describe(result)
     assert (save_dir / "checkpoints" / "last.ckpt").is_file()
     best = result.stdout.split("Best checkpoint: ")[1].split()[0]
-    assert pathlib.Path(best).parent.resolve() == (save_dir / "checkpoints").resolve()
+    # a name to type (README: --checkpoint results/run/best.ckpt), the same file as the best epoch's checkpoint
+    assert pathlib.Path(best) == save_dir / "best.ckpt"
+    epochs = [p for p in (save_dir / "checkpoints").glob("epoch=*.ckpt")]
+    assert any(p.samefile(best) for p in epochs)
+    # the test split's metrics, printed and saved
+    test_metrics = json.loads((save_dir / "test_metrics.json").read_text())
+    assert np.isfinite(test_metrics["test/supervised_loss"])
+    assert f"test/supervised_loss {test_metrics['test/supervised_loss']:.4f}" in result.stdout
     metrics = pd.read_csv(save_dir / "logs" / "metrics.csv")
     assert np.isfinite(metrics["validation/supervised_loss"].dropna()).all()
     config = json.loads((save_dir / "config.json").read_text())
