@@ -71,3 +71,14 @@ def test_keras_tensorboard_callback_writes_the_epoch_metrics(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb" / "validation")).Reload()
     tags = events.Tags()["tensors"] + events.Tags()["scalars"]
     assert "epoch_loss" in tags and "epoch_accuracy" in tags  # Keras's val_loss / val_accuracy
+
+
+def test_epoch_line_logger_shows_the_chosen_metrics(capsys):
+    from zoobot.tensorflow.training.console import EpochLineLogger
+
+    logs = {"loss": 2.0, "question_loss/bar": 0.5, "val_loss": 1.5, "learning_rate": 1e-3}
+    EpochLineLogger(3, keep=("val_loss", "loss", "learning_rate")).on_epoch_end(0, dict(logs))
+    EpochLineLogger(3, hide={"loss"}).on_epoch_end(1, dict(logs))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Epoch 1/3: val_loss 1.5000, loss 2.0000, learning_rate 0.0010 (")
+    assert lines[1].startswith("Epoch 2/3: question_loss/bar 0.5000, val_loss 1.5000, learning_rate 0.0010 (")

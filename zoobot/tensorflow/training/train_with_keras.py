@@ -1231,7 +1231,8 @@ def _train(
             metrics_csv,
             *(extra_callbacks or []),
         ]
-        verbose, progress_callbacks = fit_verbosity(True, epochs)  # one line per epoch in a log file
+        # one line per epoch in a log file, with the losses PyTorch's line shows (per-question losses: metrics.csv)
+        verbose, progress_callbacks = fit_verbosity(True, epochs, keep=("val_loss", "loss", "learning_rate", "lr"))
         with _image_errors_named(catalogs):
             history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                 callbacks=callbacks + progress_callbacks, shuffle=False, verbose=verbose)
