@@ -172,6 +172,10 @@ def hub_cache_dir() -> pathlib.Path:
     ``$HF_HUB_CACHE``, else ``$HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``, else
     ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``.
 
+    Kept rather than ``huggingface_hub.constants.HF_HUB_CACHE`` because that constant is read once, when
+    huggingface_hub is imported; a notebook that sets ``HF_HOME`` afterwards still gets its cache here.
+    The lookups themselves are huggingface_hub's (``try_to_load_from_cache``, ``hf_hub_download``).
+
     Returns
     -------
     pathlib.Path
