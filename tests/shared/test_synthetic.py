@@ -413,3 +413,24 @@ def test_image_features_predict_edge_on_and_smooth_vs_featured(catalog_48px):
     # a shuffled label is not predictable: the check can fail
     shuffled = np.random.default_rng(0).permutation(edge_on)
     assert out_of_sample_auc(features, shuffled) < 0.62
+
+
+def test_split_named_ids_change_only_the_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from zoobot.shared.datasets import demo_rings
+    from zoobot.shared.synthetic import make_synthetic_catalog
+
+    plain, _ = make_synthetic_catalog(tmp_path / "plain", n_galaxies=2, image_size=32, seed=5, progress=False)
+    named, _ = make_synthetic_catalog(tmp_path / "named", n_galaxies=2, image_size=32, seed=5, progress=False,
+                                      split="test")
+    assert plain["id_str"].tolist() == ["synth-train-s5-000000", "synth-train-s5-000001"]
+    assert named["id_str"].tolist() == ["synth-test-s5-000000", "synth-test-s5-000001"]
+    for a, b in zip(plain["file_loc"], named["file_loc"]):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    shifted, _ = make_synthetic_catalog(tmp_path / "shifted", n_galaxies=1, image_size=32, prior="shifted",
+                                        progress=False, split="val")
+    assert shifted["id_str"].tolist() == ["synth-val-shifted-s0-000000"]
+    test_catalog, _ = demo_rings(root=tmp_path / "rings", train=False, synthetic=True)
+    assert test_catalog["id_str"].str.startswith("synth-test-rings50-").all()

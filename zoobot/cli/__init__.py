@@ -54,6 +54,9 @@ def cli(backend: str, log_level: str, debug: bool) -> None:
     --help. Global options go before the command (`zoobot --backend tensorflow train ...`);
     --backend, --log-level and --debug are also accepted after it.
     """
+    from zoobot.shared.pretrained import use_cli_spelling
+
+    use_cli_spelling()  # errors about model names say --name ..., not name='...'
     STATE.backend = backend
     STATE.debug = STATE.debug or debug
     STATE.log_level = log_level.upper()
