@@ -214,3 +214,17 @@ def test_classifier_labels_outside_the_range_fail_before_any_model_work(rings_ca
         trainer.fit(model, datamodule)
     names(str(caught.value), "2", repr(bad_id))
     assert calls == [], "the model ran before the bad label was reported"
+
+
+@pytest.mark.parametrize("on_bad_image", ["raise", "record"])
+def test_a_model_error_is_never_reported_as_an_unreadable_image(on_bad_image, rings_catalog, tree, tf_modules,
+                                                                tmp_path):
+    """Issue 12: 8 px images are too small for tiny_cnn - the model's error, with its own message, in both modes;
+    no image is blamed and no row is recorded as failed."""
+    save_loc = tmp_path / "preds.parquet"
+    with pytest.raises(RuntimeError, match="not an unreadable image") as caught:
+        tf_modules["predict"](rings_catalog, tree, save_loc=save_loc, on_bad_image=on_bad_image,
+                              datamodule_kwargs={**FAST, "resize_after_crop": 8})
+    assert not isinstance(caught.value, ImageLoadError)
+    assert "could not be read" not in str(caught.value)
+    assert not (tmp_path / "preds_failures.csv").exists()
