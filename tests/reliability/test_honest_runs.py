@@ -2,7 +2,11 @@
 run in subprocesses, in both backends, with exit codes, messages and files on disk.
 
 - a model error in prediction stops the run with its own message; it is never recorded as unreadable images;
+- one run per ``save_dir``: a different run is refused (``--overwrite`` replaces it), no ``-v1`` checkpoints,
+  ``config.json`` only once training starts;
 """
+import json
+
 import pytest
 
 from tests.cli.conftest import describe, run_zoobot
@@ -28,3 +32,127 @@ def test_a_model_error_stops_prediction_with_its_own_message_and_records_no_bad_
     assert "could not be read" not in result.stderr, describe(result)
     assert "size" in result.stderr.lower(), describe(result)
     assert not save_loc.exists() and not (tmp_path / "preds_failures.csv").exists()
+
+
+def train(backend, catalog, save_dir, *extra):
+    return run_zoobot("--backend", backend, "train", "--catalog", catalog, "--schema", "gz_rings", "--save-dir",
+                      save_dir, "--architecture", "tiny_cnn", "--resize-size", 32, "--epochs", 1, "--gpus", 0,
+                      *QUIET, *extra)
+
+
+def checkpoint_names(save_dir) -> list:
+    return sorted(path.name for path in (save_dir / "checkpoints").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- one run per save_dir
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_different_run_into_a_used_save_dir_is_refused_and_overwrite_replaces_it(
+        backend, rings_catalog_csv, tmp_path):
+    save_dir = tmp_path / "run"
+    first = train(backend, rings_catalog_csv, save_dir)
+    assert first.returncode == 0, describe(first)
+    names, config = checkpoint_names(save_dir), (save_dir / "config.json").read_text()
+
+    # other arguments, and a fresh start asked for: both refused, before any training, naming the fix
+    for extra in (("--batch-size", 4), ("--no-resume",)):
+        refused = train(backend, rings_catalog_csv, save_dir, *extra)
+        assert refused.returncode == 1, describe(refused)
+        assert "--overwrite" in refused.stderr, describe(refused)
+        assert checkpoint_names(save_dir) == names  # no last-v1 / epoch=0-v1 sibling
+        assert (save_dir / "config.json").read_text() == config  # still describes last.*
+
+    replaced = train(backend, rings_catalog_csv, save_dir, "--batch-size", 4, "--overwrite")
+    assert replaced.returncode == 0, describe(replaced)
+    assert checkpoint_names(save_dir) == names
+    assert json.loads((save_dir / "config.json").read_text())["batch_size"] == 4
+
+
+@pytest.mark.torch
+def test_a_finetune_that_fails_while_set_up_writes_no_config(release_models, tmp_path):
+    catalog = tmp_path / "rings.csv"
+    _ring_labels(tmp_path, catalog)
+    save_dir = tmp_path / "finetuned"
+    result = run_zoobot("finetune", "--catalog", catalog, "--label-cols", "ring", "--checkpoint",
+                        release_models["pytorch"], "--save-dir", save_dir, "--accelerator", "gpu", "--max-epochs", 1,
+                        *QUIET)
+    assert result.returncode == 1, describe(result)
+    assert not (save_dir / "config.json").exists()
+
+
+def _ring_labels(root, path):
+    from zoobot.shared.synthetic import make_synthetic_catalog
+
+    catalog, _ = make_synthetic_catalog(root / "images", n_galaxies=20, image_size=32, label="ring", seed=4,
+                                        ring_fraction=0.5, progress=False)
+    catalog.to_csv(path, index=False)
+
+
+# ---------------------------------------------------------------------------------------------- signals
+
+def start_zoobot(*args):
+    """``python -m zoobot ARGS`` started in the background (stdout/stderr to pipes)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    env.pop("ZOOBOT_DEBUG", None)
+    return subprocess.Popen([sys.executable, "-m", "zoobot", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def signal_when(process, ready, signum, timeout=300):
+    """Send ``signum`` once ``ready()`` is true; returns ``(returncode, stderr)``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"exited ({process.returncode}) first:\n{process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "never got ready"
+            time.sleep(0.1)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_signal_during_training_exits_with_128_plus_the_signal_and_says_where_to_resume(
+        backend, signum, code, rings_catalog_csv, tmp_path):
+    import signal
+
+    save_dir = tmp_path / "run"
+    last = save_dir / "checkpoints" / ("last.ckpt" if backend == "pytorch" else "last.keras")
+    process = start_zoobot("--backend", backend, "train", "--catalog", rings_catalog_csv, "--schema", "gz_rings",
+                           "--save-dir", save_dir, "--architecture", "tiny_cnn", "--resize-size", 32, "--epochs",
+                           500, "--patience", 500, "--gpus", 0, *QUIET)
+    returncode, stderr = signal_when(process, last.is_file, getattr(signal, signum))  # after the first epoch
+    assert returncode == code, stderr[-3000:]
+    assert "interrupted at epoch" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
+    assert last.is_file() and (save_dir / "config.json").is_file()  # the finished epochs stay resumable
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_during_prediction_exits_143_keeping_the_finished_rows(backend, release_models, rings_catalog,
+                                                                       tmp_path):
+    import signal
+
+    # many rows (the same few images under new ids) at one image per batch: slow enough to be interrupted
+    many = rings_catalog.iloc[[i % len(rings_catalog) for i in range(20000)]].copy()
+    many["id_str"] = [f"g{i}" for i in range(len(many))]
+    catalog = tmp_path / "many.csv"
+    many.to_csv(catalog, index=False)
+    save_loc = tmp_path / "preds.parquet"
+    partial = tmp_path / "preds.parquet.partial"
+    process = start_zoobot("--backend", backend, "predict", "--catalog", catalog, "--checkpoint",
+                           release_models[backend], "--save-loc", save_loc, "--num-workers", 0, "--batch-size", 1)
+    returncode, stderr = signal_when(process, lambda: (partial / "manifest.json").is_file(), signal.SIGTERM)
+    assert returncode == 143, stderr[-3000:]
+    assert "interrupted at row" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
+    assert (partial / "manifest.json").is_file() and not save_loc.exists()

@@ -73,7 +73,9 @@ def _validate(catalogs: dict, schema) -> None:
 @click.option("--mixed-precision", is_flag=True, help="Mixed precision on GPU (ignored with a warning on CPU).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds everything, including the split.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from save_dir/checkpoints/last.* when present.")
+              help="Continue from save_dir/checkpoints/last.* when present (the arguments must match).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --save-dir (its checkpoints, logs and config.json).")
 @click.option("--train-records", multiple=True, metavar="GLOB",
               help="TensorFlow only: train from TFRecord shards (see `zoobot shard`) instead of catalogs.")
 @click.option("--val-records", multiple=True, metavar="GLOB", help="TensorFlow only: validation shards.")
@@ -81,7 +83,7 @@ def _validate(catalogs: dict, schema) -> None:
 @common_options
 def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name, schema_file, save_dir,
                   architecture, batch_size, epochs, patience, color, resize_size, learning_rate, dropout_rate,
-                  gpus, nodes, num_workers, mixed_precision, seed, resume, train_records, val_records,
+                  gpus, nodes, num_workers, mixed_precision, seed, resume, overwrite, train_records, val_records,
                   test_records):
     """Train a decision-tree model from scratch on Galaxy Zoo vote counts.
 
@@ -121,6 +123,7 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
         learning_rate=learning_rate,
         dropout_rate=dropout_rate,
         resume=resume,
+        overwrite=overwrite,
     )
     if uses_records:
         kwargs.update(train_records=_expand_records(train_records), val_records=_expand_records(val_records),

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from zoobot.shared import save_predictions
+from zoobot.shared import interrupts, save_predictions
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import format_examples, unknown_option_error
 
@@ -172,6 +172,8 @@ def run_chunked_prediction(
 
     # ---- one pass of the backend over every row still to predict
     todo = chunks.unfinished_rows()
+    done = chunks.n_rows - len(todo)  # rows whose chunks are stored (what an interrupted run keeps)
+    interrupts.note_rows(done, chunks.n_rows, folder)
     bar = tqdm(total=chunks.n_rows, initial=chunks.n_rows - len(todo), unit="galaxy", desc="Predicting",
                disable=not progress)
     try:
@@ -187,6 +189,8 @@ def run_chunked_prediction(
                         if folder is not None:
                             _write_chunk(folder, index, *chunks.contents(index))
                         release_free_memory()
+                        done += len(chunks.rows(index))
+                        interrupts.note_rows(done, chunks.n_rows, folder)
                     bar.update(len(positions))
             finally:  # a generator's loader and model state are released now, not when it is collected
                 if callable(getattr(results, "close", None)):

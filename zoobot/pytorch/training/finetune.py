@@ -1280,9 +1280,9 @@ def _constructor_arguments(cls) -> set:
 
 
 def _load_checkpoint_file(path) -> dict:
-    if not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(f"No checkpoint file at {path}")
-    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    from zoobot.pytorch.estimators.define_model import read_checkpoint
+
+    return read_checkpoint(path)
 
 
 def _hub_file(repo: str, filename: str) -> str:
@@ -1653,6 +1653,8 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch
+
     if save_dir is None:
         raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
     save_dir = pathlib.Path(save_dir)
@@ -1660,7 +1662,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
         save_top_k=save_top_k, save_last=True)
     callbacks = [checkpoint_callback,
-                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True)]
+                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch()]
     if logger is None:
         logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
     if logger:

@@ -219,7 +219,9 @@ def _as_encoder(model) -> ZoobotEncoder:
 
 
 def _checkpoint_hparams(path) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    from zoobot.pytorch.estimators.define_model import read_checkpoint
+
+    checkpoint = read_checkpoint(path)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     return {k: hparams.get(k) for k in ("channels", "input_size") if isinstance(hparams.get(k), int)}
 
