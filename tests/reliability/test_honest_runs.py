@@ -11,6 +11,8 @@ import pytest
 
 from tests.cli.conftest import describe, run_zoobot
 
+from .helpers import broken_checkpoints
+
 BACKENDS = [pytest.param("pytorch", marks=pytest.mark.torch), pytest.param("tensorflow", marks=pytest.mark.tf)]
 QUIET = ("--num-workers", 0, "--batch-size", 8)
 
@@ -156,3 +158,15 @@ def test_sigterm_during_prediction_exits_143_keeping_the_finished_rows(backend, 
     assert returncode == 143, stderr[-3000:]
     assert "interrupted at row" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
     assert (partial / "manifest.json").is_file() and not save_loc.exists()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint errors
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "keras"])
+def test_an_unreadable_checkpoint_is_named_with_its_cause(kind, release_models, rings_catalog_csv, tmp_path):
+    path, cause = broken_checkpoints(tmp_path, release_models)[kind]
+    result = predict("pytorch", rings_catalog_csv, path, tmp_path / "preds.parquet")
+    assert result.returncode == 1, describe(result)
+    assert str(path) in result.stderr and cause in result.stderr, describe(result)
+    assert "Aborted" not in result.stderr
