@@ -140,24 +140,58 @@ def test_a_signal_during_training_exits_with_128_plus_the_signal_and_says_where_
     assert last.is_file() and (save_dir / "config.json").is_file()  # the finished epochs stay resumable
 
 
+@pytest.fixture(scope="module")
+def slow_catalog_csv(rings_catalog, tmp_path_factory):
+    """60000 rows (the same 20 images under new ids): at one image per batch, slow enough to be interrupted."""
+    many = rings_catalog.iloc[[i % len(rings_catalog) for i in range(60000)]].copy()
+    many["id_str"] = [f"g{i}" for i in range(len(many))]
+    path = tmp_path_factory.mktemp("slow_catalog") / "many.csv"
+    many.to_csv(path, index=False)
+    return path
+
+
+def start_slow_prediction(backend, catalog, checkpoint, save_loc):
+    return start_zoobot("--backend", backend, "predict", "--catalog", catalog, "--checkpoint", checkpoint,
+                        "--save-loc", save_loc, "--num-workers", 0, "--batch-size", 1)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_sigterm_during_prediction_exits_143_keeping_the_finished_rows(backend, release_models, rings_catalog,
+def test_sigterm_during_prediction_exits_143_keeping_the_finished_rows(backend, release_models, slow_catalog_csv,
                                                                        tmp_path):
     import signal
 
-    # many rows (the same few images under new ids) at one image per batch: slow enough to be interrupted
-    many = rings_catalog.iloc[[i % len(rings_catalog) for i in range(20000)]].copy()
-    many["id_str"] = [f"g{i}" for i in range(len(many))]
-    catalog = tmp_path / "many.csv"
-    many.to_csv(catalog, index=False)
     save_loc = tmp_path / "preds.parquet"
     partial = tmp_path / "preds.parquet.partial"
-    process = start_zoobot("--backend", backend, "predict", "--catalog", catalog, "--checkpoint",
-                           release_models[backend], "--save-loc", save_loc, "--num-workers", 0, "--batch-size", 1)
+    process = start_slow_prediction(backend, slow_catalog_csv, release_models[backend], save_loc)
     returncode, stderr = signal_when(process, lambda: (partial / "manifest.json").is_file(), signal.SIGTERM)
     assert returncode == 143, stderr[-3000:]
     assert "interrupted at row" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
     assert (partial / "manifest.json").is_file() and not save_loc.exists()
+
+
+# ---------------------------------------------------------------------------------------------- one writer per save_loc
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_prediction_to_the_same_save_loc_is_refused_naming_the_first_ones_pid(
+        backend, release_models, slow_catalog_csv, rings_catalog_csv, tmp_path):
+    import signal
+
+    save_loc = tmp_path / "preds.parquet"
+    partial = tmp_path / "preds.parquet.partial"
+    first = start_slow_prediction(backend, slow_catalog_csv, release_models[backend], save_loc)
+    second = {}
+
+    def second_prediction_ran():
+        # another catalog: before the lock, it deleted the first one's partial folder
+        second["result"] = predict(backend, rings_catalog_csv, release_models[backend], save_loc)
+        return True
+
+    signal_when(first, lambda: (partial / "manifest.json").is_file() and second_prediction_ran(), signal.SIGTERM)
+    result = second["result"]
+    assert result.returncode == 1, describe(result)
+    assert f"PID {first.pid}" in result.stderr, describe(result)
+    assert first.returncode == 143  # the first one was still running, undisturbed, when it was stopped
+    assert (partial / "manifest.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint errors
