@@ -204,3 +204,27 @@ def test_an_unreadable_checkpoint_is_named_with_its_cause(kind, release_models, 
     assert result.returncode == 1, describe(result)
     assert str(path) in result.stderr and cause in result.stderr, describe(result)
     assert "Aborted" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- --skip-missing
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_cli_predicts_around_missing_files_with_skip_missing(backend, release_models, rings_catalog, tmp_path):
+    import pandas as pd
+
+    catalog = rings_catalog.copy()
+    catalog.loc[3, "file_loc"] = str(tmp_path / "gone.png")
+    path = tmp_path / "catalog.csv"
+    catalog.to_csv(path, index=False)
+    save_loc = tmp_path / "preds.parquet"
+
+    refused = predict(backend, path, release_models[backend], save_loc)
+    assert refused.returncode == 1 and "--skip-missing" in refused.stderr, describe(refused)
+    assert "check_valid_paths" not in refused.stderr  # a Python argument means nothing on the command line
+
+    result = predict(backend, path, release_models[backend], save_loc, "--skip-missing")
+    assert result.returncode == 0, describe(result)
+    table = pd.read_parquet(save_loc)
+    assert table["id_str"].tolist() == catalog["id_str"].tolist()
+    failures = pd.read_csv(tmp_path / "preds_failures.csv")
+    assert failures["id_str"].tolist() == [catalog["id_str"][3]]
