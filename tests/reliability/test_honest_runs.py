@@ -228,3 +228,97 @@ def test_the_cli_predicts_around_missing_files_with_skip_missing(backend, releas
     assert table["id_str"].tolist() == catalog["id_str"].tolist()
     failures = pd.read_csv(tmp_path / "preds_failures.csv")
     assert failures["id_str"].tolist() == [catalog["id_str"][3]]
+
+
+# ---------------------------------------------------------------------------------------------- smaller ones (item 9)
+
+@pytest.mark.parametrize("kind, fragment", [("empty", "is empty (0 bytes)"), ("latin1", "not UTF-8"),
+                                            ("semicolons", "separated by semicolons")])
+def test_an_unreadable_csv_catalog_is_named_with_the_fix(kind, fragment, rings_catalog, tmp_path):
+    path = tmp_path / f"{kind}.csv"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "latin1":
+        catalog = rings_catalog.copy()
+        catalog["note"] = "Müller's galaxy"
+        path.write_bytes(catalog.to_csv(index=False).encode("latin-1"))  # ü is one byte, 0xfc: not UTF-8
+    else:
+        rings_catalog.to_csv(path, index=False, sep=";")
+    result = run_zoobot("predict", "--catalog", path, "--checkpoint", path, "--save-loc", tmp_path / "p.parquet")
+    assert result.returncode == 1, describe(result)
+    assert str(path) in result.stderr and fragment in result.stderr, describe(result)
+
+
+def test_non_numeric_labels_are_shown_with_their_rows_not_the_first_rows(rings_catalog, tmp_path):
+    catalog = rings_catalog.copy().astype({"ring_yes": object})
+    catalog.loc[7, "ring_yes"] = "12a"
+    path = tmp_path / "catalog.csv"
+    catalog.to_csv(path, index=False)
+    result = train("pytorch", path, tmp_path / "run")
+    assert result.returncode == 1, describe(result)
+    assert f"('{catalog['id_str'][7]}', '12a')" in result.stderr, describe(result)
+    assert catalog["id_str"][0] not in result.stderr
+
+
+@pytest.mark.torch
+def test_an_existing_predictions_file_is_not_replaced_silently(release_models, rings_catalog_csv, tmp_path):
+    save_loc = tmp_path / "preds.parquet"
+    save_loc.write_bytes(b"earlier predictions")
+    refused = predict("pytorch", rings_catalog_csv, release_models["pytorch"], save_loc)
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr, describe(refused)
+    assert save_loc.read_bytes() == b"earlier predictions"
+    replaced = predict("pytorch", rings_catalog_csv, release_models["pytorch"], save_loc, "--overwrite")
+    assert replaced.returncode == 0, describe(replaced)
+
+
+@pytest.mark.torch
+def test_the_non_integer_votes_warning_is_shown_once(rings_catalog, tmp_path):
+    catalog = rings_catalog.copy()
+    catalog["ring_yes"] = catalog["ring_yes"] + 0.5
+    path = tmp_path / "fractions.csv"
+    catalog.to_csv(path, index=False)
+    result = train("pytorch", path, tmp_path / "run")
+    assert result.returncode == 0, describe(result)
+    assert result.stderr.count("are not whole numbers") == 1, describe(result)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("call", ["train", "get_trainer", "max_epochs"])
+def test_no_save_dir_and_endless_epochs_are_refused_pytorch(call, rings_catalog):
+    from zoobot.pytorch.training import finetune, train_with_pytorch_lightning as twpl
+
+    from .helpers import RINGS, TRAIN_RUN
+
+    with pytest.raises(ValueError, match="working directory" if call != "max_epochs" else "positive int"):
+        if call == "train":
+            twpl.train("", RINGS, catalog=rings_catalog, **TRAIN_RUN)
+        elif call == "get_trainer":
+            finetune.get_trainer("", accelerator="cpu")
+        else:
+            finetune.get_trainer("out", accelerator="cpu", max_epochs=-1)
+
+
+def test_image_errors_show_plain_strings_not_numpy_reprs(tmp_path):
+    import numpy as np
+
+    from zoobot.shared.errors import ImageLoadError
+    from zoobot.shared.images import load_image
+
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(np.str_(str(tmp_path / "gone.png")), id_str=np.str_("g1"))
+    assert "np.str_" not in str(caught.value) and "'g1'" in str(caught.value)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("call", ["train", "get_trainer"])
+def test_no_save_dir_is_refused_tensorflow(call, rings_catalog):
+    import zoobot.tensorflow  # noqa: F401
+    from zoobot.tensorflow.training import finetune, train_with_keras
+
+    from .helpers import RINGS, TRAIN_RUN
+
+    with pytest.raises(ValueError, match="working directory"):
+        if call == "train":
+            train_with_keras.train("", RINGS, catalog=rings_catalog, **TRAIN_RUN)
+        else:
+            finetune.get_trainer("", accelerator="cpu")

@@ -67,9 +67,10 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint) -> dict
               help="Tree models: also write <stem>_friendly.parquet and <stem>_advanced.parquet.")
 @click.option("--skip-missing", is_flag=True,
               help="Go on when image files are missing: their rows are NaN, listed in <stem>_failures.csv.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --save-loc file.")
 @common_options
 def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
-                    resize_size, tta, no_test_time_dropout, summary, skip_missing):
+                    resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite):
     """Predict every galaxy of a catalog and write one row per id_str.
 
     \b
@@ -89,6 +90,9 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     schema = getattr(model, "schema", None)
     if summary and schema is None:
         raise click.UsageError("--summary needs a decision-tree model (ZoobotTree or FinetuneableZoobotTree).")
+    if save_loc.exists() and not overwrite:  # never replace earlier predictions silently
+        raise FileExistsError(f"{save_loc} already exists. Pass --overwrite to replace it, or choose another "
+                              "--save-loc.")
 
     predict = backend_module("predictions.predict_on_catalog").predict
     predictions = predict(

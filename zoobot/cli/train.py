@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import pathlib
+import warnings
 
 import click
 
@@ -128,7 +129,10 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
     if uses_records:
         kwargs.update(train_records=_expand_records(train_records), val_records=_expand_records(val_records),
                       test_records=_expand_records(test_records))
-    _, trainer = train(**kwargs)
+    with warnings.catch_warnings():
+        # shown once already by _validate, before the framework started: not a second time by train()
+        warnings.filterwarnings("ignore", message=r".*are not whole numbers", category=UserWarning)
+        _, trainer = train(**kwargs)
     best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
     click.echo(f"Training finished. Best checkpoint: {best}")
     click.echo(f"Metrics per epoch: {save_dir / 'logs' / 'metrics.csv'}")

@@ -22,7 +22,7 @@ import pathlib
 import shutil
 from typing import Mapping, Sequence
 
-__all__ = ["SaveDirInUseError", "RUN_FILES", "checkpoint_files", "claim_save_dir", "clear_run"]
+__all__ = ["SaveDirInUseError", "RUN_FILES", "checkpoint_files", "claim_save_dir", "clear_run", "check_save_dir"]
 
 #: What a training run writes into its ``save_dir`` (and what ``overwrite=True`` deletes; nothing else is).
 RUN_FILES = ("checkpoints", "backup", "logs", "config.json", "train_catalog.parquet", "val_catalog.parquet",
@@ -121,3 +121,18 @@ def claim_save_dir(save_dir, config: Mapping, *, resume: bool, overwrite: bool, 
         f"and {why}. Pass overwrite=True (command line: --overwrite) to replace that run, rerun with the same "
         "arguments and resume=True to continue it, or choose a new save_dir."
     )
+
+
+def check_save_dir(save_dir, what: str = "checkpoints, logs and config.json") -> None:
+    """Refuse a missing or empty ``save_dir`` (``''`` would silently write into the working directory).
+
+    Examples
+    --------
+    >>> check_save_dir('')
+    Traceback (most recent call last):
+    ...
+    ValueError: save_dir is required: the folder for checkpoints, logs and config.json (got ''; '' would write into the working directory - give a folder such as 'results/run').
+    """
+    if save_dir is None or not str(save_dir).strip():
+        raise ValueError(f"save_dir is required: the folder for {what} (got {save_dir!r}; '' would write into the "
+                         "working directory - give a folder such as 'results/run').")

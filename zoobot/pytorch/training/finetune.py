@@ -1655,8 +1655,12 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
 
     from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch
 
-    if save_dir is None:
-        raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
+    from zoobot.shared.run_dir import check_save_dir
+
+    check_save_dir(save_dir, "the finetuning checkpoints and logs")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
+        # Lightning reads -1 as "no limit": a finetune that never ends
+        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
     save_dir = pathlib.Path(save_dir)
     checkpoint_callback = ModelCheckpoint(
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",

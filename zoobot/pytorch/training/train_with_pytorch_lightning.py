@@ -42,7 +42,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.schedules import normalise_scheduler_params
-from zoobot.shared.run_dir import claim_save_dir
+from zoobot.shared.run_dir import check_save_dir, claim_save_dir
 from zoobot.shared.training_config import (
     merge_alias_kwargs,
     prepare_catalogs,
@@ -413,8 +413,7 @@ def _merge_alias(canonical_value, canonical: str, default, alias_value, alias: s
 
 def _resolve_arguments(args: dict) -> dict:
     """Check every argument and prepare the catalogs; returns the keywords of :func:`_train`."""
-    if args["save_dir"] is None:
-        raise ValueError("save_dir is required: the folder for checkpoints, logs and config.json.")
+    check_save_dir(args["save_dir"])  # None or '' (which would write into the working directory)
     if not isinstance(args["schema"], schemas_module.Schema):
         raise TypeError(
             f"schema must be a zoobot.shared.schemas.Schema, got {type(args['schema']).__name__}. "
