@@ -322,3 +322,33 @@ def test_no_save_dir_is_refused_tensorflow(call, rings_catalog):
             train_with_keras.train("", RINGS, catalog=rings_catalog, **TRAIN_RUN)
         else:
             finetune.get_trainer("", accelerator="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- finetune resumes
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_stopped_finetune_resumes_to_the_weights_of_an_uninterrupted_one(release_models, tmp_path):
+    """``zoobot finetune`` rerun in its save_dir with the same arguments continues from ``last.ckpt`` (a stopped
+    run is simulated by one that ended after 1 of 3 epochs: max_epochs may change on resumption)."""
+    import torch
+
+    catalog = tmp_path / "rings.csv"
+    _ring_labels(tmp_path, catalog)
+
+    def finetune(save_dir, epochs):
+        result = run_zoobot("finetune", "--catalog", catalog, "--label-cols", "ring", "--checkpoint",
+                            release_models["pytorch"], "--save-dir", save_dir, "--max-epochs", epochs, "--n-blocks",
+                            -1, "--learning-rate", 1e-3, "--accelerator", "cpu", *QUIET)
+        assert result.returncode == 0, describe(result)
+        return result
+
+    finetune(tmp_path / "whole", 3)
+    finetune(tmp_path / "stopped", 1)
+    resumed = finetune(tmp_path / "stopped", 3)
+    assert "Resuming" in resumed.stdout, describe(resumed)
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    again = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (whole["epoch"], whole["global_step"]) == (again["epoch"], again["global_step"])
+    for key, value in whole["state_dict"].items():
+        torch.testing.assert_close(again["state_dict"][key], value, rtol=0, atol=0, msg=key)

@@ -1653,7 +1653,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch
+    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch, _SeedEachEpoch
 
     from zoobot.shared.run_dir import check_save_dir
 
@@ -1666,7 +1666,8 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
         save_top_k=save_top_k, save_last=True)
     callbacks = [checkpoint_callback,
-                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch()]
+                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch(),
+                 _SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
     if logger is None:
         logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
     if logger:

@@ -816,13 +816,17 @@ class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
 class _SeedEachEpoch(L.pytorch.callbacks.Callback):
     """Reseed Python, NumPy and torch at the start of every training epoch from ``(random_state, epoch)``,
     so that a run resumed from ``last.ckpt`` draws the same augmentations and dropout masks as an
-    uninterrupted one (the batch order is seeded the same way by the data module's sampler)."""
+    uninterrupted one (the batch order is seeded the same way by the data module's sampler).
+    ``random_state=None``: the module's ``seed`` attribute (finetuning models), if it has one."""
 
-    def __init__(self, random_state: int):
-        self.random_state = int(random_state)
+    def __init__(self, random_state: int | None):
+        self.random_state = None if random_state is None else int(random_state)
 
     def on_train_epoch_start(self, trainer, pl_module):
-        seed = (self.random_state * 1_000_003 + trainer.current_epoch) % 2**32
+        random_state = self.random_state if self.random_state is not None else getattr(pl_module, "seed", None)
+        if random_state is None:
+            return
+        seed = (int(random_state) * 1_000_003 + trainer.current_epoch) % 2**32
         L.seed_everything(seed, workers=True, verbose=False)
 
 
