@@ -352,3 +352,20 @@ def test_a_stopped_finetune_resumes_to_the_weights_of_an_uninterrupted_one(relea
     assert (whole["epoch"], whole["global_step"]) == (again["epoch"], again["global_step"])
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(again["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_during_finetuning_exits_143_and_says_where_to_resume(backend, release_models, tmp_path):
+    import signal
+
+    catalog = tmp_path / "rings.csv"
+    _ring_labels(tmp_path, catalog)
+    save_dir = tmp_path / "finetuned"
+    last = save_dir / "checkpoints" / ("last.ckpt" if backend == "pytorch" else "last.keras")
+    process = start_zoobot("--backend", backend, "finetune", "--catalog", catalog, "--label-cols", "ring",
+                           "--checkpoint", release_models[backend], "--save-dir", save_dir, "--max-epochs", 500,
+                           "--patience", 500, "--accelerator", "cpu", *QUIET)
+    returncode, stderr = signal_when(process, last.is_file, signal.SIGTERM)
+    assert returncode == 143, stderr[-3000:]
+    assert "interrupted at epoch" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
+    assert (save_dir / "config.json").is_file()
