@@ -369,3 +369,13 @@ def test_sigterm_during_finetuning_exits_143_and_says_where_to_resume(backend, r
     assert returncode == 143, stderr[-3000:]
     assert "interrupted at epoch" in stderr and "rerun the same command to resume" in stderr, stderr[-3000:]
     assert (save_dir / "config.json").is_file()
+
+
+@pytest.mark.torch
+def test_a_finetune_on_a_single_class_warns_before_any_model_work(release_models, rings_catalog, tmp_path):
+    catalog = rings_catalog[["id_str", "file_loc"]].assign(ring=1)
+    path = tmp_path / "one_class.csv"
+    catalog.to_csv(path, index=False)
+    result = run_zoobot("finetune", "--catalog", path, "--label-cols", "ring", "--checkpoint", release_models["pytorch"],
+                        "--save-dir", tmp_path / "run", "--max-epochs", 1, "--accelerator", "cpu", *QUIET)
+    assert "cannot learn from one class" in result.stderr, describe(result)

@@ -148,10 +148,24 @@ def _validated_splits(catalogs: dict, label_cols, task: str, num_classes: int, s
                 frame, label_cols, label_kind=_LABEL_KIND[task], check_valid_paths=True, name=key,
                 num_classes=num_classes if task == "classification" else None,
             )
+    training = checked.get("catalog", checked.get("train_catalog"))
+    if task == "classification" and training is not None:
+        _warn_single_class(training, label_cols[0], num_classes)
     if "catalog" in checked:
         train, val, test = split_catalog(checked.pop("catalog"), seed=seed)
         return {"train_catalog": train, "val_catalog": val, "test_catalog": test}
     return checked
+
+
+def _warn_single_class(catalog, label_col: str, num_classes: int) -> None:
+    """A classifier trained on one class learns nothing: say so before any model work."""
+    import warnings
+
+    classes = sorted(catalog[label_col].dropna().unique().tolist())
+    if len(classes) == 1:
+        warnings.warn(f"Every training label in column {label_col!r} is {classes[0]!r}: a classifier of "
+                      f"{num_classes} classes cannot learn from one class. Check the label column.", UserWarning,
+                      stacklevel=2)
 
 
 def _output_names(task: str, label_cols: list[str], num_classes: int) -> list[str]:
