@@ -149,7 +149,8 @@ def test_missing_image_is_reported_before_predicting(votes_catalog_csv, trained_
     assert result.returncode == 1, describe(result)
     lines = _error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("Error: FileNotFoundError:")
-    assert "nowhere.jpg" in lines[0] and "check_valid_paths" in lines[0]
+    # the command line's option, not the Python-only check_valid_paths=False (issue 12.7)
+    assert "nowhere.jpg" in lines[0] and "--skip-missing" in lines[0] and "check_valid_paths" not in lines[0]
     assert not (tmp_path / "preds.parquet").exists()
 
 

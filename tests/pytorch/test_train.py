@@ -59,7 +59,7 @@ KEYWORD_EXTRAS = [
     ("dropout_rate", 0.2), ("learning_rate", 1e-3), ("betas", (0.9, 0.999)), ("weight_decay", 0.01),
     ("scheduler_params", None), ("timm_kwargs", None), ("sync_batchnorm", False), ("compile_encoder", False),
     ("save_top_k", 3), ("checkpoint_file_template", None), ("extra_callbacks", None), ("check_valid_paths", True),
-    ("resume", True),
+    ("resume", True), ("overwrite", False),
 ]
 
 
@@ -201,7 +201,7 @@ def test_resume_continues_from_last_checkpoint_to_the_requested_epochs(tmp_path,
     assert epoch_metrics(save_dir, "validation/supervised_loss")[0] == [0, 1, 2, 3]
 
     # a different run in the same folder is refused, naming the argument and the fix
-    with pytest.raises(ValueError, match=r"batch_size: 8 \(saved\) vs 4 \(now\).*resume=False"):
+    with pytest.raises(ValueError, match=r"batch_size: 8 \(saved\) vs 4 \(now\).*overwrite=True"):
         twpl.train(save_dir, SCHEMA, **{**kwargs, "batch_size": 4})
 
 

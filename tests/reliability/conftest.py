@@ -71,3 +71,21 @@ def tf_reference_run(rings_catalog, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("tf_uninterrupted")
     model, _ = train(save_dir, RINGS, catalog=rings_catalog, **TRAIN_RUN)
     return save_dir, model
+
+
+@pytest.fixture(scope="session")
+def rings_catalog_csv(rings_catalog, tmp_path_factory):
+    """:func:`rings_catalog` as a csv file, for the command-line tests."""
+    path = tmp_path_factory.mktemp("reliability_csv") / "rings.csv"
+    rings_catalog.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def release_models(tmp_path_factory):
+    """The release fixtures' tiny 32 px greyscale trees, unpacked: ``{'pytorch': .ckpt, 'tensorflow': .keras}``."""
+    from tests.fixtures.make_fixtures import gunzip
+
+    folder = tmp_path_factory.mktemp("release_models")
+    return {"pytorch": gunzip("pytorch_zoobot_tree_tiny_cnn_32px.ckpt.gz", folder),
+            "tensorflow": gunzip("tensorflow_zoobot_tree_tiny_cnn_32px.keras.gz", folder)}

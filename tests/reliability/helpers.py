@@ -93,6 +93,20 @@ def write_broken_images(folder, good_image: np.ndarray) -> dict:
     return {kind: str(path) for kind, path in paths.items()}
 
 
+def broken_checkpoints(folder, release_models) -> dict:
+    """kind -> (a .ckpt file that cannot be read, the cause its error must name)."""
+    good = release_models["pytorch"].read_bytes()
+    files = {"empty": (b"", "is empty (0 bytes)"), "truncated": (good[: len(good) // 2], "truncated"),
+             "text": (b"id_str,file_loc\na,b.png\n", "not a checkpoint written by zoobot"),
+             "keras": (release_models["tensorflow"].read_bytes(), "--backend tensorflow")}
+    paths = {}
+    for kind, (data, cause) in files.items():
+        path = folder / f"{kind}.ckpt"
+        path.write_bytes(data)
+        paths[kind] = (path, cause)
+    return paths
+
+
 # ---------------------------------------------------------------------------------------------- subprocesses
 
 def subprocess_env(**extra) -> dict:

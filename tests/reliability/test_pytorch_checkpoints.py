@@ -4,6 +4,7 @@ E11 naming the file and both versions; and the kept files of this release (``tes
 and predict what they predicted when they were written.
 """
 import json
+import re
 import resource
 import signal
 
@@ -22,7 +23,7 @@ from zoobot.shared import schemas
 from zoobot.shared.errors import CheckpointVersionError
 from zoobot.shared.load_predictions import load
 
-from .helpers import RINGS, TRAIN_RUN
+from .helpers import RINGS, TRAIN_RUN, broken_checkpoints
 from ..fixtures import make_fixtures
 
 pytestmark = pytest.mark.torch
@@ -178,3 +179,15 @@ def test_release_parquet_predictions_still_load(tmp_path):
     table = pd.read_parquet(make_fixtures.HERE / "predictions_pytorch.parquet")
     assert table.columns[:4].tolist() == ["id_str", f"{label_cols[0]}_concentration_0",
                                           f"{label_cols[0]}_concentration_1", f"{label_cols[0]}_fraction"]
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "keras"])
+def test_loading_an_unreadable_checkpoint_names_the_file_and_the_cause(kind, release_models, tmp_path):
+    """Issue 12.8, through the Python API: ZoobotTree.load_from_checkpoint and the finetuning encoder loader."""
+    from zoobot.pytorch.training.finetune import load_pretrained_zoobot
+
+    path, cause = broken_checkpoints(tmp_path, release_models)[kind]
+    for load in (ZoobotTree.load_from_checkpoint, load_pretrained_zoobot):
+        with pytest.raises(ValueError, match=re.escape(cause)) as caught:
+            load(path)
+        assert str(path) in str(caught.value)

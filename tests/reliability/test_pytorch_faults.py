@@ -198,3 +198,39 @@ def test_classifier_labels_outside_the_range_fail_before_any_model_work(rings_ca
         trainer.fit(model, datamodule)
     names(str(caught.value), "2", repr(bad_id))
     assert calls == [], "the model ran before the bad label was reported"
+
+
+class _FailsOnThirdBatch(torch.nn.Module):  # its first call is predict's probe of the feature width
+    """A user's encoder that works for two batches, then fails as a model does (e.g. out of memory on a big batch)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 4:
+            raise RuntimeError("CUDA out of memory (simulated by the test model)")
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_a_model_error_stops_prediction_and_the_finished_chunks_stay_resumable(rings_catalog, tmp_path,
+                                                                               monkeypatch):
+    """Issue 12.3, PyTorch: the model's own error stops the run (no row recorded as failed); a rerun computes
+    only the rows of unfinished chunks."""
+    from zoobot.shared import prediction_runner
+
+    from .helpers import use_chunk_size
+
+    seen = []
+    monkeypatch.setattr(prediction_runner, "run_chunked_prediction", use_chunk_size(prediction_runner, 4, seen))
+    model, save_loc = _FailsOnThirdBatch(), tmp_path / "features.parquet"
+    options = {**FAST, "batch_size": 4, "greyscale": False}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict(rings_catalog, model, save_loc=save_loc, datamodule_kwargs=options)
+    assert not save_loc.exists() and not (tmp_path / "features_failures.csv").exists()
+    predict(rings_catalog, model, save_loc=save_loc, datamodule_kwargs=options)  # calls 4, 5, ...: it works now
+    assert seen[1] == rings_catalog["id_str"].tolist()[8:]  # the two finished chunks were kept
+    assert pd.read_parquet(save_loc)["id_str"].tolist() == rings_catalog["id_str"].tolist()

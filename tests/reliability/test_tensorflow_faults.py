@@ -214,3 +214,59 @@ def test_classifier_labels_outside_the_range_fail_before_any_model_work(rings_ca
         trainer.fit(model, datamodule)
     names(str(caught.value), "2", repr(bad_id))
     assert calls == [], "the model ran before the bad label was reported"
+
+
+@pytest.mark.parametrize("on_bad_image", ["raise", "record"])
+def test_a_model_error_is_never_reported_as_an_unreadable_image(on_bad_image, rings_catalog, tree, tf_modules,
+                                                                tmp_path):
+    """Issue 12: 8 px images are too small for tiny_cnn - the model's error, with its own message, in both modes;
+    no image is blamed and no row is recorded as failed."""
+    save_loc = tmp_path / "preds.parquet"
+    with pytest.raises(RuntimeError, match="not an unreadable image") as caught:
+        tf_modules["predict"](rings_catalog, tree, save_loc=save_loc, on_bad_image=on_bad_image,
+                              datamodule_kwargs={**FAST, "resize_after_crop": 8})
+    assert not isinstance(caught.value, ImageLoadError)
+    assert "could not be read" not in str(caught.value)
+    assert not (tmp_path / "preds_failures.csv").exists()
+
+
+def test_a_model_error_stops_prediction_and_the_finished_chunks_stay_resumable(rings_catalog, tmp_path, tf_modules,
+                                                                               monkeypatch):
+    """Issue 12.3, TensorFlow twin of the PyTorch test: a model that fails on its third batch (a Python error
+    inside the compiled step, as an out-of-memory error would be) stops the run with its own error; the two
+    finished chunks are kept and the rerun computes only the rest."""
+    import keras
+    import tensorflow as tf
+
+    from zoobot.shared import prediction_runner
+
+    from .helpers import use_chunk_size
+
+    calls = []
+
+    def count(features):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated by the test model)")
+        return features
+
+    class FailsOnThirdBatch(keras.layers.Layer):
+        def call(self, x):
+            out = tf.py_function(count, [x], tf.float32)
+            out.set_shape(x.shape)
+            return out
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, FailsOnThirdBatch()(pooled))
+    seen = []
+    monkeypatch.setattr(prediction_runner, "run_chunked_prediction", use_chunk_size(prediction_runner, 4, seen))
+    save_loc = tmp_path / "features.parquet"
+    options = {**FAST, "batch_size": 4}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        tf_modules["predict"](rings_catalog, model, save_loc=save_loc, datamodule_kwargs=options)
+    assert not save_loc.exists() and not (tmp_path / "features_failures.csv").exists()
+    tf_modules["predict"](rings_catalog, model, save_loc=save_loc, datamodule_kwargs=options)
+    assert seen[1] == rings_catalog["id_str"].tolist()[8:]
+    assert pd.read_parquet(save_loc)["id_str"].tolist() == rings_catalog["id_str"].tolist()

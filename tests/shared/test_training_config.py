@@ -126,7 +126,7 @@ def test_check_resume_config(tmp_path):
     message = str(info.value)
     assert "batch_size: 8 (saved) vs 16 (now)" in message
     assert "color: '<not set>' (saved) vs true (now)" in message
-    assert "resume=False" in message and "new save_dir" in message and "epochs" not in message
+    assert "overwrite=True" in message and "new save_dir" in message and "epochs" not in message
 
 
 def test_write_split_catalogs(tmp_path):

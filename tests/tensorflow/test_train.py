@@ -53,7 +53,7 @@ def test_train_resumes_writes_files_and_returns_best_weights(dr5_catalog, tmp_pa
     assert [row["epoch"] for row in read_metrics(save_dir / "logs" / "metrics.csv")] == ["0"]
 
     # resuming with other arguments is refused, naming them
-    with pytest.raises(ValueError, match=r"batch_size: 8 \(saved\) vs 4 \(now\).*resume=False"):
+    with pytest.raises(ValueError, match=r"batch_size: 8 \(saved\) vs 4 \(now\).*overwrite=True"):
         train_with_keras.train(save_dir, SCHEMA, catalog=dr5_catalog, epochs=2, **{**FAST, "batch_size": 4})
 
     model, trainer = train_with_keras.train(save_dir, SCHEMA, catalog=dr5_catalog, epochs=2, **FAST)

@@ -79,14 +79,22 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zoobot`` console script and of ``python -m zoobot``.
 
     Exit codes: 0 success; 1 runtime error (one line on stderr with the error's message, or the
-    full traceback with ``--debug``); 2 usage error (unknown option, missing argument, bad value).
+    full traceback with ``--debug``); 2 usage error (unknown option, missing argument, bad value);
+    143 / 130 interrupted by SIGTERM / SIGINT (:mod:`zoobot.shared.interrupts`: finished work is kept,
+    rerun the same command to resume).
     """
     STATE.reset()
     if argv is None:
         argv = sys.argv[1:]
     STATE.debug = "--debug" in argv or STATE.env_debug()
+    from zoobot.shared import interrupts
+
     try:
-        result = cli.main(args=list(argv), prog_name="zoobot", standalone_mode=False)
+        with interrupts.raise_on_signals():
+            result = cli.main(args=list(argv), prog_name="zoobot", standalone_mode=False)
+    except interrupts.Interrupted as error:  # SIGTERM / SIGINT: what was finished is on disk
+        click.echo(f"zoobot: {interrupts.describe(error)}", err=True)
+        sys.exit(error.exit_code)
     except click.exceptions.UsageError as error:
         error.show()
         sys.exit(2)

@@ -283,9 +283,9 @@ def load_model(checkpoint, backend: str | None = None):
 
 
 def _load_torch_model(checkpoint: pathlib.Path):
-    import torch
+    from zoobot.pytorch.estimators.define_model import read_checkpoint
 
-    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    contents = read_checkpoint(checkpoint)  # names the file and the cause when it cannot be read
     hparams = contents.get("hyper_parameters", {}) if isinstance(contents, dict) else {}
     model_class = contents.get("model_class") if isinstance(contents, dict) else None
     if model_class is None:

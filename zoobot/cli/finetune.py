@@ -21,6 +21,8 @@ from zoobot.cli._common import (
 )
 
 TASKS = ("classification", "regression", "tree")
+#: Arguments that may change when a killed finetuning run is resumed.
+_RESUMABLE_CHANGES = ("max_epochs", "patience")
 _LABEL_KIND = {"classification": "class", "regression": "regression", "tree": "counts"}
 
 
@@ -53,10 +55,12 @@ _LABEL_KIND = {"classification": "class", "regression": "regression", "tree": "c
               help="Model input size  [default: the size the encoder was trained at].")
 @num_workers_option()
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --save-dir (otherwise it is resumed when the arguments match).")
 @common_options
 def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_cols, task, num_classes,
                      unit_interval, schema_name, schema_file, name, checkpoint, n_blocks, learning_rate, batch_size,
-                     save_dir, max_epochs, patience, accelerator, resize_size, num_workers, seed):
+                     save_dir, max_epochs, patience, accelerator, resize_size, num_workers, seed, overwrite):
     """Finetune a pretrained encoder (or a `zoobot train` checkpoint) on new labels.
 
     \b
@@ -100,21 +104,31 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
         recorded = getattr(getattr(model, "preprocessing", None), "input_size", None)  # the checkpoint's own record
         resize_size = training_input_size(checkpoint, default) if checkpoint is not None and recorded is None \
             else default
+    from zoobot.shared.run_dir import claim_save_dir
     from zoobot.shared.training_config import write_run_config
 
-    write_run_config(save_dir, dict(
+    config = dict(
         task=task, label_cols=label_cols, num_classes=num_classes if task == "classification" else None,
         schema=schema, name=name, checkpoint=str(checkpoint) if checkpoint else None, n_blocks=n_blocks,
         learning_rate=learning_rate, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
         resize_after_crop=resize_size, channels=channels, seed=seed, model_class=cls.__name__,
-    ), STATE.backend)
+    )
+    # one run per save_dir: a killed run with the same arguments resumes (PyTorch), another is refused
+    last = pathlib.Path(save_dir) / "checkpoints" / "last.ckpt"
+    resuming = claim_save_dir(save_dir, config, resume=True, overwrite=overwrite,
+                              resumable=STATE.backend == "pytorch" and last.is_file(), ignore=_RESUMABLE_CHANGES)
 
     datamodule = backend_module("datasets").GalaxyDataModule(
         label_cols=label_cols, **splits, batch_size=batch_size, resize_after_crop=resize_size,
         greyscale=channels == 1, num_workers=num_workers, seed=seed,
     )
     trainer = finetune.get_trainer(str(save_dir), max_epochs=max_epochs, patience=patience, accelerator=accelerator)
-    trainer.fit(model, datamodule)
+    write_run_config(save_dir, config, STATE.backend)  # when training starts: a failed set-up leaves no record
+    if resuming:
+        click.echo(f"Resuming the run in {save_dir} from {last}")
+        trainer.fit(model, datamodule, ckpt_path=str(last))
+    else:
+        trainer.fit(model, datamodule)
     best = publish_best_checkpoint(trainer.checkpoint_callback.best_model_path, save_dir) or \
         trainer.checkpoint_callback.best_model_path
     click.echo(f"Finetuning finished. Best checkpoint: {best}")
@@ -142,10 +156,24 @@ def _validated_splits(catalogs: dict, label_cols, task: str, num_classes: int, s
                 frame, label_cols, label_kind=_LABEL_KIND[task], check_valid_paths=True, name=key,
                 num_classes=num_classes if task == "classification" else None,
             )
+    training = checked.get("catalog", checked.get("train_catalog"))
+    if task == "classification" and training is not None:
+        _warn_single_class(training, label_cols[0], num_classes)
     if "catalog" in checked:
         train, val, test = split_catalog(checked.pop("catalog"), seed=seed)
         return {"train_catalog": train, "val_catalog": val, "test_catalog": test}
     return checked
+
+
+def _warn_single_class(catalog, label_col: str, num_classes: int) -> None:
+    """A classifier trained on one class learns nothing: say so before any model work."""
+    import warnings
+
+    classes = sorted(catalog[label_col].dropna().unique().tolist())
+    if len(classes) == 1:
+        warnings.warn(f"Every training label in column {label_col!r} is {classes[0]!r}: a classifier of "
+                      f"{num_classes} classes cannot learn from one class. Check the label column.", UserWarning,
+                      stacklevel=2)
 
 
 def _output_names(task: str, label_cols: list[str], num_classes: int) -> list[str]:

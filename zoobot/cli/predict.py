@@ -17,11 +17,18 @@ _MODEL_CLASSES = ("tree", "classification", "regression")
 _CATALOG = click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
 
 
-def _read_catalog(path):
+def _read_catalog(path, skip_missing: bool = False):
     from zoobot.shared.catalogs import load_catalog, validate_catalog
 
-    # id_str and file_loc present, ids unique, files exist: before any model is loaded
-    return validate_catalog(load_catalog(path), label_cols=None, label_kind=None, check_valid_paths=True)
+    # id_str and file_loc present, ids unique, files exist (unless --skip-missing): before any model is loaded
+    try:
+        return validate_catalog(load_catalog(path), label_cols=None, label_kind=None,
+                                check_valid_paths=not skip_missing)
+    except FileNotFoundError as error:  # E5: the command line's way to go on without the missing files
+        raise FileNotFoundError(str(error).replace(
+            "pass check_valid_paths=False to skip this check",
+            "pass --skip-missing to predict the others (missing files become NaN rows, listed in "
+            "<stem>_failures.csv)")) from None
 
 
 def _check_source(checkpoint, name) -> None:
@@ -61,9 +68,12 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=N
 @click.option("--no-test-time-dropout", is_flag=True, help="Switch MC dropout off (deterministic predictions).")
 @click.option("--summary", is_flag=True,
               help="Tree models: also write <stem>_friendly.parquet and <stem>_advanced.parquet.")
+@click.option("--skip-missing", is_flag=True,
+              help="Go on when image files are missing: their rows are NaN, listed in <stem>_failures.csv.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --save-loc file.")
 @common_options
 def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
-                    resize_size, tta, no_test_time_dropout, summary):
+                    resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite):
     """Predict every galaxy of a catalog and write one row per id_str.
 
     \b
@@ -75,7 +85,7 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     from zoobot.shared.save_predictions import prediction_format
 
     prediction_format(save_loc)  # unknown extension: E13 before any work
-    frame = _read_catalog(catalog)
+    frame = _read_catalog(catalog, skip_missing)
     if checkpoint is not None:
         model = load_model(checkpoint)
     else:
@@ -83,12 +93,16 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     schema = getattr(model, "schema", None)
     if summary and schema is None:
         raise click.UsageError("--summary needs a decision-tree model (ZoobotTree or FinetuneableZoobotTree).")
+    if save_loc.exists() and not overwrite:  # never replace earlier predictions silently
+        raise FileExistsError(f"{save_loc} already exists. Pass --overwrite to replace it, or choose another "
+                              "--save-loc.")
 
     predict = backend_module("predictions.predict_on_catalog").predict
     predictions = predict(
         frame, model, n_samples=n_samples, save_loc=str(save_loc),
         datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
         test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
+        check_valid_paths=not skip_missing,
     )
     n_galaxies, n_outputs, n_samples_written = predictions.shape
     click.echo(f"Wrote predictions for {n_galaxies} galaxies ({n_outputs} outputs x {n_samples_written} "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import pathlib
+import warnings
 
 import click
 
@@ -75,7 +76,9 @@ def _validate(catalogs: dict, schema) -> None:
 @click.option("--mixed-precision", is_flag=True, help="Mixed precision on GPU (ignored with a warning on CPU).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds everything, including the split.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from save_dir/checkpoints/last.* when present.")
+              help="Continue from save_dir/checkpoints/last.* when present (the arguments must match).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --save-dir (its checkpoints, logs and config.json).")
 @click.option("--train-records", multiple=True, metavar="GLOB",
               help="TensorFlow only: train from TFRecord shards (see `zoobot shard`) instead of catalogs.")
 @click.option("--val-records", multiple=True, metavar="GLOB", help="TensorFlow only: validation shards.")
@@ -83,7 +86,7 @@ def _validate(catalogs: dict, schema) -> None:
 @common_options
 def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name, schema_file, save_dir,
                   architecture, batch_size, epochs, patience, color, resize_size, learning_rate, dropout_rate,
-                  gpus, nodes, num_workers, mixed_precision, seed, resume, train_records, val_records,
+                  gpus, nodes, num_workers, mixed_precision, seed, resume, overwrite, train_records, val_records,
                   test_records):
     """Train a decision-tree model from scratch on Galaxy Zoo vote counts.
 
@@ -123,11 +126,15 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
         learning_rate=learning_rate,
         dropout_rate=dropout_rate,
         resume=resume,
+        overwrite=overwrite,
     )
     if uses_records:
         kwargs.update(train_records=_expand_records(train_records), val_records=_expand_records(val_records),
                       test_records=_expand_records(test_records))
-    _, trainer = train(**kwargs)
+    with warnings.catch_warnings():
+        # shown once already by _validate, before the framework started: not a second time by train()
+        warnings.filterwarnings("ignore", message=r".*are not whole numbers", category=UserWarning)
+        _, trainer = train(**kwargs)
     best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
     best = publish_best_checkpoint(best, save_dir) or best
     click.echo(f"Training finished. Best checkpoint: {best}")

@@ -61,11 +61,38 @@ def load_catalog(path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"Catalog file {str(path)!r} does not exist (working directory {os.getcwd()!r}).")
     if suffix == ".csv":
-        catalog = pd.read_csv(path, dtype={"id_str": str}, keep_default_na=True)
+        catalog = _read_csv(path)
     else:
         catalog = pd.read_parquet(path)
     if "id_str" in catalog.columns:
         catalog["id_str"] = _ids_as_str(catalog["id_str"])
+    return catalog
+
+
+def _read_csv(path: pathlib.Path) -> pd.DataFrame:
+    """A csv catalog; errors name the file and the fix (empty file, not UTF-8, not comma-separated)."""
+    from zoobot.shared.errors import CatalogError
+
+    try:
+        catalog = pd.read_csv(path, dtype={"id_str": str}, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise CatalogError(f"Catalog file {str(path)!r} is empty ({path.stat().st_size} bytes): it needs a header "
+                           "line (id_str,file_loc,...) and one line per galaxy.") from None
+    except UnicodeDecodeError as err:
+        raise CatalogError(
+            f"Catalog file {str(path)!r} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at position "
+            f"{err.start}). Save it as UTF-8, or read it yourself, e.g. pd.read_csv(path, encoding='latin-1'), and "
+            "pass the DataFrame."
+        ) from None
+    if len(catalog.columns) == 1:
+        header = str(catalog.columns[0])
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if separator in header:
+                raise CatalogError(
+                    f"Catalog file {str(path)!r} has one column {header[:80]!r}: it looks separated by {name}, not "
+                    f"commas. Save it with commas, or read it yourself with pd.read_csv(path, sep={separator!r}) and "
+                    "pass the DataFrame."
+                )
     return catalog
 
 
@@ -221,10 +248,15 @@ def _check_label_values(catalog, label_cols, label_kind, name, num_classes) -> N
     for col in label_cols:
         dtype = catalog[col].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            # the values that are not numbers, with their rows (not merely the first rows)
+            not_numbers = pd.to_numeric(catalog[col], errors="coerce").isna() & catalog[col].notna()
+            bad = catalog.loc[not_numbers, ["id_str", col]] if "id_str" in catalog else catalog.loc[not_numbers, [col]]
+            examples = format_examples([tuple(str(v) for v in row) for row in bad.itertuples(index=False, name=None)],
+                                       limit=3)
             raise TypeError(
-                f"{name}: label column {col!r} has dtype {dtype}, but labels must be numeric "
-                f"(e.g. {format_examples(catalog[col].head(3).tolist(), limit=3)}). Convert it with "
-                f"pd.to_numeric(catalog[{col!r}])."
+                f"{name}: label column {col!r} has dtype {dtype}, but labels must be numeric: {int(not_numbers.sum())}"
+                f" value(s) are not numbers, e.g. (id_str, {col}) {examples}. Fix them, or convert with "
+                f"pd.to_numeric(catalog[{col!r}], errors='coerce') and drop the rows that become NaN."
             )
     values = catalog[label_cols].to_numpy(dtype=np.float64)
     bad_finite = ~np.isfinite(values)

@@ -19,7 +19,8 @@ from typing import Mapping
 import zoobot
 from zoobot.shared.errors import CheckpointVersionError
 
-__all__ = ["version_metadata", "check_format_version", "drop_unknown_hparams", "VERSION_KEYS"]
+__all__ = ["version_metadata", "check_format_version", "drop_unknown_hparams", "VERSION_KEYS",
+           "unreadable_checkpoint_error"]
 
 #: The keys :func:`version_metadata` adds to every checkpoint and saved file.
 VERSION_KEYS = ("zoobot_version", "format_version")
@@ -145,3 +146,47 @@ def drop_unknown_hparams(hparams: Mapping, known: set, where: str) -> dict:
             stacklevel=2,
         )
     return kept
+
+
+def unreadable_checkpoint_error(path, error: BaseException, expected: str = "a PyTorch .ckpt file") -> ValueError:
+    """The error for a checkpoint file that cannot be read: names the file and, from its bytes, the likely cause.
+
+    Built (not raised) for the backends' loaders, which raise it ``from`` the framework's own error (whose
+    text - "Aborted.", ``KeyError: 101``, ``[enforce fail at inline_container.cc]`` - says neither).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> empty = pathlib.Path(tempfile.mkdtemp()) / 'last.ckpt'
+    >>> _ = empty.write_bytes(b'')
+    >>> 'is empty (0 bytes)' in str(unreadable_checkpoint_error(empty, EOFError()))
+    True
+    """
+    import os
+    import pathlib
+    import zipfile
+
+    path = pathlib.Path(path)
+    size = os.path.getsize(path) if path.is_file() else None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if size == 0:
+        cause = "it is empty (0 bytes): its write was interrupted, or the copy failed"
+    elif head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = None
+        if names is None:
+            cause = f"it is a truncated or damaged archive ({size} bytes): copy it again, or use another checkpoint"
+        elif any(name.endswith(("config.json", ".weights.h5")) for name in names) and \
+                not any(name.endswith("data.pkl") for name in names):
+            cause = "it is a Keras .keras file: load it with the TensorFlow backend (--backend tensorflow)"
+        else:
+            cause = f"its contents are damaged ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+    elif head.startswith(b"\x89HDF"):
+        cause = "it is an HDF5 file (Keras weights?), not a PyTorch checkpoint"
+    else:
+        cause = "it is not a checkpoint written by zoobot (no zip archive; a text file or another format?)"
+    return ValueError(f"Cannot read the checkpoint {path}: {cause}. Expected {expected} written by zoobot.")

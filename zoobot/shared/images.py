@@ -157,8 +157,8 @@ def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, targe
 
 
 def _where(file_loc, id_str) -> str:
-    who = f"id_str {id_str!r}, " if id_str is not None else ""
-    return f"Could not load the image of {who}file_loc {os.fspath(file_loc)!r}"
+    who = f"id_str {str(id_str)!r}, " if id_str is not None else ""  # str: numpy strings repr as np.str_('...')
+    return f"Could not load the image of {who}file_loc {str(os.fspath(file_loc))!r}"
 
 
 def _as_hw(size) -> tuple[int, int]:

@@ -42,12 +42,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from zoobot.shared import save_predictions
+from zoobot.shared import interrupts, save_predictions
 from zoobot.shared.console import progress_bar
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import format_examples, unknown_option_error
 
-__all__ = ["run_chunked_prediction", "partial_dir", "repeat_rows", "PassCollector", "release_free_memory"]
+__all__ = ["run_chunked_prediction", "partial_dir", "repeat_rows", "PassCollector", "release_free_memory",
+           "SaveLocInUseError"]
 
 _MANIFEST = "manifest.json"
 _FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
@@ -163,6 +164,13 @@ def run_chunked_prediction(
     if summary and (schema is None or kind != "tree" or save_loc is None):
         raise ValueError("summary=True needs a tree model's schema, kind='tree' and a save_loc to write next to.")
 
+    with _PartialLock(save_loc):  # one writer per save_loc: a second is refused, naming the first one's PID
+        return _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary,
+                    resume_key, progress)
+
+
+def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary, resume_key,
+         progress) -> np.ndarray:
     chunks = _Chunks(catalog["id_str"].tolist(), int(chunk_size), len(label_cols))
     folder = None
     if save_loc is not None:
@@ -172,9 +180,10 @@ def run_chunked_prediction(
 
     # ---- one pass of the backend over every row still to predict
     todo = chunks.unfinished_rows()
+    done = chunks.n_rows - len(todo)  # rows whose chunks are stored (what an interrupted run keeps)
+    interrupts.note_rows(done, chunks.n_rows, folder)
     # a tqdm bar on a terminal, one line per 10 % in a log file
-    bar = progress_bar(chunks.n_rows, initial=chunks.n_rows - len(todo), unit="galaxy", desc="Predicting",
-                       disable=not progress)
+    bar = progress_bar(chunks.n_rows, initial=done, unit="galaxy", desc="Predicting", disable=not progress)
     try:
         if len(todo):
             # all rows: a copy-on-write view, no copy of a catalog that may hold millions of paths
@@ -188,6 +197,8 @@ def run_chunked_prediction(
                         if folder is not None:
                             _write_chunk(folder, index, *chunks.contents(index))
                         release_free_memory()
+                        done += len(chunks.rows(index))
+                        interrupts.note_rows(done, chunks.n_rows, folder)
                     bar.update(len(positions))
             finally:  # a generator's loader and model state are released now, not when it is collected
                 if callable(getattr(results, "close", None)):
@@ -208,9 +219,63 @@ def run_chunked_prediction(
             f"{len(failures)} of {chunks.n_rows} images could not be read; their predictions are NaN ({where}). "
             f"First: {format_examples(list(failures[['id_str', 'error']].itertuples(index=False, name=None)), 3)}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return predictions
+
+
+class SaveLocInUseError(FileExistsError):
+    """Another process is writing predictions to the same ``save_loc`` (it holds ``<save_loc>.partial.lock``)."""
+
+
+class _PartialLock:
+    """An exclusive lock on ``<save_loc>.partial``: the file ``<save_loc>.partial.lock``, locked with ``flock`` and
+    holding the writer's PID. The operating system releases it when its process ends, even by SIGKILL, so a
+    killed run never blocks the rerun. Nothing is locked without a ``save_loc``, or where ``fcntl`` is missing
+    (Windows)."""
+
+    def __init__(self, save_loc):
+        self.path = None if save_loc is None else partial_dir(save_loc).with_name(partial_dir(save_loc).name + ".lock")
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        if self.path is None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 100).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                save_loc = self.path.with_name(self.path.name[: -len(".partial.lock")])
+                raise SaveLocInUseError(
+                    f"{save_loc} is being written by another zoobot prediction (PID {holder}, lock file {self.path}). "
+                    "Wait for it to finish, or write to another save_loc."
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file while we waited for it: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # still holding the lock: nobody else has it open and locked
+            os.close(self.fd)
+            self.fd = None
+        return False
 
 
 class _Chunks:
@@ -421,7 +486,7 @@ def _open_partial_dir(folder: pathlib.Path, fingerprint: str, n_rows, chunk_size
             f"{folder} holds an unfinished prediction run for a different catalog or different settings; "
             "discarding it and starting afresh.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

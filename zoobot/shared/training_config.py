@@ -387,7 +387,7 @@ def check_resume_config(save_dir, config: Mapping, *, ignore: Sequence[str] = ()
     Raises
     ------
     ValueError
-        Naming every differing argument with both values, and the fix (``resume=False`` or a new
+        Naming every differing argument with both values, and the fix (``overwrite=True`` or a new
         ``save_dir``).
     """
     saved = read_run_config(save_dir)
@@ -405,7 +405,8 @@ def check_resume_config(save_dir, config: Mapping, *, ignore: Sequence[str] = ()
     if differences:
         raise ValueError(
             f"{pathlib.Path(save_dir) / CONFIG_FILENAME} records a run with different arguments, so it cannot be "
-            f"resumed: {'; '.join(differences)}. Pass resume=False to start afresh, or use a new save_dir."
+            f"resumed: {'; '.join(differences)}. Pass overwrite=True (command line: --overwrite) to replace that run "
+            "and start afresh, or use a new save_dir."
         )
 
 

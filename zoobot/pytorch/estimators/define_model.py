@@ -299,6 +299,34 @@ def get_dirichlet_loss_func(question_index_groups):
 # checkpoints
 # ---------------------------------------------------------------------------------------------
 
+def read_checkpoint(checkpoint_path, map_location=None) -> dict:
+    """The contents of a zoobot ``.ckpt`` file, read with ``torch.load(weights_only=True)`` (no pickled code).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file cannot be read: the message names it and the likely cause (empty, truncated, a ``.keras``
+        file, a text file; :func:`zoobot.shared.checkpoints.unreadable_checkpoint_error`).
+    """
+    import os
+
+    from zoobot.shared.checkpoints import unreadable_checkpoint_error
+
+    path = os.fspath(checkpoint_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {checkpoint_path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch's errors name neither the file nor the cause
+        raise unreadable_checkpoint_error(path, err) from err
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{checkpoint_path} holds a {type(checkpoint).__name__}, not a zoobot checkpoint "
+                         "(a dict with 'state_dict' and 'hyper_parameters').")
+    return checkpoint
+
+
 def load_zoobot_checkpoint(cls, checkpoint_path, map_location=None, strict: bool | None = None, **overrides):
     """Rebuild a zoobot LightningModule from a checkpoint, safely and offline.
 
@@ -325,7 +353,7 @@ def load_zoobot_checkpoint(cls, checkpoint_path, map_location=None, strict: bool
     """
     from zoobot.shared.checkpoints import check_format_version, drop_unknown_hparams
 
-    checkpoint = torch.load(checkpoint_path, map_location=map_location or "cpu", weights_only=True)
+    checkpoint = read_checkpoint(checkpoint_path, map_location)
     check_format_version(checkpoint, checkpoint_path)
     known = set(inspect.signature(cls.__init__).parameters) - {"self"}
     hparams = drop_unknown_hparams(

@@ -1313,9 +1313,9 @@ def _constructor_arguments(cls) -> set:
 
 
 def _load_checkpoint_file(path) -> dict:
-    if not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(f"No checkpoint file at {path}")
-    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    from zoobot.pytorch.estimators.define_model import read_checkpoint
+
+    return read_checkpoint(path)
 
 
 def _hub_file(repo: str, filename: str) -> str:
@@ -1693,15 +1693,21 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.loggers import CSVLogger
 
     from zoobot.pytorch.training.console import console_trainer_kwargs
+    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch, _SeedEachEpoch
 
-    if save_dir is None:
-        raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
+    from zoobot.shared.run_dir import check_save_dir
+
+    check_save_dir(save_dir, "the finetuning checkpoints and logs")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
+        # Lightning reads -1 as "no limit": a finetune that never ends
+        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
     save_dir = pathlib.Path(save_dir)
     checkpoint_callback = ModelCheckpoint(
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
         save_top_k=save_top_k, save_last=True)
     callbacks = [checkpoint_callback,
-                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True)]
+                 EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch(),
+                 _SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
     if logger is None:
         logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
     if logger:

@@ -201,7 +201,9 @@ def _as_encoder(model) -> ZoobotEncoder:
 
             from zoobot.shared.preprocessing import carry_record, restore_record
 
-            checkpoint = torch.load(model, map_location="cpu", weights_only=True)
+            from zoobot.pytorch.estimators.define_model import read_checkpoint
+
+            checkpoint = read_checkpoint(model, map_location="cpu")
             hparams = _checkpoint_hparams(checkpoint)
             record = restore_record(checkpoint.get("preprocessing"), input_size=checkpoint.get("zoobot_input_size"),
                                     channels=hparams.get("channels"))

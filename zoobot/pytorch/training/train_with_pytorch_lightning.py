@@ -13,8 +13,9 @@ Either spelling of ``model_architecture``/``architecture_name`` and ``resize_siz
 What a run does, in order:
 
 1. check the arguments and catalogs (E1-E5) before any model work; split one catalog 70/10/20;
-2. write ``save_dir/config.json`` and ``save_dir/{train,val,test}_catalog.parquet`` (refusing to
-   resume a run recorded with other arguments);
+2. claim ``save_dir`` (:func:`zoobot.shared.run_dir.claim_save_dir`: resume the run there when its
+   recorded arguments match, replace it with ``overwrite=True``, otherwise refuse); ``config.json`` and
+   ``{train,val,test}_catalog.parquet`` are written when training starts;
 3. build a :class:`~zoobot.pytorch.datasets.GalaxyDataModule` and a
    :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree`;
 4. fit with Lightning: checkpoints in ``save_dir/checkpoints`` (best ``save_top_k`` by
@@ -42,8 +43,8 @@ from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.schedules import normalise_scheduler_params
+from zoobot.shared.run_dir import check_save_dir, claim_save_dir
 from zoobot.shared.training_config import (
-    check_resume_config,
     merge_alias_kwargs,
     prepare_catalogs,
     resolve_architecture_name,
@@ -70,6 +71,7 @@ _RESUMABLE_CHANGES = (
     "mixed_precision",
     "check_valid_paths",
     "resume",
+    "overwrite",
     "save_top_k",
     "extra_callbacks",
     "wandb_logger",
@@ -115,6 +117,7 @@ def train(
     extra_callbacks=None,
     check_valid_paths=True,
     resume=True,
+    overwrite=False,
     architecture_name=None,
     resize_after_crop=None,
 ):
@@ -175,7 +178,11 @@ def train(
         Check every ``file_loc`` exists before training (E5).
     resume : bool
         If ``save_dir/checkpoints/last.ckpt`` exists, continue that run (its ``config.json`` must
-        record the same arguments, apart from e.g. ``epochs``/``patience``/``gpus``).
+        record the same arguments, apart from e.g. ``epochs``/``patience``/``gpus``). A folder holding
+        the checkpoints of another run is refused (``SaveDirInUseError``) unless ``overwrite=True``.
+    overwrite : bool
+        Delete the run already in ``save_dir`` (checkpoints, backup, logs, ``config.json``, split
+        catalogs; nothing else) and start afresh. See docs/reliability.md.
 
     Returns
     -------
@@ -251,6 +258,7 @@ def train(
                 extra_callbacks=extra_callbacks,
                 check_valid_paths=check_valid_paths,
                 resume=resume,
+                overwrite=overwrite,
             )
         )
     )
@@ -406,8 +414,7 @@ def _merge_alias(canonical_value, canonical: str, default, alias_value, alias: s
 
 def _resolve_arguments(args: dict) -> dict:
     """Check every argument and prepare the catalogs; returns the keywords of :func:`_train`."""
-    if args["save_dir"] is None:
-        raise ValueError("save_dir is required: the folder for checkpoints, logs and config.json.")
+    check_save_dir(args["save_dir"])  # None or '' (which would write into the working directory)
     if not isinstance(args["schema"], schemas_module.Schema):
         raise TypeError(
             f"schema must be a zoobot.shared.schemas.Schema, got {type(args['schema']).__name__}. "
@@ -549,6 +556,7 @@ def _train(
     extra_callbacks,
     check_valid_paths: bool,
     resume: bool,
+    overwrite: bool = False,
     accelerator: str | None = None,
     devices: int | None = None,
 ):
@@ -560,9 +568,8 @@ def _train(
     save_dir = pathlib.Path(save_dir)
     checkpoint_dir = save_dir / "checkpoints"
     last_checkpoint = checkpoint_dir / "last.ckpt"
-    resuming = bool(resume) and last_checkpoint.is_file()
 
-    # record the run (refusing to resume a different one) before any expensive work
+    # one run per save_dir: resume it, replace it (overwrite) or refuse, before any expensive work
     config = _run_config(
         dict(
             entry_point=entry_point,
@@ -601,8 +608,9 @@ def _train(
             resume=resume,
         )
     )
-    if resuming:
-        check_resume_config(save_dir, config, ignore=_RESUMABLE_CHANGES)
+    resuming = claim_save_dir(save_dir, config, resume=resume, overwrite=overwrite,
+                              resumable=last_checkpoint.is_file(), ignore=_RESUMABLE_CHANGES,
+                              clear=_is_global_zero())
 
     # devices
     if accelerator is None and _device_override is not None:
@@ -625,9 +633,6 @@ def _train(
 
     L.seed_everything(random_state, workers=True, verbose=False)
     is_main = _is_global_zero()
-    if is_main:
-        write_run_config(save_dir, config, backend="pytorch")
-        write_split_catalogs(save_dir, train_catalog, val_catalog, test_catalog)
 
     datamodule = GalaxyDataModule(
         label_cols=list(schema.label_cols),
@@ -667,8 +672,11 @@ def _train(
         save_top_k=save_top_k,
         save_last=True,
         auto_insert_metric_name=auto_insert_metric_name,
+        enable_version_counter=False,  # one run per save_dir: never a last-v1.ckpt
     )
     callbacks = [
+        _RecordRun(save_dir, config, (train_catalog, val_catalog, test_catalog)),
+        NoteEpoch(),
         checkpoint_callback,
         L.pytorch.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True),
         _NonFiniteLossGuard(),
@@ -709,6 +717,28 @@ def _train(
     # the input size is not a ZoobotTree hyperparameter; predict() reads it from here
     model.input_size = int(resize_after_crop)
     return model, trainer
+
+
+class _RecordRun(L.Callback):
+    """Writes ``config.json`` and the split catalogs when training starts (not before: a run that fails while
+    it is set up, e.g. asking for a GPU on a CPU-only machine, leaves the folder as it was)."""
+
+    def __init__(self, save_dir, config, catalogs):
+        self.save_dir, self.config, self.catalogs = save_dir, config, catalogs
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            write_run_config(self.save_dir, self.config, backend="pytorch")
+            write_split_catalogs(self.save_dir, *self.catalogs)
+
+
+class NoteEpoch(L.Callback):
+    """Tells :mod:`zoobot.shared.interrupts` which epoch runs, for the message of an interrupted run."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        from zoobot.shared import interrupts
+
+        interrupts.note_epoch(trainer.current_epoch, trainer.max_epochs)
 
 
 def _is_global_zero() -> bool:
@@ -792,13 +822,17 @@ class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
 class _SeedEachEpoch(L.pytorch.callbacks.Callback):
     """Reseed Python, NumPy and torch at the start of every training epoch from ``(random_state, epoch)``,
     so that a run resumed from ``last.ckpt`` draws the same augmentations and dropout masks as an
-    uninterrupted one (the batch order is seeded the same way by the data module's sampler)."""
+    uninterrupted one (the batch order is seeded the same way by the data module's sampler).
+    ``random_state=None``: the module's ``seed`` attribute (finetuning models), if it has one."""
 
-    def __init__(self, random_state: int):
-        self.random_state = int(random_state)
+    def __init__(self, random_state: int | None):
+        self.random_state = None if random_state is None else int(random_state)
 
     def on_train_epoch_start(self, trainer, pl_module):
-        seed = (self.random_state * 1_000_003 + trainer.current_epoch) % 2**32
+        random_state = self.random_state if self.random_state is not None else getattr(pl_module, "seed", None)
+        if random_state is None:
+            return
+        seed = (int(random_state) * 1_000_003 + trainer.current_epoch) % 2**32
         L.seed_everything(seed, workers=True, verbose=False)
 
 

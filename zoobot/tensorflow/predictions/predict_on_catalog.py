@@ -570,9 +570,9 @@ class _Runner:
                         if len(positions):
                             done[todo[positions]] = True
                             yield todo[positions], predictions, None
-                except (tf.errors.OpError, ImageLoadError, OSError) as err:
+                except _ImageReadError as err:
                     if self.on_bad_image == "raise":
-                        raise _as_image_error(err, rows.iloc[np.flatnonzero(~done)]) from err
+                        raise _as_image_error(err.cause, rows.iloc[np.flatnonzero(~done)]) from err.cause
                     stopped = np.flatnonzero(~done)[:window]
                     predictions, failures = self.predict_chunk(rows.iloc[stopped].reset_index(drop=True))
                     done[stopped] = True
@@ -587,11 +587,13 @@ class _Runner:
         failures = []
         try:
             self._predict_rows(chunk, np.arange(len(chunk)), predictions)
-        except (tf.errors.OpError, ImageLoadError, OSError):
+        except _ImageReadError as err:
             bad = _find_bad_images(chunk)
             if not bad:  # TensorFlow cannot decode something the file check accepts: isolate it
                 bad = {}
                 self._bisect(chunk, np.arange(len(chunk)), predictions, bad)
+                if len(chunk) > 1 and len(bad) == len(chunk):  # not one image: the pipeline itself fails
+                    raise err.cause
             else:
                 good = np.array([i for i in range(len(chunk)) if i not in bad], dtype=int)
                 if len(good):
@@ -605,9 +607,9 @@ class _Runner:
         """Predict ``rows``; on a read error, split them until the unreadable images are isolated."""
         try:
             self._predict_rows(chunk, rows, predictions)
-        except (tf.errors.OpError, ImageLoadError, OSError) as err:
+        except _ImageReadError as err:
             if len(rows) == 1:
-                bad[int(rows[0])] = _short_error(err)
+                bad[int(rows[0])] = _short_error(err.cause)
                 return
             middle = len(rows) // 2
             self._bisect(chunk, rows[:middle], predictions, bad)
@@ -637,18 +639,72 @@ class _Runner:
         device = tf.device(self.device) if self.device else contextlib.nullcontext()
         # no progress bar of its own: the runner's advances per batch (and tqdm.auto would call iter(dataset)
         # once more, starting a second pipeline)
-        for images, ids in dataset:
+        for images, ids in _read_batches(dataset):
             if not self._checked:
                 check_images(images, self.spec.channels, where="predict")
                 self._checked = True
-            with device:
-                out = self.step(images).numpy()
+            try:
+                with device:
+                    out = self.step(images).numpy()
+            except tf.errors.ResourceExhaustedError:
+                raise  # out of memory: its own error, never an image problem
+            except tf.errors.OpError as err:
+                raise _model_error(err, tuple(images.shape), self.spec) from err
             if out.shape[1] != self.n_outputs:
                 raise ValueError(
                     f"The model returned {out.shape[1]} outputs per galaxy but {self.n_outputs} label_cols "
                     f"were expected (expected width {self.n_outputs}, got width {out.shape[1]})."
                 )
             yield np.array([position[i.decode() if isinstance(i, bytes) else str(i)] for i in ids.numpy()]), out
+
+
+class _ImageReadError(Exception):
+    """The input pipeline stopped while reading or decoding images (``cause``: the original error).
+
+    Only this becomes a recorded failure: errors of the model, of its input shape or of memory come from
+    the compiled step, outside the pipeline, and stop the prediction with their own message.
+    """
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _read_batches(dataset):
+    """Iterate ``dataset``, turning the errors of reading an image (and only those) into :class:`_ImageReadError`.
+
+    Out of memory is never an image problem: ``ResourceExhaustedError`` passes through unchanged.
+    """
+    iterator = iter(dataset)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.ResourceExhaustedError:
+            raise
+        except (tf.errors.OpError, ImageLoadError, OSError) as err:
+            raise _ImageReadError(err) from err
+        yield batch
+
+
+def _model_error(err, shape: tuple, spec: ModelSpec) -> RuntimeError:
+    """A model (or input shape) error of the compiled step, in a few words: TensorFlow's own message without
+    the Python traceback it embeds."""
+    kept, after_file = [], False
+    for line in str(getattr(err, "message", err)).splitlines():
+        line = line.strip()
+        skip = after_file or line.startswith(("File ", "Graph execution error", "Detected at node", "[["))
+        after_file = line.startswith("File ")  # the next line is that frame's source code
+        if line and not skip:
+            kept.append(line)
+    text = " ".join(kept) or str(err)
+    return RuntimeError(
+        f"The model failed on a batch of images of shape {shape} (model: {spec.channels} channel(s), "
+        f"{spec.input_size} px): {type(err).__name__}: {text[:400]}. This is a model or settings error, not an "
+        "unreadable image: no row was recorded as failed. Check the image size (--resize-size / "
+        "resize_after_crop) and the model; finished chunks are kept, so rerunning resumes after them."
+    )
 
 
 def _find_bad_images(chunk: pd.DataFrame) -> dict:

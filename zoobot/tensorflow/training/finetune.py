@@ -1925,8 +1925,9 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     """
     from zoobot.tensorflow.training import trainer as trainer_module
 
-    if save_dir is None:
-        raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
+    from zoobot.shared.run_dir import check_save_dir
+
+    check_save_dir(save_dir, "the finetuning checkpoints and logs")
     accepted = set(inspect.signature(trainer_module.Trainer.__init__).parameters) - {
         "self", "default_root_dir", "max_epochs", "devices", "accelerator", "logger"}
     unknown = sorted(set(trainer_kwargs) - accepted)

@@ -12,8 +12,8 @@ Two public names share one implementation (:func:`_train`); each keeps its own d
 What a run does, in order (the same as PyTorch):
 
 1. check the arguments and catalogs (E1-E5) before any model work; split one catalog 70/10/20;
-2. write ``save_dir/config.json`` and the split catalogs (refusing to resume a run recorded with other
-   arguments);
+2. claim ``save_dir`` (:func:`zoobot.shared.run_dir.claim_save_dir`: resume, ``overwrite=True`` or refuse);
+   ``config.json`` and the split catalogs are written when training starts;
 3. build the ``tf.data`` pipelines (:class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, or TFRecord
    shards augmented with the same transforms) and a
    :class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` - inside a ``MirroredStrategy`` scope
@@ -45,8 +45,9 @@ import tensorflow as tf
 from zoobot.tensorflow.training.console import fit_verbosity
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.schedules import normalise_scheduler_params
+from zoobot.shared import interrupts
+from zoobot.shared.run_dir import check_save_dir, claim_save_dir
 from zoobot.shared.training_config import (
-    check_resume_config,
     merge_alias_kwargs,
     prepare_catalogs,
     resolve_architecture_name,
@@ -72,6 +73,7 @@ _RESUMABLE_CHANGES = (
     "mixed_precision",
     "check_valid_paths",
     "resume",
+    "overwrite",
     "save_top_k",
     "extra_callbacks",
     "wandb_logger",
@@ -118,6 +120,7 @@ def train(
     extra_callbacks=None,
     check_valid_paths=True,
     resume=True,
+    overwrite=False,
     architecture_name=None,
     resize_after_crop=None,
     train_records=None,
@@ -184,8 +187,10 @@ def train(
         Check every ``file_loc`` exists before training (E5).
     resume : bool
         If ``save_dir/backup`` holds a backup, continue that run from it (its ``config.json`` must
-        record the same arguments, apart from e.g. ``epochs``/``patience``/``gpus``). False deletes
-        the backup and starts afresh.
+        record the same arguments, apart from e.g. ``epochs``/``patience``/``gpus``). A folder holding
+        the checkpoints of another run is refused (``SaveDirInUseError``) unless ``overwrite=True``.
+    overwrite : bool
+        Delete the run already in ``save_dir`` and start afresh (as in PyTorch).
     train_records, val_records, test_records : list of str, optional, keyword-only
         [TF only] TFRecord shards (e.g. ``ShardConfig.train_tfrecord_locs()``) instead of catalogs;
         train and val are required together, and no catalog may be given. Shards hold
@@ -268,6 +273,7 @@ def train(
                 extra_callbacks=extra_callbacks,
                 check_valid_paths=check_valid_paths,
                 resume=resume,
+                overwrite=overwrite,
                 train_records=train_records,
                 val_records=val_records,
                 test_records=test_records,
@@ -440,8 +446,7 @@ def _merge_alias(canonical_value, canonical: str, default, alias_value, alias: s
 
 def _resolve_arguments(args: dict) -> dict:
     """Check every argument and prepare the catalogs; returns the keywords of :func:`_train`."""
-    if args["save_dir"] is None:
-        raise ValueError("save_dir is required: the folder for checkpoints, logs and config.json.")
+    check_save_dir(args["save_dir"])  # None or '' (which would write into the working directory)
     if not isinstance(args["schema"], schemas_module.Schema):
         raise TypeError(
             f"schema must be a zoobot.shared.schemas.Schema, got {type(args['schema']).__name__}. "
@@ -1117,6 +1122,7 @@ def _train(
     extra_callbacks,
     check_valid_paths: bool,
     resume: bool,
+    overwrite: bool = False,
     train_records,
     val_records,
     test_records,
@@ -1133,14 +1139,14 @@ def _train(
     save_dir = pathlib.Path(save_dir)
     checkpoint_dir = save_dir / "checkpoints"
     backup_dir = save_dir / "backup"
-    resuming = bool(resume) and backup_dir.is_dir() and any(backup_dir.iterdir())
+    has_backup = backup_dir.is_dir() and any(backup_dir.iterdir())
 
-    # record the run (refusing to resume a different one) before any expensive work
+    # one run per save_dir: resume it, replace it (overwrite) or refuse, before any expensive work
     config = _run_config({k: v for k, v in args.items() if k not in ("ZoobotTree",)})
-    if resuming:
-        check_resume_config(save_dir, config, ignore=_RESUMABLE_CHANGES)
-    elif backup_dir.exists():
-        shutil.rmtree(backup_dir)  # resume=False (or an empty backup): start afresh
+    resuming = claim_save_dir(save_dir, config, resume=resume, overwrite=overwrite, resumable=has_backup,
+                              ignore=_RESUMABLE_CHANGES)
+    if not resuming and backup_dir.exists():
+        shutil.rmtree(backup_dir)  # an empty backup folder: start afresh
 
     # devices
     if devices is None:
@@ -1172,9 +1178,6 @@ def _train(
         )
 
     keras.utils.set_random_seed(random_state)
-    write_run_config(save_dir, config, backend="tensorflow")
-    if train_catalog is not None:
-        write_split_catalogs(save_dir, train_catalog, val_catalog, test_catalog)
 
     n_replicas = max(strategy.num_replicas_in_sync, 1)
     global_batch_size = batch_size * n_replicas
@@ -1240,10 +1243,16 @@ def _train(
             checkpoint_callback,
             keras.callbacks.EarlyStopping(monitor=_KERAS_MONITOR, mode="min", patience=patience),
             metrics_csv,
+            # for the message of an interrupted run (zoobot.shared.interrupts)
+            keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: interrupts.note_epoch(epoch, epochs)),
             *(extra_callbacks or []),
         ]
         # one line per epoch in a log file, with the losses PyTorch's line shows (per-question losses: metrics.csv)
         verbose, progress_callbacks = fit_verbosity(True, epochs, keep=("val_loss", "loss", "learning_rate", "lr"))
+        # the run is recorded when training starts, not before (a run that fails while set up leaves no trace)
+        write_run_config(save_dir, config, backend="tensorflow")
+        if train_catalog is not None:
+            write_split_catalogs(save_dir, train_catalog, val_catalog, test_catalog)
         with _image_errors_named(catalogs):
             history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                 callbacks=callbacks + progress_callbacks, shuffle=False, verbose=verbose)

@@ -41,6 +41,7 @@ import pandas as pd
 import tensorflow as tf
 
 from zoobot.tensorflow.training.console import fit_verbosity
+from zoobot.shared import interrupts
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = ["Trainer", "ModelCheckpoint", "EarlyStopping", "CSVLogger"]
@@ -344,6 +345,7 @@ class _EpochCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         model = self.finetune_model
         self.trainer.current_epoch = epoch
+        interrupts.note_epoch(epoch, self.trainer.max_epochs)  # for the message of an interrupted run
         model.optimizer.learning_rate.assign(model.learning_rate * model.lr_multiplier(epoch))
         if model.feature_cache is not None:
             for stage in model.feature_cache.STAGES:
