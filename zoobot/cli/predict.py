@@ -61,9 +61,12 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=N
 @click.option("--no-test-time-dropout", is_flag=True, help="Switch MC dropout off (deterministic predictions).")
 @click.option("--summary", is_flag=True,
               help="Tree models: also write <stem>_friendly.parquet and <stem>_advanced.parquet.")
+@click.option("--shard", default=None, metavar="R/N|auto",
+              help="Predict only part R of N (a stable hash of id_str) into <stem>.part-R-of-N<suffix>; 'auto' "
+                   "reads R and N from torchrun/SLURM/TF_CONFIG. Then `zoobot merge-predictions`.")
 @common_options
 def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
-                    resize_size, tta, no_test_time_dropout, summary):
+                    resize_size, tta, no_test_time_dropout, summary, shard):
     """Predict every galaxy of a catalog and write one row per id_str.
 
     \b
@@ -73,8 +76,13 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     """
     _check_source(checkpoint, name)
     from zoobot.shared.save_predictions import prediction_format
+    from zoobot.shared.sharding import parse_shard, part_path
 
     prediction_format(save_loc)  # unknown extension: E13 before any work
+    try:
+        shard = parse_shard(shard)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--shard") from None
     frame = _read_catalog(catalog)
     if checkpoint is not None:
         model = load_model(checkpoint)
@@ -88,8 +96,10 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     predictions = predict(
         frame, model, n_samples=n_samples, save_loc=str(save_loc),
         datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
-        test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
+        test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta, shard=shard,
     )
+    if shard is not None:  # this process's part
+        save_loc = part_path(save_loc, shard)
     n_galaxies, n_outputs, n_samples_written = predictions.shape
     click.echo(f"Wrote predictions for {n_galaxies} galaxies ({n_outputs} outputs x {n_samples_written} "
                f"sample{'s' if n_samples_written != 1 else ''}) to {save_loc}")
