@@ -281,18 +281,19 @@ def merge_parts(save_loc, world_size: int | None = None, *, catalog: pd.DataFram
 def _check_parts_finished(paths) -> None:
     from zoobot.shared.prediction_runner import partial_dir
 
-    missing = [p for p in paths if not p.exists()]
     unfinished = [p for p in paths if partial_dir(p).exists()]
-    if missing:
-        ranks = [_rank_of(p) for p in missing]
-        raise FileNotFoundError(
-            f"Cannot merge: {len(missing)} of {len(paths)} parts missing ({format_examples([p.name for p in missing])}). "
-            f"Run (or rerun) the prediction with --shard R/{len(paths)} for R in {format_examples(ranks)}."
-        )
+    missing = [p for p in paths if not p.exists() and p not in unfinished]
     if unfinished:
         raise ValueError(
             f"Cannot merge: part(s) {format_examples([p.name for p in unfinished])} are unfinished (their "
             f".partial folder remains: still running, or killed). Rerun them with the same arguments to finish."
+        )
+    if missing:
+        ranks = [_rank_of(p) for p in missing]
+        raise FileNotFoundError(
+            f"Cannot merge: {len(missing)} of {len(paths)} parts missing "
+            f"({format_examples([p.name for p in missing])}). Run (or rerun) the prediction with "
+            f"--shard R/{len(paths)} for R in {format_examples(ranks)}."
         )
 
 
