@@ -182,7 +182,9 @@ def select_part(catalog: pd.DataFrame, shard: Shard) -> pd.DataFrame:
 
 
 def part_path(save_loc, shard: Shard) -> pathlib.Path:
-    """Where part ``shard`` of ``save_loc`` is written: ``<stem>.part-R-of-N<suffix>``."""
+    """Where part ``shard`` (a :class:`Shard` or ``(rank, world_size)``) of ``save_loc`` is written:
+    ``<stem>.part-R-of-N<suffix>``."""
+    shard = Shard(*shard)
     path = pathlib.Path(save_loc)
     return path.with_name(f"{path.stem}.part-{shard.rank}-of-{shard.world_size}{path.suffix}")
 
