@@ -1,6 +1,7 @@
 """The ``zoobot`` command line, run in subprocesses with tiny settings: outputs and exit codes (api.md 5.2)."""
 import importlib.metadata
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from zoobot.shared.load_predictions import load
 
 from .conftest import IMAGE_SIZE, describe, run_zoobot
 
-COMMANDS = ("demo", "train", "finetune", "predict", "representations", "shard", "schemas", "info")
+COMMANDS = ("demo", "train", "finetune", "predict", "representations", "evaluate", "shard", "schemas", "info")
 
 
 def _error_lines(result) -> list:
@@ -69,12 +70,17 @@ def test_train_without_schema_is_a_usage_error(votes_catalog_csv, tmp_path):
 def test_schemas_lists_every_prebuilt_schema_with_counts():
     result = run_zoobot("schemas")
     assert result.returncode == 0, describe(result)
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:] if line.strip()
-            and not line.endswith("`.")}
-    assert set(rows) == set(schemas.list_schemas())
+    lines = result.stdout.splitlines()
+    names = set(schemas.list_schemas())
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in lines[1:] if line.split()[:1] and
+            line.split()[0] in names}
+    assert set(rows) == names
     for name in ("decals_dr5_ortho", "gz_rings", "gz2_ortho"):
         schema = schemas.get_schema(name)
-        assert rows[name] == [str(schema.n_questions), str(schema.n_answers)]
+        assert rows[name][:2] == [str(schema.n_questions), str(schema.n_answers)]
+    # every tree has a one-line description, and the listing says which to start from and what "ortho" means
+    assert all(len(row) == 3 and len(row[2]) > 10 for row in rows.values()), rows
+    assert "Start with decals_dr5_ortho" in result.stdout and "'ortho' trees" in result.stdout
 
 
 def test_schemas_shows_one_tree_and_rejects_unknown_names():
@@ -156,7 +162,14 @@ def test_train_writes_checkpoints_metrics_and_config(trained_tree):
     assert result.returncode == 0, describe(result)
     assert (save_dir / "checkpoints" / "last.ckpt").is_file()
     best = result.stdout.split("Best checkpoint: ")[1].split()[0]
-    assert pathlib.Path(best).parent.resolve() == (save_dir / "checkpoints").resolve()
+    # a name to type (README: --checkpoint results/run/best.ckpt), the same file as the best epoch's checkpoint
+    assert pathlib.Path(best) == save_dir / "best.ckpt"
+    epochs = [p for p in (save_dir / "checkpoints").glob("epoch=*.ckpt")]
+    assert any(p.samefile(best) for p in epochs)
+    # the test split's metrics, printed and saved
+    test_metrics = json.loads((save_dir / "test_metrics.json").read_text())
+    assert np.isfinite(test_metrics["test/supervised_loss"])
+    assert f"test/supervised_loss {test_metrics['test/supervised_loss']:.4f}" in result.stdout
     metrics = pd.read_csv(save_dir / "logs" / "metrics.csv")
     assert np.isfinite(metrics["validation/supervised_loss"].dropna()).all()
     config = json.loads((save_dir / "config.json").read_text())
@@ -236,7 +249,7 @@ def test_finetune_from_checkpoint_then_predict(rings_catalog_csv, trained_tree, 
     config = json.loads((save_dir / "config.json").read_text())
     assert config["resize_after_crop"] == IMAGE_SIZE  # read from the tree run's config.json
     test_preds = pd.read_parquet(save_dir / "test_predictions.parquet")
-    probabilities = test_preds[["ring_class_0_pred_0", "ring_class_1_pred_0"]].to_numpy()
+    probabilities = test_preds[["not_ring_pred_0", "ring_pred_0"]].to_numpy()  # named after the label
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
     preds = tmp_path / "ring_preds.csv"
@@ -245,7 +258,8 @@ def test_finetune_from_checkpoint_then_predict(rings_catalog_csv, trained_tree, 
     assert run.returncode == 0, describe(run)
     table = pd.read_csv(preds, dtype={"id_str": str})
     assert table["id_str"].tolist() == pd.read_csv(rings_catalog_csv, dtype={"id_str": str})["id_str"].tolist()
-    np.testing.assert_allclose(table["class_0_pred_mean"] + table["class_1_pred_mean"], 1.0, rtol=1e-5)
+    # the checkpoint remembers the label it was trained on: ring_pred_mean, not class_1_pred_mean
+    np.testing.assert_allclose(table["not_ring_pred_mean"] + table["ring_pred_mean"], 1.0, rtol=1e-5)
 
 
 def test_finetune_rejects_bad_class_labels_before_training(rings_catalog_csv, trained_tree, tmp_path):
@@ -310,3 +324,22 @@ def test_tensorflow_train_predict_and_representations(votes_catalog_csv, tmp_pat
     # a Keras model with the PyTorch backend is refused with the fix
     wrong = run_zoobot("predict", "--catalog", votes_catalog_csv, "--checkpoint", best, "--save-loc", preds)
     assert wrong.returncode == 1 and "--backend tensorflow" in wrong.stderr
+
+
+def test_unreachable_hub_name_fails_at_once_with_the_cli_spelling(rings_catalog_csv, tmp_path):
+    import time
+
+    env_overrides = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "empty_hf_home")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                                                             "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")}
+    env.update(env_overrides, PYTHONWARNINGS="ignore::DeprecationWarning")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "zoobot", "finetune", "--catalog", str(rings_catalog_csv),
+                             "--label-cols", "ring", "--name", "hf-hub:someone/zoobot-encoder-not-cached",
+                             "--save-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 1, describe(result)
+    assert "the Hub cannot be reached" in result.stderr
+    assert "--name local-dir:/path/to/folder" in result.stderr and "name='" not in result.stderr
+    assert "HF_HUB_OFFLINE" not in result.stderr
+    assert time.perf_counter() - started < 60  # start-up included; no ~23 s of retries

@@ -12,6 +12,8 @@ The convention (documented for writers in ``docs/writing_docs.md``):
   one process, and the second part can read files the first wrote);
 - ``<!-- docs-test: slow -->`` anywhere in a page: its blocks run only in the slow suite
   (``pytest -m slow``);
+- ``<!-- docs-test: commands -->`` right before a ``bash`` block: each line is a ``zoobot`` command
+  (``# comments`` allowed) that ``tests/docs/test_readme_commands.py`` runs, in order, in one folder;
 - other languages (``bash``, ``text``, ``json``, ...) are shown only. ``py``, ``python3``, ``pycon``
   or a block without a language are errors, so no Python escapes the rule.
 """
@@ -40,6 +42,21 @@ class Block:
     code: str
     skip_reason: str | None = None
     new_process: bool = False
+    commands: bool = False
+
+    def command_lines(self) -> list:
+        """The command lines of a ``commands`` block, without comments (a trailing backslash continues)."""
+        lines, current = [], ""
+        for raw in self.code.splitlines():
+            text = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+            if text.endswith("\\"):
+                current += text[:-1] + " "
+                continue
+            current += text
+            if current.strip():
+                lines.append(current.strip())
+            current = ""
+        return lines
 
 
 @dataclasses.dataclass
@@ -95,6 +112,8 @@ def parse_page(path: pathlib.Path) -> Page:
                 slow = True
             elif body == "new-process":
                 pending.append(("new-process", None))
+            elif body == "commands":
+                pending.append(("commands", None))
             elif body.startswith("skip"):
                 reason = body[len("skip"):].strip(" :-")
                 if not reason:
@@ -103,7 +122,7 @@ def parse_page(path: pathlib.Path) -> Page:
                 pending.append(("skip", reason))
             else:
                 raise ConventionError(f"{where}:{i + 1}: unknown docs-test marker {body!r} "
-                                      "(known: skip REASON, new-process, slow)")
+                                      "(known: skip REASON, new-process, slow, commands)")
             i += 1
             continue
         fence = _FENCE.match(lines[i])
@@ -130,6 +149,11 @@ def parse_page(path: pathlib.Path) -> Page:
                                       "in an HTML comment before the block)")
             block = Block(path, start + 1, language, code)
             for kind, reason in pending:
+                if kind == "commands":
+                    if language != "bash":
+                        raise ConventionError(f"{where}:{i + 1}: 'docs-test: commands' applies to bash blocks")
+                    block.commands = True
+                    continue
                 if language != "python":
                     raise ConventionError(f"{where}:{i + 1}: docs-test markers apply to python blocks only")
                 if kind == "skip":
@@ -141,7 +165,8 @@ def parse_page(path: pathlib.Path) -> Page:
             i = j + 1
             continue
         if pending and lines[i].strip():
-            raise ConventionError(f"{where}:{i + 1}: a docs-test marker must come right before a python block")
+            raise ConventionError(f"{where}:{i + 1}: a docs-test marker must come right before a python block "
+                                  "(commands: a bash block)")
         i += 1
     if pending:
         raise ConventionError(f"{where}: docs-test marker at the end of the page, before no block")

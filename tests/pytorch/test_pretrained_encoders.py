@@ -150,3 +150,23 @@ def test_registry_name_without_weights_builds_the_architecture_offline(tmp_path,
     assert pretrained_encoders.encoder_channels(encoder) == 1  # greyscale registry entry
     with pytest.raises(FileNotFoundError, match="zoobot-encoder-greyscale-resnet18"):
         create_encoder("zoobot-encoder-greyscale-resnet18")
+
+
+def test_unreachable_hub_fails_at_once_without_blaming_hf_hub_offline(fake_hf_home, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(fake_hf_home))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="the Hub cannot be reached") as info:
+        create_encoder("hf-hub:someone/zoobot-encoder-not-cached")
+    assert time.perf_counter() - started < 5  # not huggingface_hub's ~23 s of retries
+    message = str(info.value)
+    assert "HF_HUB_OFFLINE" not in message  # it was never set
+    assert "name='local-dir:/path/to/folder'" in message and "--name" not in message  # a Python call

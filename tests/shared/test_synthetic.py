@@ -237,6 +237,31 @@ def test_rings_are_rare_naturally_and_balanced_on_request(tmp_path):
     np.testing.assert_array_equal(galaxy.counts, row[["ring_yes", "ring_no"]].to_numpy(dtype=np.int64))
 
 
+def test_ring_set_non_rings_match_rings_in_size_and_brightness(tmp_path):
+    """Naturally, rings are bright and large (a ring must be visible), so brightness and size alone would
+    find them. In a conditioned ring set, non-rings are drawn like the rings, with the ring taken away
+    and the same total light: a logistic regression on size and brightness, in the latents or in the
+    pixels, stays near chance (issue 13: ROC AUC <= 0.6)."""
+    from zoobot.shared.metrics import ring_baseline_auc
+    from zoobot.shared.synthetic.render import galaxy_flux
+
+    natural = latents_sample(3000, seed=5)
+    natural = pd.DataFrame({"re": [lat["re"] for lat in natural], "log_snr": [lat["log_snr"] for lat in natural],
+                            "ring": [int(answer_probabilities(lat, schemas.gz_rings_schema)[0] > 0.5)
+                                     for lat in natural]})
+    assert ring_baseline_auc(natural, features=["re", "log_snr"]) > 0.68  # measured 0.72
+
+    galaxies = [synthetic_galaxy(i, image_size=8, label="ring", ring_fraction=0.5, seed=7) for i in range(300)]
+    matched = pd.DataFrame({"re": [g.latents["re"] for g in galaxies], "ring": [g.ring for g in galaxies],
+                            "log_flux": [np.log10(galaxy_flux(g.latents, 32)) for g in galaxies]})
+    assert 0.35 < matched.ring.mean() < 0.65
+    assert ring_baseline_auc(matched, features=["re", "log_flux"]) <= 0.6
+
+    catalog, _ = make_synthetic_catalog(tmp_path, n_galaxies=300, image_size=64, label="ring", ring_fraction=0.5,
+                                        seed=8, progress=False)
+    assert ring_baseline_auc(catalog) <= 0.6  # image total flux and second moment
+
+
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
@@ -388,3 +413,24 @@ def test_image_features_predict_edge_on_and_smooth_vs_featured(catalog_48px):
     # a shuffled label is not predictable: the check can fail
     shuffled = np.random.default_rng(0).permutation(edge_on)
     assert out_of_sample_auc(features, shuffled) < 0.62
+
+
+def test_split_named_ids_change_only_the_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from zoobot.shared.datasets import demo_rings
+    from zoobot.shared.synthetic import make_synthetic_catalog
+
+    plain, _ = make_synthetic_catalog(tmp_path / "plain", n_galaxies=2, image_size=32, seed=5, progress=False)
+    named, _ = make_synthetic_catalog(tmp_path / "named", n_galaxies=2, image_size=32, seed=5, progress=False,
+                                      split="test")
+    assert plain["id_str"].tolist() == ["synth-train-s5-000000", "synth-train-s5-000001"]
+    assert named["id_str"].tolist() == ["synth-test-s5-000000", "synth-test-s5-000001"]
+    for a, b in zip(plain["file_loc"], named["file_loc"]):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    shifted, _ = make_synthetic_catalog(tmp_path / "shifted", n_galaxies=1, image_size=32, prior="shifted",
+                                        progress=False, split="val")
+    assert shifted["id_str"].tolist() == ["synth-val-shifted-s0-000000"]
+    test_catalog, _ = demo_rings(root=tmp_path / "rings", train=False, synthetic=True)
+    assert test_catalog["id_str"].str.startswith("synth-test-rings50-").all()

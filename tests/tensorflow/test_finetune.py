@@ -538,3 +538,19 @@ def test_encoder_pretrained_on_votes_beats_random_init_on_rings(tmp_path):
     assert pretrained["finetuning/test_loss"] < random["finetuning/test_loss"] - 0.05, results
     assert pretrained["finetuning/test_acc"] > random["finetuning/test_acc"], results
 
+
+
+def test_prediction_columns_are_named_after_the_trained_label(seed_run, rings, tmp_path):
+    # as in PyTorch (tests/cli/test_cli.py::test_finetune_from_checkpoint_then_predict): the checkpoint
+    # remembers the data module's label column, so a ring classifier writes ring_pred_mean
+    import pandas as pd
+
+    from zoobot.tensorflow.predictions import predict_on_catalog
+
+    _, _, trainer, _ = seed_run
+    loaded = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert loaded.hparams["label_cols"] == ["ring"]
+    predict_on_catalog.predict(rings.iloc[:4], loaded, save_loc=str(tmp_path / "p.parquet"),
+                               datamodule_kwargs={"resize_after_crop": 32, "num_workers": 1})
+    columns = pd.read_parquet(tmp_path / "p.parquet").columns.tolist()
+    assert columns == ["id_str", "not_ring_pred_0", "not_ring_pred_mean", "ring_pred_0", "ring_pred_mean"]

@@ -52,7 +52,9 @@ def configure_logging(level: str) -> None:
     """Send zoobot's log records at ``level`` and above to stderr; set the frameworks' loggers to ``level``.
 
     Lightning, TensorFlow and Keras print through their own handlers; only their level is set here,
-    so nothing is printed twice.
+    so nothing is printed twice. Their INFO lines (device availability, tips) say nothing about the run:
+    they are shown only at ``DEBUG``; at the default ``INFO`` the frameworks' loggers are at ``WARNING``.
+    Python warnings go through the ``py.warnings`` logger, one line each without the source line.
     """
     numeric = getattr(logging, level.upper())
     logger = logging.getLogger("zoobot")
@@ -64,10 +66,24 @@ def configure_logging(level: str) -> None:
         logger.propagate = False
     logger.setLevel(numeric)
     for name in _FRAMEWORK_LOGGERS:
-        logging.getLogger(name).setLevel(numeric)
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+    _warnings_as_one_line()
     # TensorFlow's C++ start-up chatter (CPU feature notes) unless debugging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if numeric <= logging.DEBUG else "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _warnings_as_one_line() -> None:
+    """Print each Python warning once, as ``WARNING <Category>: message``, without the source line."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logging.getLogger("zoobot.warnings").warning("%s: %s", category.__name__, " ".join(str(message).split()))
+
+    if getattr(warnings.showwarning, "_zoobot_cli", False):
+        return
+    show._zoobot_cli = True
+    warnings.showwarning = show
 
 
 def one_line(error: BaseException) -> str:
@@ -112,6 +128,23 @@ def common_options(command):
                            callback=_set_backend, is_eager=True,
                            help="pytorch or tensorflow (default: the global option, pytorch).")(command)
     return command
+
+
+def _cap_default_workers(ctx, param, value):
+    """The default ``--num-workers`` is at most the usable CPU cores (a value the user typed is kept)."""
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.DEFAULT:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
+        return min(value, cores)
+    return value
+
+
+def num_workers_option(help: str | None = None):
+    """``--num-workers`` (default 4, capped at the usable CPU cores so that small machines get no warning)."""
+    return click.option("--num-workers", type=click.IntRange(min=0), default=4,
+                        show_default="4, at most the CPU cores", callback=_cap_default_workers, help=help)
 
 
 def catalog_options(command):
@@ -286,6 +319,51 @@ def _load_keras_model(checkpoint: pathlib.Path):
     import keras
 
     return keras.saving.load_model(str(checkpoint))
+
+
+def publish_best_checkpoint(best, save_dir) -> pathlib.Path | None:
+    """Make the best checkpoint of a run reachable as ``save_dir/best.ckpt`` (``best.keras``), a name to type.
+
+    The checkpoints folder names files by epoch (``epoch=7.ckpt``), so a command line written before the
+    run cannot know it; ``best.*`` is a hard link to that file (a copy where links are not possible),
+    replaced when a resumed run ends. Returns the new path, or None when there is no best checkpoint.
+    """
+    if not best or not os.path.isfile(best):
+        return None
+    best = pathlib.Path(best)
+    target = pathlib.Path(save_dir) / f"best{best.suffix}"
+    if target.exists() and target.resolve() == best.resolve():
+        return target
+    target.unlink(missing_ok=True)
+    try:
+        os.link(best, target)
+    except OSError:
+        import shutil
+
+        shutil.copy2(best, target)
+    return target
+
+
+def report_test_metrics(metrics: dict, save_dir) -> pathlib.Path | None:
+    """Print the test-split metrics on one line and save them to ``save_dir/test_metrics.json``."""
+    import math
+
+    numbers = {}
+    for key, value in (metrics or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number) and "test" in key:
+            numbers[str(key)] = number
+    if not numbers:
+        return None
+    path = pathlib.Path(save_dir) / "test_metrics.json"
+    path.write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(numbers.items())
+                      if "/question_loss/" not in k and "/campaign_loss/" not in k)
+    click.echo(f"Test metrics: {shown} (all in {path})")
+    return path
 
 
 def training_input_size(checkpoint, default: int | None = None) -> int | None:

@@ -25,13 +25,21 @@ def schemas_command(name):
     from zoobot.shared import schemas
 
     if name is None:
+        from zoobot.shared.schema_guide import RECOMMENDED, describe
+
         names = schemas.list_schemas()
         width = max(len(n) for n in names)
-        click.echo(f"{'name':<{width}}  questions  answers")
+        click.echo(f"{'name':<{width}}  questions  answers  description")
         for schema_name in names:
             schema = schemas.get_schema(schema_name)
-            click.echo(f"{schema_name:<{width}}  {schema.n_questions:>9}  {schema.n_answers:>7}")
-        click.echo(f"\n{len(names)} schemas. Show one with `zoobot schemas NAME`; use one with `--schema NAME`.")
+            click.echo(f"{schema_name:<{width}}  {schema.n_questions:>9}  {schema.n_answers:>7}  "
+                       f"{describe(schema_name)}")
+        click.echo(
+            f"\n{len(names)} schemas. Start with {RECOMMENDED} unless your votes come from another campaign. "
+            "'ortho' trees put the campaign in each column name (e.g. smooth-or-featured-dr5_smooth), so "
+            "catalogs of several campaigns can be combined.\n"
+            "Show one with `zoobot schemas NAME`; use one with `--schema NAME`."
+        )
         return
     schema = schemas.get_schema(name)
     click.echo(f"{schema.name}: {schema.n_questions} questions, {schema.n_answers} answers (label columns)")

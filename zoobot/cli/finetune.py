@@ -10,6 +10,9 @@ from zoobot.cli._common import (
     backend_module,
     catalog_options,
     common_options,
+    num_workers_option,
+    publish_best_checkpoint,
+    report_test_metrics,
     finetune_classes,
     read_catalogs,
     resolve_schema,
@@ -48,7 +51,7 @@ _LABEL_KIND = {"classification": "class", "regression": "regression", "tree": "c
 @click.option("--accelerator", default="auto", show_default=True, help="auto, cpu or gpu.")
 @click.option("--resize-size", type=click.IntRange(min=8), default=None,
               help="Model input size  [default: the size the encoder was trained at].")
-@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True)
+@num_workers_option()
 @click.option("--seed", type=int, default=42, show_default=True)
 @common_options
 def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_cols, task, num_classes,
@@ -112,11 +115,14 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
     )
     trainer = finetune.get_trainer(str(save_dir), max_epochs=max_epochs, patience=patience, accelerator=accelerator)
     trainer.fit(model, datamodule)
-    best = trainer.checkpoint_callback.best_model_path
+    best = publish_best_checkpoint(trainer.checkpoint_callback.best_model_path, save_dir) or \
+        trainer.checkpoint_callback.best_model_path
     click.echo(f"Finetuning finished. Best checkpoint: {best}")
 
     if splits.get("test_catalog") is not None and best:
         best_model = cls.load_from_checkpoint(best)
+        results = trainer.test(best_model, datamodule=datamodule, verbose=False)
+        report_test_metrics(results[0] if results else {}, save_dir)
         predict = backend_module("predictions.predict_on_catalog").predict
         save_loc = pathlib.Path(save_dir) / "test_predictions.parquet"
         predict(splits["test_catalog"], best_model, label_cols=_output_names(task, label_cols, num_classes),
@@ -145,7 +151,9 @@ def _validated_splits(catalogs: dict, label_cols, task: str, num_classes: int, s
 def _output_names(task: str, label_cols: list[str], num_classes: int) -> list[str]:
     """Column stems of the test predictions: one per class, the label column, or the schema's answers."""
     if task == "classification":
-        return [f"{label_cols[0]}_class_{i}" for i in range(num_classes)]
+        from zoobot.shared.save_predictions import classifier_output_names
+
+        return classifier_output_names(num_classes, label_cols)
     return list(label_cols)
 
 

@@ -12,6 +12,9 @@ from zoobot.cli._common import (
     backend_module,
     catalog_options,
     common_options,
+    num_workers_option,
+    publish_best_checkpoint,
+    report_test_metrics,
     read_catalogs,
     resolve_schema,
 )
@@ -68,8 +71,7 @@ def _validate(catalogs: dict, schema) -> None:
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="Maximum GPUs to use  [default: all visible GPUs; 0 on CPU-only machines].")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Data-loading worker processes (PyTorch) / parallel calls (TensorFlow).")
+@num_workers_option(help="Data-loading worker processes (PyTorch) / parallel calls (TensorFlow).")
 @click.option("--mixed-precision", is_flag=True, help="Mixed precision on GPU (ignored with a warning on CPU).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds everything, including the split.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
@@ -127,8 +129,11 @@ def train_command(catalog, train_catalog, val_catalog, test_catalog, schema_name
                       test_records=_expand_records(test_records))
     _, trainer = train(**kwargs)
     best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
+    best = publish_best_checkpoint(best, save_dir) or best
     click.echo(f"Training finished. Best checkpoint: {best}")
     click.echo(f"Metrics per epoch: {save_dir / 'logs' / 'metrics.csv'}")
+    test_metrics = getattr(trainer, "test_metrics", None) or getattr(trainer, "callback_metrics", None) or {}
+    report_test_metrics({k: v for k, v in test_metrics.items() if str(k).startswith("test/")}, save_dir)
     click.echo(f"Predict with: zoobot --backend {STATE.backend} predict --checkpoint {best} --catalog CATALOG "
                "--save-loc predictions.parquet")
 

@@ -291,12 +291,14 @@ def _synthetic(name: str, root, train: bool, label: str, schema=None) -> pd.Data
             and "generator_version" in catalog.columns
             and bool((catalog["generator_version"] == GENERATOR_VERSION).all())
             and all(Path(f).exists() for f in catalog["file_loc"])
+            and bool(catalog["id_str"].astype(str).str.startswith(f"synth-{split}").all())  # split-named ids
         )
         if reusable:
             return catalog
     kwargs = dict(ring_fraction=0.5) if label == "ring" else dict(schema=schema)
     catalog, _ = make_synthetic_catalog(
-        folder, n_galaxies=n, image_size=size, label=label, seed=_SYNTHETIC_SEEDS[split], progress=False, **kwargs
+        folder, n_galaxies=n, image_size=size, label=label, seed=_SYNTHETIC_SEEDS[split], progress=False, split=split,
+        **kwargs
     )
     return catalog
 

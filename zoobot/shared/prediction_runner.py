@@ -41,9 +41,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from zoobot.shared import save_predictions
+from zoobot.shared.console import progress_bar
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import format_examples, unknown_option_error
 
@@ -181,8 +181,9 @@ def run_chunked_prediction(
 
     # ---- one pass of the backend over every row still to predict
     todo = chunks.unfinished_rows()
-    bar = tqdm(total=chunks.n_rows, initial=chunks.n_rows - len(todo), unit="galaxy", desc="Predicting",
-               disable=not progress)
+    # a tqdm bar on a terminal, one line per 10 % in a log file
+    bar = progress_bar(chunks.n_rows, initial=chunks.n_rows - len(todo), unit="galaxy", desc="Predicting",
+                       disable=not progress)
     try:
         if len(todo):
             # all rows: a copy-on-write view, no copy of a catalog that may hold millions of paths

@@ -32,8 +32,11 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from zoobot.shared.errors import unknown_option_error
 
@@ -44,6 +47,9 @@ __all__ = [
     "hub_id_for",
     "list_pretrained",
     "normalise_name",
+    "hub_reachable",
+    "hub_unavailable_error",
+    "use_cli_spelling",
 ]
 
 HUB_OWNER = "mwalmsley"
@@ -264,3 +270,69 @@ def hub_id_for(name: str) -> str | None:
     'mwalmsley/zoobot-encoder-convnext_nano'
     """
     return get_pretrained_cfg(name).hub_id
+
+
+# ---------------------------------------------------------------------------------------------
+# failing fast, and saying so in the caller's terms, when the Hub cannot be used
+# ---------------------------------------------------------------------------------------------
+
+#: How a model name is written where the call came from: the Python argument, or the CLI flag.
+_NAME_SPELLING = {"python": "name='{}'", "cli": "--name {}"}
+_INTERFACE = {"now": "python"}
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def use_cli_spelling(enabled: bool = True) -> None:
+    """Word hub errors for a command-line user (``--name local-dir:...``); the ``zoobot`` command calls this."""
+    _INTERFACE["now"] = "cli" if enabled else "python"
+
+
+def hub_reachable(timeout: float = 3.0) -> tuple:
+    """``(True, '')`` if a TCP connection to the Hub endpoint opens within ``timeout`` s, else ``(False, why)``.
+
+    huggingface_hub retries a failed connection 5 times with back-off (about 23 s) before giving up;
+    this one quick check lets a machine without network fail at once. With a proxy configured the
+    endpoint cannot be probed directly, so the answer is ``(True, '')`` and huggingface_hub decides.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ['HF_ENDPOINT'] = 'http://127.0.0.1:9'   # the discard port: nothing listens
+    >>> hub_reachable(timeout=1)[0]
+    False
+    >>> del os.environ['HF_ENDPOINT']
+    """
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return True, ""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as err:
+        return False, f"{host}:{port} cannot be reached: {err}"
+
+
+def hub_unavailable_error(repo: str, why: str, cache_dir, *, offline_set: bool, what: str = "pretrained encoder",
+                          filename: str | None = None) -> FileNotFoundError:
+    """The error for a Hub model that is neither cached nor downloadable, with the ways out.
+
+    The wording follows the caller (see :func:`use_cli_spelling`) and mentions ``HF_HUB_OFFLINE``
+    only when it is set.
+    """
+    repo_id, _, revision = repo.partition("@")
+    rev = f" --revision {revision}" if revision else ""
+    spelling = _NAME_SPELLING[_INTERFACE["now"]]
+    network = "unset HF_HUB_OFFLINE and run once with network access" if offline_set else \
+        "run once on a machine with network access"
+    files = f" {filename}" if filename else ""
+    return FileNotFoundError(
+        f"The {what} 'hf-hub:{repo}' is not in the local Hugging Face cache ({cache_dir}) and {why}. Either:\n"
+        f"  1. {network} so that it is downloaded and cached (HF_HOME chooses the cache folder); or\n"
+        f"  2. on a machine with network, run `hf download {repo_id}{files}{rev}` (older huggingface_hub: "
+        f"`huggingface-cli download {repo_id}{files}{rev}`) and copy its cache folder here (set HF_HOME to it); or\n"
+        f"  3. copy a folder holding config.json and model.safetensors and use "
+        f"{spelling.format('local-dir:/path/to/folder')}."
+    )

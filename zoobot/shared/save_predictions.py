@@ -36,6 +36,7 @@ from zoobot.shared.checkpoints import version_metadata
 from zoobot.shared.errors import CatalogError, format_examples, missing_dependency, unknown_option_error
 
 __all__ = [
+    "classifier_output_names",
     "save",
     "PredictionWriter",
     "ParquetAppender",
@@ -104,6 +105,30 @@ def prediction_columns(label_cols: Sequence[str], n_samples: int, kind: str = "t
     else:
         per_col = [f"_pred_{k}" for k in range(n_samples)] + ["_pred_mean"]
     return [f"{col}{end}" for col in label_cols for end in per_col]
+
+
+def classifier_output_names(num_classes: int, label_cols=None) -> list[str]:
+    """Column stems of a classifier's class probabilities, named after the label it was trained on.
+
+    A binary classifier of ``ring`` gives ``['not_ring', 'ring']`` (so ``ring_pred_mean`` is the
+    probability of a ring); ``num_classes`` > 2 gives ``['morph_0', 'morph_1', ...]``. Without a known
+    label (a model never fitted on a data module, or saved by zoobot < 0.3) the names are the older
+    ``class_0``, ``class_1``, ...
+
+    Examples
+    --------
+    >>> classifier_output_names(2, ['ring'])
+    ['not_ring', 'ring']
+    >>> classifier_output_names(3, ['morph'])
+    ['morph_0', 'morph_1', 'morph_2']
+    >>> classifier_output_names(2)
+    ['class_0', 'class_1']
+    """
+    n = int(num_classes)
+    if not label_cols or len(label_cols) != 1:
+        return [f"class_{i}" for i in range(n)]
+    label = str(label_cols[0])
+    return [f"not_{label}", label] if n == 2 else [f"{label}_{i}" for i in range(n)]
 
 
 def infer_question_index_groups(label_cols: Sequence[str]) -> list[tuple[int, int]]:

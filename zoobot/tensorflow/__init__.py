@@ -1,6 +1,8 @@
 """The TensorFlow backend of zoobot (TensorFlow 2.16+ with Keras 3 on its TensorFlow backend).
 
-Importing this package only checks the environment; the subpackages import TensorFlow:
+Importing this package checks the environment and imports TensorFlow with its C++ start-up lines
+hidden (:func:`zoobot.shared.console.quiet_native_startup`; ``--log-level DEBUG`` or
+``ZOOBOT_SHOW_NATIVE_LOGS=1`` shows them). The subpackages:
 
 - ``zoobot.tensorflow.data_utils``: datasets from image files or TFRecord shards, and shard writing;
 - ``zoobot.tensorflow.preprocess``: turn those raw (uint8) datasets into model input;
@@ -67,8 +69,23 @@ def _import_torchvision_first() -> None:
             pass
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow now, hiding the oneDNN / CPU-feature / absl lines its C++ libraries print on load.
+
+    TensorFlow 2.21 writes them through absl before ``TF_CPP_MIN_LOG_LEVEL`` is consulted, so that
+    variable alone (set before the import, as here) no longer silences them.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    from zoobot.shared.console import quiet_native_startup
+
+    with quiet_native_startup():
+        import tensorflow  # noqa: F401
+
+
 _check_environment()
 _import_torchvision_first()
+_import_tensorflow_quietly()
 
 from zoobot.tensorflow.errors import (  # noqa: E402  (the environment must be checked first)
     CatalogError,

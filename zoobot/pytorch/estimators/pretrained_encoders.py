@@ -172,6 +172,10 @@ def hub_cache_dir() -> pathlib.Path:
     ``$HF_HUB_CACHE``, else ``$HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``, else
     ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``.
 
+    Kept rather than ``huggingface_hub.constants.HF_HUB_CACHE`` because that constant is read once, when
+    huggingface_hub is imported; a notebook that sets ``HF_HOME`` afterwards still gets its cache here.
+    The lookups themselves are huggingface_hub's (``try_to_load_from_cache``, ``hf_hub_download``).
+
     Returns
     -------
     pathlib.Path
@@ -233,16 +237,9 @@ def cached_hub_snapshot(repo: str) -> pathlib.Path | None:
 
 
 def _offline_missing_error(repo: str, why: str) -> FileNotFoundError:
-    repo_id, revision = _split_revision(repo)
-    rev = f" --revision {revision}" if revision else ""
-    return FileNotFoundError(
-        f"The pretrained encoder 'hf-hub:{repo}' is not in the local Hugging Face cache ({hub_cache_dir()}) "
-        f"and {why}. Either:\n"
-        f"  1. run once with network access (unset HF_HUB_OFFLINE) so it is downloaded and cached; or\n"
-        f"  2. on a machine with network, run `hf download {repo_id}{rev}` (older huggingface_hub: "
-        f"`huggingface-cli download {repo_id}{rev}`) and copy the cache folder here (set HF_HOME to it); or\n"
-        f"  3. copy a folder holding config.json and model.safetensors and pass name='local-dir:/path/to/folder'."
-    )
+    from zoobot.shared.pretrained import hub_unavailable_error
+
+    return hub_unavailable_error(repo, why, hub_cache_dir(), offline_set=hub_offline())
 
 
 def download_hub_snapshot(repo: str) -> pathlib.Path:
@@ -271,6 +268,11 @@ def download_hub_snapshot(repo: str) -> pathlib.Path:
         return snapshot
     if hub_offline():
         raise _offline_missing_error(repo, "HF_HUB_OFFLINE=1 forbids downloading it")
+    from zoobot.shared.pretrained import hub_reachable
+
+    reachable, why = hub_reachable()  # fail now rather than after huggingface_hub's ~23 s of retries
+    if not reachable:
+        raise _offline_missing_error(repo, f"the Hub cannot be reached ({why})")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:

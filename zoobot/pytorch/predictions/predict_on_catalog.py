@@ -302,8 +302,12 @@ def describe_model(model) -> ModelSpec:
         schema = None
 
     if "FinetuneableZoobotClassifier" in names:
+        from zoobot.shared.save_predictions import classifier_output_names
+
         n = int(getattr(model, "num_classes"))
-        return ModelSpec(model, "generic", "classifier", [f"class_{i}" for i in range(n)], channels, input_size)
+        trained_on = (getattr(model, "hparams", None) or {}).get("label_cols")  # recorded by fit
+        return ModelSpec(model, "generic", "classifier", classifier_output_names(n, trained_on), channels,
+                         input_size)
     if "FinetuneableZoobotRegressor" in names:
         return ModelSpec(model, "generic", "regressor", ["prediction"], channels, input_size)
     if {"ZoobotTree", "FinetuneableZoobotTree"} & names or schema is not None:

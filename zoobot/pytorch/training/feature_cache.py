@@ -69,6 +69,7 @@ size.
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 
@@ -300,13 +301,16 @@ def encode_rows(encode, loader, n_rows: int, feature_dim: int, desc: str = "enco
     """
     from tqdm.auto import tqdm
 
+    from zoobot.shared.console import is_terminal
+
     features = torch.empty((int(n_rows), int(feature_dim)), dtype=torch.float32)
     done = 0
     try:
         total = len(loader)
     except TypeError:
         total = None
-    for batch in tqdm(loader, total=total, desc=desc, leave=False):
+    # a bar on a terminal only: a log file would keep every redraw of a bar that vanishes anyway (leave=False)
+    for batch in tqdm(loader, total=total, desc=desc, leave=False, disable=not is_terminal(sys.stderr)):
         if isinstance(batch, dict):
             images = batch["image"]
         elif isinstance(batch, (tuple, list)):

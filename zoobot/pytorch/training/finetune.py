@@ -799,6 +799,9 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         return self.feature_cache.enabled(self._stage())
 
     def on_fit_start(self) -> None:
+        label_cols = getattr(getattr(self.trainer, "datamodule", None), "label_cols", None)
+        if label_cols:  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
+            self.hparams["label_cols"] = self._base_hparams["label_cols"] = [str(c) for c in label_cols]
         if self._frozen_modules():
             # frozen blocks run in eval mode on purpose; Lightning would warn about them at every fit
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -1195,7 +1198,8 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         architecture = hparams.pop("architecture", None)
         channels = int(hparams.pop("channels", 3) or 3)
         encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
-        provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
+        provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
+                                                        "label_cols")}
         hparams.pop("input_size", None)
         if encoder is None:
             if architecture is None:
@@ -1333,6 +1337,12 @@ def _hub_file(repo: str, filename: str) -> str:
     if pretrained_encoders.hub_offline():
         raise FileNotFoundError(f"{filename} of Hub repo {repo_id!r} is not in the local cache ({cache_dir}) and "
                                 f"HF_HUB_OFFLINE=1 forbids downloading it. {hint}")
+    from zoobot.shared.pretrained import hub_reachable
+
+    reachable, why = hub_reachable()  # fail now rather than after huggingface_hub's ~23 s of retries
+    if not reachable:
+        raise FileNotFoundError(f"{filename} of Hub repo {repo_id!r} is not in the local cache ({cache_dir}) and the "
+                                f"Hub cannot be reached ({why}). {hint}")
     try:
         return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
     except Exception as err:
@@ -1682,6 +1692,8 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from zoobot.pytorch.training.console import console_trainer_kwargs
+
     if save_dir is None:
         raise ValueError("get_trainer needs a save_dir for checkpoints and logs")
     save_dir = pathlib.Path(save_dir)
@@ -1695,9 +1707,11 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.extend(trainer_kwargs.pop("callbacks", None) or [])
-    trainer_kwargs.setdefault("log_every_n_steps", 10)
+    # every metric is logged per epoch, so the interval only decides whether Lightning warns about short epochs
+    trainer_kwargs.setdefault("log_every_n_steps", 1)
+    trainer_kwargs = console_trainer_kwargs({**trainer_kwargs, "callbacks": callbacks})  # quiet, log-file friendly
     return L.Trainer(default_root_dir=str(save_dir), max_epochs=max_epochs, devices=devices, accelerator=accelerator,
-                     logger=logger, callbacks=callbacks, **trainer_kwargs)
+                     logger=logger, **trainer_kwargs)
 
 
 def load_pretrained_zoobot(checkpoint_loc) -> nn.Module:

@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.schedules import normalise_scheduler_params
@@ -689,11 +690,11 @@ def _train(
         strategy=strategy,
         sync_batchnorm=bool(sync_batchnorm) and distributed,
         precision=precision,
-        callbacks=callbacks,
         logger=logger,
         gradient_clip_val=0.3,
-        enable_progress_bar=True,
-        log_every_n_steps=10,
+        log_every_n_steps=1,  # metrics are logged per epoch; a larger interval only warns about short epochs
+        # per-epoch lines in a log file, a model summary without FLOPs
+        **console_trainer_kwargs({"callbacks": callbacks, "enable_progress_bar": True}),
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last_checkpoint) if resuming else None)
 
@@ -766,7 +767,12 @@ def _rows_up_to_checkpoint(metrics_file: pathlib.Path, checkpoint_path: pathlib.
 
 class _NonFiniteLossGuard(L.pytorch.callbacks.Callback):
     """Stop training with a ``FloatingPointError`` as soon as the training loss or the validation
-    loss is NaN or infinite, naming the epoch and step."""
+    loss is NaN or infinite, naming the epoch and step.
+
+    Kept next to Lightning's ``EarlyStopping(check_finite=True)`` (also used, above) because that one
+    only looks at the monitored validation metric once per epoch and stops quietly; this guard checks
+    every training step *before* the backward pass, so the weights stay those of the last finite step,
+    and raises an error that says where and why."""
 
     def on_before_backward(self, trainer, pl_module, loss):
         # before the backward pass and the optimiser step: the weights stay those of the last finite step
@@ -797,7 +803,11 @@ class _SeedEachEpoch(L.pytorch.callbacks.Callback):
 
 
 class _LearningRateLogger(L.pytorch.callbacks.Callback):
-    """Log the learning rate of each epoch as ``lr`` (the metric name both backends use)."""
+    """Log the learning rate of each epoch as ``lr`` (the metric name both backends use).
+
+    Lightning's ``LearningRateMonitor`` (used by ``finetune.get_trainer``) names the metric after the
+    optimiser (``lr-AdamW``) unless a scheduler is configured with a name, and resumed runs compare
+    ``metrics.csv`` columns across backends; these five lines keep the one backend-neutral name."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.optimizers:

@@ -10,6 +10,7 @@ size, and galaxy 17 is the same whether the catalog has 20 or 20,000 rows.
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 from pathlib import Path
 
@@ -21,14 +22,15 @@ from zoobot.shared.errors import missing_dependency, unknown_option_error
 
 from .answers import answer_probabilities, check_schema_supported, galaxy_features, _ring
 from .latents import get_prior, prior_names, sample_latents
-from .render import render_galaxy
+from .render import galaxy_flux, render_galaxy
 from .votes import sample_votes
 
 __all__ = ["GENERATOR_VERSION", "SyntheticGalaxy", "synthetic_galaxy", "make_synthetic_catalog"]
 
 #: Frozen into every catalog so that benchmark numbers stay comparable; bump on any change that
-#: alters pixels, latents, probabilities or votes for the same arguments.
-GENERATOR_VERSION = "zoobot-synthetic-1"
+#: alters pixels, latents, probabilities or votes for the same arguments. 2: non-rings of
+#: conditioned ring sets are matched to the rings in size and brightness.
+GENERATOR_VERSION = "zoobot-synthetic-2"
 
 _PRIOR_IDS = {"train": 0, "shifted": 1}
 _STREAM_LATENTS, _STREAM_PIXELS, _STREAM_VOTES = 0, 1, 2
@@ -77,9 +79,12 @@ def _rng(seed: int, split_id: int, index: int, stream: int) -> np.random.Generat
     return np.random.default_rng([int(seed), int(split_id), int(index), stream])
 
 
-def _id_str(prior: str, seed: int, index: int, ring_fraction) -> str:
+def _id_str(prior: str, seed: int, index: int, ring_fraction, split: str | None = None) -> str:
+    """``synth-<prior>[-ringsNN]-s<seed>-<index>``; with ``split``, the split's name comes first
+    (``synth-test-...``, ``synth-test-shifted-...``), so that test galaxies are not called ``synth-train``."""
     cond = "" if ring_fraction is None else f"-rings{int(round(float(ring_fraction) * 100)):02d}"
-    return f"synth-{prior}{cond}-s{int(seed)}-{int(index):06d}"
+    word = prior if split is None else (split if prior == "train" else f"{split}-{prior}")
+    return f"synth-{word}{cond}-s{int(seed)}-{int(index):06d}"
 
 
 def _is_ring(latents: dict) -> bool:
@@ -87,18 +92,27 @@ def _is_ring(latents: dict) -> bool:
 
 
 def _draw_latents(rng: np.random.Generator, prior: str, ring_fraction) -> dict:
-    """Latents from the prior, or (with ``ring_fraction``) conditioned on being a ring with that probability."""
+    """Latents from the prior, or (with ``ring_fraction``) a ring with that probability, else its matched non-ring.
+
+    A ring must be visible, so rings drawn from the prior are brighter and larger than average. A
+    non-ring of a conditioned set is therefore drawn exactly like a ring, then loses its ring and gets
+    the total light the ring galaxy had (``log_snr`` shifted): size, brightness, morphology and field
+    stars follow the rings' distribution, and only the ring tells the classes apart (docs/guides/evaluating.md).
+    """
     if ring_fraction is None:
         return sample_latents(rng, prior)
     want_ring = bool(rng.random() < float(ring_fraction))
     for _ in range(_MAX_CONDITIONING_DRAWS):
         latents = sample_latents(rng, prior)
-        if _is_ring(latents) == want_ring:
-            return latents
-    raise RuntimeError(
-        f"Could not draw a {'ring' if want_ring else 'non-ring'} galaxy from prior {prior!r} in "
-        f"{_MAX_CONDITIONING_DRAWS} tries."
-    )
+        if _is_ring(latents):
+            break
+    else:
+        raise RuntimeError(f"Could not draw a ring galaxy from prior {prior!r} in {_MAX_CONDITIONING_DRAWS} tries.")
+    if not want_ring:
+        ring_flux = galaxy_flux(latents)
+        latents["ring"] = None
+        latents["log_snr"] += math.log10(ring_flux / galaxy_flux(latents))
+    return latents
 
 
 @dataclasses.dataclass
@@ -136,7 +150,7 @@ class SyntheticGalaxy:
         return self.latents["kind"]
 
 
-def _make_galaxy(index, seed, image_size, schema, prior, ring_fraction, channels) -> SyntheticGalaxy:
+def _make_galaxy(index, seed, image_size, schema, prior, ring_fraction, channels, split_name=None) -> SyntheticGalaxy:
     split = _split_id(prior, ring_fraction)
     latents = _draw_latents(_rng(seed, split, index, _STREAM_LATENTS), prior, ring_fraction)
     image = render_galaxy(latents, image_size, _rng(seed, split, index, _STREAM_PIXELS))
@@ -145,7 +159,7 @@ def _make_galaxy(index, seed, image_size, schema, prior, ring_fraction, channels
     probs = answer_probabilities(latents, schema)
     counts = sample_votes(probs, schema, _rng(seed, split, index, _STREAM_VOTES))
     return SyntheticGalaxy(
-        id_str=_id_str(prior, seed, index, ring_fraction), index=int(index), image=image, latents=latents,
+        id_str=_id_str(prior, seed, index, ring_fraction, split_name), index=int(index), image=image, latents=latents,
         label_cols=list(schema.label_cols), probabilities=probs, counts=counts, ring=int(_is_ring(latents)),
     )
 
@@ -232,7 +246,7 @@ def _render_chunk_with(s: dict, indices) -> list:
     rows = []
     for index in indices:
         galaxy = _make_galaxy(index, s["seed"], s["image_size"], s["schema"], s["prior"], s["ring_fraction"],
-                              s["channels"])
+                              s["channels"], s.get("split"))
         filename = f"{galaxy.id_str}.{s['ext']}"
         _write_image(galaxy.image, s["image_dir"] / filename, s["file_format"])
         rows.append((galaxy.id_str, filename, galaxy.kind, galaxy.ring, galaxy.counts, galaxy.probabilities))
@@ -241,7 +255,8 @@ def _render_chunk_with(s: dict, indices) -> list:
 
 def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size: int = 64, channels: int = 3,
                            label: str = "votes", seed: int = 0, file_format: str = "jpg", prior: str = "train",
-                           n_workers: int = 1, progress: bool = True, *, ring_fraction: float | None = None):
+                           n_workers: int = 1, progress: bool = True, *, ring_fraction: float | None = None,
+                           split: str | None = None):
     """Write synthetic galaxy images and a Galaxy-Zoo-style catalog with known true answer probabilities.
 
     Images (``root/images/<id_str>.<ext>``) look like DECaLS colour cutouts; their morphology is drawn
@@ -279,7 +294,12 @@ def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size:
         Show a tqdm progress bar.
     ring_fraction : float, optional
         Condition every galaxy on being a ring (probability ``ring_fraction``) or not; None keeps the
-        natural rate (about 4 %). ``demo_rings(synthetic=True)`` uses 0.5.
+        natural rate (about 4 %). ``demo_rings(synthetic=True)`` uses 0.5. Non-rings of such a set are
+        ring galaxies with the ring taken away and the same total light, so they match the rings in
+        size and brightness (a shortcut check: :func:`zoobot.shared.metrics.ring_baseline_auc`).
+    split : str, optional
+        Name of the split these galaxies are for (e.g. ``'test'``), used in ``id_str``
+        (``synth-test-s7002-000000``) instead of the prior's name; pixels and votes do not depend on it.
 
     Returns
     -------
@@ -323,14 +343,14 @@ def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size:
     image_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(seed=int(seed), image_size=int(image_size), schema=schema, prior=prior,
                     ring_fraction=ring_fraction, channels=int(channels), image_dir=image_dir,
-                    file_format=file_format, ext=file_format)
+                    file_format=file_format, ext=file_format, split=None if split is None else str(split))
 
-    from tqdm.auto import tqdm
+    from zoobot.shared.console import progress_bar
 
     chunk = 32
     chunks = [range(i, min(i + chunk, n_galaxies)) for i in range(0, n_galaxies, chunk)]
     rows: list = []
-    bar = tqdm(total=n_galaxies, desc="synthetic galaxies", unit="gal", disable=not progress)
+    bar = progress_bar(n_galaxies, desc="synthetic galaxies", unit="gal", disable=not progress)
     try:
         if n_workers == 1 or n_galaxies <= chunk:
             for c in chunks:

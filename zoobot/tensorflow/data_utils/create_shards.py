@@ -36,9 +36,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 import zoobot
+from zoobot.shared.console import progress_bar  # tqdm on a terminal, a line per 10 % in a log
 from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import CatalogError, ImageLoadError, format_examples, unknown_option_error
 from zoobot.tensorflow.data_utils import create_tfrecord
@@ -452,7 +452,7 @@ def write_catalog_to_tfrecord_shards(
     locs = []
     workers = num_workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(df), desc=desc, unit="galaxy", disable=len(df) == 0) as progress:
+            progress_bar(len(df), desc=desc, unit="galaxy", disable=len(df) == 0) as progress:
         results = _ordered_map(pool, encode, range(len(df)), window=max(64, 16 * workers))
         for start in range(0, len(df), int(shard_size)):
             loc = os.path.join(os.fspath(save_dir), f"s{img_size}_shard_{len(locs)}.tfrecord")

@@ -410,14 +410,25 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
             f"(accepted: {', '.join(ENCODER_NAMES)}) with pretrained=False."
         )
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
         from zoobot.shared.errors import missing_dependency
 
         raise missing_dependency("huggingface_hub", f"downloading {ident}", "pytorch") from None
     repo_id, _, revision = repo.partition("@")
+    cached = try_to_load_from_cache(repo_id, str(keras_file), revision=revision or None)
+    if not isinstance(cached, str):
+        from zoobot.shared.pretrained import hub_reachable, hub_unavailable_error
+
+        reachable, why = hub_reachable()  # fail now rather than after huggingface_hub's ~23 s of retries
+        if not reachable:
+            from huggingface_hub import constants
+
+            raise hub_unavailable_error(repo, f"the Hub cannot be reached ({why})", constants.HF_HUB_CACHE,
+                                        offline_set=bool(constants.HF_HUB_OFFLINE), filename=str(keras_file))
     try:
-        path = hf_hub_download(repo_id=repo_id, filename=str(keras_file), revision=revision or None)
+        path = cached if isinstance(cached, str) else hf_hub_download(
+            repo_id=repo_id, filename=str(keras_file), revision=revision or None)
     except Exception as err:  # offline, missing file, no network
         raise FileNotFoundError(
             f"Could not get {keras_file} of hf-hub:{repo} ({type(err).__name__}: {err}). If the repo publishes "

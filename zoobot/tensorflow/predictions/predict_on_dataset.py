@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow as tf
+
 from tqdm.auto import tqdm
 
+from zoobot.shared.console import is_terminal
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = ["predict", "paths_in_folder"]
@@ -85,7 +88,8 @@ def predict(ds, model, n_samples, label_cols, save_loc):
     step, dropout_active = _make_step(spec, _requested_dropout(model, None), int(n_samples))
     outputs, ids = [], []
     try:
-        for i, element in enumerate(tqdm(ds, desc="predict", leave=False)):
+        # a transient bar on a terminal only (a log file would keep every redraw)
+        for i, element in enumerate(tqdm(ds, desc="predict", leave=False, disable=not is_terminal(sys.stderr))):
             if not isinstance(element, (tuple, list)) or len(element) < 2:
                 raise ValueError(
                     "ds must yield (images, id_str) batches so that predictions can be keyed by id_str; build it "

@@ -52,6 +52,7 @@ and EfficientNetB0's 1280 features), capped by ``max_bytes``.
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -292,13 +293,17 @@ def encode_rows(encode, dataset, n_rows: int, feature_dim: int, desc: str = "enc
     """
     from tqdm.auto import tqdm
 
+    from zoobot.shared.console import is_terminal
+
     features = np.empty((int(n_rows), int(feature_dim)), dtype=np.float32)
     done = 0
     try:
         total = len(dataset)
     except TypeError:
         total = None
-    for batch in tqdm(dataset, total=total, desc=desc, leave=False, disable=not progress_bar):
+    # a bar on a terminal only: a log file would keep every redraw of a bar that vanishes anyway (leave=False)
+    for batch in tqdm(dataset, total=total, desc=desc, leave=False,
+                      disable=not progress_bar or not is_terminal(sys.stderr)):
         if isinstance(batch, dict):
             images = batch["image"]
         elif isinstance(batch, (tuple, list)):

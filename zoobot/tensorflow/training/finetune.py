@@ -1222,7 +1222,8 @@ class FinetuneableZoobotAbstract(keras.Model):
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
         encoder_config = config.pop("encoder", None)
-        provenance = {k: config.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source")}
+        provenance = {k: config.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
+                                                       "label_cols")}
         info = {k: config.pop(k, None) for k in ("architecture", "channels", "input_size")}
         record = config.pop("preprocessing", None)
         if isinstance(encoder_config, dict):
@@ -1359,15 +1360,25 @@ class FinetuneableZoobotAbstract(keras.Model):
             if repo.startswith(prefix):
                 repo = repo[len(prefix):]
         try:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download, try_to_load_from_cache
         except ImportError:
             from zoobot.shared.errors import missing_dependency
 
             raise missing_dependency("huggingface_hub", "Loading finetuned models from the Hub", "pytorch") from None
         repo_id, _, revision = repo.partition("@")
         filename = f"{cls.__name__}.keras"
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+        if not isinstance(cached, str):
+            from zoobot.shared.pretrained import hub_reachable
+
+            reachable, why = hub_reachable()  # fail now rather than after huggingface_hub's ~23 s of retries
+            if not reachable:
+                raise FileNotFoundError(
+                    f"{filename} of Hub repo {repo_id!r} is not in the local Hugging Face cache and the Hub cannot "
+                    f"be reached ({why}). Run once with network access so it is cached, or download the file and "
+                    "use load_from_checkpoint(path).")
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision or None)
+            path = cached if isinstance(cached, str) else hf_hub_download(repo_id, filename, revision=revision or None)
         except Exception as err:
             raise FileNotFoundError(
                 f"Could not get {filename} of Hub repo {repo_id!r} ({type(err).__name__}: {err}). Run once with "

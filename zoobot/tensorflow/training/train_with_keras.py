@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoobot.tensorflow.training.console import fit_verbosity
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.schedules import normalise_scheduler_params
 from zoobot.shared.training_config import (
@@ -1241,9 +1242,11 @@ def _train(
             metrics_csv,
             *(extra_callbacks or []),
         ]
+        # one line per epoch in a log file, with the losses PyTorch's line shows (per-question losses: metrics.csv)
+        verbose, progress_callbacks = fit_verbosity(True, epochs, keep=("val_loss", "loss", "learning_rate", "lr"))
         with _image_errors_named(catalogs):
             history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                callbacks=callbacks, shuffle=False, verbose="auto")
+                                callbacks=callbacks + progress_callbacks, shuffle=False, verbose=verbose)
 
         best_path = checkpoint_callback.best_model_path
         if not best_path or not os.path.isfile(best_path):

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from zoobot.tensorflow.training.console import fit_verbosity
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = ["Trainer", "ModelCheckpoint", "EarlyStopping", "CSVLogger"]
@@ -308,6 +309,30 @@ class EarlyStopping(keras.callbacks.Callback):
         logger.info("Early stopping after epoch %d: %s", epoch, reason)
 
 
+#: Keras's own names for the finetuning metrics. They are added to each epoch's logs after zoobot has
+#: recorded its names (``finetuning/...``, as in PyTorch), so that Keras callbacks work unchanged:
+#: ``keras.callbacks.EarlyStopping(monitor='val_loss')``, ``keras.callbacks.CSVLogger``, ...
+KERAS_ALIASES = {
+    "loss": "finetuning/train_loss", "val_loss": "finetuning/val_loss",
+    "accuracy": "finetuning/train_acc", "val_accuracy": "finetuning/val_acc",
+    "root_mean_squared_error": "finetuning/train_rmse", "val_root_mean_squared_error": "finetuning/val_rmse",
+}
+
+
+def add_keras_aliases(logs: dict) -> dict:
+    """Add :data:`KERAS_ALIASES` to ``logs`` (in place) for every zoobot name present.
+
+    Examples
+    --------
+    >>> add_keras_aliases({'finetuning/val_loss': 0.5, 'finetuning/val_acc': 0.8})
+    {'finetuning/val_loss': 0.5, 'finetuning/val_acc': 0.8, 'val_loss': 0.5, 'val_accuracy': 0.8}
+    """
+    for alias, name in KERAS_ALIASES.items():
+        if name in logs:
+            logs[alias] = logs[name]
+    return logs
+
+
 class _EpochCallback(keras.callbacks.Callback):
     """First callback of every fit: learning-rate schedule, metric names, feature cache, logging."""
 
@@ -330,11 +355,14 @@ class _EpochCallback(keras.callbacks.Callback):
         model = self.finetune_model
         for key in [k for k in logs if k.startswith("val_finetuning/")]:
             logs[key[len("val_"):]] = logs.pop(key)
+        for key in [k for k in logs if k in KERAS_ALIASES]:  # Keras's own names come back below
+            logs.pop(key)
         logs["lr"] = float(np.asarray(model.optimizer.learning_rate))
         self._check_cache(epoch)
         step = int(np.asarray(model.optimizer.iterations))
         self.trainer.global_step = step
         self.trainer._record(logs, epoch=epoch, step=step)
+        add_keras_aliases(logs)
 
     def _check_cache(self, epoch):
         import warnings
@@ -645,6 +673,8 @@ class Trainer:
             raise NotImplementedError("Resuming a finetuning run from a checkpoint is not implemented for "
                                       "TensorFlow; load weights with load_from_checkpoint and fit again.")
         train_ds, val_ds, dm = self._fit_data(train_dataloaders, val_dataloaders, datamodule)
+        if getattr(dm, "label_cols", None):  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
+            model.hparams["label_cols"] = [str(c) for c in dm.label_cols]
         if train_ds is None or val_ds is None:
             raise ValueError("fit needs training and validation data: the best checkpoint and early stopping watch "
                              "finetuning/val_loss. Pass a GalaxyDataModule or (train_dataset, val_dataset).")
@@ -673,7 +703,8 @@ class Trainer:
             images = model._unpack(next(iter(train_ds.take(1))))[0]
             self.logger.log_image(key="finetuning/train_images", images=list(np.asarray(images[:8])))
 
-        callbacks = [_EpochCallback(self, model), *self.callbacks]
+        verbose, progress_callbacks = fit_verbosity(self._verbose(model) > 0, self.max_epochs, hide=KERAS_ALIASES)
+        callbacks = [_EpochCallback(self, model), *self.callbacks, *progress_callbacks]
         for callback in self.callbacks:
             if isinstance(callback, ModelCheckpoint):
                 callback.best_k_models, callback.best_model_path, callback.best_model_score = {}, "", None
@@ -691,7 +722,7 @@ class Trainer:
         try:
             with self._device_scope(), self._translate_errors(model, "training"):
                 self.history = model.fit(train_ds, validation_data=val_ds, epochs=self.max_epochs,
-                                         callbacks=callbacks, verbose=self._verbose(model), shuffle=False)
+                                         callbacks=callbacks, verbose=verbose, shuffle=False)
         finally:
             if replay is not None:
                 model.use_replayed_features(False)  # validate/test/predict read images again
