@@ -71,9 +71,12 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=N
 @click.option("--skip-missing", is_flag=True,
               help="Go on when image files are missing: their rows are NaN, listed in <stem>_failures.csv.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --save-loc file.")
+@click.option("--shard", default=None, metavar="R/N|auto",
+              help="Predict only part R of N (a stable hash of id_str) into <stem>.part-R-of-N<suffix>; 'auto' "
+                   "reads R and N from torchrun/SLURM/TF_CONFIG. Then `zoobot merge-predictions`.")
 @common_options
 def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
-                    resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite):
+                    resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite, shard):
     """Predict every galaxy of a catalog and write one row per id_str.
 
     \b
@@ -83,8 +86,13 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     """
     _check_source(checkpoint, name)
     from zoobot.shared.save_predictions import prediction_format
+    from zoobot.shared.sharding import parse_shard, part_path
 
     prediction_format(save_loc)  # unknown extension: E13 before any work
+    try:
+        shard = parse_shard(shard)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--shard") from None
     frame = _read_catalog(catalog, skip_missing)
     if checkpoint is not None:
         model = load_model(checkpoint)
@@ -93,8 +101,9 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
     schema = getattr(model, "schema", None)
     if summary and schema is None:
         raise click.UsageError("--summary needs a decision-tree model (ZoobotTree or FinetuneableZoobotTree).")
-    if save_loc.exists() and not overwrite:  # never replace earlier predictions silently
-        raise FileExistsError(f"{save_loc} already exists. Pass --overwrite to replace it, or choose another "
+    target = part_path(save_loc, shard) if shard is not None else save_loc  # a shard writes its own part file
+    if target.exists() and not overwrite:  # never replace earlier predictions silently
+        raise FileExistsError(f"{target} already exists. Pass --overwrite to replace it, or choose another "
                               "--save-loc.")
 
     predict = backend_module("predictions.predict_on_catalog").predict
@@ -102,8 +111,9 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
         frame, model, n_samples=n_samples, save_loc=str(save_loc),
         datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
         test_time_dropout=False if no_test_time_dropout else None, test_time_augmentation=tta,
-        check_valid_paths=not skip_missing,
+        check_valid_paths=not skip_missing, shard=shard,
     )
+    save_loc = target
     n_galaxies, n_outputs, n_samples_written = predictions.shape
     click.echo(f"Wrote predictions for {n_galaxies} galaxies ({n_outputs} outputs x {n_samples_written} "
                f"sample{'s' if n_samples_written != 1 else ''}) to {save_loc}")

@@ -79,6 +79,7 @@ def run_chunked_prediction(
     *,
     resume_key=None,
     progress: bool = True,
+    shard=None,
 ) -> np.ndarray:
     """Predict a catalog with one call of ``predict_rows``, storing it chunk by chunk (resumable), and
     write the predictions file.
@@ -110,6 +111,10 @@ def run_chunked_prediction(
         and its modification time).
     progress : bool, keyword-only
         Show a progress bar over rows.
+    shard : zoobot.shared.sharding.Shard, keyword-only, optional
+        Predict only this part of the catalog (a stable hash of ``id_str``), into the part file
+        ``<stem>.part-R-of-N<suffix>`` of ``save_loc``; an empty part writes an empty file
+        (docs/guides/scaling_out.md).
 
     Returns
     -------
@@ -164,6 +169,10 @@ def run_chunked_prediction(
     if summary and (schema is None or kind != "tree" or save_loc is None):
         raise ValueError("summary=True needs a tree model's schema, kind='tree' and a save_loc to write next to.")
 
+    if shard is not None:
+        catalog, save_loc, metadata = _take_part(catalog, save_loc, metadata, shard)
+        if not len(catalog):
+            return _write_empty(save_loc, label_cols, kind, metadata, schema)
     with _PartialLock(save_loc):  # one writer per save_loc: a second is refused, naming the first one's PID
         return _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary,
                     resume_key, progress)
@@ -276,6 +285,26 @@ class _PartialLock:
             os.close(self.fd)
             self.fd = None
         return False
+
+
+def _take_part(catalog, save_loc, metadata, shard):
+    """The rows, file and metadata of one part of a sharded prediction."""
+    from zoobot.shared import sharding
+
+    part = sharding.select_part(catalog, shard)
+    metadata = sharding.part_metadata(metadata, shard, len(catalog))
+    return part, (sharding.part_path(save_loc, shard) if save_loc is not None else None), metadata
+
+
+def _write_empty(save_loc, label_cols, kind, metadata, schema) -> np.ndarray:
+    """An empty part: a file of no rows, so that the merge knows it is done."""
+    empty = np.empty((0, len(label_cols), int(metadata.get("n_samples", 1))), dtype=np.float32)
+    if save_loc is not None:
+        with save_predictions.PredictionWriter(save_loc, label_cols, 0, empty.shape[2], kind, metadata,
+                                               schema=schema) as writer:
+            writer.write(empty, [])
+            writer.close()
+    return empty
 
 
 class _Chunks:

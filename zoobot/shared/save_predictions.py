@@ -481,7 +481,8 @@ def _to_table(predictions, id_str, label_cols, kind, groups) -> pd.DataFrame:
     else:
         with np.errstate(invalid="ignore"):
             summary = predictions.mean(axis=2, dtype=np.float32)
-    block = np.concatenate([predictions, summary[:, :, None]], axis=2).reshape(len(id_str), -1)
+    block = np.concatenate([predictions, summary[:, :, None]], axis=2)
+    block = block.reshape(len(id_str), block.shape[1] * block.shape[2])  # (also for no rows)
     table = pd.DataFrame(block, columns=prediction_columns(label_cols, predictions.shape[2], kind), copy=False)
     table.insert(0, "id_str", pd.Series(id_str, dtype=str))
     return table

@@ -38,6 +38,7 @@ from torch import nn
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
 from zoobot.shared.preprocessing import resolve_preprocessing
+from zoobot.shared.sharding import parse_shard
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -62,6 +63,7 @@ def predict(
     on_bad_image="record",
     check_valid_paths=True,
     chunk_size=4096,
+    shard=None,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -105,6 +107,11 @@ def predict(
     chunk_size : int, default 4096 (keyword-only)
         Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
         group of a parquet file. Images are read by one loader whatever the chunk size.
+    shard : tuple or str, optional (keyword-only)
+        Predict only part ``rank`` of ``world_size`` parts of the catalog (a stable hash of ``id_str``):
+        ``(rank, world_size)``, ``'R/N'`` or ``'auto'`` (from torchrun/SLURM/TF_CONFIG variables). The
+        part is written to ``<stem>.part-R-of-N<suffix>`` and the returned rows are the part's, in catalog
+        order; merge the parts with :func:`zoobot.shared.sharding.merge_parts` (docs/guides/scaling_out.md).
 
     Returns
     -------
@@ -124,7 +131,7 @@ def predict(
         (E7) ``datamodule_kwargs['greyscale']`` contradicts the model's channels.
     ValueError
         (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option; ``chunk_size``
-        not a positive integer.
+        not a positive integer; a malformed ``shard``.
 
     Warns
     -----
@@ -153,6 +160,7 @@ def predict(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if test_time_dropout not in (None, True, False):
         raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
+    shard = parse_shard(shard)  # (rank, world_size) or None
     if save_loc is not None:
         from zoobot.shared.save_predictions import prediction_format
 
@@ -188,12 +196,15 @@ def predict(
         "backend": "pytorch",
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
-                  chunk_size=int(chunk_size))
+                  chunk_size=int(chunk_size), shard=shard)
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
         common["resume_key"] = _resume_key(model, datamodule_options)
 
     if runner.distributed:
+        if shard is not None:
+            raise ValueError("shard runs one process per part; give one device per process (trainer_kwargs "
+                             "devices=1) and launch one process per part instead (docs/guides/scaling_out.md).")
         # every process predicts its shard of the whole catalog, results are gathered by row index,
         # then the chunked writer only takes them over (only the first process writes files)
         everything, failures = runner.predict_distributed(catalog)

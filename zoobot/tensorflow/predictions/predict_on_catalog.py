@@ -38,6 +38,7 @@ import tensorflow as tf
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
 from zoobot.shared.preprocessing import resolve_preprocessing
+from zoobot.shared.sharding import parse_shard
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -59,6 +60,7 @@ def predict(
     on_bad_image="record",
     check_valid_paths=True,
     chunk_size=4096,
+    shard=None,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -102,6 +104,11 @@ def predict(
     chunk_size : int, default 4096 (keyword-only)
         Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
         group of a parquet file. Images are read by one pipeline whatever the chunk size.
+    shard : tuple or str, optional (keyword-only)
+        Predict only part ``rank`` of ``world_size`` parts of the catalog (a stable hash of ``id_str``):
+        ``(rank, world_size)``, ``'R/N'`` or ``'auto'`` (from torchrun/SLURM/TF_CONFIG variables). The
+        part is written to ``<stem>.part-R-of-N<suffix>`` and the returned rows are the part's, in catalog
+        order; merge the parts with :func:`zoobot.shared.sharding.merge_parts` (docs/guides/scaling_out.md).
 
     Returns
     -------
@@ -121,7 +128,7 @@ def predict(
         (E7) ``datamodule_kwargs['greyscale']`` contradicts the model's channels.
     ValueError
         (E10) ``label_cols`` of the wrong length; (E13) unknown file extension or option; ``chunk_size``
-        not a positive integer.
+        not a positive integer; a malformed ``shard``.
 
     Warns
     -----
@@ -150,6 +157,7 @@ def predict(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if test_time_dropout not in (None, True, False):
         raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
+    shard = parse_shard(shard)  # (rank, world_size) or None
     if save_loc is not None:
         from zoobot.shared.save_predictions import prediction_format
 
@@ -178,7 +186,7 @@ def predict(
         "backend": "tensorflow",
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
-                  chunk_size=int(chunk_size))
+                  chunk_size=int(chunk_size), shard=shard)
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
         common["resume_key"] = _resume_key(model, datamodule_options)
