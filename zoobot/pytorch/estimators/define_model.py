@@ -32,6 +32,7 @@ from torch import nn
 from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
 from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
 from zoobot.pytorch.training import losses
+from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 
 __all__ = [
@@ -544,6 +545,8 @@ class ZoobotTree(L.LightningModule):
         self.weight_decay = float(weight_decay)
         self.scheduler_params = scheduler_params
         self.predict_n_samples: int | None = None
+        #: post-hoc calibration record (zoobot.shared.calibration), set by train(); None: uncalibrated
+        self.calibration: dict | None = None
 
         self.encoder = get_pytorch_encoder(architecture_name, channels=channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
@@ -754,6 +757,8 @@ class ZoobotTree(L.LightningModule):
         checkpoint.update(version_metadata())
         # not a constructor argument (the signature is fixed), but predict() needs it
         checkpoint["zoobot_input_size"] = int(self.input_size)
+        if self.calibration:
+            checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not self._versions_checked:  # resuming a fit through the Trainer
@@ -765,6 +770,13 @@ class ZoobotTree(L.LightningModule):
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
+        self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
+
+    @property
+    def concentration_scale(self) -> np.ndarray | None:
+        """Per-question scale that ``predict_on_catalog.predict`` applies to the concentrations
+        (from :attr:`calibration`), or None when the model is uncalibrated."""
+        return calibration.scale_from_record(self.calibration, self.question_names)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

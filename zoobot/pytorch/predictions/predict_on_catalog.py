@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from zoobot.shared import calibration
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
 
@@ -61,6 +62,7 @@ def predict(
     on_bad_image="record",
     check_valid_paths=True,
     chunk_size=4096,
+    calibrate=True,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -102,6 +104,11 @@ def predict(
     chunk_size : int, default 4096 (keyword-only)
         Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
         group of a parquet file. Images are read by one loader whatever the chunk size.
+    calibrate : bool, default True (keyword-only)
+        Multiply a tree model's concentrations by its per-question calibration scale
+        (``model.concentration_scale``, fitted on the validation votes by ``train()`` or tree finetuning
+        and stored in the checkpoint; see docs/guides/training_recipe.md). False: the raw concentrations.
+        Vote fractions are the same either way. Models without a scale are unaffected.
 
     Returns
     -------
@@ -156,6 +163,7 @@ def predict(
         if value is not None and not isinstance(value, dict):
             raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
     spec = describe_model(model)
+    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
     label_cols = _resolve_label_cols(label_cols, spec)
     datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
     trainer_kwargs = dict(trainer_kwargs or {})
@@ -178,12 +186,13 @@ def predict(
         "test_time_dropout": runner.dropout_active,
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "pytorch",
+        "concentration_scale": None if scale is None else scale.tolist(),
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
                   chunk_size=int(chunk_size))
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, datamodule_options)
+        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
 
     if runner.distributed:
         # every process predicts its shard of the whole catalog, results are gathered by row index,
@@ -191,19 +200,21 @@ def predict(
         everything, failures = runner.predict_distributed(catalog)
         positions = pd.Index(catalog["id_str"])
 
-        def predict_rows(rows):
+        def gathered_rows(rows):
             yield (np.arange(len(rows)), everything[positions.get_indexer(rows["id_str"])],
                    failures[failures["id_str"].isin(set(rows["id_str"]))])
 
         if not runner.is_global_zero:
             common.pop("resume_key", None)
         predictions = run_chunked_prediction(
-            catalog, predict_rows, save_loc=save_loc if runner.is_global_zero else None,
+            catalog, calibration.scaled_rows(gathered_rows, scale, spec.schema),
+            save_loc=save_loc if runner.is_global_zero else None,
             progress=runner.is_global_zero, **common
         )
         runner.barrier()
     else:
-        predictions = run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
+        predictions = run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
+                                             save_loc=save_loc, **common)
     return predictions
 
 

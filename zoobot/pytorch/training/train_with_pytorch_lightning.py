@@ -702,12 +702,40 @@ def _train(
         # no validation result was ever recorded (e.g. zero validation batches): fall back to last
         best_path = str(last_checkpoint)
     model = _load_weights(model, best_path)
+    _calibrate(model, datamodule, save_dir if is_main else None,
+               [best_path, str(last_checkpoint)] if is_main else [])
     if test_catalog is not None:
         trainer.test(model, datamodule=datamodule, verbose=is_main)
     model = model.cpu().eval()
     # the input size is not a ZoobotTree hyperparameter; predict() reads it from here
     model.input_size = int(resize_after_crop)
     return model, trainer
+
+
+def _calibrate(model, datamodule, save_dir, checkpoint_paths) -> None:
+    """Fit the per-question concentration scale on the validation votes (zoobot.shared.calibration),
+    set ``model.calibration`` and add the record to the saved checkpoints (their own key)."""
+    from zoobot.shared import calibration
+
+    alphas, counts = [], []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), model._mc_dropout(False):
+        for images, labels in datamodule.val_dataloader():
+            alphas.append(model(images.to(model.device)).float().cpu())
+            counts.append(labels.float().cpu())
+    model.train(was_training)
+    if not alphas:
+        return
+    record = calibration.fit_record(torch.cat(counts).numpy(), torch.cat(alphas).numpy(), model.question_names,
+                                    model.question_index_groups, save_dir=save_dir)
+    model.calibration = record
+    for path in dict.fromkeys(checkpoint_paths):
+        if os.path.isfile(path):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint[calibration.CHECKPOINT_KEY] = record
+            torch.save(checkpoint, path + ".tmp")
+            os.replace(path + ".tmp", path)
 
 
 def _is_global_zero() -> bool:

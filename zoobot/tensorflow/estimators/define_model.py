@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoobot.shared import checkpoints, schedules
+from zoobot.shared import calibration, checkpoints, schedules
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 from zoobot.tensorflow.estimators import custom_layers, tiny_cnn
 from zoobot.tensorflow.training import losses
@@ -1057,13 +1057,34 @@ class ZoobotTree(keras.Model):
             "question_index_groups": None if schema is not None else [list(g) for g in self.question_index_groups],
         }
         config["input_size"] = int(self.input_size)
+        if self.calibration:
+            config[calibration.CHECKPOINT_KEY] = self.calibration
         config.update(checkpoints.version_metadata())
         return config
+
+    @property
+    def calibration(self) -> dict | None:
+        """Post-hoc calibration record (zoobot.shared.calibration), set by ``train()``; None: uncalibrated.
+        Saved in the ``.keras`` file's config under its own key."""
+        text = getattr(self, "_zoobot_calibration_json", None)
+        return json.loads(text) if text else None
+
+    @calibration.setter
+    def calibration(self, record) -> None:
+        # kept as JSON text: Keras would wrap a dict attribute in its own tracked structure
+        self._zoobot_calibration_json = json.dumps(record) if record else None
+
+    @property
+    def concentration_scale(self):
+        """Per-question scale that ``predict_on_catalog.predict`` applies to the concentrations
+        (from :attr:`calibration`), or None when the model is uncalibrated."""
+        return calibration.scale_from_record(self.calibration, self.question_names)
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         input_size = config.pop("input_size", None)
+        record = config.pop(calibration.CHECKPOINT_KEY, None)
         path = _LOADING_PATH.get() or "the ZoobotTree configuration being loaded"
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
@@ -1080,6 +1101,7 @@ class ZoobotTree(keras.Model):
         model = cls(**config)
         if input_size is not None:
             model.input_size = int(input_size)
+        model.calibration = record
         return model
 
     @classmethod
@@ -1127,12 +1149,14 @@ class ZoobotTree(keras.Model):
         for key in checkpoints.VERSION_KEYS:
             config.pop(key, None)
         input_size = config.pop("input_size", None)
+        record = config.pop(calibration.CHECKPOINT_KEY, None)
         unknown = set(kwargs) - set(config)
         if unknown:
             raise TypeError(f"Unknown ZoobotTree hyperparameter(s) {sorted(unknown)}; accepted: {sorted(config)}")
         config.update(kwargs)
         rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size})
         rebuilt.set_weights(model.get_weights())
+        rebuilt.calibration = record
         return rebuilt
 
     def get_compile_config(self):

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from zoobot.shared import calibration
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
 
@@ -58,6 +59,7 @@ def predict(
     on_bad_image="record",
     check_valid_paths=True,
     chunk_size=4096,
+    calibrate=True,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -98,6 +100,11 @@ def predict(
     chunk_size : int, default 4096 (keyword-only)
         Rows per finished chunk stored in ``<save_loc>.partial/`` (what a killed run keeps) and per row
         group of a parquet file. Images are read by one pipeline whatever the chunk size.
+    calibrate : bool, default True (keyword-only)
+        Multiply a tree model's concentrations by its per-question calibration scale
+        (``model.concentration_scale``, fitted on the validation votes by ``train()`` or tree finetuning
+        and stored in the ``.keras`` file; see docs/guides/training_recipe.md). False: the raw
+        concentrations. Vote fractions are the same either way. Models without a scale are unaffected.
 
     Returns
     -------
@@ -154,6 +161,7 @@ def predict(
     device = _device(dict(trainer_kwargs or {}))
     model = _as_model(model)
     spec = describe_model(model)
+    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
     label_cols = _resolve_label_cols(label_cols, spec)
     datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
     catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
@@ -167,13 +175,15 @@ def predict(
         "test_time_dropout": runner.dropout_active,
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "tensorflow",
+        "concentration_scale": None if scale is None else scale.tolist(),
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
                   chunk_size=int(chunk_size))
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, datamodule_options)
-    return run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
+        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
+    return run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
+                                  save_loc=save_loc, **common)
 
 
 # ---------------------------------------------------------------------------------------------

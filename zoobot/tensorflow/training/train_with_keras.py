@@ -1014,6 +1014,29 @@ def _skip_epochs(dataset, epochs: int) -> None:
         del iterator
 
 
+def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
+    """Fit the per-question concentration scale on the validation votes (zoobot.shared.calibration),
+    set ``model.calibration`` and save it into the best and last ``.keras`` files (their config)."""
+    from zoobot.shared import calibration
+
+    alphas, counts = [], []
+    for images, labels in val_ds:
+        features = model.encoder(images, training=False)
+        alphas.append(model.head(features, training=False).numpy().astype(np.float64))
+        counts.append(labels.numpy().astype(np.float64))
+    if not alphas:
+        return
+    model.calibration = calibration.fit_record(np.concatenate(counts), np.concatenate(alphas),
+                                               model.question_names, model.question_index_groups, save_dir=save_dir)
+    weights = model.get_weights()
+    for path in dict.fromkeys(p for p in checkpoint_paths if p):
+        if os.path.isfile(path):
+            # the saved file holds these weights only for the best one: rewrite each with its own weights
+            model.load_weights(path)
+            _atomic_save(model, pathlib.Path(path))
+    model.set_weights(weights)
+
+
 def _non_finite_message(what: str, value: float, epoch: int, step: int, batch) -> str:
     where = f"epoch {epoch}, step {step}"
     if batch is not None:
@@ -1240,6 +1263,8 @@ def _train(
         if os.path.isfile(best_path):
             model.load_weights(best_path)
         model.best_checkpoint_path = str(best_path)
+        with _image_errors_named(catalogs):
+            _calibrate(model, val_ds, save_dir, [best_path, checkpoint_callback.last_model_path])
         run = TrainingRun(history, checkpoint_callback, save_dir, strategy, metrics_csv.path)
         if test_ds is not None:
             with _image_errors_named(catalogs):

@@ -1,0 +1,76 @@
+"""Post-hoc calibration in the PyTorch backend: train() fits a per-question concentration scale on the
+validation votes, stores it in the checkpoints (key ``zoobot_calibration``), reports it in
+``save_dir/calibration.json``; a loaded checkpoint keeps it; predict applies it unless ``calibrate=False``."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zoobot.pytorch.estimators.define_model import ZoobotTree
+from zoobot.pytorch.predictions.predict_on_catalog import predict
+from zoobot.pytorch.training import train_with_pytorch_lightning as twpl
+from zoobot.shared import calibration, schemas
+from zoobot.shared.losses_reference import dirichlet_multinomial_nll
+
+pytestmark = pytest.mark.torch
+SCHEMA = schemas.decals_dr5_ortho_schema
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, votes_catalog):
+    catalog, _ = votes_catalog
+    save_dir = tmp_path_factory.mktemp("calibrated") / "run"
+    model, trainer = twpl.train(save_dir, SCHEMA, train_catalog=catalog.iloc[:24], val_catalog=catalog.iloc[24:],
+                                model_architecture="tiny_cnn", batch_size=8, resize_size=32, num_workers=0, epochs=1,
+                                gpus=0, color=True)
+    return model, trainer, save_dir, catalog.iloc[24:].reset_index(drop=True)
+
+
+def raw(catalog, model, **kwargs):
+    return predict(catalog, model, test_time_dropout=False, datamodule_kwargs={"num_workers": 0}, **kwargs)[..., 0]
+
+
+def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
+    model, trainer, save_dir, _ = trained
+    report = json.loads((save_dir / "calibration.json").read_text())
+    assert sorted(report["concentration_scale"]) == sorted(q.text for q in SCHEMA.questions)
+    assert report["n_galaxies"] == 16
+    np.testing.assert_allclose(model.concentration_scale,
+                               [report["concentration_scale"][q.text] for q in SCHEMA.questions])
+    for path in (trainer.checkpoint_callback.best_model_path, save_dir / "checkpoints" / "last.ckpt"):
+        stored = torch.load(path, map_location="cpu", weights_only=True)[calibration.CHECKPOINT_KEY]
+        assert stored == report
+        loaded = ZoobotTree.load_from_checkpoint(path)
+        np.testing.assert_allclose(loaded.concentration_scale, model.concentration_scale)
+
+
+def test_scale_maximises_the_validation_likelihood(trained):
+    """Independent check with the float64 oracle: the stored scale beats 1 and its neighbours on the
+    validation votes (the data it was fitted on)."""
+    model, _, _, val = trained
+    alpha = raw(val, model, calibrate=False)
+    counts = val[SCHEMA.label_cols].to_numpy(dtype=np.float64)
+    scale = model.concentration_scale
+
+    def nll(factor):
+        scaled = calibration.apply_concentration_scale(alpha, scale * factor, SCHEMA)
+        return dirichlet_multinomial_nll(counts, scaled, SCHEMA.question_index_groups).sum(axis=0)
+
+    best = nll(1.0)
+    assert np.all(best <= nll(1.1) + 1e-6) and np.all(best <= nll(1 / 1.1) + 1e-6)
+
+
+def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
+    model, _, _, val = trained
+    off = raw(val, model, calibrate=False)
+    on = raw(val, model, save_loc=tmp_path / "p.parquet")
+    np.testing.assert_allclose(on, calibration.apply_concentration_scale(off, model.concentration_scale, SCHEMA),
+                               rtol=1e-5)
+    record, model.calibration = model.calibration, None
+    try:
+        np.testing.assert_allclose(raw(val, model), off, rtol=1e-5)  # no scale: nothing to apply
+    finally:
+        model.calibration = record
+    with pytest.raises(ValueError, match="calibrate must be True or False"):
+        raw(val, model, calibrate="no")

@@ -1,0 +1,79 @@
+"""Post-hoc calibration in the TensorFlow backend: train() fits a per-question concentration scale on the
+validation votes, stores it in the best and last ``.keras`` files (config key ``zoobot_calibration``),
+reports it in ``save_dir/calibration.json``; a loaded model keeps it; predict applies it unless
+``calibrate=False``."""
+import json
+
+import numpy as np
+import pytest
+
+import zoobot.tensorflow  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
+from zoobot.shared import calibration, schemas  # noqa: E402
+from zoobot.shared.losses_reference import dirichlet_multinomial_nll  # noqa: E402
+from zoobot.shared.synthetic import make_synthetic_catalog  # noqa: E402
+from zoobot.tensorflow.estimators.define_model import ZoobotTree  # noqa: E402
+from zoobot.tensorflow.predictions.predict_on_catalog import predict  # noqa: E402
+from zoobot.tensorflow.training import train_with_keras  # noqa: E402
+
+pytestmark = pytest.mark.tf
+SCHEMA = schemas.decals_dr5_ortho_schema
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    catalog, _ = make_synthetic_catalog(tmp_path_factory.mktemp("dr5_cal"), n_galaxies=40, image_size=48,
+                                        progress=False)
+    save_dir = tmp_path_factory.mktemp("calibrated") / "run"
+    model, run = train_with_keras.train(save_dir, SCHEMA, train_catalog=catalog.iloc[:24],
+                                        val_catalog=catalog.iloc[24:], model_architecture="tiny_cnn", batch_size=8,
+                                        resize_size=32, gpus=0, num_workers=1, prefetch_factor=1, epochs=1,
+                                        color=True)
+    return model, run, save_dir, catalog.iloc[24:].reset_index(drop=True)
+
+
+def raw(catalog, model, **kwargs):
+    return predict(catalog, model, test_time_dropout=False, **kwargs)[..., 0]
+
+
+def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
+    model, run, save_dir, _ = trained
+    report = json.loads((save_dir / "calibration.json").read_text())
+    assert sorted(report["concentration_scale"]) == sorted(q.text for q in SCHEMA.questions)
+    assert report["n_galaxies"] == 16
+    np.testing.assert_allclose(model.concentration_scale,
+                               [report["concentration_scale"][q.text] for q in SCHEMA.questions])
+    for path in {run.checkpoint_callback.best_model_path, save_dir / "checkpoints" / "last.keras"}:
+        loaded = ZoobotTree.load_from_checkpoint(path)
+        assert loaded.calibration == report
+        np.testing.assert_allclose(loaded.concentration_scale, model.concentration_scale)
+        overridden = ZoobotTree.load_from_checkpoint(path, test_time_dropout=False)  # rebuilt from the config
+        assert overridden.calibration == report
+
+
+def test_scale_maximises_the_validation_likelihood(trained):
+    model, _, _, val = trained
+    alpha = raw(val, model, calibrate=False)
+    counts = val[SCHEMA.label_cols].to_numpy(dtype=np.float64)
+    scale = model.concentration_scale
+
+    def nll(factor):
+        scaled = calibration.apply_concentration_scale(alpha, scale * factor, SCHEMA)
+        return dirichlet_multinomial_nll(counts, scaled, SCHEMA.question_index_groups).sum(axis=0)
+
+    best = nll(1.0)
+    assert np.all(best <= nll(1.1) + 1e-6) and np.all(best <= nll(1 / 1.1) + 1e-6)
+
+
+def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
+    model, _, _, val = trained
+    off = raw(val, model, calibrate=False)
+    on = raw(val, model, save_loc=tmp_path / "p.hdf5")
+    np.testing.assert_allclose(on, calibration.apply_concentration_scale(off, model.concentration_scale, SCHEMA),
+                               rtol=1e-5)
+    record, model.calibration = model.calibration, None
+    try:
+        np.testing.assert_allclose(raw(val, model), off, rtol=1e-5)  # no scale: nothing to apply
+    finally:
+        model.calibration = record
+    with pytest.raises(ValueError, match="calibrate must be True or False"):
+        raw(val, model, calibrate="no")
