@@ -40,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
-from zoobot.shared.schedules import normalise_scheduler_params
+from zoobot.shared.schedules import resolve_train_schedule, train_scheduler_params
 from zoobot.shared.training_config import (
     check_resume_config,
     merge_alias_kwargs,
@@ -432,7 +432,7 @@ def _resolve_arguments(args: dict) -> dict:
         raise TypeError(f"extra_callbacks must be a list of Lightning callbacks, got {type(args['extra_callbacks'])}.")
     args["architecture_name"] = resolve_architecture_name(args["architecture_name"])
     _check_architecture(args["architecture_name"])
-    args["scheduler_params"] = normalise_scheduler_params(args["scheduler_params"])
+    args["scheduler_params"] = train_scheduler_params(args["scheduler_params"])
     args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
     args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
     args["betas"] = tuple(float(v) for v in args["betas"])
@@ -655,7 +655,7 @@ def _train(
         learning_rate=learning_rate,
         betas=betas,
         weight_decay=weight_decay,
-        scheduler_params=scheduler_params,
+        scheduler_params=resolve_train_schedule(scheduler_params, epochs),
     )
 
     checkpoint_callback = L.pytorch.callbacks.ModelCheckpoint(

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoobot.shared import schemas as schemas_module
-from zoobot.shared.schedules import normalise_scheduler_params
+from zoobot.shared.schedules import resolve_train_schedule, train_scheduler_params
 from zoobot.shared.training_config import (
     check_resume_config,
     merge_alias_kwargs,
@@ -474,7 +474,7 @@ def _resolve_arguments(args: dict) -> dict:
 
     if args["architecture_name"] not in ENCODER_NAMES:
         raise unknown_option_error("TensorFlow encoder architecture", args["architecture_name"], ENCODER_NAMES)
-    args["scheduler_params"] = normalise_scheduler_params(args["scheduler_params"])
+    args["scheduler_params"] = train_scheduler_params(args["scheduler_params"])
     args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
     args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
     args["betas"] = tuple(float(v) for v in args["betas"])
@@ -1014,6 +1014,22 @@ def _skip_epochs(dataset, epochs: int) -> None:
         del iterator
 
 
+def _train_encoder_like_timm(encoder) -> None:
+    """Train the Keras encoder as timm's is trained in the PyTorch backend (issue 13, measured with
+    ``benchmarks/bench_science.py``; docs/guides/training_recipe.md):
+
+    - BatchNorm running statistics updated with PyTorch's momentum 0.1 (Keras ``momentum=0.9``) rather than
+      Keras' 0.99, which lags behind the weights over a run of a few hundred steps per epoch;
+    - no stochastic depth: Keras' EfficientNet hard-codes ``drop_connect_rate=0.2`` (its ``block*_drop``
+      layers), timm's ``efficientnet_b0`` defaults to ``drop_path_rate=0``.
+    """
+    for layer in encoder._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+        elif isinstance(layer, keras.layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("_drop"):
+            layer.rate = 0.0
+
+
 def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
     """Fit the per-question concentration scale on the validation votes (zoobot.shared.calibration),
     set ``model.calibration`` and save it into the best and last ``.keras`` files (their config)."""
@@ -1229,8 +1245,9 @@ def _train(
                 learning_rate=learning_rate,
                 betas=betas,
                 weight_decay=weight_decay,
-                scheduler_params=scheduler_params,
+                scheduler_params=resolve_train_schedule(scheduler_params, epochs),
             )
+            _train_encoder_like_timm(model.encoder)
             model.input_size = int(resize_after_crop)
             model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
 
