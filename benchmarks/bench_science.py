@@ -94,14 +94,14 @@ def _run_backend(train, predict, settings, catalogs, save_dir) -> dict:
     from zoobot.shared.schemas import decals_dr5_ortho_schema
 
     kwargs = _train_kwargs(settings)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model, _ = train(save_dir, decals_dr5_ortho_schema, train_catalog=catalogs["train"],
                      val_catalog=catalogs["val"], **kwargs)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     epochs_run = _epochs_run(pathlib.Path(save_dir))
     concentrations = {split: _predict_raw(predict, catalogs[split], model) for split in EVAL_SPLITS}
     scale = getattr(model, "concentration_scale", None)
-    return {"train_wall_s": wall, "epochs_run": epochs_run, "train_kwargs": kwargs,
+    return {"train_wall_s": wall, "train_cpu_s": cpu, "epochs_run": epochs_run, "train_kwargs": kwargs,
             "stored_scale": None if scale is None else [float(s) for s in scale],
             "_concentrations": concentrations}
 
@@ -184,35 +184,41 @@ def baselines(catalogs, schema) -> dict:
 NAMES = {"torch": "PyTorch train()", "tf": "TensorFlow train()"}
 
 
-def summary_table(runs: dict, base: dict, kind: str) -> str:
+def summary_table(runs: dict, base: dict) -> str:
+    """Pooled scores of every run, raw and calibrated, with the baseline and truth rows."""
     rows = []
-    for backend, r in runs.items():
-        s = r["scores"]
-        rows.append([f"{NAMES[backend]} ({kind})",
-                     *[s[split][kind]["pooled"][m] for m in ("mae", "coverage90", "dm_nll") for split in ("test", "shifted")],
-                     r["train_wall_s"], r["epochs_run"]])
-    rows.append(["constant Dirichlet / train mean (fitted to the training votes)",
+    for name, r in runs.items():
+        for kind in ("raw", "calibrated"):
+            s = r["scores"]
+            rows.append([f"{name}, {kind}",
+                         *[s[split][kind]["pooled"][m] for m in ("mae", "coverage90", "dm_nll")
+                           for split in ("test", "shifted")],
+                         r["train_wall_s"], r.get("train_cpu_s"), r["epochs_run"]])
+    rows.append(["train mean (MAE) / constant Dirichlet fitted to the training votes (coverage, NLL)",
                  *[base[split]["pooled"][m] for m in ("mae", "coverage90", "dm_nll") for split in ("test", "shifted")],
-                 None, None])
-    rows.append(["truth (true answer probabilities)", 0.0, 0.0, None, None,
-                 base["test"]["pooled"]["truth_nll"], base["shifted"]["pooled"]["truth_nll"], None, None])
+                 None, None, None])
+    rows.append(["truth (true answer probabilities; NLL of the multinomial)", 0.0, 0.0, None, None,
+                 base["test"]["pooled"]["truth_nll"], base["shifted"]["pooled"]["truth_nll"], None, None, None])
     return C.markdown_table(["run", "MAE test", "MAE shifted", "90% cov. test", "90% cov. shifted",
-                             "DM NLL/vote test", "DM NLL/vote shifted", "train wall s", "epochs"], rows)
+                             "DM NLL/vote test", "DM NLL/vote shifted", "train wall s", "train CPU s", "epochs"],
+                            rows)
 
 
 def question_table(run: dict, base: dict, split: str) -> str:
+    """Per question: the run's raw and calibrated scores next to the baselines."""
     scores = run["scores"][split]
     rows = []
     questions = list(base[split]["per_question"].keys())
-    for q in [*questions, "pooled"]:
+    for i, q in enumerate([*questions, "pooled"]):
         b = base[split]["pooled"] if q == "pooled" else base[split]["per_question"][q]
         raw = scores["raw"]["pooled"] if q == "pooled" else scores["raw"]["per_question"][q]
         cal = scores["calibrated"]["pooled"] if q == "pooled" else scores["calibrated"]["per_question"][q]
+        scale = run["scores"]["fitted_scale"][i] if q != "pooled" else None
         rows.append([q, raw["mae"], b["mae"], raw["coverage90"], cal["coverage90"], b["coverage90"],
-                     raw["dm_nll"], cal["dm_nll"], b["dm_nll"], b["mean_nll"], b["truth_nll"]])
+                     raw["dm_nll"], cal["dm_nll"], b["dm_nll"], b["mean_nll"], b["truth_nll"], scale])
     return C.markdown_table(["question", "MAE", "MAE train mean", "cov90 raw", "cov90 calibrated",
                              "cov90 const. Dirichlet", "DM NLL raw", "DM NLL calibrated", "DM NLL const. Dirichlet",
-                             "NLL train mean", "NLL truth"], rows)
+                             "NLL train mean", "NLL truth", "scale"], rows)
 
 
 def _concentrations_file(out: pathlib.Path, backend: str) -> pathlib.Path:
@@ -227,16 +233,23 @@ def _save_concentrations(out: pathlib.Path, backend: str, concentrations: dict) 
     np.savez_compressed(_concentrations_file(out, backend), **{k: np.asarray(v) for k, v in concentrations.items()})
 
 
+def _run_name(backend: str, label: str) -> str:
+    return f"{NAMES[backend]} [{label}]" if label else NAMES[backend]
+
+
 def _load_runs(path: str) -> dict:
+    """The runs of an earlier ``--out`` file, with their saved raw concentrations, named by their label."""
     import numpy as np
 
     previous = json.loads(pathlib.Path(path).read_text())
+    label = previous["settings"].get("label", pathlib.Path(path).stem)
     runs = {}
-    for backend, result in previous["results"].items():
+    for key, result in previous["results"].items():
+        backend = result.get("backend", key)
         saved = np.load(_concentrations_file(pathlib.Path(path), backend))
         result = {k: v for k, v in result.items() if k != "scores"}
-        result["_concentrations"] = {split: saved[split] for split in saved.files}
-        runs[backend] = result
+        result.update(backend=backend, _concentrations={split: saved[split] for split in saved.files})
+        runs[_run_name(backend, label)] = result
     return runs
 
 
@@ -247,9 +260,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-kwargs", default="{}",
                         help="JSON dict of extra train() keywords, e.g. '{\"learning_rate\": 0.002}'")
     parser.add_argument("--label", default="", help="name of this run in the tables")
-    parser.add_argument("--rescore", default=None, metavar="JSON",
-                        help="score the raw concentrations saved by an earlier run (its --out file) again, "
-                             "without training")
+    parser.add_argument("--rescore", nargs="+", default=None, metavar="JSON",
+                        help="score the raw concentrations saved by earlier runs (their --out files) again, "
+                             "without training, in one set of tables (e.g. before and after)")
     args = parser.parse_args(argv)
     settings = C.resolve_settings(args)
     preset = SCIENCE_QUICK if args.quick else SCIENCE_FULL
@@ -257,6 +270,7 @@ def main(argv=None) -> dict:
         if getattr(args, key) is None:
             settings[key] = preset[key]
     settings["epochs"] = args.epochs or preset["epochs"]
+    settings["label"] = args.label
     try:
         settings["train_kwargs"] = json.loads(args.train_kwargs)
     except json.JSONDecodeError as err:
@@ -273,22 +287,23 @@ def main(argv=None) -> dict:
     from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
 
     out = pathlib.Path(args.out) if args.out else C.default_out(__file__)
-    runs = _load_runs(args.rescore) if args.rescore else {}
+    runs = {}
+    for path in args.rescore or []:
+        runs.update(_load_runs(path))
     for backend in [] if args.rescore else settings["backends"]:
-        runs[backend] = C.run_worker(__file__, backend, argv, settings["threads"])
-        _save_concentrations(out, backend, runs[backend]["_concentrations"])
-    for backend, result in runs.items():
+        result = C.run_worker(__file__, backend, argv, settings["threads"])
+        result["backend"] = backend
+        _save_concentrations(out, backend, result["_concentrations"])
+        runs[_run_name(backend, args.label)] = result
+    for result in runs.values():
         result["scores"] = score(catalogs, result.pop("_concentrations"), schema)
     base = baselines(catalogs, schema)
-    label = f" [{args.label}]" if args.label else ""
     sets = (f"{settings['architecture']} from scratch, {settings['image_size']} px, colour, batch "
-            f"{settings['batch_size']}, {settings['epochs']} epochs{label}")
-    tables = {f"Pooled over questions, raw concentrations: {sets}": summary_table(runs, base, "raw"),
-              f"Pooled over questions, calibrated on the validation votes: {sets}": summary_table(runs, base,
-                                                                                                   "calibrated")}
-    for backend, run in runs.items():
+            f"{settings['batch_size']}, {settings['epochs']} epochs")
+    tables = {f"Pooled over questions: {sets}": summary_table(runs, base)}
+    for name, run in runs.items():
         for split in ("test", "shifted"):
-            tables[f"{NAMES[backend]} per question, {split} set{label}"] = question_table(run, base, split)
+            tables[f"{name} per question, {split} set"] = question_table(run, base, split)
     notes = ["MAE: reach-weighted mean absolute error of the predicted vote fractions against the true answer "
              "probabilities (reach = true probability that the question is asked)",
              "cov90: fraction of true probabilities inside the 5-95 % quantiles of Beta(alpha_a, A_q - alpha_a), "
@@ -298,7 +313,10 @@ def main(argv=None) -> dict:
              "truth are multinomial likelihoods of the training-mean fractions and of the true probabilities",
              "calibrated: concentrations times a per-question scale fitted to the validation votes "
              "(zoobot.shared.calibration.fit_concentration_scale)",
-             f"train wall s: the whole train() call on {settings['threads']} threads (shared machine: noisy)"]
+             f"train wall s: the whole train() call on {settings['threads']} threads (shared machine: noisy); train "
+             "CPU s: CPU time of the training process over that call (loader workers excluded), less sensitive "
+             "to other load",
+             "scale: the per-question concentration scale fitted to the validation votes"]
     return C.finish(__file__, args, argv, settings, tables, runs, notes)
 
 

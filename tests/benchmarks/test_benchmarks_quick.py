@@ -178,7 +178,7 @@ def test_science_quick_torch(tmp_path, data_dir):
 
     out = tmp_path / "science.json"
     payload = check_payload(run_script("bench_science", out, data_dir, "--backends", "torch"), out, "bench_science")
-    run = payload["results"]["torch"]
+    run = payload["results"]["PyTorch train()"]
     assert run["train_wall_s"] > 0 and run["epochs_run"] == 1
     for split in ("test", "shifted"):
         for kind in ("raw", "calibrated"):

@@ -74,3 +74,28 @@ def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
         model.calibration = record
     with pytest.raises(ValueError, match="calibrate must be True or False"):
         raw(val, model, calibrate="no")
+
+
+def test_finetuned_tree_is_calibrated_per_checkpoint(tmp_path):
+    """A finetuned tree fits the scale on each validation epoch; the checkpoint stores that of its own weights,
+    load_from_checkpoint restores it, and it equals an independent fit to model.predict on the validation set."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from zoobot.pytorch.training import finetune
+
+    schema = schemas.gz_rings_schema
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(24, 3, 32, 32, generator=g)
+    votes = torch.stack([torch.randint(0, 9, (24,), generator=g), torch.randint(0, 9, (24,), generator=g)], 1).float()
+    train = DataLoader(TensorDataset(images[:16], votes[:16]), batch_size=8)
+    val = DataLoader(TensorDataset(images[16:], votes[16:]), batch_size=8)
+    model = finetune.FinetuneableZoobotTree(schema=schema, name="tiny_cnn", learning_rate=0.01)
+    trainer = finetune.get_trainer(tmp_path, max_epochs=1, accelerator="cpu", enable_progress_bar=False,
+                                   enable_model_summary=False, logger=False)
+    trainer.fit(model, train, val)
+    expected = calibration.fit_concentration_scale(votes[16:].numpy(), model.eval().predict(images[16:]), schema)
+    np.testing.assert_allclose(model.concentration_scale, expected, rtol=1e-4)
+    path = trainer.checkpoint_callback.best_model_path
+    assert torch.load(path, weights_only=True)[calibration.CHECKPOINT_KEY] == model.calibration
+    loaded = finetune.FinetuneableZoobotTree.load_from_checkpoint(path)
+    np.testing.assert_allclose(loaded.concentration_scale, expected, rtol=1e-4)
