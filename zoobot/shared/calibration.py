@@ -20,6 +20,8 @@ array([[1., 3., 3., 3.]])
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import gammaln
@@ -28,6 +30,8 @@ from zoobot.shared.losses_reference import check_question_index_groups
 
 __all__ = ["fit_concentration_scale", "apply_concentration_scale", "calibration_record", "scale_from_record",
            "fit_record", "model_scale", "scaled_rows", "CHECKPOINT_KEY", "SCALE_BOUNDS"]
+
+logger = logging.getLogger(__name__)
 
 #: Key of the calibration record in a checkpoint (PyTorch dict key; Keras metadata name).
 CHECKPOINT_KEY = "zoobot_calibration"
@@ -210,12 +214,11 @@ def fit_record(counts, concentrations, question_names, question_index_groups, sa
     record = calibration_record(scale, question_names, n_galaxies=len(np.asarray(counts)))
     if save_dir is not None:
         import json
-        import logging
         from pathlib import Path
 
         path = Path(save_dir) / "calibration.json"
         path.write_text(json.dumps(record, indent=2))
-        logging.getLogger("zoobot").info(
+        logger.info(
             "Calibration: concentration scale per question fitted on %d validation galaxies (median %.3f, "
             "range %.3f-%.3f), written to %s", record["n_galaxies"], float(np.median(scale)), float(scale.min()),
             float(scale.max()), path)
