@@ -212,6 +212,12 @@ def cosine_multiplier(epoch: int, warmup_epochs: int, max_epochs: int, min_lr_fa
 #: cosine decay to ``DEFAULT_TRAIN_MIN_LR_FACTOR`` x ``learning_rate`` at ``epochs``.
 DEFAULT_TRAIN_WARMUP_EPOCHS = 2
 DEFAULT_TRAIN_MIN_LR_FACTOR = 0.01
+#: Lowest concentration of the Dirichlet head of models made by ``train()`` (issue 13): ``alpha = floor +
+#: 100 * sigmoid(z)``. Upstream's floor of 1 per answer forces an uncertain question's vote fractions towards
+#: uniform (a total concentration near the number of answers leaves no room for unequal alphas); deep
+#: questions (how-rounded, bar, merging) were then predicted worse than the training mean. Stored in the
+#: checkpoint (``zoobot_concentration_floor``); checkpoints without it keep 1.
+DEFAULT_TRAIN_CONCENTRATION_FLOOR = 0.1
 #: What ``train()`` records for an explicit constant schedule (``{}`` or ``{'name': 'constant'}``), so that
 #: None keeps meaning "the default recipe".
 CONSTANT = {"name": "constant"}

@@ -759,6 +759,8 @@ class ZoobotTree(L.LightningModule):
         checkpoint["zoobot_input_size"] = int(self.input_size)
         if self.calibration:
             checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
+        if self.concentration_floor != ScaledSigmoid.offset:
+            checkpoint["zoobot_concentration_floor"] = self.concentration_floor
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not self._versions_checked:  # resuming a fit through the Trainer
@@ -771,6 +773,19 @@ class ZoobotTree(L.LightningModule):
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
         self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
+        self.concentration_floor = checkpoint.get("zoobot_concentration_floor", ScaledSigmoid.offset)
+
+    @property
+    def concentration_floor(self) -> float:
+        """Lowest concentration the head outputs: ``alpha = floor + 100 * sigmoid(z)`` (1 unless set, e.g. by
+        ``train()``; stored in the checkpoint as ``zoobot_concentration_floor``)."""
+        return float(self.head[-1].offset)
+
+    @concentration_floor.setter
+    def concentration_floor(self, value: float) -> None:
+        if not 0 < float(value) <= ScaledSigmoid.offset:
+            raise ValueError(f"concentration_floor must be in (0, 1], got {value!r}")
+        self.head[-1].offset = float(value)
 
     @property
     def concentration_scale(self) -> np.ndarray | None:

@@ -40,7 +40,11 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
-from zoobot.shared.schedules import resolve_train_schedule, train_scheduler_params
+from zoobot.shared.schedules import (
+    DEFAULT_TRAIN_CONCENTRATION_FLOOR,
+    resolve_train_schedule,
+    train_scheduler_params,
+)
 from zoobot.shared.training_config import (
     check_resume_config,
     merge_alias_kwargs,
@@ -657,6 +661,7 @@ def _train(
         weight_decay=weight_decay,
         scheduler_params=resolve_train_schedule(scheduler_params, epochs),
     )
+    model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
 
     checkpoint_callback = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=checkpoint_dir,
