@@ -43,6 +43,8 @@ def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
         assert stored == report
         loaded = ZoobotTree.load_from_checkpoint(path)
         np.testing.assert_allclose(loaded.concentration_scale, model.concentration_scale)
+        assert loaded.concentration_floor == model.concentration_floor == 0.1  # train()'s head floor
+    assert ZoobotTree(2, schema=schemas.gz_rings_schema, architecture_name="tiny_cnn").concentration_floor == 1.0
 
 
 def test_scale_maximises_the_validation_likelihood(trained):

@@ -45,9 +45,11 @@ def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
     for path in {run.checkpoint_callback.best_model_path, save_dir / "checkpoints" / "last.keras"}:
         loaded = ZoobotTree.load_from_checkpoint(path)
         assert loaded.calibration == report
+        assert loaded.concentration_floor == model.concentration_floor == 0.1  # train()'s head floor
         np.testing.assert_allclose(loaded.concentration_scale, model.concentration_scale)
         overridden = ZoobotTree.load_from_checkpoint(path, test_time_dropout=False)  # rebuilt from the config
-        assert overridden.calibration == report
+        assert overridden.calibration == report and overridden.concentration_floor == 0.1
+    assert ZoobotTree(2, schema=schemas.gz_rings_schema, architecture_name="tiny_cnn").concentration_floor == 1.0
 
 
 def test_scale_maximises_the_validation_likelihood(trained):

@@ -1059,6 +1059,8 @@ class ZoobotTree(keras.Model):
         config["input_size"] = int(self.input_size)
         if self.calibration:
             config[calibration.CHECKPOINT_KEY] = self.calibration
+        if self.concentration_floor != custom_layers.ScaledSigmoid.offset:
+            config["zoobot_concentration_floor"] = self.concentration_floor
         config.update(checkpoints.version_metadata())
         return config
 
@@ -1075,6 +1077,19 @@ class ZoobotTree(keras.Model):
         self._zoobot_calibration_json = json.dumps(record) if record else None
 
     @property
+    def concentration_floor(self) -> float:
+        """Lowest concentration the head outputs: ``alpha = floor + 100 * sigmoid(z)`` (1 unless set, e.g. by
+        ``train()``; saved in the ``.keras`` config as ``zoobot_concentration_floor``). Set it before the
+        model is first called."""
+        return float(self.head.layers[-1].offset)
+
+    @concentration_floor.setter
+    def concentration_floor(self, value: float) -> None:
+        if not 0 < float(value) <= custom_layers.ScaledSigmoid.offset:
+            raise ValueError(f"concentration_floor must be in (0, 1], got {value!r}")
+        self.head.layers[-1].offset = float(value)
+
+    @property
     def concentration_scale(self):
         """Per-question scale that ``predict_on_catalog.predict`` applies to the concentrations
         (from :attr:`calibration`), or None when the model is uncalibrated."""
@@ -1085,6 +1100,7 @@ class ZoobotTree(keras.Model):
         config = dict(config)
         input_size = config.pop("input_size", None)
         record = config.pop(calibration.CHECKPOINT_KEY, None)
+        floor = config.pop("zoobot_concentration_floor", None)
         path = _LOADING_PATH.get() or "the ZoobotTree configuration being loaded"
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
@@ -1102,6 +1118,8 @@ class ZoobotTree(keras.Model):
         if input_size is not None:
             model.input_size = int(input_size)
         model.calibration = record
+        if floor is not None:
+            model.concentration_floor = floor
         return model
 
     @classmethod
@@ -1150,6 +1168,7 @@ class ZoobotTree(keras.Model):
             config.pop(key, None)
         input_size = config.pop("input_size", None)
         record = config.pop(calibration.CHECKPOINT_KEY, None)
+        floor = config.pop("zoobot_concentration_floor", None)
         unknown = set(kwargs) - set(config)
         if unknown:
             raise TypeError(f"Unknown ZoobotTree hyperparameter(s) {sorted(unknown)}; accepted: {sorted(config)}")
@@ -1157,6 +1176,8 @@ class ZoobotTree(keras.Model):
         rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size})
         rebuilt.set_weights(model.get_weights())
         rebuilt.calibration = record
+        if floor is not None:
+            rebuilt.concentration_floor = floor
         return rebuilt
 
     def get_compile_config(self):

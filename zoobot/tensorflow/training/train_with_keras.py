@@ -43,7 +43,11 @@ import numpy as np
 import tensorflow as tf
 
 from zoobot.shared import schemas as schemas_module
-from zoobot.shared.schedules import resolve_train_schedule, train_scheduler_params
+from zoobot.shared.schedules import (
+    DEFAULT_TRAIN_CONCENTRATION_FLOOR,
+    resolve_train_schedule,
+    train_scheduler_params,
+)
 from zoobot.shared.training_config import (
     check_resume_config,
     merge_alias_kwargs,
@@ -1248,6 +1252,7 @@ def _train(
                 scheduler_params=resolve_train_schedule(scheduler_params, epochs),
             )
             _train_encoder_like_timm(model.encoder)
+            model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
             model.input_size = int(resize_after_crop)
             model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
 
