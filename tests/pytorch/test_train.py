@@ -35,8 +35,9 @@ def oracle_loss(catalog, concentrations, schema=SCHEMA) -> float:
                                            schema.question_index_groups).sum(axis=1).mean())
 
 
-def deterministic_predictions(catalog, model, size=32):
-    return predict(catalog, model, test_time_dropout=False,
+def deterministic_predictions(catalog, model, size=32, calibrate=False):
+    """The model's own (raw, uncalibrated unless asked) concentrations, without dropout."""
+    return predict(catalog, model, test_time_dropout=False, calibrate=calibrate,
                    datamodule_kwargs={"num_workers": 0, "resize_after_crop": size})[..., 0]
 
 
