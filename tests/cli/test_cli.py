@@ -15,7 +15,7 @@ from zoobot.shared.load_predictions import load
 
 from .conftest import IMAGE_SIZE, describe, run_zoobot
 
-COMMANDS = ("demo", "train", "finetune", "predict", "representations", "shard", "schemas", "info")
+COMMANDS = ("demo", "train", "finetune", "predict", "representations", "evaluate", "shard", "schemas", "info")
 
 
 def _error_lines(result) -> list:

@@ -30,6 +30,23 @@ def test_calibration_table_by_hand():
     assert edge["count"].tolist() == [0, 0, 0, 1] and np.isnan(edge["observed_rate"][0])
 
 
+def test_calibration_table_is_sklearns_calibration_curve_with_empty_bins_kept():
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.uniform(0, 0.4, 50), rng.uniform(0.8, 1.0, 50), [0.0, 0.2, 0.4, 1.0]]  # some on bin edges
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    table = plots.calibration_table(y, p, n_bins=5)
+    rate, mean_predicted = calibration_curve(y, p, n_bins=5)
+    filled = table[table["count"] > 0]
+    np.testing.assert_allclose(filled["observed_rate"], rate)
+    np.testing.assert_allclose(filled["mean_predicted"], mean_predicted)
+    assert table["count"].tolist() == [
+        np.sum(p <= 0.2), np.sum((p > 0.2) & (p <= 0.4)), 0, np.sum((p > 0.6) & (p <= 0.8)), np.sum(p > 0.8)
+    ]
+    assert np.isnan(table["observed_rate"][2]) and table["count"].sum() == p.size
+
+
 @pytest.mark.parametrize("y, p, message", [
     ([0, 2], [0.1, 0.2], "0/1 labels"),
     ([0, 1], [0.1, 1.2], "probabilities in \\[0, 1\\]"),

@@ -237,6 +237,31 @@ def test_rings_are_rare_naturally_and_balanced_on_request(tmp_path):
     np.testing.assert_array_equal(galaxy.counts, row[["ring_yes", "ring_no"]].to_numpy(dtype=np.int64))
 
 
+def test_ring_set_non_rings_match_rings_in_size_and_brightness(tmp_path):
+    """Naturally, rings are bright and large (a ring must be visible), so brightness and size alone would
+    find them. In a conditioned ring set, non-rings are drawn like the rings, with the ring taken away
+    and the same total light: a logistic regression on size and brightness, in the latents or in the
+    pixels, stays near chance (issue 13: ROC AUC <= 0.6)."""
+    from zoobot.shared.metrics import ring_baseline_auc
+    from zoobot.shared.synthetic.render import galaxy_flux
+
+    natural = latents_sample(3000, seed=5)
+    natural = pd.DataFrame({"re": [lat["re"] for lat in natural], "log_snr": [lat["log_snr"] for lat in natural],
+                            "ring": [int(answer_probabilities(lat, schemas.gz_rings_schema)[0] > 0.5)
+                                     for lat in natural]})
+    assert ring_baseline_auc(natural, features=["re", "log_snr"]) > 0.68  # measured 0.72
+
+    galaxies = [synthetic_galaxy(i, image_size=8, label="ring", ring_fraction=0.5, seed=7) for i in range(300)]
+    matched = pd.DataFrame({"re": [g.latents["re"] for g in galaxies], "ring": [g.ring for g in galaxies],
+                            "log_flux": [np.log10(galaxy_flux(g.latents, 32)) for g in galaxies]})
+    assert 0.35 < matched.ring.mean() < 0.65
+    assert ring_baseline_auc(matched, features=["re", "log_flux"]) <= 0.6
+
+    catalog, _ = make_synthetic_catalog(tmp_path, n_galaxies=300, image_size=64, label="ring", ring_fraction=0.5,
+                                        seed=8, progress=False)
+    assert ring_baseline_auc(catalog) <= 0.6  # image total flux and second moment
+
+
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------

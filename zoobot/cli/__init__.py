@@ -6,6 +6,7 @@ Run ``zoobot --help`` (or ``python -m zoobot --help``) for the commands::
     zoobot train                     train a decision-tree model from scratch on vote counts
     zoobot finetune                  finetune a pretrained encoder on new labels
     zoobot predict                   predict a catalog with a trained model -> parquet/csv/hdf5
+    zoobot evaluate                  score tree predictions against votes (and synthetic truth)
     zoobot representations           encoder features of a catalog -> parquet
     zoobot shard                     write TFRecord shards (TensorFlow backend only)
     zoobot schemas [NAME]            list the prebuilt decision trees, or show one
@@ -17,7 +18,7 @@ How the package reads, top to bottom:
   (one-line errors, full tracebacks with ``--debug``, exit codes 0 ok / 1 error / 2 usage);
 - :mod:`._common`: options and helpers the commands share (backend import, catalogs, models);
 - one module per command family: :mod:`.train`, :mod:`.finetune`, :mod:`.predict`
-  (``predict`` and ``representations``), :mod:`.shard`, :mod:`.demo`, :mod:`.about`
+  (``predict`` and ``representations``), :mod:`.evaluate`, :mod:`.shard`, :mod:`.demo`, :mod:`.about`
   (``schemas`` and ``info``).
 
 Deep-learning frameworks are imported inside the commands, so ``zoobot --help`` and
@@ -61,9 +62,9 @@ def cli(backend: str, log_level: str, debug: bool) -> None:
 
 def _register_commands() -> None:
     # the command modules import nothing heavy at module level
-    from zoobot.cli import about, demo, finetune, predict, shard, train
+    from zoobot.cli import about, demo, evaluate, finetune, predict, shard, train
 
-    for module in (demo, train, finetune, predict, shard, about):
+    for module in (demo, train, finetune, predict, evaluate, shard, about):
         for command in module.COMMANDS:
             cli.add_command(command)
 

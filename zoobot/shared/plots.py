@@ -8,6 +8,8 @@ the install line (``pip install "zoobot[plots]"``).
 - :func:`plot_galaxy_grid`: galaxies with their true label and predicted probability;
 - :func:`plot_vote_fractions`: predicted vs true vote fractions, one panel per question;
 - :func:`plot_calibration`: reliability diagram of a binary classifier;
+- :func:`plot_reliability`: a tree model's vote fractions and intervals against what was observed
+  (from :func:`zoobot.shared.metrics.reliability_table` and :func:`~zoobot.shared.metrics.coverage_curve`);
 - :func:`plot_training_curves`: losses per epoch from ``metrics.csv`` files (both backends).
 
 The numbers behind the figures come from :func:`calibration_table` and :func:`epoch_metrics`, so
@@ -38,6 +40,7 @@ __all__ = [
     "plot_galaxy_grid",
     "plot_vote_fractions",
     "plot_calibration",
+    "plot_reliability",
     "plot_training_curves",
     "calibration_table",
     "epoch_metrics",
@@ -241,11 +244,15 @@ def plot_vote_fractions(true_fractions, predicted_fractions, schema, save_loc, a
 def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
     """Reliability table: per equal-width probability bin, the mean prediction and the observed rate.
 
+    The rates are :func:`sklearn.calibration.calibration_curve`'s (``strategy='uniform'``), with the
+    empty bins kept (count 0, NaN rates) and a count and standard error per bin. As in scikit-learn, a
+    bin holds ``low < p <= high`` (the first one also ``p = 0``).
+
     Parameters
     ----------
     y_true : array-like of {0, 1}
     p_pred : array-like of float in [0, 1]
-        Predicted probability of class 1.
+        Predicted probability of class 1. NaN predictions (failed images) are left out.
     n_bins : int
 
     Returns
@@ -254,11 +261,22 @@ def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
         Columns ``bin_low``, ``bin_high``, ``count``, ``mean_predicted``, ``observed_rate`` and
         ``observed_err`` (binomial standard error); empty bins have count 0 and NaN rates.
 
+    Raises
+    ------
+    ValueError
+        Labels other than 0/1, probabilities outside [0, 1], or lengths that differ.
+    MissingDependencyError
+        Without scikit-learn (``pip install "zoobot[pca]"``).
+
     Examples
     --------
     >>> calibration_table([0, 1, 1, 1], [0.1, 0.7, 0.8, 0.9], n_bins=2)[['count', 'observed_rate']].values.tolist()
     [[1.0, 0.0], [3.0, 1.0]]
     """
+    try:
+        from sklearn.calibration import calibration_curve
+    except ImportError:
+        raise missing_dependency("scikit-learn", "Calibration tables", "pca") from None
     y_true = np.asarray(y_true, dtype=np.float64).ravel()
     p_pred = np.asarray(p_pred, dtype=np.float64).ravel()
     if y_true.shape != p_pred.shape:
@@ -270,16 +288,15 @@ def calibration_table(y_true, p_pred, n_bins: int = 10) -> pd.DataFrame:
     if ((p_pred < 0) | (p_pred > 1)).any():
         raise ValueError("p_pred must hold probabilities in [0, 1]")
     edges = np.linspace(0, 1, int(n_bins) + 1)
-    which = np.clip(np.digitize(p_pred, edges[1:-1]), 0, n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        in_bin = which == b
-        count = int(in_bin.sum())
-        rate = y_true[in_bin].mean() if count else np.nan
-        err = math.sqrt(max(rate * (1 - rate), 0.25 / count) / count) if count else np.nan
-        rows.append((edges[b], edges[b + 1], count, p_pred[in_bin].mean() if count else np.nan, rate, err))
-    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "count", "mean_predicted", "observed_rate",
-                                       "observed_err"]).astype(float)
+    count = np.bincount(np.searchsorted(edges[1:-1], p_pred), minlength=n_bins).astype(float)
+    rate, mean_predicted = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+    if y_true.size:
+        rate[count > 0], mean_predicted[count > 0] = calibration_curve(y_true, p_pred, n_bins=n_bins,
+                                                                       strategy="uniform", pos_label=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.sqrt(np.maximum(rate * (1 - rate), 0.25 / count) / count)
+    return pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:], "count": count,
+                         "mean_predicted": mean_predicted, "observed_rate": rate, "observed_err": err})
 
 
 def plot_calibration(y_true, p_pred, save_loc, n_bins: int = 10, title: str | None = None,
@@ -327,6 +344,64 @@ def plot_calibration(y_true, p_pred, save_loc, n_bins: int = 10, title: str | No
     hist.legend(fontsize=7, loc="upper center")
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, save_loc)
+
+
+def plot_reliability(reliability: pd.DataFrame, coverage: pd.DataFrame, save_loc, title: str | None = None):
+    """Two panels: predicted vs observed vote fraction, and interval coverage vs nominal level.
+
+    Parameters
+    ----------
+    reliability : pandas.DataFrame
+        From :func:`zoobot.shared.metrics.reliability_table`.
+    coverage : pandas.DataFrame
+        From :func:`zoobot.shared.metrics.coverage_curve` (``nominal``, ``vote_coverage`` and, when
+        the truth is known, ``truth_coverage``).
+    save_loc : str or path-like
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from zoobot.shared import metrics
+    >>> from zoobot.shared.schemas import Schema
+    >>> schema = Schema({'a': ['_x', '_y']}, {'a': None})
+    >>> alpha, votes = [[3.0, 1.0], [1.0, 2.0]], [[30, 10], [2, 3]]
+    >>> path = plot_reliability(metrics.reliability_table([[0.75, 0.25], [0.33, 0.67]], votes, schema),
+    ...                         metrics.coverage_curve(alpha, votes, schema), os.path.join(tempfile.mkdtemp(), 'r.png'))
+    >>> path.name
+    'r.png'
+    """
+    fig = _figure(8.4, 4.0)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for ax in (left, right):
+        ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", label="perfectly calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_aspect("equal")
+    filled = reliability[reliability["count"] > 0]
+    left.errorbar(filled["mean_predicted"], filled["observed_rate"], yerr=filled["observed_err"], marker="o",
+                  color="#0969da", capsize=3, label="model (±1σ)")
+    left.set_xlabel("predicted vote fraction")
+    left.set_ylabel("observed fraction of votes")
+    left.set_title("vote fractions", fontsize=10)
+    right.plot(coverage["nominal"], coverage["vote_coverage"], marker="o", color="#0969da",
+               label="observed votes")
+    if "truth_coverage" in coverage.columns:
+        right.plot(coverage["nominal"], coverage["truth_coverage"], marker="s", color="#1a7f37",
+                   label="true probabilities")
+    right.set_xlabel("nominal interval level")
+    right.set_ylabel("fraction inside the interval")
+    right.set_title("interval coverage", fontsize=10)
+    for ax in (left, right):
+        ax.legend(loc="upper left", fontsize=7.5)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return _save(fig, save_loc)
 
 

@@ -10,6 +10,7 @@ size, and galaxy 17 is the same whether the catalog has 20 or 20,000 rows.
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 from pathlib import Path
 
@@ -21,14 +22,15 @@ from zoobot.shared.errors import missing_dependency, unknown_option_error
 
 from .answers import answer_probabilities, check_schema_supported, galaxy_features, _ring
 from .latents import get_prior, prior_names, sample_latents
-from .render import render_galaxy
+from .render import galaxy_flux, render_galaxy
 from .votes import sample_votes
 
 __all__ = ["GENERATOR_VERSION", "SyntheticGalaxy", "synthetic_galaxy", "make_synthetic_catalog"]
 
 #: Frozen into every catalog so that benchmark numbers stay comparable; bump on any change that
-#: alters pixels, latents, probabilities or votes for the same arguments.
-GENERATOR_VERSION = "zoobot-synthetic-1"
+#: alters pixels, latents, probabilities or votes for the same arguments. 2: non-rings of
+#: conditioned ring sets are matched to the rings in size and brightness.
+GENERATOR_VERSION = "zoobot-synthetic-2"
 
 _PRIOR_IDS = {"train": 0, "shifted": 1}
 _STREAM_LATENTS, _STREAM_PIXELS, _STREAM_VOTES = 0, 1, 2
@@ -87,18 +89,27 @@ def _is_ring(latents: dict) -> bool:
 
 
 def _draw_latents(rng: np.random.Generator, prior: str, ring_fraction) -> dict:
-    """Latents from the prior, or (with ``ring_fraction``) conditioned on being a ring with that probability."""
+    """Latents from the prior, or (with ``ring_fraction``) a ring with that probability, else its matched non-ring.
+
+    A ring must be visible, so rings drawn from the prior are brighter and larger than average. A
+    non-ring of a conditioned set is therefore drawn exactly like a ring, then loses its ring and gets
+    the total light the ring galaxy had (``log_snr`` shifted): size, brightness, morphology and field
+    stars follow the rings' distribution, and only the ring tells the classes apart (docs/guides/evaluating.md).
+    """
     if ring_fraction is None:
         return sample_latents(rng, prior)
     want_ring = bool(rng.random() < float(ring_fraction))
     for _ in range(_MAX_CONDITIONING_DRAWS):
         latents = sample_latents(rng, prior)
-        if _is_ring(latents) == want_ring:
-            return latents
-    raise RuntimeError(
-        f"Could not draw a {'ring' if want_ring else 'non-ring'} galaxy from prior {prior!r} in "
-        f"{_MAX_CONDITIONING_DRAWS} tries."
-    )
+        if _is_ring(latents):
+            break
+    else:
+        raise RuntimeError(f"Could not draw a ring galaxy from prior {prior!r} in {_MAX_CONDITIONING_DRAWS} tries.")
+    if not want_ring:
+        ring_flux = galaxy_flux(latents)
+        latents["ring"] = None
+        latents["log_snr"] += math.log10(ring_flux / galaxy_flux(latents))
+    return latents
 
 
 @dataclasses.dataclass
@@ -279,7 +290,9 @@ def make_synthetic_catalog(root, n_galaxies: int = 200, schema=None, image_size:
         Show a tqdm progress bar.
     ring_fraction : float, optional
         Condition every galaxy on being a ring (probability ``ring_fraction``) or not; None keeps the
-        natural rate (about 4 %). ``demo_rings(synthetic=True)`` uses 0.5.
+        natural rate (about 4 %). ``demo_rings(synthetic=True)`` uses 0.5. Non-rings of such a set are
+        ring galaxies with the ring taken away and the same total light, so they match the rings in
+        size and brightness (a shortcut check: :func:`zoobot.shared.metrics.ring_baseline_auc`).
 
     Returns
     -------

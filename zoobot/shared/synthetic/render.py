@@ -28,7 +28,7 @@ from PIL import Image
 
 from .latents import disk_axis_ratio
 
-__all__ = ["render_galaxy", "render_flux", "stretch_to_uint8", "inclination_fade"]
+__all__ = ["render_galaxy", "render_flux", "galaxy_flux", "stretch_to_uint8", "inclination_fade"]
 
 # g, r, z flux ratios of the three stellar populations
 _OLD = (0.45, 1.0, 1.55)
@@ -72,6 +72,8 @@ def _normalised(m: np.ndarray, total: float) -> np.ndarray:
     s = float(m.sum())
     if s <= 0.0 or not math.isfinite(s):
         return np.zeros_like(m)
+    if total / s > 1e30:  # a profile far below one pixel (tiny images): total / s would overflow float32
+        return (m / np.float32(s)) * np.float32(total)
     return m * (total / s)
 
 
@@ -258,25 +260,8 @@ def _add_artifact(img: np.ndarray, lat: dict, sigmas: np.ndarray) -> None:
             img[b] += (art["flux"] * col) * line
 
 
-def render_flux(latents: dict, image_size: int = 64, rng: np.random.Generator | None = None) -> np.ndarray:
-    """The noisy g, r, z flux image in units of the sky noise sigma, shape (3, H, W) float32.
-
-    Parameters
-    ----------
-    latents : dict
-        From :func:`~zoobot.shared.synthetic.sample_latents`.
-    image_size : int
-        Side of the square image in pixels.
-    rng : numpy.random.Generator, optional
-        Draws the noise and the star-forming knots (a fresh unseeded generator if None).
-
-    Returns
-    -------
-    ndarray of shape (3, image_size, image_size), float32
-    """
-    if rng is None:
-        rng = np.random.default_rng()
-    size = int(image_size)
+def _galaxy_light(latents: dict, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The galaxy's noise-free g, r, z light after the PSF, scaled to its S/N; and the PSF sigmas."""
     old, disk, young, mask = _maps(latents, size, rng)
     jitter = latents["colour"]
     img = np.empty((3, size, size), np.float32)
@@ -296,6 +281,46 @@ def render_flux(latents: dict, image_size: int = 64, rng: np.random.Generator | 
     mean_inside = float(inside.mean()) if inside.size else float(img[1].max())
     if mean_inside > 0.0:
         img *= (10.0 ** latents["log_snr"]) * _SKY / mean_inside
+    return img, sigmas
+
+
+def galaxy_flux(latents: dict, image_size: int = 64) -> float:
+    """Total noise-free r-band flux of the galaxy itself (no field stars, artifacts or noise), in sky sigmas.
+
+    Knots are drawn with a fixed generator, so the value is a function of the latents alone; the
+    ring set uses it to give non-rings the brightness of the rings they are matched to.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zoobot.shared.synthetic import sample_latents
+    >>> galaxy_flux(sample_latents(np.random.default_rng(0))) > 0
+    True
+    """
+    img, _ = _galaxy_light(latents, int(image_size), np.random.default_rng(0))
+    return float(img[1].sum(dtype=np.float64))
+
+
+def render_flux(latents: dict, image_size: int = 64, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The noisy g, r, z flux image in units of the sky noise sigma, shape (3, H, W) float32.
+
+    Parameters
+    ----------
+    latents : dict
+        From :func:`~zoobot.shared.synthetic.sample_latents`.
+    image_size : int
+        Side of the square image in pixels.
+    rng : numpy.random.Generator, optional
+        Draws the noise and the star-forming knots (a fresh unseeded generator if None).
+
+    Returns
+    -------
+    ndarray of shape (3, image_size, image_size), float32
+    """
+    if rng is None:
+        rng = np.random.default_rng()
+    size = int(image_size)
+    img, sigmas = _galaxy_light(latents, size, rng)
 
     for x, y, flux, colour in latents["stars"]:
         c = colour ** 0.5  # white-ish stars, from bluish to reddish
