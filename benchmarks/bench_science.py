@@ -142,38 +142,52 @@ def score(catalogs, concentrations: dict, schema) -> dict:
     import numpy as np
 
     from zoobot.shared import calibration
+    from zoobot.shared.metrics import vote_counts
 
     raw = {split: np.asarray(v, dtype=np.float64) for split, v in concentrations.items()}
-    val_counts = catalogs["val"][schema.label_cols].to_numpy(dtype=np.float64)
-    scale = calibration.fit_concentration_scale(val_counts, raw["val"], schema)
+    scale = calibration.fit_concentration_scale(vote_counts(catalogs["val"], schema), raw["val"], schema)
     out = {"fitted_scale": scale.tolist()}
     for split in ("test", "shifted"):
-        out[split] = {"raw": evaluate(catalogs, split, raw[split], schema),
-                      "calibrated": evaluate(catalogs, split,
-                                             calibration.apply_concentration_scale(raw[split], scale, schema),
-                                             schema)}
+        calibrated = calibration.apply_concentration_scale(raw[split], scale, schema)
+        out[split] = {"raw": evaluate(catalogs, split, raw[split], schema)["model"],
+                      "calibrated": evaluate(catalogs, split, calibrated, schema)["model"]}
     return out
 
 
-def evaluate(catalogs, split, alpha, schema) -> dict:
-    """Per question and pooled metrics of concentrations ``alpha`` on ``catalogs[split]``."""
-    import science_metrics as M
+#: our names of zoobot.shared.metrics.evaluate_predictions' columns
+COLUMNS = {"truth_mae": "mae", "truth_coverage": "coverage90", "nll_dirichlet_multinomial": "dm_nll",
+           "nll_multinomial": "multinomial_nll", "vote_coverage": "vote_coverage90"}
 
-    counts, truth = M.counts_and_truth(catalogs[split], schema)
-    return M.report(counts, truth, alpha, schema)
+
+def evaluate(catalogs, split, alpha, schema) -> dict:
+    """``zoobot.shared.metrics.evaluate_predictions`` of ``alpha`` on ``catalogs[split]``, with the baselines
+    fitted to the training votes: {predictor: {'pooled': {...}, 'per_question': {question: {...}}}}."""
+    from zoobot.shared.metrics import evaluate_predictions
+
+    table = evaluate_predictions(catalogs[split], alpha, schema, train_catalog=catalogs["train"], interval_width=0.9)
+    out = {}
+    for predictor, rows in table.groupby("predictor", sort=False):
+        records = {row["question"]: {ours: _number(row[theirs]) for theirs, ours in COLUMNS.items()}
+                   for _, row in rows.iterrows()}
+        out[predictor] = {"pooled": records.pop("pooled"), "per_question": records}
+    return out
+
+
+def _number(value):
+    value = float(value)
+    return None if value != value else value  # NaN (metric does not apply) -> None
 
 
 def baselines(catalogs, schema) -> dict:
-    """The train-mean / constant-Dirichlet rows and the truth row, on both test sets."""
-    import science_metrics as M
+    """The train-mean and constant-Dirichlet rows and the truth row, on both test sets (their scores do
+    not depend on the model)."""
+    import numpy as np
 
-    train_counts, _ = M.counts_and_truth(catalogs["train"], schema)
-    constant = M.fit_constant_dirichlet(train_counts, schema)
-    train_mean = M.train_mean_fractions(train_counts, schema)
     out = {}
     for split in ("test", "shifted"):
-        counts, truth = M.counts_and_truth(catalogs[split], schema)
-        out[split] = M.baseline_report(counts, truth, constant, train_mean, schema)
+        dummy = np.ones((len(catalogs[split]), schema.n_answers))
+        scored = evaluate(catalogs, split, dummy, schema)
+        out[split] = {name: scored[name] for name in ("constant_dirichlet", "train_mean", "truth")}
     return out
 
 
@@ -184,21 +198,28 @@ def baselines(catalogs, schema) -> dict:
 NAMES = {"torch": "PyTorch train()", "tf": "TensorFlow train()"}
 
 
+METRICS = ("mae", "coverage90", "dm_nll")
+
+
+def _pooled(scores: dict, split: str, metric: str):
+    return scores[split]["pooled"][metric]
+
+
 def summary_table(runs: dict, base: dict) -> str:
     """Pooled scores of every run, raw and calibrated, with the baseline and truth rows."""
     rows = []
     for name, r in runs.items():
         for kind in ("raw", "calibrated"):
-            s = r["scores"]
-            rows.append([f"{name}, {kind}",
-                         *[s[split][kind]["pooled"][m] for m in ("mae", "coverage90", "dm_nll")
-                           for split in ("test", "shifted")],
+            scores = {split: r["scores"][split][kind] for split in ("test", "shifted")}
+            rows.append([f"{name}, {kind}", *[_pooled(scores, split, m) for m in METRICS for split in ("test", "shifted")],
                          r["train_wall_s"], r.get("train_cpu_s"), r["epochs_run"]])
-    rows.append(["train mean (MAE) / constant Dirichlet fitted to the training votes (coverage, NLL)",
-                 *[base[split]["pooled"][m] for m in ("mae", "coverage90", "dm_nll") for split in ("test", "shifted")],
-                 None, None, None])
-    rows.append(["truth (true answer probabilities; NLL of the multinomial)", 0.0, 0.0, None, None,
-                 base["test"]["pooled"]["truth_nll"], base["shifted"]["pooled"]["truth_nll"], None, None, None])
+    for predictor, label, nll in (
+            ("train_mean", "train mean (vote fractions of the training set; multinomial NLL)", "multinomial_nll"),
+            ("constant_dirichlet", "constant Dirichlet fitted to the training votes", "dm_nll"),
+            ("truth", "truth (multinomial NLL of the true probabilities)", "multinomial_nll")):
+        scores = {split: base[split][predictor] for split in ("test", "shifted")}
+        rows.append([label, *[_pooled(scores, split, m) for m in ("mae", "coverage90") for split in ("test", "shifted")],
+                     *[_pooled(scores, split, nll) for split in ("test", "shifted")], None, None, None])
     return C.markdown_table(["run", "MAE test", "MAE shifted", "90% cov. test", "90% cov. shifted",
                              "DM NLL/vote test", "DM NLL/vote shifted", "train wall s", "train CPU s", "epochs"],
                             rows)
@@ -206,19 +227,22 @@ def summary_table(runs: dict, base: dict) -> str:
 
 def question_table(run: dict, base: dict, split: str) -> str:
     """Per question: the run's raw and calibrated scores next to the baselines."""
-    scores = run["scores"][split]
+    scores, b = run["scores"][split], base[split]
     rows = []
-    questions = list(base[split]["per_question"].keys())
+    questions = list(b["train_mean"]["per_question"])
     for i, q in enumerate([*questions, "pooled"]):
-        b = base[split]["pooled"] if q == "pooled" else base[split]["per_question"][q]
-        raw = scores["raw"]["pooled"] if q == "pooled" else scores["raw"]["per_question"][q]
-        cal = scores["calibrated"]["pooled"] if q == "pooled" else scores["calibrated"]["per_question"][q]
+        def get(scored, metric):
+            return scored["pooled"][metric] if q == "pooled" else scored["per_question"][q][metric]
+
         scale = run["scores"]["fitted_scale"][i] if q != "pooled" else None
-        rows.append([q, raw["mae"], b["mae"], raw["coverage90"], cal["coverage90"], b["coverage90"],
-                     raw["dm_nll"], cal["dm_nll"], b["dm_nll"], b["mean_nll"], b["truth_nll"], scale])
-    return C.markdown_table(["question", "MAE", "MAE train mean", "cov90 raw", "cov90 calibrated",
-                             "cov90 const. Dirichlet", "DM NLL raw", "DM NLL calibrated", "DM NLL const. Dirichlet",
-                             "NLL train mean", "NLL truth", "scale"], rows)
+        rows.append([q, get(scores["raw"], "mae"), get(b["train_mean"], "mae"), get(b["constant_dirichlet"], "mae"),
+                     get(scores["raw"], "coverage90"), get(scores["calibrated"], "coverage90"),
+                     get(b["constant_dirichlet"], "coverage90"), get(scores["raw"], "dm_nll"),
+                     get(scores["calibrated"], "dm_nll"), get(b["constant_dirichlet"], "dm_nll"),
+                     get(b["train_mean"], "multinomial_nll"), get(b["truth"], "multinomial_nll"), scale])
+    return C.markdown_table(["question", "MAE", "MAE train mean", "MAE const. Dirichlet", "cov90 raw",
+                             "cov90 calibrated", "cov90 const. Dirichlet", "DM NLL raw", "DM NLL calibrated",
+                             "DM NLL const. Dirichlet", "NLL train mean", "NLL truth", "scale"], rows)
 
 
 def _concentrations_file(out: pathlib.Path, backend: str) -> pathlib.Path:
@@ -237,12 +261,14 @@ def _run_name(backend: str, label: str) -> str:
     return f"{NAMES[backend]} [{label}]" if label else NAMES[backend]
 
 
-def _load_runs(path: str) -> dict:
-    """The runs of an earlier ``--out`` file, with their saved raw concentrations, named by their label."""
+def _load_runs(spec: str) -> dict:
+    """The runs of an earlier ``--out`` file (``PATH`` or ``PATH=LABEL``), with their saved raw concentrations,
+    named by their label."""
     import numpy as np
 
+    path, _, label = spec.partition("=")
     previous = json.loads(pathlib.Path(path).read_text())
-    label = previous["settings"].get("label", pathlib.Path(path).stem)
+    label = label or previous["settings"].get("label") or pathlib.Path(path).stem
     runs = {}
     for key, result in previous["results"].items():
         backend = result.get("backend", key)
@@ -260,9 +286,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-kwargs", default="{}",
                         help="JSON dict of extra train() keywords, e.g. '{\"learning_rate\": 0.002}'")
     parser.add_argument("--label", default="", help="name of this run in the tables")
-    parser.add_argument("--rescore", nargs="+", default=None, metavar="JSON",
+    parser.add_argument("--rescore", nargs="+", default=None, metavar="JSON[=LABEL]",
                         help="score the raw concentrations saved by earlier runs (their --out files) again, "
-                             "without training, in one set of tables (e.g. before and after)")
+                             "without training, in one set of tables (e.g. before=... after=...)")
     args = parser.parse_args(argv)
     settings = C.resolve_settings(args)
     preset = SCIENCE_QUICK if args.quick else SCIENCE_FULL
@@ -304,13 +330,14 @@ def main(argv=None) -> dict:
     for name, run in runs.items():
         for split in ("test", "shifted"):
             tables[f"{name} per question, {split} set"] = question_table(run, base, split)
-    notes = ["MAE: reach-weighted mean absolute error of the predicted vote fractions against the true answer "
-             "probabilities (reach = true probability that the question is asked)",
-             "cov90: fraction of true probabilities inside the 5-95 % quantiles of Beta(alpha_a, A_q - alpha_a), "
-             "reach-weighted; target 0.85-0.95",
-             "DM NLL/vote: Dirichlet-multinomial negative log-likelihood of the test votes / number of votes; the "
-             "constant Dirichlet is fitted to the training votes by maximum likelihood; NLL train mean and NLL "
-             "truth are multinomial likelihoods of the training-mean fractions and of the true probabilities",
+    notes = ["scores from zoobot.shared.metrics.evaluate_predictions (docs/guides/evaluating.md)",
+             "MAE: reach-weighted mean absolute error of the predicted vote fractions against the true answer "
+             "probabilities (reach = true probability that the question is asked); pooled over every answer",
+             "cov90: reach-weighted fraction of true probabilities inside the central 90 % interval of each "
+             "answer's Beta(alpha_a, A_q - alpha_a); target 0.85-0.95",
+             "DM NLL/vote: Dirichlet-multinomial negative log-likelihood of the test votes per vote; the constant "
+             "Dirichlet is fitted to the training votes by maximum likelihood; NLL train mean and NLL truth are "
+             "multinomial likelihoods of the training-mean fractions and of the true probabilities",
              "calibrated: concentrations times a per-question scale fitted to the validation votes "
              "(zoobot.shared.calibration.fit_concentration_scale)",
              f"train wall s: the whole train() call on {settings['threads']} threads (shared machine: noisy); train "
