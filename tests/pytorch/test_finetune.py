@@ -656,7 +656,9 @@ def test_seed_walkthrough_offline(offline_hub, tmp_path):
 def test_pretrained_encoder_beats_random_init_on_rings(tmp_path):
     """Frozen encoders, same head training: features learnt from votes must find rings better than random ones.
 
-    Measured (CPU, 1 thread): test NLL 0.586 vs 0.695 (chance 0.693), accuracy 0.67 vs 0.35; about 15 s.
+    The synthetic ring set matches non-rings to rings in size and brightness (GENERATOR_VERSION 2), so
+    the encoder must have learnt the ring itself: 3 epochs of pretraining gave 0.659 vs 0.696, 5 give
+    test NLL 0.596 vs 0.695 (chance 0.693).
     """
     import lightning as L
 
@@ -674,7 +676,7 @@ def test_pretrained_encoder_beats_random_init_on_rings(tmp_path):
     L.seed_everything(0)
     tree = ZoobotTree(output_dim=schema.n_answers, schema=schema, architecture_name="tiny_cnn", channels=3,
                       learning_rate=3e-3)
-    trainer = L.Trainer(max_epochs=3, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
+    trainer = L.Trainer(max_epochs=5, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
     trainer.fit(tree, datamodule(label_cols, votes))
     checkpoint = tmp_path / "tree.ckpt"
     trainer.save_checkpoint(checkpoint)

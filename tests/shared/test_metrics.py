@@ -221,6 +221,20 @@ def test_vote_coverage_single_sample_matches_scipy_betabinom_intervals():
     np.testing.assert_allclose(coverage["pooled"], inside[used].mean())
 
 
+def test_vote_cdf_matches_scipy_betabinom_for_extreme_concentrations():
+    schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
+    rng = np.random.default_rng(12)
+    alpha = np.exp(rng.uniform(np.log(0.01), np.log(500), size=(300, 3)))
+    counts = np.array([rng.multinomial(rng.integers(0, 80), [0.6, 0.3, 0.1]) for _ in range(300)])
+    below, at = metrics.vote_cdf(alpha, counts, schema)
+    n = counts.sum(axis=1, keepdims=True)
+    rest = alpha.sum(axis=1, keepdims=True) - alpha
+    voted = np.broadcast_to(n > 0, counts.shape)
+    np.testing.assert_allclose(at[voted], scipy_stats.betabinom.cdf(counts, n, alpha, rest)[voted], atol=1e-10)
+    np.testing.assert_allclose(below[voted], scipy_stats.betabinom.cdf(counts - 1, n, alpha, rest)[voted], atol=1e-10)
+    assert np.isnan(at[~voted]).all()
+
+
 def test_vote_coverage_of_samples_enumerates_the_mixture():
     schema = Schema({"a": ["_x", "_y", "_z"]}, {"a": None})
     alpha = np.array([[[1.0, 8.0], [2.0, 1.0], [5.0, 1.0]]])

@@ -45,8 +45,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from scipy import stats as scipy_stats
-from scipy.special import betainc, digamma, gammaln, logsumexp, xlogy
+from scipy.special import betainc, betaln, digamma, gammaln, logsumexp, xlogy
 
 from zoobot.shared import stats
 from zoobot.shared.losses_reference import dirichlet_multinomial_nll
@@ -66,12 +65,14 @@ __all__ = [
     "vote_coverage",
     "train_mean_fractions",
     "fit_constant_dirichlet",
+    "CONCENTRATION_BOUNDS",
     "PREDICTORS",
     "METRIC_COLUMNS",
     "evaluate_predictions",
     "load_evaluation_inputs",
     "reliability_table",
     "coverage_curve",
+    "COVERAGE_LEVELS",
     "PIXEL_STATISTICS",
     "pixel_statistics",
     "ring_baseline_auc",
@@ -515,6 +516,25 @@ def vote_nll_multinomial(fractions, counts, schema) -> pd.Series:
     return _per_vote(nll, counts, schema, valid)
 
 
+def _betabinom_cdf_pair(k: np.ndarray, n: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(K < k) and P(K <= k) for K ~ BetaBin(n, a, b), elementwise, by summing the pmf up to k.
+
+    ``scipy.stats.betabinom.cdf`` gives the same numbers but is about 30x slower on large arrays.
+    """
+    shape = np.shape(k)
+    k, n, a, b = (np.ascontiguousarray(x, dtype=np.float64).ravel() for x in (k, n, a, b))
+    k = np.minimum(k, n)
+    below, at = np.zeros_like(k), np.zeros_like(k)
+    log_norm = gammaln(n + 1) - betaln(a, b)
+    for j in range(int(k.max(initial=0)) + 1):
+        rows = np.flatnonzero(k >= j)
+        nj, aj, bj = n[rows], a[rows], b[rows]
+        p = np.exp(log_norm[rows] - gammaln(j + 1.0) - gammaln(nj - j + 1) + betaln(j + aj, nj - j + bj))
+        at[rows] += p
+        below[rows] += np.where(k[rows] > j, p, 0.0)
+    return below.reshape(shape), at.reshape(shape)
+
+
 def vote_cdf(concentrations, counts, schema) -> tuple[np.ndarray, np.ndarray]:
     """Where each observed count falls in its posterior predictive distribution.
 
@@ -547,10 +567,11 @@ def vote_cdf(concentrations, counts, schema) -> tuple[np.ndarray, np.ndarray]:
     question = _question_of_answer(schema)
     n = _question_totals(counts, schema)[:, question]
     rest, single = _rest_of_question(alpha, schema)
-    shape = (np.round(n)[:, :, None], alpha, np.where(single, 1.0, rest))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cdf_at = scipy_stats.betabinom.cdf(np.round(counts)[:, :, None], *shape)
-        cdf_below = scipy_stats.betabinom.cdf(np.round(counts)[:, :, None] - 1, *shape)
+    valid = _valid_rows(alpha)[:, None, None]
+    cdf_below, cdf_at = _betabinom_cdf_pair(
+        np.broadcast_to(np.round(counts)[:, :, None], alpha.shape), np.broadcast_to(np.round(n)[:, :, None], alpha.shape),
+        np.where(valid, alpha, 1.0), np.where(valid & ~single, rest, 1.0),
+    )
     cdf_at = np.where(single, 1.0, cdf_at).mean(axis=2)
     cdf_below = np.where(single, 0.0, cdf_below).mean(axis=2)
     missing = (n <= 0) | ~_valid_rows(alpha)[:, None]
@@ -944,7 +965,7 @@ def reliability_table(fractions, counts, schema, n_bins: int = 10) -> pd.DataFra
 
 
 #: Nominal levels of :func:`coverage_curve`.
-COVERAGE_LEVELS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+COVERAGE_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def coverage_curve(concentrations, counts, schema, *, true_probs=None, levels=COVERAGE_LEVELS) -> pd.DataFrame:
