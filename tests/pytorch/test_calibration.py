@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.calibration_checks import check_predict_switch, check_scale_maximises_the_likelihood
 from zoobot.pytorch.estimators.define_model import ZoobotTree
 from zoobot.pytorch.predictions.predict_on_catalog import predict
 from zoobot.pytorch.training import train_with_pytorch_lightning as twpl
 from zoobot.shared import calibration, schemas
-from zoobot.shared.losses_reference import dirichlet_multinomial_nll
 
 pytestmark = pytest.mark.torch
 SCHEMA = schemas.decals_dr5_ortho_schema
@@ -48,34 +48,13 @@ def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
 
 
 def test_scale_maximises_the_validation_likelihood(trained):
-    """Independent check with the float64 oracle: the stored scale beats 1 and its neighbours on the
-    validation votes (the data it was fitted on)."""
     model, _, _, val = trained
-    alpha = raw(val, model, calibrate=False)
-    counts = val[SCHEMA.label_cols].to_numpy(dtype=np.float64)
-    scale = model.concentration_scale
-
-    def nll(factor):
-        scaled = calibration.apply_concentration_scale(alpha, scale * factor, SCHEMA)
-        return dirichlet_multinomial_nll(counts, scaled, SCHEMA.question_index_groups).sum(axis=0)
-
-    best = nll(1.0)
-    assert np.all(best <= nll(1.1) + 1e-6) and np.all(best <= nll(1 / 1.1) + 1e-6)
+    check_scale_maximises_the_likelihood(raw, model, val, SCHEMA)
 
 
 def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
     model, _, _, val = trained
-    off = raw(val, model, calibrate=False)
-    on = raw(val, model, save_loc=tmp_path / "p.parquet")
-    np.testing.assert_allclose(on, calibration.apply_concentration_scale(off, model.concentration_scale, SCHEMA),
-                               rtol=1e-5)
-    record, model.calibration = model.calibration, None
-    try:
-        np.testing.assert_allclose(raw(val, model), off, rtol=1e-5)  # no scale: nothing to apply
-    finally:
-        model.calibration = record
-    with pytest.raises(ValueError, match="calibrate must be True or False"):
-        raw(val, model, calibrate="no")
+    check_predict_switch(raw, model, val, SCHEMA, tmp_path / "p.parquet")
 
 
 def test_finetuned_tree_is_calibrated_per_checkpoint(tmp_path):

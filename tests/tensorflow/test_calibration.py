@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import zoobot.tensorflow  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
-from zoobot.shared import calibration, schemas  # noqa: E402
-from zoobot.shared.losses_reference import dirichlet_multinomial_nll  # noqa: E402
+from tests.calibration_checks import check_predict_switch, check_scale_maximises_the_likelihood  # noqa: E402
+from zoobot.shared import schemas  # noqa: E402
 from zoobot.shared.synthetic import make_synthetic_catalog  # noqa: E402
 from zoobot.tensorflow.estimators.define_model import ZoobotTree  # noqa: E402
 from zoobot.tensorflow.predictions.predict_on_catalog import predict  # noqa: E402
@@ -54,28 +54,9 @@ def test_train_stores_and_reports_the_scale_and_it_round_trips(trained):
 
 def test_scale_maximises_the_validation_likelihood(trained):
     model, _, _, val = trained
-    alpha = raw(val, model, calibrate=False)
-    counts = val[SCHEMA.label_cols].to_numpy(dtype=np.float64)
-    scale = model.concentration_scale
-
-    def nll(factor):
-        scaled = calibration.apply_concentration_scale(alpha, scale * factor, SCHEMA)
-        return dirichlet_multinomial_nll(counts, scaled, SCHEMA.question_index_groups).sum(axis=0)
-
-    best = nll(1.0)
-    assert np.all(best <= nll(1.1) + 1e-6) and np.all(best <= nll(1 / 1.1) + 1e-6)
+    check_scale_maximises_the_likelihood(raw, model, val, SCHEMA)
 
 
 def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
     model, _, _, val = trained
-    off = raw(val, model, calibrate=False)
-    on = raw(val, model, save_loc=tmp_path / "p.hdf5")
-    np.testing.assert_allclose(on, calibration.apply_concentration_scale(off, model.concentration_scale, SCHEMA),
-                               rtol=1e-5)
-    record, model.calibration = model.calibration, None
-    try:
-        np.testing.assert_allclose(raw(val, model), off, rtol=1e-5)  # no scale: nothing to apply
-    finally:
-        model.calibration = record
-    with pytest.raises(ValueError, match="calibrate must be True or False"):
-        raw(val, model, calibrate="no")
+    check_predict_switch(raw, model, val, SCHEMA, tmp_path / "p.hdf5")
