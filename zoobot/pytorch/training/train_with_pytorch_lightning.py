@@ -21,7 +21,9 @@ What a run does, in order:
    ``validation/supervised_loss`` plus ``last.ckpt``), early stopping, gradient clipping at 0.3,
    metrics in ``save_dir/logs/metrics.csv``; a non-finite loss stops training with a
    ``FloatingPointError`` naming the epoch and step; ``resume=True`` continues from ``last.ckpt``;
-5. load the best checkpoint, evaluate it on the test split, and return it.
+5. load the best checkpoint, fit the per-question concentration scale to the validation votes
+   (``zoobot.shared.calibration``; stored in the best and last checkpoints and ``save_dir/calibration.json``),
+   evaluate it on the test split, and return it.
 """
 from __future__ import annotations
 
@@ -165,6 +167,9 @@ def train(
         Log to Weights & Biases instead of ``save_dir/logs/metrics.csv``.
     dropout_rate, learning_rate, betas, weight_decay, scheduler_params, timm_kwargs, compile_encoder
         Passed to :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree` (keyword-only).
+        ``scheduler_params=None`` (default) is the training recipe's schedule: a short warm-up, then cosine
+        decay to 1 % of ``learning_rate`` at ``epochs``; ``{}`` is a constant rate. Models made here use a
+        Dirichlet head floor of 0.1 (``model.concentration_floor``). See docs/guides/training_recipe.md.
     sync_batchnorm : bool
         Synchronise BatchNorm statistics across devices under DDP.
     save_top_k : int

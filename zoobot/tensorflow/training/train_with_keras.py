@@ -23,7 +23,9 @@ What a run does, in order (the same as PyTorch):
    norm), metrics in ``save_dir/logs/metrics.csv`` with the PyTorch metric names, ``BackupAndRestore`` in
    ``save_dir/backup`` (``resume=True`` continues an interrupted or finished run from it); a non-finite
    loss stops training with a ``FloatingPointError`` naming the epoch and step;
-5. restore the best weights, evaluate them on the test split, and return ``(model, trainer)``.
+5. restore the best weights, fit the per-question concentration scale to the validation votes
+   (``zoobot.shared.calibration``; saved in the best and last ``.keras`` files and
+   ``save_dir/calibration.json``), evaluate them on the test split, and return ``(model, trainer)``.
 """
 from __future__ import annotations
 
@@ -175,6 +177,10 @@ def train(
         Metrics are also sent with ``wandb_logger.log``; ``save_dir/logs/metrics.csv`` is always written.
     dropout_rate, learning_rate, betas, weight_decay, scheduler_params, timm_kwargs, compile_encoder
         Passed to ZoobotTree (keyword-only). ``timm_kwargs`` go to the Keras application constructor.
+        ``scheduler_params=None`` (default) is the training recipe's schedule: a short warm-up, then cosine
+        decay to 1 % of ``learning_rate`` at ``epochs``; ``{}`` is a constant rate. Models made here use a
+        Dirichlet head floor of 0.1 (``model.concentration_floor``). See docs/guides/training_recipe.md.
+        The Keras encoder trains like timm's: BatchNorm momentum 0.9, no stochastic depth.
     sync_batchnorm : bool
         Accepted for parity; Keras' MirroredStrategy keeps per-replica BatchNorm statistics (ignored).
     save_top_k : int
