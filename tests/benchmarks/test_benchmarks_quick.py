@@ -170,6 +170,24 @@ def test_train_quick_torch(tmp_path, data_dir):
     check_train(check_payload(run_script("bench_train", out, data_dir, "--backends", "torch"), out, "bench_train"))
 
 
+@pytest.mark.torch
+def test_science_quick_torch(tmp_path, data_dir):
+    """bench_science --quick: scores in range for raw and calibrated concentrations, and the scale train() stored
+    equals the one the script refits to the same validation votes from predict()'s raw output."""
+    import numpy as np
+
+    out = tmp_path / "science.json"
+    payload = check_payload(run_script("bench_science", out, data_dir, "--backends", "torch"), out, "bench_science")
+    run = payload["results"]["PyTorch train()"]
+    assert run["train_wall_s"] > 0 and run["epochs_run"] == 1
+    for split in ("test", "shifted"):
+        for kind in ("raw", "calibrated"):
+            pooled = run["scores"][split][kind]["pooled"]
+            assert 0 <= pooled["mae"] <= 1 and 0 <= pooled["coverage90"] <= 1 and pooled["dm_nll"] > 0, pooled
+    np.testing.assert_allclose(run["stored_scale"], run["scores"]["fitted_scale"], rtol=2e-3)
+    assert (tmp_path / "science_torch_concentrations.npz").is_file()
+
+
 @pytest.mark.tf
 def test_predict_quick_tf(tmp_path, data_dir):
     out = tmp_path / "predict.json"

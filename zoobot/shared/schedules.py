@@ -205,3 +205,54 @@ def cosine_multiplier(epoch: int, warmup_epochs: int, max_epochs: int, min_lr_fa
         return float(min_lr_factor)
     progress = (epoch - warmup_epochs) / (max_epochs - warmup_epochs)
     return float(min_lr_factor + (1 - min_lr_factor) * (1 + math.cos(math.pi * progress)) / 2)
+
+
+#: ``train()``'s schedule when ``scheduler_params`` is None (issue 13, chosen with
+#: ``benchmarks/bench_science.py``): linear warm-up over the first ``min(2, epochs // 5)`` epochs, then
+#: cosine decay to ``DEFAULT_TRAIN_MIN_LR_FACTOR`` x ``learning_rate`` at ``epochs``.
+DEFAULT_TRAIN_WARMUP_EPOCHS = 2
+DEFAULT_TRAIN_MIN_LR_FACTOR = 0.01
+#: Lowest concentration of the Dirichlet head of models made by ``train()`` (issue 13): ``alpha = floor +
+#: 100 * sigmoid(z)``. Upstream's floor of 1 per answer forces an uncertain question's vote fractions towards
+#: uniform (a total concentration near the number of answers leaves no room for unequal alphas); deep
+#: questions (how-rounded, bar, merging) were then predicted worse than the training mean. Stored in the
+#: checkpoint (``zoobot_concentration_floor``); checkpoints without it keep 1.
+DEFAULT_TRAIN_CONCENTRATION_FLOOR = 0.1
+#: What ``train()`` records for an explicit constant schedule (``{}`` or ``{'name': 'constant'}``), so that
+#: None keeps meaning "the default recipe".
+CONSTANT = {"name": "constant"}
+
+
+def train_scheduler_params(scheduler_params) -> dict | None:
+    """``train()``'s check of ``scheduler_params``: None stays None (the default recipe, resolved per run by
+    :func:`resolve_train_schedule`); an explicit constant schedule becomes :data:`CONSTANT`; anything else
+    is normalised (:func:`normalise_scheduler_params`).
+
+    Examples
+    --------
+    >>> train_scheduler_params(None) is None, train_scheduler_params({})
+    (True, {'name': 'constant'})
+    """
+    if scheduler_params is None:
+        return None
+    return normalise_scheduler_params(scheduler_params) or dict(CONSTANT)
+
+
+def resolve_train_schedule(scheduler_params, epochs: int) -> dict | None:
+    """The schedule ``train()`` gives the model: for None, warm-up then cosine decay over ``epochs``; for
+    :data:`CONSTANT`, None (a constant learning rate); otherwise ``scheduler_params`` itself.
+
+    Examples
+    --------
+    >>> resolve_train_schedule(None, 15)
+    {'name': 'cosine', 'warmup_epochs': 2, 'max_epochs': 15, 'min_lr_factor': 0.01}
+    >>> resolve_train_schedule(None, 3)['warmup_epochs'], resolve_train_schedule({'name': 'constant'}, 15)
+    (0, None)
+    """
+    if scheduler_params is None:
+        epochs = int(epochs)
+        return {"name": "cosine", "warmup_epochs": min(DEFAULT_TRAIN_WARMUP_EPOCHS, epochs // 5),
+                "max_epochs": epochs, "min_lr_factor": DEFAULT_TRAIN_MIN_LR_FACTOR}
+    if scheduler_params == CONSTANT:
+        return None
+    return scheduler_params

@@ -32,6 +32,7 @@ from torch import nn
 from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
 from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
 from zoobot.pytorch.training import losses
+from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 
 __all__ = [
@@ -576,6 +577,8 @@ class ZoobotTree(L.LightningModule):
         self.weight_decay = float(weight_decay)
         self.scheduler_params = scheduler_params
         self.predict_n_samples: int | None = None
+        #: post-hoc calibration record (zoobot.shared.calibration), set by train(); None: uncalibrated
+        self.calibration: dict | None = None
 
         self.encoder = get_pytorch_encoder(architecture_name, channels=channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
@@ -793,6 +796,10 @@ class ZoobotTree(L.LightningModule):
         checkpoint["zoobot_input_size"] = int(self.input_size)
         if self.preprocessing is not None:
             checkpoint["preprocessing"] = self.preprocessing.to_dict()
+        if self.calibration:
+            checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
+        if self.concentration_floor != ScaledSigmoid.offset:
+            checkpoint["zoobot_concentration_floor"] = self.concentration_floor
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not self._versions_checked:  # resuming a fit through the Trainer
@@ -808,6 +815,26 @@ class ZoobotTree(L.LightningModule):
 
         carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels,
                                           input_size=checkpoint.get("zoobot_input_size")))
+        self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
+        self.concentration_floor = checkpoint.get("zoobot_concentration_floor", ScaledSigmoid.offset)
+
+    @property
+    def concentration_floor(self) -> float:
+        """Lowest concentration the head outputs: ``alpha = floor + 100 * sigmoid(z)`` (1 unless set, e.g. by
+        ``train()``; stored in the checkpoint as ``zoobot_concentration_floor``)."""
+        return float(self.head[-1].offset)
+
+    @concentration_floor.setter
+    def concentration_floor(self, value: float) -> None:
+        if not 0 < float(value) <= ScaledSigmoid.offset:
+            raise ValueError(f"concentration_floor must be in (0, 1], got {value!r}")
+        self.head[-1].offset = float(value)
+
+    @property
+    def concentration_scale(self) -> np.ndarray | None:
+        """Per-question scale that ``predict_on_catalog.predict`` applies to the concentrations
+        (from :attr:`calibration`), or None when the model is uncalibrated."""
+        return calibration.scale_from_record(self.calibration, self.question_names)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from zoobot.shared import calibration
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
 from zoobot.shared.preprocessing import resolve_preprocessing
@@ -64,6 +65,7 @@ def predict(
     check_valid_paths=True,
     chunk_size=4096,
     shard=None,
+    calibrate=True,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -112,6 +114,11 @@ def predict(
         ``(rank, world_size)``, ``'R/N'`` or ``'auto'`` (from torchrun/SLURM/TF_CONFIG variables). The
         part is written to ``<stem>.part-R-of-N<suffix>`` and the returned rows are the part's, in catalog
         order; merge the parts with :func:`zoobot.shared.sharding.merge_parts` (docs/guides/scaling_out.md).
+    calibrate : bool, default True (keyword-only)
+        Multiply a tree model's concentrations by its per-question calibration scale
+        (``model.concentration_scale``, fitted on the validation votes by ``train()`` or tree finetuning
+        and stored in the checkpoint; see docs/guides/training_recipe.md). False: the raw concentrations.
+        Vote fractions are the same either way. Models without a scale are unaffected.
 
     Returns
     -------
@@ -169,6 +176,7 @@ def predict(
         if value is not None and not isinstance(value, dict):
             raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
     spec = describe_model(model)
+    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
     label_cols = _resolve_label_cols(label_cols, spec)
     datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
     trainer_kwargs = dict(trainer_kwargs or {})
@@ -194,12 +202,13 @@ def predict(
         "test_time_dropout": runner.dropout_active,
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "pytorch",
+        "concentration_scale": None if scale is None else scale.tolist(),
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
                   chunk_size=int(chunk_size), shard=shard)
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, datamodule_options)
+        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
 
     if runner.distributed:
         if shard is not None:
@@ -210,19 +219,21 @@ def predict(
         everything, failures = runner.predict_distributed(catalog)
         positions = pd.Index(catalog["id_str"])
 
-        def predict_rows(rows):
+        def gathered_rows(rows):
             yield (np.arange(len(rows)), everything[positions.get_indexer(rows["id_str"])],
                    failures[failures["id_str"].isin(set(rows["id_str"]))])
 
         if not runner.is_global_zero:
             common.pop("resume_key", None)
         predictions = run_chunked_prediction(
-            catalog, predict_rows, save_loc=save_loc if runner.is_global_zero else None,
+            catalog, calibration.scaled_rows(gathered_rows, scale, spec.schema),
+            save_loc=save_loc if runner.is_global_zero else None,
             progress=runner.is_global_zero, **common
         )
         runner.barrier()
     else:
-        predictions = run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
+        predictions = run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
+                                             save_loc=save_loc, **common)
     return predictions
 
 

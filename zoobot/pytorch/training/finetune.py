@@ -87,6 +87,7 @@ from torch import nn
 
 from zoobot.pytorch.estimators import pretrained_encoders
 from zoobot.pytorch.training.feature_cache import MIN_HIT_RATE, FeatureCache, encode_rows, is_deterministic_transform
+from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 
 __all__ = [
@@ -1220,7 +1221,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if state is None:
             raise ValueError(f"{checkpoint_path} holds no 'state_dict': not a Lightning checkpoint.")
         model.load_state_dict(state, strict=True if strict is None else bool(strict))
-        model.on_load_checkpoint(checkpoint)
+        model.on_load_checkpoint(checkpoint)  # the preprocessing record; a tree's calibration record
         # keep the original provenance (where the encoder first came from) in the hyperparameters
         for key, value in provenance.items():
             if value is not None:
@@ -1587,6 +1588,11 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
     api.md 1.5 (sum over questions, mean over galaxies). ``predict`` returns concentrations
     (N, n_answers). Logged: ``finetuning/{train,val,test}_loss``.
 
+    Calibration: after every validation epoch a per-question concentration scale is fitted to that
+    epoch's validation votes and predictions (:mod:`zoobot.shared.calibration`); each checkpoint stores
+    the scale of its own weights (key ``zoobot_calibration``) and ``predict_on_catalog.predict`` applies
+    it (``calibrate=False``: raw). See docs/guides/training_recipe.md.
+
     Examples
     --------
     >>> from zoobot.shared import schemas
@@ -1614,6 +1620,34 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
         self.head = get_pytorch_dirichlet_head(self.encoder_dim, len(self.label_cols), test_time_dropout=False,
                                                dropout_rate=self.dropout_prob)
         self._save_all_hparams({"schema": schema.to_dict()})
+        #: post-hoc calibration record (zoobot.shared.calibration) of the current weights; None: uncalibrated
+        self.calibration: dict | None = None
+        self._validation_outputs: list | None = None
+
+    # ------------------------------------------------------------------------- calibration
+    @property
+    def concentration_scale(self):
+        """Per-question scale ``predict_on_catalog.predict`` applies (None when uncalibrated)."""
+        return calibration.scale_from_record(self.calibration, [q.text for q in self.schema.questions])
+
+    def on_validation_epoch_start(self):
+        self._validation_outputs = None if self.trainer.sanity_checking else []
+
+    def on_validation_epoch_end(self):
+        """Fit the concentration scale to this epoch's validation votes (before ModelCheckpoint saves)."""
+        outputs, self._validation_outputs = self._validation_outputs, None
+        if outputs:
+            alphas, counts = (torch.cat(parts).numpy() for parts in zip(*outputs))
+            self.calibration = calibration.fit_record(counts, alphas, [q.text for q in self.schema.questions],
+                                                      self.question_index_groups)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.calibration:
+            checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
 
     def _dict_label_keys(self, batch: dict) -> list[str]:
         missing = [c for c in self.label_cols if c not in batch]
@@ -1645,6 +1679,8 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
             )
 
     def compute_loss(self, output, y):
+        if self._validation_outputs is not None and self.trainer.validating:
+            self._validation_outputs.append((output.detach().float().cpu(), y.detach().float().cpu()))
         return dirichlet_loss(output, y, self.question_index_groups)
 
     def predict_output(self, x):

@@ -22,7 +22,9 @@ What a run does, in order:
    ``validation/supervised_loss`` plus ``last.ckpt``), early stopping, gradient clipping at 0.3,
    metrics in ``save_dir/logs/metrics.csv``; a non-finite loss stops training with a
    ``FloatingPointError`` naming the epoch and step; ``resume=True`` continues from ``last.ckpt``;
-5. load the best checkpoint, evaluate it on the test split, and return it.
+5. load the best checkpoint, fit the per-question concentration scale to the validation votes
+   (``zoobot.shared.calibration``; stored in the best and last checkpoints and ``save_dir/calibration.json``),
+   evaluate it on the test split, and return it.
 """
 from __future__ import annotations
 
@@ -42,8 +44,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared import schemas as schemas_module
 from zoobot.shared.errors import unknown_option_error
-from zoobot.shared.schedules import normalise_scheduler_params
 from zoobot.shared.run_dir import check_save_dir, claim_save_dir
+from zoobot.shared.schedules import (
+    DEFAULT_TRAIN_CONCENTRATION_FLOOR,
+    resolve_train_schedule,
+    train_scheduler_params,
+)
 from zoobot.shared.training_config import (
     merge_alias_kwargs,
     prepare_catalogs,
@@ -165,6 +171,9 @@ def train(
         Log to Weights & Biases instead of ``save_dir/logs/metrics.csv``.
     dropout_rate, learning_rate, betas, weight_decay, scheduler_params, timm_kwargs, compile_encoder
         Passed to :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree` (keyword-only).
+        ``scheduler_params=None`` (default) is the training recipe's schedule: a short warm-up, then cosine
+        decay to 1 % of ``learning_rate`` at ``epochs``; ``{}`` is a constant rate. Models made here use a
+        Dirichlet head floor of 0.1 (``model.concentration_floor``). See docs/guides/training_recipe.md.
     sync_batchnorm : bool
         Synchronise BatchNorm statistics across devices under DDP.
     save_top_k : int
@@ -440,7 +449,7 @@ def _resolve_arguments(args: dict) -> dict:
         raise TypeError(f"extra_callbacks must be a list of Lightning callbacks, got {type(args['extra_callbacks'])}.")
     args["architecture_name"] = resolve_architecture_name(args["architecture_name"])
     _check_architecture(args["architecture_name"])
-    args["scheduler_params"] = normalise_scheduler_params(args["scheduler_params"])
+    args["scheduler_params"] = train_scheduler_params(args["scheduler_params"])
     args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
     args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
     args["betas"] = tuple(float(v) for v in args["betas"])
@@ -661,8 +670,9 @@ def _train(
         learning_rate=learning_rate,
         betas=betas,
         weight_decay=weight_decay,
-        scheduler_params=scheduler_params,
+        scheduler_params=resolve_train_schedule(scheduler_params, epochs),
     )
+    model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
 
     checkpoint_callback = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -711,6 +721,8 @@ def _train(
         # no validation result was ever recorded (e.g. zero validation batches): fall back to last
         best_path = str(last_checkpoint)
     model = _load_weights(model, best_path)
+    _calibrate(model, datamodule, save_dir if is_main else None,
+               [best_path, str(last_checkpoint)] if is_main else [])
     if test_catalog is not None:
         trainer.test(model, datamodule=datamodule, verbose=is_main)
     model = model.cpu().eval()
@@ -739,6 +751,30 @@ class NoteEpoch(L.Callback):
         from zoobot.shared import interrupts
 
         interrupts.note_epoch(trainer.current_epoch, trainer.max_epochs)
+def _calibrate(model, datamodule, save_dir, checkpoint_paths) -> None:
+    """Fit the per-question concentration scale on the validation votes (zoobot.shared.calibration),
+    set ``model.calibration`` and add the record to the saved checkpoints (their own key)."""
+    from zoobot.shared import calibration
+
+    alphas, counts = [], []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), model._mc_dropout(False):
+        for images, labels in datamodule.val_dataloader():
+            alphas.append(model(images.to(model.device)).float().cpu())
+            counts.append(labels.float().cpu())
+    model.train(was_training)
+    if not alphas:
+        return
+    record = calibration.fit_record(torch.cat(counts).numpy(), torch.cat(alphas).numpy(), model.question_names,
+                                    model.question_index_groups, save_dir=save_dir)
+    model.calibration = record
+    for path in dict.fromkeys(checkpoint_paths):
+        if os.path.isfile(path):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint[calibration.CHECKPOINT_KEY] = record
+            torch.save(checkpoint, path + ".tmp")
+            os.replace(path + ".tmp", path)
 
 
 def _is_global_zero() -> bool:

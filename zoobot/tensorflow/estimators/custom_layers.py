@@ -72,13 +72,16 @@ class ScaledSigmoid(keras.layers.Layer):
     array([[51.]], dtype=float32)
     """
 
+    #: lowest concentration; ``ZoobotTree.concentration_floor`` sets it per model (``train()`` uses 0.1)
+    offset = 1.0
+
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
 
     def call(self, inputs):
         inputs = keras.ops.cast(inputs, "float32")
-        return 1.0 + 100.0 * keras.ops.sigmoid(inputs)
+        return self.offset + 100.0 * keras.ops.sigmoid(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

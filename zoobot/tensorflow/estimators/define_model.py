@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoobot.shared import checkpoints, schedules
+from zoobot.shared import calibration, checkpoints, schedules
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 from zoobot.tensorflow.estimators import custom_layers, tiny_cnn
 from zoobot.tensorflow.training import losses
@@ -1073,8 +1073,43 @@ class ZoobotTree(keras.Model):
         config["input_size"] = int(self.input_size)
         if self.preprocessing is not None:
             config["preprocessing"] = self.preprocessing.to_dict()
+        if self.calibration:
+            config[calibration.CHECKPOINT_KEY] = self.calibration
+        if self.concentration_floor != custom_layers.ScaledSigmoid.offset:
+            config["zoobot_concentration_floor"] = self.concentration_floor
         config.update(checkpoints.version_metadata())
         return config
+
+    @property
+    def calibration(self) -> dict | None:
+        """Post-hoc calibration record (zoobot.shared.calibration), set by ``train()``; None: uncalibrated.
+        Saved in the ``.keras`` file's config under its own key."""
+        text = getattr(self, "_zoobot_calibration_json", None)
+        return json.loads(text) if text else None
+
+    @calibration.setter
+    def calibration(self, record) -> None:
+        # kept as JSON text: Keras would wrap a dict attribute in its own tracked structure
+        self._zoobot_calibration_json = json.dumps(record) if record else None
+
+    @property
+    def concentration_floor(self) -> float:
+        """Lowest concentration the head outputs: ``alpha = floor + 100 * sigmoid(z)`` (1 unless set, e.g. by
+        ``train()``; saved in the ``.keras`` config as ``zoobot_concentration_floor``). Set it before the
+        model is first called."""
+        return float(self.head.layers[-1].offset)
+
+    @concentration_floor.setter
+    def concentration_floor(self, value: float) -> None:
+        if not 0 < float(value) <= custom_layers.ScaledSigmoid.offset:
+            raise ValueError(f"concentration_floor must be in (0, 1], got {value!r}")
+        self.head.layers[-1].offset = float(value)
+
+    @property
+    def concentration_scale(self):
+        """Per-question scale that ``predict_on_catalog.predict`` applies to the concentrations
+        (from :attr:`calibration`), or None when the model is uncalibrated."""
+        return calibration.scale_from_record(self.calibration, self.question_names)
 
     @classmethod
     def from_config(cls, config):
@@ -1082,7 +1117,9 @@ class ZoobotTree(keras.Model):
 
         config = dict(config)
         input_size = config.pop("input_size", None)
-        record = config.pop("preprocessing", None)
+        prep_record = config.pop("preprocessing", None)
+        cal_record = config.pop(calibration.CHECKPOINT_KEY, None)
+        floor = config.pop("zoobot_concentration_floor", None)
         path = _LOADING_PATH.get() or "the ZoobotTree configuration being loaded"
         if not _VERSIONS_CHECKED.get():
             checkpoints.check_format_version(config, path)
@@ -1099,7 +1136,10 @@ class ZoobotTree(keras.Model):
         model = cls(**config)
         if input_size is not None:
             model.input_size = int(input_size)
-        carry_record(model, restore_record(record, input_size=input_size, channels=model.channels))
+        carry_record(model, restore_record(prep_record, input_size=input_size, channels=model.channels))
+        model.calibration = cal_record
+        if floor is not None:
+            model.concentration_floor = floor
         return model
 
     @classmethod
@@ -1147,14 +1187,19 @@ class ZoobotTree(keras.Model):
         for key in checkpoints.VERSION_KEYS:
             config.pop(key, None)
         input_size = config.pop("input_size", None)
-        record = config.pop("preprocessing", None)
+        prep_record = config.pop("preprocessing", None)
+        cal_record = config.pop(calibration.CHECKPOINT_KEY, None)
+        floor = config.pop("zoobot_concentration_floor", None)
         unknown = set(kwargs) - set(config)
         if unknown:
             raise TypeError(f"Unknown ZoobotTree hyperparameter(s) {sorted(unknown)}; accepted: {sorted(config)}")
         config.update(kwargs)
         rebuilt = cls.from_config({**config, **checkpoints.version_metadata(), "input_size": input_size,
-                                   "preprocessing": record})
+                                   "preprocessing": prep_record})
         rebuilt.set_weights(model.get_weights())
+        rebuilt.calibration = cal_record
+        if floor is not None:
+            rebuilt.concentration_floor = floor
         return rebuilt
 
     def get_compile_config(self):

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from zoobot.shared import calibration
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
 from zoobot.shared.preprocessing import resolve_preprocessing
@@ -61,6 +62,7 @@ def predict(
     check_valid_paths=True,
     chunk_size=4096,
     shard=None,
+    calibrate=True,
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
@@ -109,6 +111,11 @@ def predict(
         ``(rank, world_size)``, ``'R/N'`` or ``'auto'`` (from torchrun/SLURM/TF_CONFIG variables). The
         part is written to ``<stem>.part-R-of-N<suffix>`` and the returned rows are the part's, in catalog
         order; merge the parts with :func:`zoobot.shared.sharding.merge_parts` (docs/guides/scaling_out.md).
+    calibrate : bool, default True (keyword-only)
+        Multiply a tree model's concentrations by its per-question calibration scale
+        (``model.concentration_scale``, fitted on the validation votes by ``train()`` or tree finetuning
+        and stored in the ``.keras`` file; see docs/guides/training_recipe.md). False: the raw
+        concentrations. Vote fractions are the same either way. Models without a scale are unaffected.
 
     Returns
     -------
@@ -168,6 +175,7 @@ def predict(
     device = _device(dict(trainer_kwargs or {}))
     model = _as_model(model)
     spec = describe_model(model)
+    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
     label_cols = _resolve_label_cols(label_cols, spec)
     datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
     catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
@@ -184,13 +192,15 @@ def predict(
         "test_time_dropout": runner.dropout_active,
         "test_time_augmentation": bool(test_time_augmentation),
         "backend": "tensorflow",
+        "concentration_scale": None if scale is None else scale.tolist(),
     }
     common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
                   chunk_size=int(chunk_size), shard=shard)
     if save_loc is not None:
         # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, datamodule_options)
-    return run_chunked_prediction(catalog, runner.predict_rows, save_loc=save_loc, **common)
+        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
+    return run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
+                                  save_loc=save_loc, **common)
 
 
 # ---------------------------------------------------------------------------------------------

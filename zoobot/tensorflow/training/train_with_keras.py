@@ -23,7 +23,9 @@ What a run does, in order (the same as PyTorch):
    norm), metrics in ``save_dir/logs/metrics.csv`` with the PyTorch metric names, ``BackupAndRestore`` in
    ``save_dir/backup`` (``resume=True`` continues an interrupted or finished run from it); a non-finite
    loss stops training with a ``FloatingPointError`` naming the epoch and step;
-5. restore the best weights, evaluate them on the test split, and return ``(model, trainer)``.
+5. restore the best weights, fit the per-question concentration scale to the validation votes
+   (``zoobot.shared.calibration``; saved in the best and last ``.keras`` files and
+   ``save_dir/calibration.json``), evaluate them on the test split, and return ``(model, trainer)``.
 """
 from __future__ import annotations
 
@@ -44,9 +46,13 @@ import tensorflow as tf
 
 from zoobot.tensorflow.training.console import fit_verbosity
 from zoobot.shared import schemas as schemas_module
-from zoobot.shared.schedules import normalise_scheduler_params
 from zoobot.shared import interrupts
 from zoobot.shared.run_dir import check_save_dir, claim_save_dir
+from zoobot.shared.schedules import (
+    DEFAULT_TRAIN_CONCENTRATION_FLOOR,
+    resolve_train_schedule,
+    train_scheduler_params,
+)
 from zoobot.shared.training_config import (
     merge_alias_kwargs,
     prepare_catalogs,
@@ -175,6 +181,10 @@ def train(
         Metrics are also sent with ``wandb_logger.log``; ``save_dir/logs/metrics.csv`` is always written.
     dropout_rate, learning_rate, betas, weight_decay, scheduler_params, timm_kwargs, compile_encoder
         Passed to ZoobotTree (keyword-only). ``timm_kwargs`` go to the Keras application constructor.
+        ``scheduler_params=None`` (default) is the training recipe's schedule: a short warm-up, then cosine
+        decay to 1 % of ``learning_rate`` at ``epochs``; ``{}`` is a constant rate. Models made here use a
+        Dirichlet head floor of 0.1 (``model.concentration_floor``). See docs/guides/training_recipe.md.
+        The Keras encoder trains like timm's: BatchNorm momentum 0.9, no stochastic depth.
     sync_batchnorm : bool
         Accepted for parity; Keras' MirroredStrategy keeps per-replica BatchNorm statistics (ignored).
     save_top_k : int
@@ -480,7 +490,7 @@ def _resolve_arguments(args: dict) -> dict:
 
     if args["architecture_name"] not in ENCODER_NAMES:
         raise unknown_option_error("TensorFlow encoder architecture", args["architecture_name"], ENCODER_NAMES)
-    args["scheduler_params"] = normalise_scheduler_params(args["scheduler_params"])
+    args["scheduler_params"] = train_scheduler_params(args["scheduler_params"])
     args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
     args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
     args["betas"] = tuple(float(v) for v in args["betas"])
@@ -1030,6 +1040,45 @@ def _skip_epochs(dataset, epochs: int) -> None:
         del iterator
 
 
+def _train_encoder_like_timm(encoder) -> None:
+    """Train the Keras encoder as timm's is trained in the PyTorch backend (issue 13, measured with
+    ``benchmarks/bench_science.py``; docs/guides/training_recipe.md):
+
+    - BatchNorm running statistics updated with PyTorch's momentum 0.1 (Keras ``momentum=0.9``) rather than
+      Keras' 0.99, which lags behind the weights over a run of a few hundred steps per epoch;
+    - no stochastic depth: Keras' EfficientNet hard-codes ``drop_connect_rate=0.2`` (its ``block*_drop``
+      layers), timm's ``efficientnet_b0`` defaults to ``drop_path_rate=0``.
+    """
+    for layer in encoder._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+        elif isinstance(layer, keras.layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("_drop"):
+            layer.rate = 0.0
+
+
+def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
+    """Fit the per-question concentration scale on the validation votes (zoobot.shared.calibration),
+    set ``model.calibration`` and save it into the best and last ``.keras`` files (their config)."""
+    from zoobot.shared import calibration
+
+    alphas, counts = [], []
+    for images, labels in val_ds:
+        features = model.encoder(images, training=False)
+        alphas.append(model.head(features, training=False).numpy().astype(np.float64))
+        counts.append(labels.numpy().astype(np.float64))
+    if not alphas:
+        return
+    model.calibration = calibration.fit_record(np.concatenate(counts), np.concatenate(alphas),
+                                               model.question_names, model.question_index_groups, save_dir=save_dir)
+    weights = model.get_weights()
+    for path in dict.fromkeys(p for p in checkpoint_paths if p):
+        if os.path.isfile(path):
+            # the saved file holds these weights only for the best one: rewrite each with its own weights
+            model.load_weights(path)
+            _atomic_save(model, pathlib.Path(path))
+    model.set_weights(weights)
+
+
 def _non_finite_message(what: str, value: float, epoch: int, step: int, batch) -> str:
     where = f"epoch {epoch}, step {step}"
     if batch is not None:
@@ -1220,8 +1269,10 @@ def _train(
                 learning_rate=learning_rate,
                 betas=betas,
                 weight_decay=weight_decay,
-                scheduler_params=scheduler_params,
+                scheduler_params=resolve_train_schedule(scheduler_params, epochs),
             )
+            _train_encoder_like_timm(model.encoder)
+            model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
             model.input_size = int(resize_after_crop)
             model.preprocessing = _preprocessing_record(args, channels, train_catalog)
             model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
@@ -1263,6 +1314,8 @@ def _train(
         if os.path.isfile(best_path):
             model.load_weights(best_path)
         model.best_checkpoint_path = str(best_path)
+        with _image_errors_named(catalogs):
+            _calibrate(model, val_ds, save_dir, [best_path, checkpoint_callback.last_model_path])
         run = TrainingRun(history, checkpoint_callback, save_dir, strategy, metrics_csv.path)
         if test_ds is not None:
             with _image_errors_named(catalogs):
