@@ -72,7 +72,7 @@ class DemoSettings:
     #: peak learning rate of the tree model (AdamW), reached after one warm-up epoch, then cosine decay
     pretrain_learning_rate: float = 3e-3
     pretrain_weight_decay: float = 0.01
-    finetune_epochs: int = 8
+    finetune_epochs: int = 6
     #: encoder blocks trained while finetuning (-1 = all; 0 = head only)
     finetune_blocks: int = -1
     finetune_learning_rate: float = 1e-3
@@ -813,7 +813,7 @@ _PREDICTION_FILES = {
 
 
 def _report_next_steps(demo: _Demo) -> list:
-    d, b = demo.save_dir, demo.backend
+    d, b, c = demo.save_dir, demo.backend, demo.config
     zoobot = "zoobot" if b == "pytorch" else "zoobot --backend tensorflow"
     lines = ["## Next steps", ""]
     if getattr(demo, "ring_checkpoint", None) is not None:
@@ -831,7 +831,8 @@ def _report_next_steps(demo: _Demo) -> list:
         "",
         "```bash",
         f"{zoobot} finetune --catalog {_shown(demo, d / 'data' / 'rings' / 'catalog.parquet')} --label-cols ring "
-        f"--checkpoint {_shown(demo, demo.tree_checkpoint)} --n-blocks -1 --learning-rate 0.001 --max-epochs 8 "
+        f"--checkpoint {_shown(demo, demo.tree_checkpoint)} --n-blocks {c.finetune_blocks} "
+        f"--learning-rate {c.finetune_learning_rate:g} --max-epochs {c.finetune_epochs} "
         f"--resize-size {demo.config.image_size} --num-workers 0 --save-dir my_rings",
         "```",
         "",
