@@ -4,21 +4,29 @@
 with zoobot, with the same public functions they would call:
 
 1. **data**: write two synthetic catalogs (:mod:`zoobot.shared.synthetic`): galaxies with
-   GZ DECaLS DR5 volunteer votes, and a labelled ring / no-ring set (half rings);
+   GZ DECaLS DR5 volunteer votes, and a labelled ring / no-ring set (half rings, matched in brightness
+   and size) with its train / val / test splits;
 2. **pretrain** a small decision-tree model (``tiny_cnn`` encoder + Dirichlet head) on the votes
-   with ``train(...)`` (cached in ``save_dir``: a rerun with the same settings reuses it);
-3. **check** its vote fractions on held-out galaxies against the generator's true probabilities;
+   with ``train(...)`` and explicit settings (:class:`DemoSettings`; cached in ``save_dir``: a rerun
+   with the same settings reuses it);
+3. **check** its vote fractions and 90 % intervals on held-out galaxies against the generator's true
+   probabilities (:mod:`zoobot.shared.metrics`), next to predicting the average galaxy;
 4. **finetune** a ring classifier from the pretrained encoder
-   (``FinetuneableZoobotClassifier`` + ``get_trainer``);
-5. **predict** the held-out ring galaxies (``predict_on_catalog.predict`` -> parquet);
+   (``FinetuneableZoobotClassifier`` + ``get_trainer``), and the same from a random encoder;
+5. **predict** the held-out ring galaxies (``predict_on_catalog.predict`` -> parquet), next to a
+   logistic regression on brightness and size alone (:func:`zoobot.shared.metrics.ring_baseline_auc`);
 6. **report**: ``report.md`` with metrics and figures (example galaxies, vote fractions per question,
-   calibration curve, training curves) in ``save_dir``.
+   reliability plot, calibration curve, training curves) and command lines for the demo's own files.
+
+Both models are used from their best checkpoint (lowest validation loss), copied to stable names:
+``pretrained_tree_{backend}/tree_model.ckpt`` and ``finetuned_rings_{backend}/ring_classifier.ckpt``
+(``.keras`` with TensorFlow).
 
 Everything runs with either backend (``backend='pytorch'`` or ``'tensorflow'``); steps the chosen
 backend cannot run yet are skipped and said so in the report. Real work would use real images, a
 large pretrained encoder (e.g. ``hf-hub:mwalmsley/zoobot-encoder-convnext_nano``) and 224-pixel inputs;
-the demo trades that for speed (64-pixel images, a 4-layer CNN), so its numbers show the workflow,
-not zoobot's accuracy.
+the demo trades that for speed (small images, a 4-layer CNN), so its numbers show the workflow,
+not zoobot's accuracy. See docs/getting_started.md.
 
 Examples
 --------
@@ -45,7 +53,11 @@ __all__ = ["run_demo", "DemoResult", "DemoSettings", "QUICK_SETTINGS"]
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo. The defaults take about 2-3 minutes on 2 CPU cores."""
+    """Sizes and training settings of the demo. The defaults take about 3 minutes on 2 CPU cores.
+
+    Every training argument the demo relies on is set here explicitly, so the demo does not change
+    when ``train()``'s defaults do.
+    """
 
     #: labelled ring / no-ring galaxies (split 70/10/20 into train / val / held-out test)
     n_galaxies: int = 600
@@ -53,15 +65,28 @@ class DemoSettings:
     n_pretrain: int = 2000
     #: image side in pixels (synthetic images are rendered at this size)
     image_size: int = 64
+    #: colour (3-channel) images for both models; False trains on greyscale
+    color: bool = True
     pretrain_epochs: int = 6
-    finetune_epochs: int = 8
+    pretrain_batch_size: int = 32
+    #: peak learning rate of the tree model (AdamW), reached after one warm-up epoch, then cosine decay
+    pretrain_learning_rate: float = 3e-3
+    pretrain_weight_decay: float = 0.01
+    finetune_epochs: int = 6
     #: encoder blocks trained while finetuning (-1 = all; 0 = head only)
     finetune_blocks: int = -1
     finetune_learning_rate: float = 1e-3
-    batch_size: int = 64
+    finetune_batch_size: int = 32
+    #: also finetune the same classifier from a randomly initialised encoder, to show what pretraining brings
+    compare_random_encoder: bool = True
     #: MC-dropout samples per galaxy for the tree model's predictions
     n_samples: int = 5
     seed: int = 0
+
+    def pretrain_schedule(self) -> dict:
+        """``scheduler_params`` of the tree model: one epoch of linear warm-up, then cosine decay to 1 %."""
+        return {"name": "cosine", "warmup_epochs": min(1, self.pretrain_epochs - 1),
+                "max_epochs": self.pretrain_epochs, "min_lr_factor": 0.01}
 
 
 #: Tiny settings for tests and a first smoke run (``zoobot demo --quick``): about 20 s.
@@ -80,6 +105,8 @@ _BACKEND_MODULES = {
                    "predict": "zoobot.tensorflow.predictions.predict_on_catalog"},
 }
 _CHECKPOINT_SUFFIX = {"pytorch": ".ckpt", "tensorflow": ".keras"}
+#: Pixel statistics of the ring shortcut baseline (:func:`zoobot.shared.metrics.ring_baseline_auc`).
+_PIXEL_BASELINE_FEATURES = ("total_flux", "second_moment")
 
 
 @dataclasses.dataclass
@@ -154,11 +181,18 @@ def run_demo(save_dir="zoobot_demo", n_galaxies: int | None = None, backend: str
 
 def _check_settings(config: DemoSettings) -> None:
     minimum = {"n_galaxies": 30, "n_pretrain": 50, "image_size": 16, "pretrain_epochs": 1, "finetune_epochs": 1,
-               "batch_size": 2, "n_samples": 1}
+               "pretrain_batch_size": 2, "finetune_batch_size": 2, "n_samples": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"Demo setting {name} must be an integer >= {low}, got {value!r}")
+    for name in ("pretrain_learning_rate", "finetune_learning_rate", "pretrain_weight_decay"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"Demo setting {name} must be a number in [0, 1), got {value!r}")
+    for name in ("color", "compare_random_encoder"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"Demo setting {name} must be True or False, got {getattr(config, name)!r}")
     if config.finetune_blocks < -1:
         raise ValueError(f"finetune_blocks must be >= -1 (-1 = all blocks), got {config.finetune_blocks}")
 
@@ -211,9 +245,9 @@ class _Demo:
         tree_model, tree_dir = self.pretrain()
         self.evaluate_tree(tree_model, tree_dir)
         del tree_model
-        ring_model = self.finetune(tree_dir)
-        if ring_model is not None:
-            self.predict_rings(ring_model)
+        ring_models = self.finetune(tree_dir)
+        if ring_models is not None:
+            self.predict_rings(ring_models)
         report = self.write_report(started)
         seconds = time.time() - started
         self.echo(f"\nDone in {seconds:.0f} s. Report: {report}")
@@ -235,10 +269,11 @@ class _Demo:
         return votes, rings
 
     def _synthetic_catalog(self, name: str, **kwargs) -> pd.DataFrame:
-        from zoobot.shared.synthetic import make_synthetic_catalog
+        from zoobot.shared.synthetic import GENERATOR_VERSION, make_synthetic_catalog
 
         root = self.save_dir / "data" / name
-        key = {**kwargs, "image_size": self.config.image_size}
+        # a new generator version draws other galaxies: never reuse the old ones
+        key = {**kwargs, "image_size": self.config.image_size, "generator_version": GENERATOR_VERSION}
         marker = root / "demo_settings.json"
         catalog_path = root / "catalog.parquet"
         if marker.is_file() and catalog_path.is_file() and json.loads(marker.read_text()) == key:
@@ -256,13 +291,17 @@ class _Demo:
     def pretrain(self):
         """Step 2: train (or reuse) a tiny decision-tree model on the vote counts."""
         from zoobot.shared import schemas
+        from zoobot.shared.synthetic import GENERATOR_VERSION
 
         started = time.time()
         c = self.config
         tree_dir = self.save_dir / f"pretrained_tree_{self.backend}"
         cache = tree_dir / "demo_cache.json"
-        key = {"backend": self.backend, "n_pretrain": c.n_pretrain, "image_size": c.image_size,
-               "epochs": c.pretrain_epochs, "batch_size": c.batch_size, "seed": c.seed}
+        key = {"backend": self.backend, "n_pretrain": c.n_pretrain, "image_size": c.image_size, "color": c.color,
+               "epochs": c.pretrain_epochs, "batch_size": c.pretrain_batch_size,
+               "learning_rate": c.pretrain_learning_rate, "weight_decay": c.pretrain_weight_decay,
+               "scheduler_params": c.pretrain_schedule(), "seed": c.seed,
+               "generator_version": GENERATOR_VERSION}
         if cache.is_file():
             record = json.loads(cache.read_text())
             checkpoint = tree_dir / record.get("checkpoint", "")
@@ -280,9 +319,11 @@ class _Demo:
         train = self._module("train").train
         model, trainer = train(
             save_dir=str(tree_dir), schema=schemas.decals_dr5_ortho_schema, catalog=self.votes_catalog,
-            model_architecture="tiny_cnn", batch_size=c.batch_size, epochs=c.pretrain_epochs,
-            patience=c.pretrain_epochs, color=False, resize_size=c.image_size, gpus=0,
+            model_architecture="tiny_cnn", batch_size=c.pretrain_batch_size, epochs=c.pretrain_epochs,
+            patience=c.pretrain_epochs, color=c.color, resize_size=c.image_size, gpus=0,
             num_workers=self.num_workers, random_state=c.seed, save_top_k=1, resume=False,
+            learning_rate=c.pretrain_learning_rate, weight_decay=c.pretrain_weight_decay, dropout_rate=0.2,
+            scheduler_params=c.pretrain_schedule(), crop_scale_bounds=(0.7, 0.8), crop_ratio_bounds=(0.9, 1.1),
         )
         best = pathlib.Path(trainer.checkpoint_callback.best_model_path)
         stable = tree_dir / f"tree_model{_CHECKPOINT_SUFFIX[self.backend]}"
@@ -303,8 +344,9 @@ class _Demo:
 
     # ------------------------------------------------------------------------- step 3
     def evaluate_tree(self, model, tree_dir: pathlib.Path) -> None:
-        """Step 3: vote fractions of held-out galaxies vs the generator's true probabilities."""
+        """Step 3: vote fractions and their 90 % intervals on held-out galaxies vs the true probabilities."""
         from zoobot.shared import plots, schemas, stats
+        from zoobot.shared import metrics
 
         started = time.time()
         schema = schemas.decals_dr5_ortho_schema
@@ -321,65 +363,115 @@ class _Demo:
                                    num_workers=self.num_workers),
         )
         self.predictions["tree"] = save_loc
+        table = metrics.evaluate_predictions(test, concentrations, schema, train_catalog=train, interval_width=0.9)
+        self.metrics["tree"] = _tree_metrics(table, n_galaxies=len(test))
+        true = metrics.true_probabilities(test, schema)
         predicted = stats.vote_fractions(concentrations, schema)
-        true = test[[f"{c}_true-prob" for c in schema.label_cols]].to_numpy(dtype=np.float64)
-        asked = stats.proportion_asked(true, schema)
-        baseline = train[[f"{c}_true-prob" for c in schema.label_cols]].to_numpy(dtype=np.float64).mean(axis=0)
-        self.metrics["tree"] = _tree_metrics(schema, true, predicted, asked, baseline)
         self.figures["vote_fractions"] = plots.plot_vote_fractions(
-            true, predicted, schema, self.save_dir / "figures" / "vote_fractions.png", asked=asked,
+            true, predicted, schema, self.save_dir / "figures" / "vote_fractions.png",
+            asked=stats.proportion_asked(true, schema),
             title=f"Pretrained tree model on {len(test)} held-out galaxies (questions asked with p >= 0.5)",
             true_label="true vote fraction",
         )
-        self.echo(f"  mean absolute error of the vote fractions: {self.metrics['tree']['mae']:.3f} "
-                  f"(predicting the average galaxy: {self.metrics['tree']['baseline_mae']:.3f})")
+        counts = metrics.vote_counts(test, schema)
+        self.figures["reliability"] = plots.plot_reliability(
+            metrics.reliability_table(predicted, counts, schema),
+            metrics.coverage_curve(concentrations, counts, schema, true_probs=true),
+            self.save_dir / "figures" / "reliability.png",
+            title=f"Tree model on {len(test)} held-out galaxies: are its fractions and intervals honest?",
+        )
+        tree = self.metrics["tree"]
+        self.echo(f"  mean absolute error of the vote fractions: {tree['mae']:.3f} (predicting the average galaxy: "
+                  f"{tree['baseline_mae']:.3f}; ratio {tree['mae_ratio']:.2f}); 90 % intervals hold the true "
+                  f"probability {tree['coverage']:.0%} of the time")
         self._timed("evaluate_tree", started)
 
     # ------------------------------------------------------------------------- step 4
     def finetune(self, tree_dir: pathlib.Path):
-        """Step 4: finetune a ring classifier from the pretrained encoder."""
+        """Step 4: finetune a ring classifier from the pretrained encoder, and the same from a random one.
+
+        Returns ``{'pretrained': model, 'random': model}`` (``'random'`` absent when
+        ``compare_random_encoder`` is off), or None when the backend cannot finetune.
+        """
         from zoobot.shared.catalogs import split_catalog
 
         started = time.time()
         c = self.config
         self.ring_train, self.ring_val, self.ring_test = split_catalog(self.rings_catalog, seed=c.seed)
+        self._write_ring_splits()
         try:
-            finetune = self._module("finetune")
-            datasets = self._module("datasets")
+            self._module("finetune")
+            self._module("datasets")
         except ModuleNotFoundError as error:
             if not (error.name or "").startswith("zoobot."):
                 raise
             self._skip("finetune", f"the {self.backend} backend has no finetuning yet ({error})")
             return None
         blocks = "all encoder blocks" if c.finetune_blocks == -1 else f"{c.finetune_blocks} encoder block(s)"
+        also = "; then the same from a randomly initialised encoder, for comparison" if c.compare_random_encoder else ""
         self._say(f"Finetuning a ring classifier from the pretrained encoder on {len(self.ring_train)} galaxies "
-                  f"({len(self.ring_val)} for validation; {blocks} + a new head; {_plural(c.finetune_epochs, 'epoch')})")
-        finetune_dir = self.save_dir / f"finetuned_rings_{self.backend}"
-        if finetune_dir.exists():
-            shutil.rmtree(finetune_dir)  # finetuning is quick: always redo it (no stale checkpoints)
+                  f"({len(self.ring_val)} for validation; {blocks} + a new head; "
+                  f"{_plural(c.finetune_epochs, 'epoch')}){also}")
+        models = {}
+        self.finetune_dir = self.save_dir / f"finetuned_rings_{self.backend}"
+        models["pretrained"], self.ring_checkpoint = self._finetune_classifier(
+            self.finetune_dir, dict(zoobot_checkpoint_loc=str(self.tree_checkpoint)), "ring_classifier")
+        self.echo(f"  best checkpoint: {self.ring_checkpoint}")
+        if c.compare_random_encoder:
+            self.random_dir = self.save_dir / f"finetuned_rings_random_encoder_{self.backend}"
+            models["random"], checkpoint = self._finetune_classifier(
+                self.random_dir, self._random_encoder_source(models["pretrained"]), "ring_classifier")
+            self.echo(f"  random-encoder classifier's best checkpoint: {checkpoint}")
+        self._timed("finetune", started)
+        return models
+
+    def _write_ring_splits(self) -> None:
+        """The ring train / val / test splits as catalogs, for the report's command lines."""
+        folder = self.save_dir / "data" / "rings"
+        for split, frame in (("train", self.ring_train), ("val", self.ring_val), ("test", self.ring_test)):
+            frame.to_parquet(folder / f"{split}_catalog.parquet", index=False)
+
+    def _random_encoder_source(self, pretrained_model) -> dict:
+        """Encoder arguments for the same architecture as the tree model's, randomly initialised."""
+        channels = int(getattr(pretrained_model, "channels", 3))
+        if channels == 3:
+            return dict(name="tiny_cnn")  # the public spelling: 'tiny_cnn' is always randomly initialised (RGB)
+        if self.backend == "pytorch":
+            from zoobot.pytorch.estimators.pretrained_encoders import create_encoder
+        else:
+            from zoobot.tensorflow.estimators.define_model import create_encoder
+        return dict(encoder=create_encoder("tiny_cnn", channels=channels))
+
+    def _finetune_classifier(self, folder: pathlib.Path, encoder_source: dict, stable_name: str):
+        """Finetune one ring classifier into ``folder``; its best checkpoint is copied to ``folder/stable_name``."""
+        finetune, datasets = self._module("finetune"), self._module("datasets")
+        c = self.config
+        if folder.exists():
+            shutil.rmtree(folder)  # finetuning is quick: always redo it (no stale checkpoints)
         model = finetune.FinetuneableZoobotClassifier(
-            zoobot_checkpoint_loc=str(self.tree_checkpoint), num_classes=2, n_blocks=c.finetune_blocks,
-            learning_rate=c.finetune_learning_rate, seed=c.seed,
+            num_classes=2, n_blocks=c.finetune_blocks, learning_rate=c.finetune_learning_rate, seed=c.seed,
+            **encoder_source,
         )
         datamodule = datasets.GalaxyDataModule(
             label_cols=["ring"], train_catalog=self.ring_train, val_catalog=self.ring_val,
-            test_catalog=self.ring_test, batch_size=32, resize_after_crop=c.image_size,
+            test_catalog=self.ring_test, batch_size=c.finetune_batch_size, resize_after_crop=c.image_size,
             greyscale=int(getattr(model, "channels", 1)) == 1, num_workers=self.num_workers, seed=c.seed,
         )
-        trainer = finetune.get_trainer(str(finetune_dir), accelerator="cpu", devices=1,
+        trainer = finetune.get_trainer(str(folder), accelerator="cpu", devices=1,
                                        max_epochs=c.finetune_epochs, patience=c.finetune_epochs)
         trainer.fit(model, datamodule)
-        best = trainer.checkpoint_callback.best_model_path
-        self.finetune_dir = finetune_dir
+        best = pathlib.Path(trainer.checkpoint_callback.best_model_path)
+        stable = folder / f"{stable_name}{_CHECKPOINT_SUFFIX[self.backend]}"
+        shutil.copyfile(best, stable)
         from zoobot.shared.training_config import write_run_config
 
         # lets `zoobot predict --checkpoint ...` find the image size the classifier was trained at
-        write_run_config(finetune_dir, {"task": "classification", "label_cols": ["ring"], "num_classes": 2,
-                                        "resize_after_crop": c.image_size, "n_blocks": c.finetune_blocks,
-                                        "checkpoint": str(self.tree_checkpoint)}, self.backend)
-        self.echo(f"  best checkpoint: {best}")
-        self._timed("finetune", started)
-        return finetune.FinetuneableZoobotClassifier.load_from_checkpoint(best)
+        write_run_config(folder, {"task": "classification", "label_cols": ["ring"], "num_classes": 2,
+                                  "resize_after_crop": c.image_size, "n_blocks": c.finetune_blocks,
+                                  "best_checkpoint": str(best),
+                                  "encoder": encoder_source.get("zoobot_checkpoint_loc", "tiny_cnn, randomly initialised")},
+                         self.backend)
+        return finetune.FinetuneableZoobotClassifier.load_from_checkpoint(str(stable)), stable
 
     def _skip(self, step: str, reason: str) -> None:
         self.skipped.append(f"{step}: {reason}")
@@ -387,27 +479,33 @@ class _Demo:
         self.echo(f"\n[{self.step}/{self.n_steps}] Skipping {step}: {reason}")
 
     # ------------------------------------------------------------------------- step 5
-    def predict_rings(self, model) -> None:
-        """Step 5: predict the held-out ring galaxies; accuracy, ROC AUC, calibration, example grid."""
+    def predict_rings(self, models: dict) -> None:
+        """Step 5: predict the held-out ring galaxies; accuracy, ROC AUC, calibration, example grid.
+
+        The classifier from the pretrained encoder is the demo's; the one from a random encoder and the
+        pixel-statistics baseline show how much of its skill pretraining and the images bring.
+        """
         from zoobot.shared import plots
+        from zoobot.shared.metrics import ring_baseline_auc
 
         started = time.time()
         test = self.ring_test
         self._say(f"Predicting the {len(test)} held-out ring / no-ring galaxies")
-        save_loc = self.save_dir / "predictions" / "ring_predictions.parquet"
-        predict = self._module("predict").predict
-        probabilities = predict(
-            test, model, n_samples=1, label_cols=["not_ring", "ring"], save_loc=str(save_loc),
-            datamodule_kwargs=dict(resize_after_crop=self.config.image_size, batch_size=128,
-                                   num_workers=self.num_workers),
-        )
-        self.predictions["rings"] = save_loc
-        p_ring = probabilities[:, 1, :].mean(axis=1)
         y = test["ring"].to_numpy(dtype=int)
+        p_ring = self._predict_ring_probability(models["pretrained"], "rings", "ring_predictions.parquet")
         self.metrics["rings"] = _ring_metrics(y, p_ring)
         m = self.metrics["rings"]
         self.echo(f"  accuracy {m['accuracy']:.2f} (always guessing the majority class: {m['majority_accuracy']:.2f}), "
                   f"ROC AUC {m['roc_auc']:.2f}")
+        if "random" in models:
+            p_random = self._predict_ring_probability(models["random"], "rings_random_encoder",
+                                                     "ring_predictions_random_encoder.parquet")
+            self.metrics["rings_random_encoder"] = _ring_metrics(y, p_random)
+            r = self.metrics["rings_random_encoder"]
+            self.echo(f"  from a random encoder instead: accuracy {r['accuracy']:.2f}, ROC AUC {r['roc_auc']:.2f}")
+        baseline = ring_baseline_auc(self.rings_catalog, "ring", features=_PIXEL_BASELINE_FEATURES, seed=self.config.seed)
+        self.metrics["rings_pixel_baseline_auc"] = baseline
+        self.echo(f"  logistic regression on image total flux + second moment alone: ROC AUC {baseline:.2f}")
         n_bins = 10 if len(test) >= 200 else 5
         self.figures["calibration"] = plots.plot_calibration(
             y, p_ring, self.save_dir / "figures" / "calibration.png", n_bins=n_bins, class_name="ring",
@@ -421,6 +519,17 @@ class _Demo:
         )
         self._timed("predict_rings", started)
 
+    def _predict_ring_probability(self, model, key: str, file_name: str) -> np.ndarray:
+        """p(ring) of every held-out galaxy, also written to ``predictions/file_name``."""
+        save_loc = self.save_dir / "predictions" / file_name
+        probabilities = self._module("predict").predict(
+            self.ring_test, model, n_samples=1, label_cols=["not_ring", "ring"], save_loc=str(save_loc),
+            datamodule_kwargs=dict(resize_after_crop=self.config.image_size, batch_size=128,
+                                   num_workers=self.num_workers),
+        )
+        self.predictions[key] = save_loc
+        return probabilities[:, 1, :].mean(axis=1)
+
     # ------------------------------------------------------------------------- step 6
     def write_report(self, started: float) -> pathlib.Path:
         """Step 6: training curves, metrics.json and report.md."""
@@ -430,7 +539,9 @@ class _Demo:
         runs = {"Pretraining (decision tree, from scratch)": self.save_dir / f"pretrained_tree_{self.backend}"
                 / "logs" / "metrics.csv"}
         if getattr(self, "finetune_dir", None) is not None:
-            runs["Finetuning (ring classifier)"] = self.finetune_dir / "logs" / "metrics.csv"
+            runs["Ring classifier, pretrained encoder"] = self.finetune_dir / "logs" / "metrics.csv"
+        if getattr(self, "random_dir", None) is not None:
+            runs["Ring classifier, random encoder"] = self.random_dir / "logs" / "metrics.csv"
         runs = {k: v for k, v in runs.items() if v.is_file()}
         if runs:
             self.figures["training_curves"] = plots.plot_training_curves(
@@ -448,38 +559,49 @@ class _Demo:
 # metrics
 # ---------------------------------------------------------------------------------------------
 
-def _tree_metrics(schema, true, predicted, asked, baseline) -> dict:
-    """Per-question mean absolute error of the vote fractions, where the question is asked (p >= 0.5)."""
-    per_question = {}
-    all_model, all_base = [], []
-    for q, question in enumerate(schema.questions):
-        keep = asked[:, q] >= 0.5
-        cols = list(range(question.start_index, question.end_index + 1))
-        model_err = np.abs(predicted[keep][:, cols] - true[keep][:, cols])
-        base_err = np.abs(baseline[cols][None, :] - true[keep][:, cols])
-        per_question[question.text] = {
-            "galaxies": int(keep.sum()),
-            "mae": float(np.nanmean(model_err)) if keep.any() else None,
-            "baseline_mae": float(np.nanmean(base_err)) if keep.any() else None,
-        }
-        all_model.append(model_err.ravel())
-        all_base.append(base_err.ravel())
+def _tree_metrics(table: pd.DataFrame, n_galaxies: int) -> dict:
+    """The report's numbers from :func:`zoobot.shared.metrics.evaluate_predictions`' table.
+
+    MAE: reach-weighted mean absolute error of the vote fractions against the true probabilities, for the
+    model and for the average training galaxy (``train_mean``). Coverage: how often the 90 % interval
+    holds the true probability, for the model and for one image-blind Dirichlet fitted to the training
+    votes (``constant_dirichlet``).
+    """
+    from zoobot.shared.metrics import POOLED
+
+    def row(question, predictor, column):
+        value = table.loc[(table.question == question) & (table.predictor == predictor), column]
+        return None if value.empty or not np.isfinite(value.iloc[0]) else float(value.iloc[0])
+
+    questions = [q for q in table.question.unique() if q != POOLED]
+    per_question = {
+        q: {"galaxies": int(table.loc[(table.question == q) & (table.predictor == "model"), "n_galaxies"].iloc[0]),
+            "mae": row(q, "model", "truth_mae"), "baseline_mae": row(q, "train_mean", "truth_mae"),
+            "coverage": row(q, "model", "truth_coverage"),
+            "baseline_coverage": row(q, "constant_dirichlet", "truth_coverage")}
+        for q in questions
+    }
+    mae, baseline = row(POOLED, "model", "truth_mae"), row(POOLED, "train_mean", "truth_mae")
     return {
-        "galaxies": int(true.shape[0]),
-        "mae": float(np.nanmean(np.concatenate(all_model))),
-        "baseline_mae": float(np.nanmean(np.concatenate(all_base))),
+        "galaxies": int(n_galaxies),
+        "mae": mae,
+        "baseline_mae": baseline,
+        "mae_ratio": mae / baseline,
+        "coverage": row(POOLED, "model", "truth_coverage"),
+        "baseline_coverage": row(POOLED, "constant_dirichlet", "truth_coverage"),
+        "nll": row(POOLED, "model", "nll_dirichlet_multinomial"),
+        "baseline_nll": row(POOLED, "constant_dirichlet", "nll_dirichlet_multinomial"),
         "per_question": per_question,
     }
 
 
 def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a random positive > score of a random negative), ties 1/2."""
-    positives, negatives = p[y == 1], p[y == 0]
-    if len(positives) == 0 or len(negatives) == 0:
+    """scikit-learn's ROC AUC; NaN (not an exception) when the test set holds a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
         return float("nan")
-    greater = (positives[:, None] > negatives[None, :]).sum()
-    ties = (positives[:, None] == negatives[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+    return float(roc_auc_score(y, p))
 
 
 def _ring_metrics(y: np.ndarray, p: np.ndarray) -> dict:
@@ -523,9 +645,34 @@ def _rel(demo: _Demo, path) -> str:
     return pathlib.Path(path).relative_to(demo.save_dir).as_posix()
 
 
+def _shown(demo: _Demo, path) -> str:
+    """``path`` as the user can type it: relative to the working directory when inside it, else absolute."""
+    path = pathlib.Path(path)
+    try:
+        return path.relative_to(pathlib.Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
 def _report_text(demo: _Demo) -> str:
+    sections = [_report_intro(demo), _report_tree(demo)]
+    if "rings" in demo.metrics:
+        sections.append(_report_rings(demo))
+    if "training_curves" in demo.figures:
+        sections.append(["## Training curves", "", f"![Training curves]({_rel(demo, demo.figures['training_curves'])})",
+                         ""])
+    sections += [_report_files(demo), ["## Timings", "",
+                                       ", ".join(f"{k}: {v:.0f} s" for k, v in demo.timings.items()), ""],
+                 _report_next_steps(demo)]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _report_intro(demo: _Demo) -> list:
     c = demo.config
-    m = demo.metrics
     lines = [
         "# zoobot demo report",
         "",
@@ -540,76 +687,158 @@ def _report_text(demo: _Demo) -> str:
         f"1. Wrote {c.n_pretrain} galaxies with GZ DECaLS DR5 votes (`data/votes/`) and {c.n_galaxies} labelled "
         "ring / no-ring galaxies, half of them rings (`data/rings/`).",
         f"2. {'Reused' if demo.reused_pretrained else 'Trained'} a decision-tree model from scratch on the votes: "
-        f"`train(schema=decals_dr5_ortho_schema, model_architecture='tiny_cnn', epochs={c.pretrain_epochs})`, "
-        f"checkpoint `{_rel(demo, demo.tree_checkpoint)}`.",
-        "3. Predicted the vote fractions of the held-out 20 % of those galaxies and compared them with the "
-        "generator's true answer probabilities.",
+        f"`train(schema=decals_dr5_ortho_schema, model_architecture='tiny_cnn', color={c.color}, "
+        f"batch_size={c.pretrain_batch_size}, epochs={c.pretrain_epochs}, learning_rate={c.pretrain_learning_rate:g}, "
+        f"scheduler_params={c.pretrain_schedule()})`; best checkpoint (lowest validation loss) "
+        f"`{_rel(demo, demo.tree_checkpoint)}`.",
+        "3. Predicted the vote fractions of the held-out 20 % of those galaxies and compared them, and their 90 % "
+        "intervals, with the generator's true answer probabilities.",
     ]
-    if "rings" in m:
-        lines += [
+    if "rings" in demo.metrics:
+        lines.append(
             "4. Finetuned `FinetuneableZoobotClassifier(zoobot_checkpoint_loc=..., num_classes=2, "
             f"n_blocks={c.finetune_blocks})` on {len(demo.ring_train)} ring / no-ring galaxies "
-            f"({len(demo.ring_val)} for validation, {_plural(c.finetune_epochs, 'epoch')}).",
-            f"5. Predicted the {len(demo.ring_test)} held-out ring / no-ring galaxies.",
-        ]
-    for note in demo.skipped:
-        lines.append(f"- Skipped {note}.")
-    tree = m["tree"]
-    lines += [
-        "",
+            f"({len(demo.ring_val)} for validation, {_plural(c.finetune_epochs, 'epoch')})"
+            + ("; then the same classifier from a randomly initialised `tiny_cnn` (`name='tiny_cnn'`), same settings."
+               if "rings_random_encoder" in demo.metrics else "."))
+        lines.append(f"5. Predicted the {len(demo.ring_test)} held-out ring / no-ring galaxies.")
+    lines += [f"- Skipped {note}." for note in demo.skipped]
+    return lines + [""]
+
+
+def _report_tree(demo: _Demo) -> list:
+    tree = demo.metrics["tree"]
+    lines = [
         "## Decision-tree model: vote fractions of held-out galaxies",
         "",
-        f"Mean absolute error of the predicted vote fractions over all answers of questions asked (p >= 0.5): "
-        f"**{tree['mae']:.3f}**, against {tree['baseline_mae']:.3f} for predicting the average training galaxy "
-        f"every time ({tree['galaxies']} galaxies).",
+        f"Mean absolute error of the predicted vote fractions against the true answer probabilities: "
+        f"**{tree['mae']:.3f}**, against {tree['baseline_mae']:.3f} for predicting the average training galaxy every "
+        f"time: **{tree['mae_ratio']:.2f} x** the baseline ({tree['galaxies']} galaxies). Each question counts by "
+        "how likely it is to be asked (its reach), as in `zoobot.shared.metrics.truth_mae`.",
         "",
-        "| question | galaxies asked | MAE model | MAE average galaxy |",
-        "|---|---:|---:|---:|",
+        f"How sure is the model? Its 90 % intervals (of each answer's Beta marginal) hold the true probability "
+        f"**{tree['coverage'] * 100:.0f} %** of the time (ideal: 90 %; one image-blind Dirichlet fitted to the training votes: "
+        f"{_fmt(tree['baseline_coverage'] * 100, 0)} %). Below 90 % the model is overconfident, above it "
+        "underconfident.",
+        "",
+        "| question | galaxies | MAE model | MAE average galaxy | 90 % coverage model | 90 % coverage constant Dirichlet |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for question, row in tree["per_question"].items():
-        model_mae = "-" if row["mae"] is None else f"{row['mae']:.3f}"
-        base_mae = "-" if row["baseline_mae"] is None else f"{row['baseline_mae']:.3f}"
-        lines.append(f"| {question} | {row['galaxies']} | {model_mae} | {base_mae} |")
-    lines += ["", f"![Predicted vs true vote fractions]({_rel(demo, demo.figures['vote_fractions'])})", ""]
-    if "rings" in m:
-        r = m["rings"]
-        lines += [
-            "## Ring classifier: held-out galaxies",
-            "",
-            "| metric | model | constant guess |",
-            "|---|---:|---:|",
-            f"| accuracy (p >= 0.5) | {r['accuracy']:.3f} | {r['majority_accuracy']:.3f} |",
-            f"| ROC AUC | {r['roc_auc']:.3f} | 0.500 |",
-            f"| Brier score (lower is better) | {r['brier']:.3f} | {r['brier_constant']:.3f} |",
-            "",
-            f"{r['rings']} of the {r['galaxies']} test galaxies are rings; the model finds {r['true_positives']} of "
-            f"them, with {r['false_positives']} false alarms.",
-            "",
-            f"![Example galaxies]({_rel(demo, demo.figures['galaxies'])})",
-            "",
-            f"![Calibration curve]({_rel(demo, demo.figures['calibration'])})",
-            "",
-        ]
-    if "training_curves" in demo.figures:
-        lines += ["## Training curves", "", f"![Training curves]({_rel(demo, demo.figures['training_curves'])})", ""]
-    lines += ["## Files", ""]
-    for name, path in demo.predictions.items():
-        lines.append(f"- `{_rel(demo, path)}`: {name} predictions, one row per `id_str` "
-                     "(read with `zoobot.shared.load_predictions.load`)")
+        lines.append(f"| {question} | {row['galaxies']} | {_fmt(row['mae'])} | {_fmt(row['baseline_mae'])} | "
+                     f"{_fmt(row['coverage'], 2)} | {_fmt(row['baseline_coverage'], 2)} |")
     lines += [
-        "- `metrics.json`: the numbers above, the settings and the time per step",
-        f"- `pretrained_tree_{demo.backend}/`: checkpoints, `logs/metrics.csv`, `config.json`, split catalogs",
         "",
-        "## Timings",
+        f"![Predicted vs true vote fractions]({_rel(demo, demo.figures['vote_fractions'])})",
         "",
-        ", ".join(f"{k}: {v:.0f} s" for k, v in demo.timings.items()),
+        "Reliability plot. Left: of all the votes on answers predicted with a vote fraction near x, a fraction x "
+        "went to that answer when the fractions are calibrated (the diagonal). Right: the same coverage question "
+        "as above at every interval level, for the observed votes (beta-binomial predictive intervals) and for "
+        "the true probabilities; below the diagonal the model is overconfident.",
         "",
-        "## Next steps",
-        "",
-        "- Your own catalog: `zoobot finetune --catalog my_catalog.csv --label-cols my_label "
-        "--name hf-hub:mwalmsley/zoobot-encoder-convnext_nano --save-dir my_run` (see `docs/finetuning.md`).",
-        "- Predict with the demo's ring classifier: `zoobot predict --catalog CATALOG --checkpoint "
-        f"finetuned_rings_{demo.backend}/checkpoints/last{_CHECKPOINT_SUFFIX[demo.backend]} --save-loc preds.parquet`.",
+        f"![Reliability of the intervals]({_rel(demo, demo.figures['reliability'])})",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _report_rings(demo: _Demo) -> list:
+    m = demo.metrics
+    r, rand = m["rings"], m.get("rings_random_encoder")
+    pixel = m.get("rings_pixel_baseline_auc")
+    header = "| metric | pretrained encoder |" + (" random encoder |" if rand else "") + \
+        " pixel statistics | constant guess |"
+    rule = "|---|---:|" + ("---:|" if rand else "") + "---:|---:|"
+
+    def line(name, key, pixel_value, constant):
+        cells = [name, _fmt(r[key])] + ([_fmt(rand[key])] if rand else []) + [pixel_value, constant]
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [
+        "## Ring classifier: held-out galaxies",
+        "",
+        "The same classifier twice: finetuned from the pretrained tree model's encoder, and from a randomly "
+        "initialised one (same architecture, data, epochs and learning rates). The difference is what pretraining "
+        "on the votes brings. *Pixel statistics* is a logistic regression on each image's total flux and second "
+        "moment alone (`zoobot.shared.metrics.ring_baseline_auc`, 5-fold cross-validated on all "
+        f"{len(demo.rings_catalog)} labelled galaxies): how far brightness and size alone go.",
+        "",
+        header,
+        rule,
+        line("accuracy (p >= 0.5)", "accuracy", "-", f"{r['majority_accuracy']:.3f}"),
+        line("ROC AUC", "roc_auc", _fmt(pixel), "0.500"),
+        line("Brier score (lower is better)", "brier", "-", f"{r['brier_constant']:.3f}"),
+        "",
+        f"{r['rings']} of the {r['galaxies']} test galaxies are rings; the classifier from the pretrained encoder finds "
+        f"{r['true_positives']} of them, with {r['false_positives']} false alarms.",
+        "",
+        f"![Example galaxies]({_rel(demo, demo.figures['galaxies'])})",
+        "",
+        f"![Calibration curve]({_rel(demo, demo.figures['calibration'])})",
+        "",
+    ]
+    return lines
+
+
+def _report_files(demo: _Demo) -> list:
+    d, b, suffix = demo.save_dir, demo.backend, _CHECKPOINT_SUFFIX[demo.backend]
+    lines = [
+        "## Files",
+        "",
+        "Paths as you can type them from where the demo ran:",
+        "",
+        f"- `{_shown(demo, d / 'data' / 'votes' / 'catalog.parquet')}`: the {demo.config.n_pretrain} galaxies with "
+        "volunteer votes (`id_str`, `file_loc`, one count column per answer, `..._true-prob`); the tree model's "
+        f"splits are in `{_shown(demo, d / f'pretrained_tree_{b}')}/{{train,val,test}}_catalog.parquet`",
+        f"- `{_shown(demo, d / 'data' / 'rings' / 'catalog.parquet')}`: the labelled ring / no-ring galaxies "
+        "(`id_str`, `file_loc`, `ring`); their splits are `train_catalog.parquet`, `val_catalog.parquet` and "
+        "`test_catalog.parquet` in the same folder",
+        f"- `{_shown(demo, demo.tree_checkpoint)}`: the tree model (its best checkpoint)",
+    ]
+    if getattr(demo, "ring_checkpoint", None) is not None:
+        lines.append(f"- `{_shown(demo, demo.ring_checkpoint)}`: the ring classifier (its best checkpoint; "
+                     f"`checkpoints/last{suffix}` next to it is only the last epoch)")
+    for name, path in demo.predictions.items():
+        lines.append(f"- `{_shown(demo, path)}`: {_PREDICTION_FILES[name]}, one row per `id_str` "
+                     "(read with `zoobot.shared.load_predictions.load`)")
+    lines += [f"- `{_shown(demo, d / 'metrics.json')}`: the numbers above, the settings and the time per step", ""]
+    return lines
+
+
+_PREDICTION_FILES = {
+    "tree": "the tree model's Dirichlet concentrations for the held-out vote galaxies",
+    "rings": "p(ring) of the held-out ring / no-ring galaxies, classifier from the pretrained encoder",
+    "rings_random_encoder": "the same from the random-encoder classifier",
+}
+
+
+def _report_next_steps(demo: _Demo) -> list:
+    d, b, c = demo.save_dir, demo.backend, demo.config
+    zoobot = "zoobot" if b == "pytorch" else "zoobot --backend tensorflow"
+    lines = ["## Next steps", ""]
+    if getattr(demo, "ring_checkpoint", None) is not None:
+        lines += [
+            "Predict galaxies with the demo's ring classifier (its best checkpoint):",
+            "",
+            "```bash",
+            f"{zoobot} predict --catalog {_shown(demo, d / 'data' / 'rings' / 'test_catalog.parquet')} "
+            f"--checkpoint {_shown(demo, demo.ring_checkpoint)} --save-loc ring_predictions.parquet --num-workers 0",
+            "```",
+            "",
+        ]
+    lines += [
+        "Finetune your own classifier from the demo's tree model (offline; a CPU-sized run):",
+        "",
+        "```bash",
+        f"{zoobot} finetune --catalog {_shown(demo, d / 'data' / 'rings' / 'catalog.parquet')} --label-cols ring "
+        f"--checkpoint {_shown(demo, demo.tree_checkpoint)} --n-blocks {c.finetune_blocks} "
+        f"--learning-rate {c.finetune_learning_rate:g} --max-epochs {c.finetune_epochs} "
+        f"--resize-size {demo.config.image_size} --num-workers 0 --save-dir my_rings",
+        "```",
+        "",
+        "- For real galaxies start from a pretrained Zoobot encoder (`--name hf-hub:mwalmsley/zoobot-encoder-"
+        "convnext_nano`, downloaded once): see `docs/guides/finetuning.md` and `docs/pretrained_models.md`.",
+        f"- Training a tree model from scratch: `docs/guides/training_from_scratch_{b}.md`.",
+        "",
+    ]
+    return lines
