@@ -450,6 +450,10 @@ class Trainer:
         Use only the first batches of each epoch (quick runs).
     log_every_n_steps : int, optional
         Accepted for Lightning compatibility; metrics are logged once per epoch.
+    overwrite : bool, default False
+        One run per ``default_root_dir``: the first ``fit`` into a folder holding another run's checkpoints
+        deletes that run with ``overwrite=True``, continues it with ``ckpt_path``, and is refused otherwise
+        (:class:`~zoobot.shared.run_dir.SaveDirInUseError`).
 
     Attributes
     ----------
@@ -465,7 +469,7 @@ class Trainer:
     def __init__(self, default_root_dir=None, max_epochs: int = 100, devices="auto", accelerator="auto",
                  logger=None, callbacks=None, enable_progress_bar: bool = True, gradient_clip_val=None,
                  enable_checkpointing: bool = True, limit_train_batches=None, limit_val_batches=None,
-                 log_every_n_steps=None):
+                 log_every_n_steps=None, overwrite: bool = False):
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
             raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
         for what, value in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches)):
@@ -494,6 +498,8 @@ class Trainer:
         self.current_epoch = 0
         self.global_step = 0
         self.model = None
+        self.overwrite = bool(overwrite)
+        self._claimed = False
 
     # ------------------------------------------------------------------------- set-up
     @staticmethod
@@ -674,6 +680,7 @@ class Trainer:
         if ckpt_path is not None:
             raise NotImplementedError("Resuming a finetuning run from a checkpoint is not implemented for "
                                       "TensorFlow; load weights with load_from_checkpoint and fit again.")
+        self._claim_save_dir(ckpt_path)
         train_ds, val_ds, dm = self._fit_data(train_dataloaders, val_dataloaders, datamodule)
         if getattr(dm, "label_cols", None):  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
             model.hparams["label_cols"] = [str(c) for c in dm.label_cols]
@@ -731,6 +738,16 @@ class Trainer:
                 replay.free()
             elif cache is not None:
                 cache.stop()
+
+    def _claim_save_dir(self, ckpt_path) -> None:
+        """One run per save_dir: the first fit may not write next to another run's checkpoints."""
+        if self._claimed or self.default_root_dir is None:
+            return
+        from zoobot.shared.run_dir import claim_save_dir_for_fit
+
+        claim_save_dir_for_fit(self.default_root_dir, resuming=ckpt_path is not None, overwrite=self.overwrite,
+                               last="last.keras")
+        self._claimed = True
 
     def _limit(self, train_ds, val_ds):
         if self.limit_train_batches:
