@@ -360,6 +360,54 @@ def test_a_stopped_finetune_resumes_to_the_weights_of_an_uninterrupted_one(relea
 
 
 @pytest.mark.slow
+@pytest.mark.tf
+def test_a_stopped_tensorflow_finetune_resumes_to_the_weights_of_an_uninterrupted_one(release_models, tmp_path):
+    """The TensorFlow twin: ``zoobot --backend tensorflow finetune`` rerun in its save_dir continues from
+    ``last.keras`` (weights, optimizer state, epoch, early stopping, best checkpoints), to exactly the weights
+    and optimizer state of an uninterrupted run on the CPU (before: refused unless --overwrite)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    catalog = tmp_path / "rings.csv"
+    _ring_labels(tmp_path, catalog)
+
+    def finetune(save_dir, epochs):
+        result = run_zoobot("--backend", "tensorflow", "finetune", "--catalog", catalog, "--label-cols", "ring",
+                            "--checkpoint", release_models["tensorflow"], "--save-dir", save_dir, "--max-epochs",
+                            epochs, "--n-blocks", -1, "--learning-rate", 1e-3, "--accelerator", "cpu", *QUIET)
+        assert result.returncode == 0, describe(result)
+        return result
+
+    def arrays(save_dir) -> dict:
+        """Every array of last.keras (model weights and optimizer variables), by name."""
+        with zipfile.ZipFile(save_dir / "checkpoints" / "last.keras") as archive:
+            store = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        found = {}
+        store.visititems(lambda name, item: found.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                         else None)
+        return found
+
+    finetune(tmp_path / "whole", 3)
+    finetune(tmp_path / "stopped", 1)
+    resumed = finetune(tmp_path / "stopped", 3)
+    assert "Resuming" in resumed.stdout, describe(resumed)
+    whole, again = arrays(tmp_path / "whole"), arrays(tmp_path / "stopped")
+    assert sorted(whole) == sorted(again) and any("optimizer" in name for name in whole)
+    for name, value in whole.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
+    # metrics.csv: each training epoch once, with the uninterrupted run's values (test rows aside)
+    epochs = [pd.read_csv(tmp_path / name / "logs" / "metrics.csv").dropna(subset=["finetuning/train_loss"])
+              for name in ("whole", "stopped")]
+    assert epochs[1]["epoch"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(epochs[1].reset_index(drop=True), epochs[0].reset_index(drop=True))
+    assert checkpoint_names(tmp_path / "stopped") == checkpoint_names(tmp_path / "whole")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigterm_during_finetuning_exits_143_and_says_where_to_resume(backend, release_models, tmp_path):
     import signal

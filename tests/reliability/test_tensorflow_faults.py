@@ -270,3 +270,32 @@ def test_a_model_error_stops_prediction_and_the_finished_chunks_stay_resumable(r
     tf_modules["predict"](rings_catalog, model, save_loc=save_loc, datamodule_kwargs=options)
     assert seen[1] == rings_catalog["id_str"].tolist()[8:]
     assert pd.read_parquet(save_loc)["id_str"].tolist() == rings_catalog["id_str"].tolist()
+
+
+def test_bad_images_in_prediction_print_no_traceback(broken_catalog, release_models, tmp_path):
+    """Issue 12.9: the TensorFlow API reports bad images in one summary warning, never with a traceback per image
+    (checked in a child process with TensorFlow's own logging at its default level, as a user runs it)."""
+    import os
+    import subprocess
+    import sys
+
+    from .helpers import subprocess_env
+
+    catalog, _ = broken_catalog
+    path = tmp_path / "catalog.csv"
+    catalog[catalog["id_str"] != "missing_png"].to_csv(path, index=False)
+    script = (
+        "import pandas as pd, zoobot.tensorflow\n"
+        "from zoobot.tensorflow.estimators.define_model import ZoobotTree\n"
+        "from zoobot.tensorflow.predictions.predict_on_catalog import predict\n"
+        f"predict(pd.read_csv({str(path)!r}), ZoobotTree.load_from_checkpoint({str(release_models['tensorflow'])!r}), "
+        f"save_loc={str(tmp_path / 'p.parquet')!r}, on_bad_image='record', "
+        "datamodule_kwargs=dict(batch_size=5, num_workers=0))\n"
+    )
+    env = subprocess_env(PYTHONWARNINGS="default")
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                            cwd=os.fspath(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count("could not be read; their predictions are NaN") == 1, result.stderr[-3000:]

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, PixelScaleError
-from zoobot.shared.images import load_image, to_channels
+from zoobot.shared.images import load_image, reset_image_warnings, to_channels
 
 RNG = np.random.default_rng(0)
 
@@ -40,7 +40,9 @@ def test_png_modes(tmp_path, mode, expected_channels):
 def test_sixteen_bit_png_scaled_to_uint8(tmp_path):
     values = np.array([[0, 65535], [257 * 100, 257 * 200]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")
-    out = load_image(tmp_path / "deep.png")
+    reset_image_warnings()
+    with pytest.warns(UserWarning, match="only 2x2 pixels"):
+        out = load_image(tmp_path / "deep.png")
     np.testing.assert_array_equal(out[:, :, 0], [[0, 255], [100, 200]])
 
 
@@ -127,9 +129,11 @@ def test_fits_cube_minmax_nan_and_first_hdu_with_data(tmp_path):
 
 def test_fits_none_scaling_requires_unit_range(tmp_path):
     fits.PrimaryHDU(np.full((4, 4), 0.25)).writeto(tmp_path / "ok.fit")
-    np.testing.assert_allclose(load_image(tmp_path / "ok.fit", fits_scaling="none"), 0.25)
-    fits.PrimaryHDU(np.full((4, 4), 3.0)).writeto(tmp_path / "bad.fits")
-    with pytest.raises(PixelScaleError, match=r"expects floats in \[0, 1\].*\[3, 3\]"):
+    reset_image_warnings()
+    with pytest.warns(UserWarning, match="pixels all equal 0.25"):
+        np.testing.assert_allclose(load_image(tmp_path / "ok.fit", fits_scaling="none"), 0.25)
+    fits.PrimaryHDU(np.arange(16.0).reshape(4, 4) / 5).writeto(tmp_path / "bad.fits")
+    with pytest.raises(PixelScaleError, match=r"expects floats in \[0, 1\].*\[0, 3\]"):
         load_image(tmp_path / "bad.fits", fits_scaling="none")
 
 
@@ -193,3 +197,34 @@ def test_fits_without_astropy_is_e12(tmp_path, monkeypatch):
         monkeypatch.setitem(__import__("sys").modules, name, None)  # simulate an environment without astropy
     with pytest.raises(MissingDependencyError, match=r'Reading FITS images needs .*astropy.*pip install "zoobot\[fits\]"'):
         load_image(tmp_path / "g.fits")
+
+
+def test_a_tiny_image_warns_once_naming_the_first_file(tmp_path):
+    """Issue 12.9: a 1x1 cutout is read (and would be resized like any image) but warns, once per process."""
+    for name in ("one.png", "two.png"):
+        Image.fromarray(rgb_pixels(1, 1)).save(tmp_path / name)
+    Image.fromarray(rgb_pixels(4, 4)).save(tmp_path / "small_but_fine.png")
+    reset_image_warnings()
+    with pytest.warns(UserWarning) as caught:
+        assert load_image(tmp_path / "one.png", id_str="g1").shape == (1, 1, 3)
+        load_image(tmp_path / "two.png")
+        load_image(tmp_path / "small_but_fine.png")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert "id_str 'g1'" in messages[0] and "one.png" in messages[0] and "only 1x1 pixels" in messages[0]
+
+
+def test_a_constant_fits_image_warns_once_naming_the_first_file(tmp_path):
+    """Issue 12.9: a FITS image of one value is blank after any stretch; it warns, once per process."""
+    for name, value in (("flat.fits", 7.5), ("also_flat.fits", 0.0)):
+        fits.PrimaryHDU(np.full((8, 8), value, dtype=np.float32)).writeto(tmp_path / name)
+    varied = np.arange(64, dtype=np.float32).reshape(8, 8)
+    fits.PrimaryHDU(varied).writeto(tmp_path / "varied.fits")
+    reset_image_warnings()
+    with pytest.warns(UserWarning) as caught:
+        load_image(tmp_path / "flat.fits", id_str="g7")
+        load_image(tmp_path / "also_flat.fits")
+        load_image(tmp_path / "varied.fits")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert "id_str 'g7'" in messages[0] and "flat.fits" in messages[0] and "pixels all equal 7.5" in messages[0]

@@ -364,3 +364,19 @@ def test_create_shards_example_smoke_and_help(tmp_path, capsys):
     loaded = create_shards.load_shard_config(tmp_path / "smoke")
     assert loaded.ready() and sum(loaded.row_counts.values()) == 30
     assert "First train batch: matrix (8, 32, 32, 3) uint8" in capsys.readouterr().out
+
+
+def test_a_tiny_png_warns_once_naming_its_file(tmp_path):
+    """Issue 12.9, the TensorFlow decoder's twin of the shared loader's warning (tests/shared/test_images.py)."""
+    from zoobot.shared.images import reset_image_warnings
+
+    Image.fromarray(np.full((1, 1, 3), 90, np.uint8)).save(tmp_path / "one.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "fine.png")
+    reset_image_warnings()
+    with pytest.warns(UserWarning) as caught:
+        image = image_datasets.read_image_file(tf.constant(str(tmp_path / "one.png")), tf.constant("g1"))
+        image_datasets.read_image_file(tf.constant(str(tmp_path / "one.png")))
+        image_datasets.read_image_file(tf.constant(str(tmp_path / "fine.png")))
+    assert image.shape == (1, 1, 3)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "id_str 'g1'" in messages[0] and "only 1x1 pixels" in messages[0], messages

@@ -113,10 +113,10 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
         learning_rate=learning_rate, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
         resize_after_crop=resize_size, channels=channels, seed=seed, model_class=cls.__name__,
     )
-    # one run per save_dir: a killed run with the same arguments resumes (PyTorch), another is refused
-    last = pathlib.Path(save_dir) / "checkpoints" / "last.ckpt"
-    resuming = claim_save_dir(save_dir, config, resume=True, overwrite=overwrite,
-                              resumable=STATE.backend == "pytorch" and last.is_file(), ignore=_RESUMABLE_CHANGES)
+    # one run per save_dir: a killed run with the same arguments resumes, another is refused
+    last = pathlib.Path(save_dir) / "checkpoints" / ("last.ckpt" if STATE.backend == "pytorch" else "last.keras")
+    resuming = claim_save_dir(save_dir, config, resume=True, overwrite=overwrite, resumable=last.is_file(),
+                              ignore=_RESUMABLE_CHANGES)
 
     datamodule = backend_module("datasets").GalaxyDataModule(
         label_cols=label_cols, **splits, batch_size=batch_size, resize_after_crop=resize_size,

@@ -28,7 +28,8 @@ from zoobot.shared.errors import (
 )
 from zoobot.shared.preprocessing import FitsScaling
 
-__all__ = ["load_image", "to_channels", "image_format", "minimum_decode_size", "IMAGE_EXTENSIONS", "FITS_SCALINGS"]
+__all__ = ["load_image", "to_channels", "image_format", "minimum_decode_size", "warn_if_tiny", "reset_image_warnings",
+           "IMAGE_EXTENSIONS", "FITS_SCALINGS", "MIN_IMAGE_SIDE"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,11 @@ _FITS_EXTENSIONS = (".fits", ".fit", ".fits.gz", ".fit.gz")
 IMAGE_EXTENSIONS = _PIL_EXTENSIONS + _FITS_EXTENSIONS
 #: Named values of ``fits_scaling`` (a dict or :class:`~zoobot.shared.preprocessing.FitsScaling` also works).
 FITS_SCALINGS = ("percentile", "minmax", "none", "asinh")
+#: Images with a side shorter than this (pixels) warn: resized to the model's input, they hold no galaxy.
+MIN_IMAGE_SIDE = 4
 _logged_grey_to_colour = False
+#: Kinds of odd image already warned about in this process (each kind warns once, naming its first file).
+_warned: set = set()
 
 
 def image_format(file_loc, *, id_str=None) -> str:
@@ -152,8 +157,48 @@ def load_image(file_loc, fits_scaling: str = "percentile", *, id_str=None, targe
     if not os.path.isfile(file_loc):
         raise ImageLoadError(f"{_where(file_loc, id_str)}: no such file (working directory {os.getcwd()!r}).")
     if fmt == "fits":
-        return _load_fits(file_loc, fits_scaling, id_str)
-    return _load_pil(file_loc, id_str, target_size)
+        image = _load_fits(file_loc, fits_scaling, id_str)
+    else:
+        image = _load_pil(file_loc, id_str, target_size)
+    warn_if_tiny(image.shape, file_loc, id_str)
+    return image
+
+
+def warn_if_tiny(shape, file_loc, id_str=None) -> None:
+    """Warn (once per process, naming the first such file) about an image with a side under :data:`MIN_IMAGE_SIDE`.
+
+    A 1x1 cutout is resized to the model's input size like any other image, so it is predicted on without an
+    error; it holds no galaxy, though.
+
+    Examples
+    --------
+    >>> warn_if_tiny((64, 64, 3), 'galaxy.png')  # no warning
+    """
+    height, width = (int(side) for side in shape[:2])
+    if min(height, width) >= MIN_IMAGE_SIDE:
+        return
+    _warn_once("tiny", f"{_who(file_loc, id_str)} is only {height}x{width} pixels: it is resized to the model's "
+                       "input size like any other image, but holds no galaxy to measure. Check the cutouts "
+                       "(further images this small are not warned about).")
+
+
+def _warn_once(kind: str, message: str) -> None:
+    import warnings
+
+    if kind in _warned:
+        return
+    _warned.add(kind)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def reset_image_warnings() -> None:
+    """Let each kind of odd image (tiny, constant FITS) warn again (they warn once per process)."""
+    _warned.clear()
+
+
+def _who(file_loc, id_str) -> str:
+    who = f"id_str {str(id_str)!r}, " if id_str is not None else ""
+    return f"The image of {who}file_loc {str(os.fspath(file_loc))!r}"
 
 
 def _where(file_loc, id_str) -> str:
@@ -246,6 +291,11 @@ def _load_fits(file_loc, fits_scaling, id_str) -> np.ndarray:
             f"{_where(file_loc, id_str)}: all {data.size} pixels are NaN or infinite, so the file holds no image "
             "data. Re-make the cutout, or drop this galaxy from the catalog."
         )
+    values = data[finite]
+    if values.min() == values.max():
+        _warn_once("constant", f"{_who(file_loc, id_str)} is a FITS image whose pixels all equal {values.min():.6g}: "
+                               "it is blank after scaling, so the model predicts on no galaxy. Check the cutouts "
+                               "(further constant FITS images are not warned about).")
     if fits_scaling.interval == "none":
         values = data[finite]
         if values.size and (values.min() < -1e-3 or values.max() > 1 + 1e-3):

@@ -22,7 +22,8 @@ import pathlib
 import shutil
 from typing import Mapping, Sequence
 
-__all__ = ["SaveDirInUseError", "RUN_FILES", "checkpoint_files", "claim_save_dir", "clear_run", "check_save_dir"]
+__all__ = ["SaveDirInUseError", "RUN_FILES", "checkpoint_files", "claim_save_dir", "claim_save_dir_for_fit", "clear_run",
+           "check_save_dir"]
 
 #: What a training run writes into its ``save_dir`` (and what ``overwrite=True`` deletes; nothing else is).
 RUN_FILES = ("checkpoints", "backup", "logs", "config.json", "train_catalog.parquet", "val_catalog.parquet",
@@ -113,14 +114,61 @@ def claim_save_dir(save_dir, config: Mapping, *, resume: bool, overwrite: bool, 
     if resume and resumable:
         check_resume_config(save_dir, config, ignore=ignore)
         return True
-    shown = ", ".join(path.relative_to(save_dir).as_posix() for path in existing[:4])
     why = ("resume=False was given" if resumable else
            "that run cannot be resumed (it has no last checkpoint)")
     raise SaveDirInUseError(
-        f"{save_dir} already holds the checkpoints of another run ({shown}{', ...' if len(existing) > 4 else ''}) "
-        f"and {why}. Pass overwrite=True (command line: --overwrite) to replace that run, rerun with the same "
-        "arguments and resume=True to continue it, or choose a new save_dir."
+        f"{_holds_another_run(save_dir, existing)} and {why}. Pass overwrite=True (command line: --overwrite) to "
+        "replace that run, rerun with the same arguments and resume=True to continue it, or choose a new save_dir."
     )
+
+
+def claim_save_dir_for_fit(save_dir, *, resuming: bool, overwrite: bool, last: str, clear: bool = True) -> None:
+    """May a finetuning ``fit`` (Python API) write its checkpoints into ``save_dir``?
+
+    The rule of :func:`claim_save_dir` for ``trainer.fit``, which knows no run arguments: a fit that resumes
+    (``ckpt_path`` given) or finds no checkpoints may go on; ``overwrite`` deletes the earlier run's files
+    (:data:`RUN_FILES`); anything else is refused, so that no ``last-v1.ckpt`` appears next to another
+    run's ``last.ckpt``.
+
+    Parameters
+    ----------
+    save_dir : str or path-like
+    resuming : bool
+        ``fit`` was given a ``ckpt_path`` to continue from.
+    overwrite : bool
+        ``get_trainer(..., overwrite=True)``.
+    last : str
+        The backend's last checkpoint name (``'last.ckpt'``, ``'last.keras'``), for the message.
+    clear : bool
+        Whether this process deletes the old files (False on all but one process of a multi-process run).
+
+    Raises
+    ------
+    SaveDirInUseError
+        ``save_dir`` holds checkpoints, and the fit neither resumes nor overwrites them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> claim_save_dir_for_fit(tempfile.mkdtemp(), resuming=False, overwrite=False, last='last.ckpt')
+    """
+    existing = checkpoint_files(save_dir)
+    if not existing or resuming:
+        return
+    if overwrite:
+        if clear:
+            clear_run(save_dir)
+        return
+    last_path = pathlib.Path(save_dir) / "checkpoints" / last
+    raise SaveDirInUseError(
+        f"{_holds_another_run(save_dir, existing)}. Pass get_trainer(..., overwrite=True) to replace that run, "
+        f"trainer.fit(..., ckpt_path={str(last_path)!r}) to continue it, or choose a new save_dir."
+    )
+
+
+def _holds_another_run(save_dir, existing: Sequence[pathlib.Path]) -> str:
+    shown = ", ".join(path.relative_to(save_dir).as_posix() for path in existing[:4])
+    return f"{save_dir} already holds the checkpoints of another run ({shown}{', ...' if len(existing) > 4 else ''})"
 
 
 def check_save_dir(save_dir, what: str = "checkpoints, logs and config.json") -> None:

@@ -1692,8 +1692,13 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 # =============================================================================================
 
 def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,
-                patience: int = 10, devices="auto", accelerator="auto", logger=None, **trainer_kwargs):
+                patience: int = 10, devices="auto", accelerator="auto", logger=None, overwrite: bool = False,
+                **trainer_kwargs):
     """A Lightning ``Trainer`` set up for finetuning [S].
+
+    One run per ``save_dir`` (docs/reliability.md): ``fit`` into a folder that holds another run's
+    checkpoints is refused with :class:`~zoobot.shared.run_dir.SaveDirInUseError`, unless it resumes
+    (``trainer.fit(..., ckpt_path=save_dir/checkpoints/last.ckpt)``) or ``overwrite=True``.
 
     Parameters
     ----------
@@ -1710,6 +1715,9 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
         As in Lightning (``'auto'``, ``'cpu'``, ``'gpu'``, ...).
     logger : Lightning logger, False or None
         None: a CSVLogger in ``save_dir/logs``; False: no logging.
+    overwrite : bool, default False
+        ``fit`` deletes the run already in ``save_dir`` (its checkpoints, logs and ``config.json``) and starts
+        afresh, instead of being refused.
     **trainer_kwargs
         Passed to ``lightning.Trainer`` (``callbacks`` are added to ours).
 
@@ -1752,8 +1760,30 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     # every metric is logged per epoch, so the interval only decides whether Lightning warns about short epochs
     trainer_kwargs.setdefault("log_every_n_steps", 1)
     trainer_kwargs = console_trainer_kwargs({**trainer_kwargs, "callbacks": callbacks})  # quiet, log-file friendly
-    return L.Trainer(default_root_dir=str(save_dir), max_epochs=max_epochs, devices=devices, accelerator=accelerator,
-                     logger=logger, **trainer_kwargs)
+    return _FinetuneTrainer(default_root_dir=str(save_dir), max_epochs=max_epochs, devices=devices,
+                            accelerator=accelerator, logger=logger, overwrite=overwrite, **trainer_kwargs)
+
+
+class _FinetuneTrainer(L.Trainer):
+    """Lightning's ``Trainer`` that claims its ``save_dir`` when ``fit`` starts (one run per ``save_dir``).
+
+    Without the claim, Lightning's ``ModelCheckpoint`` writes ``last-v1.ckpt`` / ``epoch=0-v1.ckpt`` next to
+    another run's ``last.ckpt``. The first ``fit`` of this trainer claims the folder; later ones continue its run.
+    """
+
+    def __init__(self, *args, overwrite: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._overwrite = bool(overwrite)
+        self._claimed = False
+
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None, **kwargs):
+        from zoobot.shared.run_dir import claim_save_dir_for_fit
+
+        if not self._claimed:
+            claim_save_dir_for_fit(self.default_root_dir, resuming=ckpt_path is not None, overwrite=self._overwrite,
+                                   last="last.ckpt", clear=self.is_global_zero)
+            self._claimed = True
+        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
 
 
 def load_pretrained_zoobot(checkpoint_loc) -> nn.Module:

@@ -340,11 +340,30 @@ def read_image_file(file_loc, id_str=None, channels: int = 3, min_size: int | No
         image = tf.cond(is_jpeg, lambda: _decode_jpeg_reduced(contents, int(min_size)),
                         lambda: tf.io.decode_png(contents, channels=3))
     image.set_shape([None, None, 3])
+    image = _warn_if_tiny(image, file_loc, file_loc if id_str is None else id_str)
     if channels == 1:
         image = tf.cast(tf.round(tf.reduce_mean(tf.cast(image, tf.float32), axis=-1, keepdims=True)), tf.uint8)
     elif channels != 3:
         raise ValueError(f"channels must be 1 or 3, got {channels!r}.")
     return image
+
+
+def _warn_if_tiny(image: tf.Tensor, file_loc, id_str) -> tf.Tensor:
+    """``image``, after :func:`zoobot.shared.images.warn_if_tiny` when a side is under ``MIN_IMAGE_SIDE`` pixels
+    (Python runs only for such images; the warning shows once per process)."""
+    from zoobot.shared import images
+
+    def warn(shape, path, ident):
+        path, ident = (np.asarray(v).item() for v in (path, ident))  # 0-d arrays of bytes
+        images.warn_if_tiny(shape, *(v.decode() if isinstance(v, bytes) else str(v) for v in (path, ident)))
+        return np.int32(0)
+
+    shape = tf.shape(image)
+    tiny = tf.reduce_min(shape[:2]) < images.MIN_IMAGE_SIDE
+    done = tf.cond(tiny, lambda: tf.numpy_function(warn, [shape, file_loc, id_str], tf.int32, stateful=True),
+                   lambda: tf.constant(0, tf.int32))
+    with tf.control_dependencies([done]):
+        return tf.identity(image)
 
 
 def _decode_jpeg_reduced(contents: tf.Tensor, min_size: int) -> tf.Tensor:

@@ -1880,11 +1880,15 @@ _FINETUNE_CLASS_NAMES = ("FinetuneableZoobotClassifier", "FinetuneableZoobotRegr
 # =============================================================================================
 
 def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,
-                patience: int = 10, devices="auto", accelerator="auto", logger=None, **trainer_kwargs):
+                patience: int = 10, devices="auto", accelerator="auto", logger=None, overwrite: bool = False,
+                **trainer_kwargs):
     """A :class:`~zoobot.tensorflow.training.trainer.Trainer` set up for finetuning [S].
 
     The twin of the PyTorch ``get_trainer`` (which returns a Lightning ``Trainer``), with the same
-    methods: ``fit(model, datamodule)``, ``validate``, ``test``, ``predict``.
+    methods: ``fit(model, datamodule)``, ``validate``, ``test``, ``predict``. One run per ``save_dir``
+    (docs/reliability.md): ``fit`` into a folder that holds another run's checkpoints is refused with
+    :class:`~zoobot.shared.run_dir.SaveDirInUseError`, unless it resumes
+    (``trainer.fit(..., ckpt_path=save_dir/checkpoints/last.keras)``) or ``overwrite=True``.
 
     Parameters
     ----------
@@ -1906,6 +1910,9 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     logger : logger, False or None
         None: a :class:`~zoobot.tensorflow.training.trainer.CSVLogger` in ``save_dir/logs``;
         False: no logging; or any object with ``log_metrics(metrics, step)`` (or a wandb run).
+    overwrite : bool, default False
+        ``fit`` deletes the run already in ``save_dir`` (its checkpoints, logs and ``config.json``) and starts
+        afresh, instead of being refused.
     **trainer_kwargs
         Passed to the Trainer: ``callbacks`` (Keras callbacks, added to ours),
         ``enable_progress_bar``, ``gradient_clip_val``, ``enable_checkpointing``,
@@ -1929,7 +1936,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
 
     check_save_dir(save_dir, "the finetuning checkpoints and logs")
     accepted = set(inspect.signature(trainer_module.Trainer.__init__).parameters) - {
-        "self", "default_root_dir", "max_epochs", "devices", "accelerator", "logger"}
+        "self", "default_root_dir", "max_epochs", "devices", "accelerator", "logger", "overwrite"}
     unknown = sorted(set(trainer_kwargs) - accepted)
     if unknown:
         raise TypeError(f"get_trainer got unexpected keyword argument(s) {unknown}: the TensorFlow Trainer takes "
@@ -1946,7 +1953,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
         logger = trainer_module.CSVLogger(save_dir=save_dir, name="logs", version="")
     return trainer_module.Trainer(default_root_dir=save_dir, max_epochs=max_epochs, devices=devices,
                                   accelerator=accelerator, logger=logger, callbacks=ours + callbacks,
-                                  **trainer_kwargs)
+                                  overwrite=overwrite, **trainer_kwargs)
 
 
 def load_pretrained_zoobot(checkpoint_loc):

@@ -103,6 +103,22 @@ class CSVLogger:
             with open(self.metrics_file, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerow(row)
 
+    def resume(self, epoch: int) -> None:
+        """Continue an existing ``metrics.csv`` from a resumed fit: keep its rows up to ``epoch`` (a row of a later
+        epoch was logged after the checkpoint the fit resumes from), so each epoch appears once."""
+        if not self.metrics_file.is_file() or self._rows:
+            return
+        frame = pd.read_csv(self.metrics_file)
+        if "epoch" in frame:
+            frame = frame[frame["epoch"].isna() | (frame["epoch"] <= epoch)]
+        self._columns = list(dict.fromkeys(["epoch", "step", *frame.columns]))
+        self._rows = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+                      for row in frame.to_dict("records")]
+        with open(self.metrics_file, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(self._rows)
+
     def log_hyperparams(self, params: dict) -> None:
         """Write ``hparams.json``."""
         from zoobot.shared.training_config import to_jsonable
@@ -171,6 +187,8 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self.last_model_path = ""
         self.best_k_models: dict = {}
         self.global_step = 0
+        #: Set by :class:`Trainer`: a callable ``epoch -> dict`` written into ``last.keras`` so a fit can resume it.
+        self.state_source = None
 
     def format_checkpoint_name(self, metrics: dict) -> pathlib.Path:
         """The file for these metrics (``epoch``, ``step`` and logged values)."""
@@ -205,11 +223,22 @@ class ModelCheckpoint(keras.callbacks.Callback):
                 saved = self._maybe_save_best(score, {**logs, "epoch": epoch, "step": step})
         if self.save_last:
             path = self.dirpath / "last.keras"
-            if saved is not None:  # the same weights were just serialised: copying is ~100x cheaper than saving again
-                _atomic_copy(saved, path)
-            else:
-                _atomic_save(self.model, path)
             self.last_model_path = str(path)
+            state = None if self.state_source is None else self.state_source(epoch)
+            if saved is not None:  # the same weights were just serialised: copying is ~100x cheaper than saving again
+                _atomic_copy(saved, path, state)
+            else:
+                _atomic_save(self.model, path, state)
+
+    def state_dict(self) -> dict:
+        """What a resumed fit needs of this callback (JSON)."""
+        return {"best_k_models": dict(self.best_k_models), "best_model_path": self.best_model_path,
+                "best_model_score": self.best_model_score}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_k_models = {str(k): float(v) for k, v in state.get("best_k_models", {}).items()}
+        self.best_model_path = state.get("best_model_path", "")
+        self.best_model_score = state.get("best_model_score")
 
     def _maybe_save_best(self, score: float, metrics: dict) -> pathlib.Path | None:
         """Save a best-k file if ``score`` earns one; return its path (None if nothing was saved)."""
@@ -231,19 +260,56 @@ class ModelCheckpoint(keras.callbacks.Callback):
         return path
 
 
-def _atomic_save(model, path: pathlib.Path) -> None:
+#: The entry of ``last.keras`` (a zip file) that holds the trainer state a resumed fit needs; Keras ignores it.
+TRAINER_STATE_ENTRY = "zoobot_trainer_state.json"
+
+
+def _atomic_save(model, path: pathlib.Path, state: dict | None = None) -> None:
     """Write ``path`` via a temporary file, so a killed run never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(str(tmp))
+    _add_state(tmp, state)
     os.replace(tmp, path)
 
 
-def _atomic_copy(source: pathlib.Path, path: pathlib.Path) -> None:
+def _atomic_copy(source: pathlib.Path, path: pathlib.Path, state: dict | None = None) -> None:
     """Copy a saved checkpoint to ``path`` via a temporary file (atomic, like :func:`_atomic_save`)."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     shutil.copyfile(source, tmp)
+    _add_state(tmp, state)
     os.replace(tmp, path)
+
+
+def _add_state(path: pathlib.Path, state: dict | None) -> None:
+    """Add the trainer state to a ``.keras`` file (before it gets its final name: atomic with the weights)."""
+    if state is None:
+        return
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(TRAINER_STATE_ENTRY, json.dumps(state))
+
+
+def read_trainer_state(path) -> dict:
+    """The trainer state saved in a finetuning run's ``last.keras`` (epoch, early-stopping and best-checkpoint state).
+
+    Raises
+    ------
+    ValueError
+        The file holds none (not a ``last.keras`` of a finetuning run of this release).
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(TRAINER_STATE_ENTRY))
+    except (KeyError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(
+            f"Cannot resume finetuning from {os.fspath(path)}: it holds no trainer state ({type(err).__name__}: "
+            f"{err}). Resume from the last.keras of a finetuning run (save_dir/checkpoints/last.keras), or load "
+            "the weights with load_from_checkpoint and fit afresh."
+        ) from None
 
 
 class EarlyStopping(keras.callbacks.Callback):
@@ -284,6 +350,17 @@ class EarlyStopping(keras.callbacks.Callback):
         self.stopped_epoch = 0
         self.stopping_reason = None
         self.best_score = math.inf if self.mode == "min" else -math.inf
+        restored, self._restored = getattr(self, "_restored", None), None
+        if restored:  # a resumed fit: continue counting where the saved run was
+            self.wait_count, self.best_score = int(restored["wait_count"]), float(restored["best_score"])
+
+    def state_dict(self) -> dict:
+        """What a resumed fit needs of this callback (JSON)."""
+        return {"wait_count": self.wait_count, "best_score": self.best_score}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Applied when the next fit begins (``on_train_begin`` resets the counters first)."""
+        self._restored = dict(state)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -347,6 +424,7 @@ class _EpochCallback(keras.callbacks.Callback):
         self.trainer.current_epoch = epoch
         interrupts.note_epoch(epoch, self.trainer.max_epochs)  # for the message of an interrupted run
         model.optimizer.learning_rate.assign(model.learning_rate * model.lr_multiplier(epoch))
+        _reseed_random_layers(model, int(getattr(model, "seed", 0)), epoch)
         if model.feature_cache is not None:
             for stage in model.feature_cache.STAGES:
                 model.feature_cache.reset_stats(stage)
@@ -391,6 +469,17 @@ class _EpochCallback(keras.callbacks.Callback):
                 warnings.warn(message, UserWarning, stacklevel=2)
             else:
                 logger.info(message)
+
+
+def _reseed_random_layers(model, seed: int, epoch: int) -> None:
+    """Dropout masks as a function of ``(seed, epoch)``, as PyTorch's finetuning reseeds each epoch, so that a
+    resumed fit draws the masks of an uninterrupted one (Keras keeps each layer's random state in a
+    ``SeedGenerator`` that ``.keras`` files do not save)."""
+    generators = [generator for layer in model._flatten_layers(include_self=True, recursive=True)
+                  for generator in getattr(layer, "_seed_generators", ())]
+    for index, generator in enumerate(generators):
+        value = (seed * 1_000_003 + epoch * 7_919 + index) % (2 ** 31)
+        generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
 
 
 class _FeatureReplayCallback(keras.callbacks.Callback):
@@ -450,6 +539,10 @@ class Trainer:
         Use only the first batches of each epoch (quick runs).
     log_every_n_steps : int, optional
         Accepted for Lightning compatibility; metrics are logged once per epoch.
+    overwrite : bool, default False
+        One run per ``default_root_dir``: the first ``fit`` into a folder holding another run's checkpoints
+        deletes that run with ``overwrite=True``, continues it with ``ckpt_path``, and is refused otherwise
+        (:class:`~zoobot.shared.run_dir.SaveDirInUseError`).
 
     Attributes
     ----------
@@ -465,7 +558,7 @@ class Trainer:
     def __init__(self, default_root_dir=None, max_epochs: int = 100, devices="auto", accelerator="auto",
                  logger=None, callbacks=None, enable_progress_bar: bool = True, gradient_clip_val=None,
                  enable_checkpointing: bool = True, limit_train_batches=None, limit_val_batches=None,
-                 log_every_n_steps=None):
+                 log_every_n_steps=None, overwrite: bool = False):
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
             raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
         for what, value in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches)):
@@ -494,6 +587,8 @@ class Trainer:
         self.current_epoch = 0
         self.global_step = 0
         self.model = None
+        self.overwrite = bool(overwrite)
+        self._claimed = False
 
     # ------------------------------------------------------------------------- set-up
     @staticmethod
@@ -658,8 +753,10 @@ class Trainer:
             As in the seeds, ``trainer.fit(model, datamodule)`` works positionally.
         val_dataloaders : tf.data.Dataset, optional
         datamodule : GalaxyDataModule, optional
-        ckpt_path : None
-            Resuming is not implemented (NotImplementedError).
+        ckpt_path : str or path-like, optional
+            Resume the run saved in this ``last.keras`` ('last': that of this trainer's checkpoints): weights, optimizer state, the
+            epoch, early stopping and the best checkpoints continue where it stopped, and the epochs to come
+            see the batches, augmentations and dropout masks of an uninterrupted run.
 
         Raises
         ------
@@ -672,8 +769,9 @@ class Trainer:
         """
         self._check_model(model)
         if ckpt_path is not None:
-            raise NotImplementedError("Resuming a finetuning run from a checkpoint is not implemented for "
-                                      "TensorFlow; load weights with load_from_checkpoint and fit again.")
+            ckpt_path = self._resume_path(ckpt_path)
+        resume = None if ckpt_path is None else read_trainer_state(ckpt_path)
+        self._claim_save_dir(ckpt_path)
         train_ds, val_ds, dm = self._fit_data(train_dataloaders, val_dataloaders, datamodule)
         if getattr(dm, "label_cols", None):  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
             model.hparams["label_cols"] = [str(c) for c in dm.label_cols]
@@ -706,10 +804,16 @@ class Trainer:
             self.logger.log_image(key="finetuning/train_images", images=list(np.asarray(images[:8])))
 
         verbose, progress_callbacks = fit_verbosity(self._verbose(model) > 0, self.max_epochs, hide=KERAS_ALIASES)
-        callbacks = [_EpochCallback(self, model), *self.callbacks, *progress_callbacks]
-        for callback in self.callbacks:
-            if isinstance(callback, ModelCheckpoint):
-                callback.best_k_models, callback.best_model_path, callback.best_model_score = {}, "", None
+        # checkpoints last (as Lightning orders them), so that last.keras holds the other callbacks' state of its epoch
+        checkpoints = [c for c in self.callbacks if isinstance(c, ModelCheckpoint)]
+        callbacks = [_EpochCallback(self, model), *[c for c in self.callbacks if c not in checkpoints], *checkpoints,
+                     *progress_callbacks]
+        for callback in checkpoints:
+            callback.best_k_models, callback.best_model_path, callback.best_model_score = {}, "", None
+            callback.state_source = self._state_of_epoch
+        initial_epoch = 0
+        if resume is not None:
+            initial_epoch = self._restore(model, ckpt_path, resume)
         cache = model.feature_cache
         replay = self.feature_replay = self._plan_feature_replay(model, dm)
         if replay is not None:  # the fast path: head-only steps on features, encoded at the start of epoch 1
@@ -721,9 +825,20 @@ class Trainer:
             cache.start()
             if model.cache_features is None and _augments_training_images(dm):
                 cache.disable("train")  # known random augmentations: nothing to reuse (validation is still cached)
+        # one dataset iteration per epoch, whatever Keras does between epochs, after skipping those of the epochs
+        # a resumed fit has done: each epoch sees the shuffle and augmentations of an uninterrupted run
+        steps_per_epoch = int(train_ds.cardinality()) if replay is None else -1  # replayed features: read as before
+        if steps_per_epoch > 0:
+            from zoobot.tensorflow.training.train_with_keras import _skip_epochs
+
+            _skip_epochs(train_ds, initial_epoch)
+            train_ds = train_ds.repeat()
+        else:
+            steps_per_epoch = None
         try:
             with self._device_scope(), self._translate_errors(model, "training"):
                 self.history = model.fit(train_ds, validation_data=val_ds, epochs=self.max_epochs,
+                                         initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                                          callbacks=callbacks, verbose=verbose, shuffle=False)
         finally:
             if replay is not None:
@@ -731,6 +846,46 @@ class Trainer:
                 replay.free()
             elif cache is not None:
                 cache.stop()
+
+    def _state_of_epoch(self, epoch: int) -> dict:
+        """The trainer state saved in ``last.keras`` after ``epoch`` (see :func:`read_trainer_state`)."""
+        stopping = self.early_stopping_callback
+        return {"epoch": int(epoch), "global_step": int(self.global_step),
+                "checkpoint": self.checkpoint_callback.state_dict() if self.checkpoint_callback else None,
+                "early_stopping": stopping.state_dict() if stopping else None}
+
+    def _resume_path(self, ckpt_path) -> str:
+        """``ckpt_path`` as a file: 'last' is the checkpoint callback's ``last.keras``."""
+        if ckpt_path == "last" and self.checkpoint_callback is not None:
+            ckpt_path = self.checkpoint_callback.dirpath / "last.keras"
+        path = os.fspath(ckpt_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No checkpoint file at {path} to resume finetuning from.")
+        return path
+
+    def _restore(self, model, ckpt_path, state: dict) -> int:
+        """Load weights and optimizer state from ``ckpt_path`` and the callbacks' state; returns the next epoch."""
+        model.load_weights(os.fspath(ckpt_path))  # the compiled model's optimizer is built: its state loads too
+        if self.checkpoint_callback is not None and state.get("checkpoint"):
+            self.checkpoint_callback.load_state_dict(state["checkpoint"])
+        if self.early_stopping_callback is not None and state.get("early_stopping"):
+            self.early_stopping_callback.load_state_dict(state["early_stopping"])
+        epoch = int(state["epoch"])
+        if hasattr(self.logger, "resume"):
+            self.logger.resume(epoch)
+        self.current_epoch, self.global_step = epoch + 1, int(state.get("global_step", 0))
+        logger.info("Resuming finetuning from %s after epoch %d", ckpt_path, epoch)
+        return epoch + 1
+
+    def _claim_save_dir(self, ckpt_path) -> None:
+        """One run per save_dir: the first fit may not write next to another run's checkpoints."""
+        if self._claimed or self.default_root_dir is None:
+            return
+        from zoobot.shared.run_dir import claim_save_dir_for_fit
+
+        claim_save_dir_for_fit(self.default_root_dir, resuming=ckpt_path is not None, overwrite=self.overwrite,
+                               last="last.keras")
+        self._claimed = True
 
     def _limit(self, train_ds, val_ds):
         if self.limit_train_batches:
