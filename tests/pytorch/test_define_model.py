@@ -199,7 +199,7 @@ def test_dropout_is_off_in_validation():
 # ------------------------------------------------------------------------------------ optimisation
 
 def test_cosine_schedule_lr_is_learning_rate_times_multiplier():
-    from zoobot.shared.schedules import cosine_multiplier
+    from tests.shared.test_schedules import hand_multiplier
 
     model = tiny_tree(learning_rate=0.01, scheduler_params={"name": "cosine", "warmup_epochs": 2, "max_epochs": 6,
                                                               "min_lr_factor": 0.1})
@@ -207,7 +207,7 @@ def test_cosine_schedule_lr_is_learning_rate_times_multiplier():
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
     for epoch in range(8):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * cosine_multiplier(epoch, 2, 6, 0.1))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * hand_multiplier(epoch, 2, 6, 0.1))
         optimizer.step()
         scheduler.step()
 

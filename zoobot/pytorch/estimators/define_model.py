@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 from typing import Iterable, Iterator
 
 import lightning as L
@@ -415,16 +416,68 @@ def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
     return out
 
 
-class _CosineLambda:
-    """Picklable LR multiplier for LambdaLR (its state_dict holds only these numbers)."""
+def cosine_scheduler(optimizer, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
+    """The cosine schedule of ``scheduler_params`` (docs/guides/training_recipe.md) as torch's own schedulers.
+
+    Stepped once per epoch, it gives each parameter group ``lr * m(epoch)``: warm-up ``m = (e + 1) / w`` for
+    ``e < w`` (``LinearLR``), cosine decay from 1 at ``e = w`` to ``min_lr_factor`` at ``max_epochs``
+    (``CosineAnnealingLR``), then ``min_lr_factor`` (``ConstantLR``), chained by ``SequentialLR``.
+    ``CosineAnnealingLR``'s floor ``eta_min`` is one number for every group, so an optimiser whose groups
+    start at different learning rates (finetuning's layer-wise decay) gets ``LambdaLR`` with the same
+    multiplier (:func:`cosine_lambda`) instead.
+
+    Examples
+    --------
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = cosine_scheduler(opt, warmup_epochs=2, max_epochs=4, min_lr_factor=0.1)
+    >>> lrs = []
+    >>> for _ in range(6):
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 6)); opt.step(); sched.step()
+    >>> lrs
+    [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
+    from torch.optim import lr_scheduler
+
+    warmup_epochs, max_epochs, min_lr_factor = int(warmup_epochs), int(max_epochs), float(min_lr_factor)
+    base = {group["lr"] for group in optimizer.param_groups}
+    if len(base) > 1:
+        return lr_scheduler.LambdaLR(optimizer, cosine_lambda(warmup_epochs, max_epochs, min_lr_factor))
+    (lr,) = base
+    phases, milestones = [], []
+    if warmup_epochs:
+        # (e + 1) / w: reaches 1 at e = w - 1 (LinearLR's total_iters must be >= 1, hence max for w = 1)
+        phases.append(lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_epochs, end_factor=1.0,
+                                            total_iters=max(warmup_epochs - 1, 1)))
+        milestones.append(warmup_epochs)
+    phases.append(lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs - warmup_epochs,
+                                                 eta_min=lr * min_lr_factor))
+    milestones.append(max_epochs)
+    # CosineAnnealingLR would rise again after T_max; the schedule holds the floor instead
+    phases.append(lr_scheduler.ConstantLR(optimizer, factor=min_lr_factor, total_iters=2**62))
+    return lr_scheduler.SequentialLR(optimizer, phases, milestones)
+
+
+class cosine_lambda:  # noqa: N801 (used like a function)
+    """Picklable multiplier ``m(epoch)`` of :func:`cosine_scheduler` for ``LambdaLR`` (its state_dict holds only
+    these numbers). Only for optimisers whose groups start at different learning rates, where
+    ``CosineAnnealingLR`` (one absolute floor for all groups) cannot give each group ``min_lr_factor`` x its own.
+
+    Examples
+    --------
+    >>> [round(cosine_lambda(2, 4, 0.1)(e), 6) for e in range(6)]
+    [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
 
     def __init__(self, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
         self.warmup_epochs, self.max_epochs, self.min_lr_factor = warmup_epochs, max_epochs, min_lr_factor
 
     def __call__(self, epoch: int) -> float:
-        from zoobot.shared.schedules import cosine_multiplier
-
-        return cosine_multiplier(epoch, self.warmup_epochs, self.max_epochs, self.min_lr_factor)
+        w, m, f = self.warmup_epochs, self.max_epochs, self.min_lr_factor
+        if epoch < w:
+            return (epoch + 1) / w
+        if epoch >= m:
+            return float(f)
+        return float(f + (1 - f) * (1 + math.cos(math.pi * (epoch - w) / (m - w))) / 2)
 
 
 class ZoobotTree(L.LightningModule):
@@ -880,9 +933,7 @@ class ZoobotTree(L.LightningModule):
             )
             return {"optimizer": optimizer, "lr_scheduler": {
                 "scheduler": scheduler, "monitor": "validation/supervised_loss", "interval": "epoch"}}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _CosineLambda(params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])
-        )
+        scheduler = cosine_scheduler(optimizer, params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ---------------------------------------------------------------- predict

@@ -697,11 +697,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=self.weight_decay)
         if self.cosine_params is None:
             return optimizer
-        from zoobot.pytorch.estimators.define_model import _CosineLambda
+        from zoobot.pytorch.estimators.define_model import cosine_scheduler
 
         p = self.cosine_params
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _CosineLambda(p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"]))
+        scheduler = cosine_scheduler(optimizer, p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------------- forward
