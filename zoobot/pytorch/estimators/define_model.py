@@ -416,6 +416,34 @@ def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
+    """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
+
+    For :func:`zoobot.shared.cpu_speed.warn_if_gpu_sized`. Runs in eval mode (no BatchNorm statistics
+    change, no dropout draws) with ``torch.autograd.grad`` (nothing is stored in ``.grad``); the encoder's
+    mode is restored.
+
+    Examples
+    --------
+    >>> time_encoder_pass(TinyCNN(1), 2, 1, 32) > 0
+    True
+    """
+    import time
+
+    was_training = encoder.training
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    x = torch.full((int(n_images), int(channels), int(size), int(size)), 0.5)
+    try:
+        encoder.eval()
+        start = time.perf_counter()
+        features = encoder(x)
+        if params:
+            torch.autograd.grad(features.float().sum(), params, allow_unused=True)
+        return time.perf_counter() - start
+    finally:
+        encoder.train(was_training)
+
+
 def cosine_scheduler(optimizer, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
     """The cosine schedule of ``scheduler_params`` (docs/guides/training_recipe.md) as torch's own schedulers.
 

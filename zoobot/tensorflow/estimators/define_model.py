@@ -693,6 +693,30 @@ def check_images(images, channels, where="the data") -> None:
 # 5. learning-rate schedules (zoobot.shared.schedules) as Keras callbacks
 # ---------------------------------------------------------------------------------------------
 
+def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
+    """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
+
+    For :func:`zoobot.shared.cpu_speed.warn_if_gpu_sized`. Runs with ``training=False`` (no BatchNorm
+    statistics change, no dropout draws) under a ``GradientTape`` whose gradients are discarded. Eager, as
+    the first steps of a fit are; one untimed pass first builds the layers.
+
+    Examples
+    --------
+    >>> time_encoder_pass(tiny_cnn.get_tiny_cnn(1), 2, 1, 32) > 0
+    True
+    """
+    import time
+
+    x = tf.fill((int(n_images), int(size), int(size), int(channels)), 0.5)
+    encoder(x, training=False)  # builds the layers, outside the timing
+    start = time.perf_counter()
+    with tf.GradientTape() as tape:
+        features = encoder(x, training=False)
+    if encoder.trainable_weights:
+        tape.gradient(tf.reduce_sum(tf.cast(features, tf.float32)), encoder.trainable_weights)
+    return time.perf_counter() - start
+
+
 class EpochCosineDecay:
     """The cosine schedule of ``scheduler_params`` (docs/guides/training_recipe.md) per epoch, from Keras's
     ``CosineDecay``; ``EpochCosineDecay(...)(epoch)`` is the learning rate of ``epoch`` (from 0).
