@@ -7,7 +7,7 @@ weight, statistic or random state changes) and hands the seconds to :func:`warn_
 them to a batch, an epoch and the run, and warns once, in one line, when a batch takes longer than
 :data:`SLOW_BATCH_SECONDS` or the run longer than :data:`SLOW_RUN_SECONDS`. Settings whose batches hold
 fewer than :data:`PROBE_PIXELS` pixels (tiny_cnn at 32-64 px, the tests' and the demo's) are never timed.
-The estimate is rough (a linear scaling from a few images); see docs/training.md.
+The estimate is rough (a linear scaling from a few images); see docs/guides/training_from_scratch_pytorch.md.
 """
 from __future__ import annotations
 
