@@ -485,6 +485,28 @@ def cosine_scheduler(optimizer, warmup_epochs: int, max_epochs: int, min_lr_fact
     return lr_scheduler.SequentialLR(optimizer, phases, milestones)
 
 
+def upgrade_cosine_scheduler_state(checkpoint: dict, cosine_params: dict | None) -> None:
+    """Let a run checkpointed before the cosine schedule moved to ``SequentialLR`` resume (in place).
+
+    Such checkpoints hold a ``LambdaLR`` state (``lr_lambdas``), which ``SequentialLR.load_state_dict``
+    cannot read. It is replaced by the state of a fresh :func:`cosine_scheduler` stepped to the same epoch
+    (the schedule depends on nothing else), so the resumed run gets the same rates as before.
+    """
+    if not cosine_params or cosine_params.get("name", "cosine") != "cosine":
+        return
+    states = checkpoint.get("lr_schedulers") or []
+    for i, state in enumerate(states):
+        if "lr_lambdas" not in state or len(set(state.get("base_lrs", []))) != 1:
+            continue  # already new, or layer-wise groups (still LambdaLR, same state)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=state["base_lrs"][0])
+        fresh = cosine_scheduler(optimizer, cosine_params["warmup_epochs"], cosine_params["max_epochs"],
+                                 cosine_params["min_lr_factor"])
+        for _ in range(int(state["last_epoch"])):
+            optimizer.step()
+            fresh.step()
+        states[i] = fresh.state_dict()
+
+
 class cosine_lambda:  # noqa: N801 (used like a function)
     """Picklable multiplier ``m(epoch)`` of :func:`cosine_scheduler` for ``LambdaLR`` (its state_dict holds only
     these numbers). Only for optimisers whose groups start at different learning rates, where
@@ -892,6 +914,7 @@ class ZoobotTree(L.LightningModule):
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
+        upgrade_cosine_scheduler_state(checkpoint, self.scheduler_params)
         from zoobot.shared.preprocessing import carry_record, restore_record
 
         carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels,

@@ -1109,8 +1109,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             checkpoint["preprocessing"] = self.preprocessing.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from zoobot.pytorch.estimators.define_model import upgrade_cosine_scheduler_state
         from zoobot.shared.preprocessing import carry_record, restore_record
 
+        upgrade_cosine_scheduler_state(checkpoint, self.cosine_params)
         carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
 
     def _inherit_preprocessing(self, checkpoint_loc) -> None:
