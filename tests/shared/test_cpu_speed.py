@@ -11,13 +11,13 @@ from zoobot.shared import cpu_speed
 def test_estimate_scales_the_probe_linearly_by_hand():
     # 0.5 s for 2 images -> 0.25 s an image; 256 a batch -> 64 s; ceil(1000 / 256) = 4 batches an epoch
     assert cpu_speed.estimate_cpu_time(0.5, 2, batch_size=256, n_train=1000, epochs=3) == {
-        "batch": 64.0, "epoch": 256.0, "run": 768.0}
+        "batch": 64.0, "epoch": 256.0, "run": 768.0, "epochs": 3}
 
 
 @pytest.mark.parametrize("estimate, fires", [
-    ({"batch": 9.0, "epoch": 90.0, "run": 7000.0}, False),  # under both thresholds
-    ({"batch": 11.0, "epoch": 11.0, "run": 11.0}, True),  # one slow batch
-    ({"batch": 0.1, "epoch": 100.0, "run": 7300.0}, True),  # a long run of fast batches
+    ({"batch": 9.0, "epoch": 90.0, "run": 7000.0, "epochs": 78}, False),  # under both thresholds
+    ({"batch": 11.0, "epoch": 11.0, "run": 11.0, "epochs": 1}, True),  # one slow batch
+    ({"batch": 0.1, "epoch": 100.0, "run": 7300.0, "epochs": 73}, True),  # a long run of fast batches
 ])
 def test_message_fires_on_slow_batches_or_long_runs(estimate, fires):
     message = cpu_speed.slow_cpu_message(estimate, "efficientnet_b0", 224, 256)
@@ -45,7 +45,12 @@ def test_gpu_sized_settings_warn_once_with_the_estimate():
         return 1.0  # 2 images a second: 256 in 128 s; 4 batches = 512 s an epoch; 100 epochs = 14.2 h
 
     with pytest.warns(UserWarning, match=r"efficientnet_b0 at 224 px and batch_size=256: about 2 min per batch, "
-                                         r"9 min per epoch, 14.2 h for the run") as record:
+                                         r"9 min per epoch, 14.2 h for 100 epochs") as record:
         cpu_speed.warn_if_gpu_sized(probe, architecture_name="efficientnet_b0", image_size=224, batch_size=256,
                                     n_train=1000, epochs=100)
     assert calls == [cpu_speed.PROBE_IMAGES] and len(record) == 1
+
+
+@pytest.mark.parametrize("seconds, text", [(59, "59 s"), (600, "10 min"), (5 * 3600, "5.0 h"), (10 * 86400, "10 days")])
+def test_durations_read_naturally(seconds, text):
+    assert cpu_speed._duration(seconds) == text

@@ -35,11 +35,11 @@ def estimate_cpu_time(probe_seconds: float, probe_images: int, batch_size: int, 
     Examples
     --------
     >>> estimate_cpu_time(1.0, 2, batch_size=256, n_train=1000, epochs=10)
-    {'batch': 128.0, 'epoch': 512.0, 'run': 5120.0}
+    {'batch': 128.0, 'epoch': 512.0, 'run': 5120.0, 'epochs': 10}
     """
     batch = float(probe_seconds) / int(probe_images) * int(batch_size)
     epoch = batch * math.ceil(int(n_train) / int(batch_size))
-    return {"batch": batch, "epoch": epoch, "run": epoch * int(epochs)}
+    return {"batch": batch, "epoch": epoch, "run": epoch * int(epochs), "epochs": int(epochs)}
 
 
 def _duration(seconds: float) -> str:
@@ -47,7 +47,9 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def slow_cpu_message(estimate: dict, architecture_name: str, image_size: int, batch_size: int) -> str | None:
@@ -55,18 +57,19 @@ def slow_cpu_message(estimate: dict, architecture_name: str, image_size: int, ba
 
     Examples
     --------
-    >>> slow_cpu_message({'batch': 0.5, 'epoch': 10.0, 'run': 100.0}, 'tiny_cnn', 64, 32) is None
+    >>> slow_cpu_message({'batch': 0.5, 'epoch': 10.0, 'run': 100.0, 'epochs': 10}, 'tiny_cnn', 64, 32) is None
     True
-    >>> m = slow_cpu_message({'batch': 128.0, 'epoch': 512.0, 'run': 5120.0}, 'efficientnet_b0', 224, 256)
+    >>> m = slow_cpu_message({'batch': 128.0, 'epoch': 512.0, 'run': 5120.0, 'epochs': 10}, 'efficientnet_b0', 224,
+    ...                      256)
     >>> m[m.index('about'):m.index(' (estimated')]
-    'about 2 min per batch, 9 min per epoch, 85 min for the run'
+    'about 2 min per batch, 9 min per epoch, 85 min for 10 epochs'
     """
     if estimate["batch"] <= SLOW_BATCH_SECONDS and estimate["run"] <= SLOW_RUN_SECONDS:
         return None
     return (
         f"Training on the CPU with {architecture_name} at {image_size} px and batch_size={batch_size}: about "
         f"{_duration(estimate['batch'])} per batch, {_duration(estimate['epoch'])} per epoch, "
-        f"{_duration(estimate['run'])} for the run (estimated from one timed pass). These settings are sized for "
+        f"{_duration(estimate['run'])} for {estimate['epochs']} epochs (estimated from one timed pass). These settings are sized for "
         f"a GPU; on a CPU use e.g. architecture_name='tiny_cnn' (--architecture tiny_cnn), a smaller "
         f"resize_after_crop (--resize-size 64) and batch_size (--batch-size 32), or train on a GPU."
     )
