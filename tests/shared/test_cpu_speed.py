@@ -9,9 +9,11 @@ from zoobot.shared import cpu_speed
 
 
 def test_estimate_scales_the_probe_linearly_by_hand():
-    # 0.5 s for 2 images -> 0.25 s an image; 256 a batch -> 64 s; ceil(1000 / 256) = 4 batches an epoch
+    # 0.5 s for 2 images -> 0.25 s an image; 256 a batch -> 64 s; 1000 images an epoch -> 250 s
     assert cpu_speed.estimate_cpu_time(0.5, 2, batch_size=256, n_train=1000, epochs=3) == {
-        "batch": 64.0, "epoch": 256.0, "run": 768.0, "epochs": 3}
+        "batch": 64.0, "epoch": 250.0, "run": 750.0, "epochs": 3}
+    # a training set smaller than a batch: the one batch holds the 26 images
+    assert cpu_speed.estimate_cpu_time(0.5, 2, batch_size=256, n_train=26, epochs=3)["batch"] == 6.5
 
 
 @pytest.mark.parametrize("estimate, fires", [
@@ -42,10 +44,10 @@ def test_gpu_sized_settings_warn_once_with_the_estimate():
 
     def probe(n):
         calls.append(n)
-        return 1.0  # 2 images a second: 256 in 128 s; 4 batches = 512 s an epoch; 100 epochs = 14.2 h
+        return 1.0  # 2 images a second: 256 in 128 s; 1000 images = 500 s an epoch; 100 epochs = 13.9 h
 
     with pytest.warns(UserWarning, match=r"efficientnet_b0 at 224 px and batch_size=256: about 2 min per batch, "
-                                         r"9 min per epoch, 14.2 h for 100 epochs") as record:
+                                         r"8 min per epoch, 13.9 h for 100 epochs") as record:
         cpu_speed.warn_if_gpu_sized(probe, architecture_name="efficientnet_b0", image_size=224, batch_size=256,
                                     n_train=1000, epochs=100)
     assert calls == [cpu_speed.PROBE_IMAGES] and len(record) == 1

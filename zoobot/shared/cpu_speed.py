@@ -20,7 +20,7 @@ __all__ = ["PROBE_IMAGES", "PROBE_PIXELS", "SLOW_BATCH_SECONDS", "SLOW_RUN_SECON
 
 #: Images in the timed forward + backward pass.
 PROBE_IMAGES = 2
-#: Batches with fewer pixels (``batch_size * size**2``) are not timed: e.g. 64 images of 64 x 64.
+#: Batches with fewer pixels (``min(batch_size, n_train) * size**2``) are not timed: e.g. 64 images of 64 x 64.
 PROBE_PIXELS = 64 * 64 * 64
 #: Warn when one batch is estimated to take longer than this ...
 SLOW_BATCH_SECONDS = 10.0
@@ -30,16 +30,20 @@ SLOW_RUN_SECONDS = 2 * 3600.0
 
 def estimate_cpu_time(probe_seconds: float, probe_images: int, batch_size: int, n_train: int,
                       epochs: int) -> dict:
-    """Seconds per batch, per epoch and for the run, scaled linearly from a timed pass over ``probe_images``.
+    """Seconds per batch, per epoch and for the run, scaled linearly per image from a timed pass over
+    ``probe_images``. A batch holds ``min(batch_size, n_train)`` images; an epoch ``n_train``.
 
     Examples
     --------
     >>> estimate_cpu_time(1.0, 2, batch_size=256, n_train=1000, epochs=10)
-    {'batch': 128.0, 'epoch': 512.0, 'run': 5120.0, 'epochs': 10}
+    {'batch': 128.0, 'epoch': 500.0, 'run': 5000.0, 'epochs': 10}
+    >>> estimate_cpu_time(1.0, 2, batch_size=256, n_train=26, epochs=10)['batch']
+    13.0
     """
-    batch = float(probe_seconds) / int(probe_images) * int(batch_size)
-    epoch = batch * math.ceil(int(n_train) / int(batch_size))
-    return {"batch": batch, "epoch": epoch, "run": epoch * int(epochs), "epochs": int(epochs)}
+    per_image = float(probe_seconds) / int(probe_images)
+    epoch = per_image * int(n_train)
+    return {"batch": per_image * min(int(batch_size), int(n_train)), "epoch": epoch, "run": epoch * int(epochs),
+            "epochs": int(epochs)}
 
 
 def _duration(seconds: float) -> str:
@@ -86,7 +90,7 @@ def warn_if_gpu_sized(time_probe: Callable[[int], float], *, architecture_name: 
     ...                   n_train=100, epochs=3) is None   # tiny: the probe is never called
     True
     """
-    if int(batch_size) * int(image_size) ** 2 < PROBE_PIXELS:
+    if min(int(batch_size), int(n_train)) * int(image_size) ** 2 < PROBE_PIXELS:
         return None
     estimate = estimate_cpu_time(time_probe(PROBE_IMAGES), PROBE_IMAGES, batch_size, n_train, epochs)
     message = slow_cpu_message(estimate, architecture_name, image_size, batch_size)
