@@ -1648,6 +1648,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
             checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)  # the preprocessing record and the scheduler state, as the others
         self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
 
     def _dict_label_keys(self, batch: dict) -> list[str]:
