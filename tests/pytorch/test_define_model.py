@@ -199,7 +199,7 @@ def test_dropout_is_off_in_validation():
 # ------------------------------------------------------------------------------------ optimisation
 
 def test_cosine_schedule_lr_is_learning_rate_times_multiplier():
-    from zoobot.shared.schedules import cosine_multiplier
+    from tests.shared.test_schedules import hand_multiplier
 
     model = tiny_tree(learning_rate=0.01, scheduler_params={"name": "cosine", "warmup_epochs": 2, "max_epochs": 6,
                                                               "min_lr_factor": 0.1})
@@ -207,7 +207,7 @@ def test_cosine_schedule_lr_is_learning_rate_times_multiplier():
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
     for epoch in range(8):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * cosine_multiplier(epoch, 2, 6, 0.1))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * hand_multiplier(epoch, 2, 6, 0.1))
         optimizer.step()
         scheduler.step()
 
@@ -273,3 +273,28 @@ def test_fit_on_synthetic_catalog_logs_and_checkpoints_load_weights_only(votes_c
     torch.save(raw, newer)
     with pytest.raises(CheckpointVersionError, match=r"newer\.ckpt.*format_version 99"):
         define_model.ZoobotTree.load_from_checkpoint(newer)
+
+
+def test_a_checkpoint_with_the_old_lambdalr_state_resumes_on_the_same_rates():
+    """Runs checkpointed when the cosine schedule was a LambdaLR resume with SequentialLR at the same rate."""
+    from tests.shared.test_schedules import hand_multiplier
+    from zoobot.pytorch.estimators.define_model import cosine_lambda, cosine_scheduler, upgrade_cosine_scheduler_state
+
+    params = {"name": "cosine", "warmup_epochs": 2, "max_epochs": 6, "min_lr_factor": 0.1}
+    old_opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.01)
+    old = torch.optim.lr_scheduler.LambdaLR(old_opt, cosine_lambda(2, 6, 0.1))  # the old scheduler's state
+    for _ in range(3):
+        old_opt.step()
+        old.step()
+    checkpoint = {"lr_schedulers": [old.state_dict()]}
+    upgrade_cosine_scheduler_state(checkpoint, params)
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.01)
+    scheduler = cosine_scheduler(optimizer, 2, 6, 0.1)
+    with pytest.raises(KeyError):  # what resuming did without the upgrade
+        scheduler.load_state_dict(old.state_dict())
+    scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
+    optimizer.param_groups[0]["lr"] = old_opt.param_groups[0]["lr"]  # Lightning restores the optimiser too
+    for epoch in range(3, 8):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * hand_multiplier(epoch, 2, 6, 0.1))
+        optimizer.step()
+        scheduler.step()

@@ -19,7 +19,7 @@ from tests.pytorch.hub_cache import (  # noqa: F401  (fixtures)
 )
 from zoobot.pytorch.training import finetune
 from zoobot.shared.errors import ChannelMismatchError, CheckpointVersionError, PixelScaleError
-from zoobot.shared.schedules import cosine_multiplier
+from tests.shared.test_schedules import hand_multiplier
 
 QUIET = dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, logger=False)
 
@@ -191,7 +191,7 @@ def test_cosine_schedule_multiplies_the_learning_rates(tmp_path):
     for epoch, (head_lr, block_lr) in enumerate(seen):
         assert head_lr == pytest.approx(0.02 * hand[epoch])
         assert block_lr == pytest.approx(0.02 * hand[epoch])  # top block: lr_decay**0
-        assert hand[epoch] == pytest.approx(cosine_multiplier(epoch, 2, 5, 0.1))
+        assert hand[epoch] == pytest.approx(hand_multiplier(epoch, 2, 5, 0.1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from zoobot.shared import schemas
 from zoobot.shared.catalogs import split_catalog
 from zoobot.shared.errors import CatalogError
 from zoobot.shared.losses_reference import dirichlet_multinomial_nll
-from zoobot.shared.schedules import cosine_multiplier
+from tests.shared.test_schedules import hand_multiplier
 
 SCHEMA = schemas.decals_dr5_ortho_schema
 SMALL = dict(model_architecture="tiny_cnn", batch_size=8, resize_size=32, num_workers=0)
@@ -146,7 +146,7 @@ def test_seed_call_trains_on_cpu_with_a_warning_and_returns_the_best_checkpoint(
     for column in ("train/supervised_loss", "lr", "validation/question_loss/bar-dr5", "validation/campaign_loss/dr5"):
         assert column in metrics.columns, column
     # the default schedule (scheduler_params=None): cosine decay over the 3 epochs, no warm-up for so few
-    assert metrics["lr"].dropna().tolist() == pytest.approx([3e-3 * cosine_multiplier(e, 0, 3, 0.01) for e in range(3)])
+    assert metrics["lr"].dropna().tolist() == pytest.approx([3e-3 * hand_multiplier(e, 0, 3, 0.01) for e in range(3)])
 
     config = json.loads((save_dir / "config.json").read_text())
     assert config["zoobot_version"] == zoobot.__version__ and config["format_version"] == zoobot.FORMAT_VERSION
@@ -300,3 +300,32 @@ def test_model_learns_more_than_the_mean_vote_fractions(tmp_path):
     assert model_loss == pytest.approx(min(val_losses), rel=1e-3)
     assert model_loss < 0.65 * val_losses[0]
     assert model_loss < 0.97 * baseline, (model_loss, baseline)
+
+
+# ---------------------------------------------------------------------------------------------- CPU warning
+
+def test_encoder_probe_changes_nothing_and_gpu_sized_settings_warn(monkeypatch, tmp_path, votes_catalog):
+    """The timed pass leaves weights, BatchNorm statistics, .grad and the RNG as they were; tiny_cnn at 224 px
+    in batches of 256 for 10000 epochs is far too slow for a CPU (a real timing); and train() warns, once, with
+    the estimate (thresholds lowered so that the tests' tiny run counts as slow)."""
+    from zoobot.pytorch.estimators.define_model import time_encoder_pass
+    from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
+    from zoobot.shared import cpu_speed
+
+    encoder = TinyCNN(1).train()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert time_encoder_pass(encoder, 2, 1, 64) > 0
+    assert encoder.training and all(p.grad is None for p in encoder.parameters())
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+    with pytest.warns(UserWarning, match=r"tiny_cnn at 224 px and batch_size=256: about .* per batch"):
+        cpu_speed.warn_if_gpu_sized(lambda n: time_encoder_pass(encoder, n, 1, 224), architecture_name="tiny_cnn",
+                                    image_size=224, batch_size=256, n_train=10_000, epochs=10_000)
+
+    monkeypatch.setattr(cpu_speed, "PROBE_PIXELS", 0)
+    monkeypatch.setattr(cpu_speed, "SLOW_RUN_SECONDS", 0.0)
+    catalog, _ = votes_catalog
+    with pytest.warns(UserWarning, match=r"Training on the CPU with tiny_cnn at 32 px and batch_size=8: about") as rec:
+        twpl.train(tmp_path / "run", SCHEMA, catalog=catalog.iloc[:24], epochs=1, gpus=0, **SMALL)
+    assert sum("Training on the CPU" in str(w.message) for w in rec) == 1

@@ -6,7 +6,10 @@ The resource table ``RESOURCES`` is data (where files live), so tests point it a
 """
 import hashlib
 import io
+import os
 import tarfile
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,6 +172,8 @@ def test_checksum_mismatch_deletes_the_file(tmp_path, monkeypatch):
         datasets.demo_rings(root)
     assert not (root / "demo_rings_train_catalog.parquet").exists()
     assert not list(root.glob("*.part"))
+    # astropy's temporary download (astropy-download-<pid>-...) is deleted too
+    assert not list(Path(tempfile.gettempdir()).glob(f"astropy-download-{os.getpid()}-*"))
 
 
 def test_missing_checksum_downloads_with_a_warning(tmp_path, monkeypatch):

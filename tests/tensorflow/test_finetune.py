@@ -14,7 +14,7 @@ import tensorflow as tf  # noqa: E402
 
 from zoobot.shared import schemas  # noqa: E402
 from zoobot.shared.errors import ChannelMismatchError, CheckpointVersionError, PixelScaleError  # noqa: E402
-from zoobot.shared.schedules import cosine_multiplier  # noqa: E402
+from tests.shared.test_schedules import hand_multiplier  # noqa: E402
 from zoobot.tensorflow.datasets import GalaxyDataModule, demo_rings  # noqa: E402
 from zoobot.tensorflow.estimators import define_model  # noqa: E402
 from zoobot.tensorflow.training import finetune  # noqa: E402
@@ -168,7 +168,7 @@ def test_always_train_batchnorm_and_cosine_schedule(tmp_path):
     snapshot = Snapshot()
     trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[snapshot])
     trainer.fit(model, datasets(x, y))
-    multipliers = [cosine_multiplier(e, 2, 4, 0.1) for e in (0, 1)]
+    multipliers = [hand_multiplier(e, 2, 4, 0.1) for e in (0, 1)]
     assert multipliers == [0.5, 1.0]
     # the logged LR is learning_rate x multiplier (never squared) ...
     lrs = [float(r["lr"]) for r in read_metrics(tmp_path / "logs" / "metrics.csv")]

@@ -231,3 +231,26 @@ def test_mirrored_strategy_two_replicas_match_one(tmp_path):
     assert out["eval"][1] == pytest.approx(out["eval"][0], rel=1e-5)
     assert out["fit"][1] == pytest.approx(out["fit"][0], rel=1e-5)
     assert out["weights_changed"] and out["max_weight_difference"] < 1e-5
+
+
+def test_encoder_probe_changes_nothing_and_gpu_sized_settings_warn(monkeypatch, dr5_catalog, tmp_path):
+    """The TensorFlow twin of tests/pytorch/test_train.py's: the timed pass changes no weight, a real timing of
+    tiny_cnn at 224 px in batches of 256 for 10000 epochs warns, and train() warns once with the estimate."""
+    from zoobot.shared import cpu_speed
+    from zoobot.tensorflow.estimators.define_model import time_encoder_pass
+    from zoobot.tensorflow.estimators.tiny_cnn import get_tiny_cnn
+
+    encoder = get_tiny_cnn(1)
+    encoder(np.zeros((1, 64, 64, 1), np.float32))
+    before = [w.numpy().copy() for w in encoder.weights]
+    assert time_encoder_pass(encoder, 2, 1, 64) > 0
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, encoder.weights))
+    with pytest.warns(UserWarning, match=r"tiny_cnn at 224 px and batch_size=256: about .* per batch"):
+        cpu_speed.warn_if_gpu_sized(lambda n: time_encoder_pass(encoder, n, 1, 224), architecture_name="tiny_cnn",
+                                    image_size=224, batch_size=256, n_train=10_000, epochs=10_000)
+
+    monkeypatch.setattr(cpu_speed, "PROBE_PIXELS", 0)
+    monkeypatch.setattr(cpu_speed, "SLOW_RUN_SECONDS", 0.0)
+    with pytest.warns(UserWarning, match=r"Training on the CPU with tiny_cnn at 32 px and batch_size=8: about") as rec:
+        train_with_keras.train(tmp_path / "run", SCHEMA, catalog=dr5_catalog.iloc[:24], epochs=1, **FAST)
+    assert sum("Training on the CPU" in str(w.message) for w in rec) == 1

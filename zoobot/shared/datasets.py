@@ -7,7 +7,8 @@ Every function has the signature ``(root, download=True, train=True, synthetic=F
    ``root/<name>_synthetic/`` with :func:`zoobot.shared.synthetic.make_synthetic_catalog`. This works
    offline and is what the tests, the demo and the examples' ``--smoke`` runs use.
 2. Otherwise it uses the dataset's files if they are already in ``root``;
-3. else, if ``download``, it downloads the registered resources (:data:`RESOURCES`) into ``root``,
+3. else, if ``download``, it downloads the registered resources (:data:`RESOURCES`) into ``root``
+   (with ``astropy.utils.data.download_file``: needs ``pip install "zoobot[fits]"``),
    checks their md5 sums and unpacks archives. A failed download raises ``RuntimeError`` naming the
    URL, ``root`` and the ``synthetic=True`` alternative; nothing ever falls back silently.
 
@@ -25,11 +26,8 @@ The catalogs have ``id_str`` and an absolute ``file_loc`` (built from the ``subf
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from zoobot.shared.catalogs import load_catalog
+from zoobot.shared.errors import missing_dependency
 
 __all__ = [
     "RESOURCES",
@@ -347,55 +346,55 @@ def _read_catalog(path: Path, image_dir: Path, root: Path) -> pd.DataFrame:
     return catalog
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(resource: Resource, root: Path, name: str) -> Path:
-    """Download one resource into ``root`` (via a ``.part`` file), checking its md5 sum."""
-    from tqdm.auto import tqdm
+    """Download one resource into ``root`` with ``astropy.utils.data.download_file``, checking its md5 sum.
+
+    astropy fetches (http(s), ftp and ``file://`` URLs, with its progress bar) into a temporary file and
+    ``compute_hash`` gives its md5; ours adds only what astropy has no argument for: the check against the
+    registered sum, moving the file into ``root`` only once it passed (so ``root`` never holds a partial or
+    corrupt file), and errors that name the URL, ``root`` and the ``synthetic=True`` alternative. astropy's
+    own cache (``cache=True``) is not used: the files in ``root`` are the cache (see :func:`_prepare`).
+    """
+    try:
+        from astropy.utils.data import compute_hash, download_file
+    except ImportError as err:  # pragma: no cover - astropy is installed in development
+        raise missing_dependency("astropy", f"downloading the {name} dataset", "fits") from err
 
     target = root / resource.filename
-    partial = root / (resource.filename + ".part")
     try:
-        with urllib.request.urlopen(resource.url, timeout=60) as response, open(partial, "wb") as out:
-            total = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                      desc=f"{name}: {resource.filename}") as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        partial.unlink(missing_ok=True)
+        fetched = Path(download_file(resource.url, cache=False, show_progress=True, timeout=60))
+    except (OSError, ValueError) as err:  # urllib.error.URLError is an OSError
         raise RuntimeError(
             f"Could not download {resource.url} into {root} ({type(err).__name__}: {err}). Check the network or "
             f"place the file there by hand, or use synthetic=True for a generated offline stand-in of {name}."
         ) from err
-    if resource.md5 is None:
-        warnings.warn(
-            f"{name}: no md5 checksum is registered for {resource.filename}; its integrity was not checked.",
-            UserWarning,
-            stacklevel=4,
-        )
-    else:
-        got = _md5(partial)
-        if got != resource.md5.lower():
-            partial.unlink(missing_ok=True)
-            raise RuntimeError(
-                f"Checksum mismatch for {resource.url} (downloaded into {root}): expected md5 {resource.md5}, got "
-                f"{got}. The file was deleted; try again later, or use synthetic=True for a generated offline "
-                f"stand-in of {name}."
+    try:
+        if resource.md5 is None:
+            warnings.warn(
+                f"{name}: no md5 checksum is registered for {resource.filename}; its integrity was not checked.",
+                UserWarning,
+                stacklevel=4,
             )
-    shutil.move(str(partial), str(target))
+        else:
+            got = compute_hash(str(fetched))
+            if got != resource.md5.lower():
+                raise RuntimeError(
+                    f"Checksum mismatch for {resource.url} (downloaded into {root}): expected md5 {resource.md5}, "
+                    f"got {got}. The file was deleted; try again later, or use synthetic=True for a generated "
+                    f"offline stand-in of {name}."
+                )
+        shutil.move(str(fetched), str(target))
+    finally:
+        fetched.unlink(missing_ok=True)
     return target
 
 
 def _unpack(archive: Path, root: Path) -> None:
-    """Unpack a tar or zip archive into ``root``, refusing members that would land outside it."""
+    """Unpack a tar or zip archive into ``root``, refusing members that would land outside it.
+
+    The standard library's ``tarfile`` / ``zipfile`` do the work (with tarfile's ``'data'`` filter where
+    Python has it); the check before adds a clear error naming the unsafe members, on every Python.
+    """
     root = root.resolve()
 
     def inside(member_name: str) -> bool:

@@ -1,8 +1,16 @@
 """Learning-rate schedules shared by both backends (api.md 2.2).
 
-Both backends accept the same ``scheduler_params`` dict. This module turns any accepted
-spelling into one canonical dict, and computes the cosine multiplier per epoch, so that
-PyTorch (a ``LambdaLR``) and TensorFlow (a Keras callback) follow exactly the same curve.
+Both backends accept the same ``scheduler_params`` dict. This module only checks and resolves it (no
+framework code): it turns any accepted spelling into one canonical dict. Each backend builds the schedule
+from it with its framework's own schedulers (PyTorch: ``torch.optim.lr_scheduler``, see
+``zoobot.pytorch.estimators.define_model.cosine_scheduler``; TensorFlow: ``keras.optimizers.schedules.CosineDecay``,
+see ``zoobot.tensorflow.estimators.define_model.EpochCosineDecay``), and both give the learning rate of epoch
+``e`` (from 0) as ``learning_rate * m(e)``:
+
+- ``e < warmup_epochs``: linear warm-up ``m = (e + 1) / warmup_epochs``;
+- ``warmup_epochs <= e < max_epochs``: ``m = f + (1 - f) * (1 + cos(pi * (e - w) / (max_epochs - w))) / 2``
+  with ``f = min_lr_factor``, ``w = warmup_epochs``;
+- ``e >= max_epochs``: ``m = min_lr_factor``.
 
 Canonical forms returned by :func:`normalise_scheduler_params`:
 
@@ -17,12 +25,11 @@ The upstream (Zoobot v2) keys ``cosine_schedule``, ``max_cosine_epochs`` and
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 from zoobot.shared.errors import unknown_option_error
 
-__all__ = ["normalise_scheduler_params", "cosine_multiplier", "PLATEAU_DEFAULTS", "COSINE_DEFAULTS"]
+__all__ = ["normalise_scheduler_params", "PLATEAU_DEFAULTS", "COSINE_DEFAULTS"]
 
 #: Defaults filled in for a plateau schedule.
 PLATEAU_DEFAULTS = {"patience": 5}
@@ -159,52 +166,6 @@ def _check_int(key: str, value, minimum: int) -> None:
         raise TypeError(f"scheduler_params[{key!r}] must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"scheduler_params[{key!r}] must be >= {minimum}, got {value!r}")
-
-
-def cosine_multiplier(epoch: int, warmup_epochs: int, max_epochs: int, min_lr_factor: float) -> float:
-    """Learning-rate multiplier of the cosine schedule at ``epoch`` (counted from 0).
-
-    The learning rate is ``learning_rate * cosine_multiplier(...)``:
-
-    - ``epoch < warmup_epochs``: linear warm-up ``(epoch + 1) / warmup_epochs``;
-    - ``warmup_epochs <= epoch < max_epochs``:
-      ``f + (1 - f) * (1 + cos(pi * (epoch - w) / (max_epochs - w))) / 2`` with ``f = min_lr_factor``;
-    - ``epoch >= max_epochs``: ``min_lr_factor``.
-
-    Parameters
-    ----------
-    epoch : int
-        The epoch about to run, from 0.
-    warmup_epochs : int
-        Epochs of linear warm-up (0 = none).
-    max_epochs : int
-        Epoch at which the decay reaches ``min_lr_factor``.
-    min_lr_factor : float
-        Final multiplier, in [0, 1].
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> cosine_multiplier(0, 2, 10, 0.1)
-    0.5
-    >>> cosine_multiplier(2, 2, 10, 0.1)
-    1.0
-    >>> cosine_multiplier(6, 2, 10, 0.1)
-    0.55
-    >>> cosine_multiplier(12, 2, 10, 0.1)
-    0.1
-    """
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    if epoch < warmup_epochs:
-        return (epoch + 1) / warmup_epochs
-    if epoch >= max_epochs:
-        return float(min_lr_factor)
-    progress = (epoch - warmup_epochs) / (max_epochs - warmup_epochs)
-    return float(min_lr_factor + (1 - min_lr_factor) * (1 + math.cos(math.pi * progress)) / 2)
 
 
 #: ``train()``'s schedule when ``scheduler_params`` is None (issue 13, chosen with

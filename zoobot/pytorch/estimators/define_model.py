@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 from typing import Iterable, Iterator
 
 import lightning as L
@@ -415,16 +416,122 @@ def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
     return out
 
 
-class _CosineLambda:
-    """Picklable LR multiplier for LambdaLR (its state_dict holds only these numbers)."""
+def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
+    """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
+
+    For :func:`zoobot.shared.cpu_speed.warn_if_gpu_sized`. Runs in eval mode (no BatchNorm statistics
+    change, no dropout draws) with ``torch.autograd.grad`` (nothing is stored in ``.grad``), after one untimed
+    pass over one image; the encoder's mode is restored.
+
+    Examples
+    --------
+    >>> time_encoder_pass(TinyCNN(1), 2, 1, 32) > 0
+    True
+    """
+    import time
+
+    was_training = encoder.training
+    params = [p for p in encoder.parameters() if p.requires_grad]
+
+    def one_pass(n):
+        start = time.perf_counter()
+        features = encoder(torch.full((n, int(channels), int(size), int(size)), 0.5))
+        if params:
+            torch.autograd.grad(features.float().sum(), params, allow_unused=True)
+        return time.perf_counter() - start
+
+    try:
+        encoder.eval()
+        one_pass(1)  # the first pass of a process sets up kernels and memory: not timed
+        return one_pass(int(n_images))
+    finally:
+        encoder.train(was_training)
+
+
+def cosine_scheduler(optimizer, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
+    """The cosine schedule of ``scheduler_params`` (docs/guides/training_recipe.md) as torch's own schedulers.
+
+    Stepped once per epoch, it gives each parameter group ``lr * m(epoch)``: warm-up ``m = (e + 1) / w`` for
+    ``e < w`` (``LinearLR``), cosine decay from 1 at ``e = w`` to ``min_lr_factor`` at ``max_epochs``
+    (``CosineAnnealingLR``), then ``min_lr_factor`` (``ConstantLR``), chained by ``SequentialLR``.
+    ``CosineAnnealingLR``'s floor ``eta_min`` is one number for every group, so an optimiser whose groups
+    start at different learning rates (finetuning's layer-wise decay) gets ``LambdaLR`` with the same
+    multiplier (:func:`cosine_lambda`) instead.
+
+    Examples
+    --------
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = cosine_scheduler(opt, warmup_epochs=2, max_epochs=4, min_lr_factor=0.1)
+    >>> lrs = []
+    >>> for _ in range(6):
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 6)); opt.step(); sched.step()
+    >>> lrs
+    [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
+    from torch.optim import lr_scheduler
+
+    warmup_epochs, max_epochs, min_lr_factor = int(warmup_epochs), int(max_epochs), float(min_lr_factor)
+    base = {group["lr"] for group in optimizer.param_groups}
+    if len(base) > 1:
+        return lr_scheduler.LambdaLR(optimizer, cosine_lambda(warmup_epochs, max_epochs, min_lr_factor))
+    (lr,) = base
+    phases, milestones = [], []
+    if warmup_epochs:
+        # (e + 1) / w: reaches 1 at e = w - 1 (LinearLR's total_iters must be >= 1, hence max for w = 1)
+        phases.append(lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_epochs, end_factor=1.0,
+                                            total_iters=max(warmup_epochs - 1, 1)))
+        milestones.append(warmup_epochs)
+    phases.append(lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs - warmup_epochs,
+                                                 eta_min=lr * min_lr_factor))
+    milestones.append(max_epochs)
+    # CosineAnnealingLR would rise again after T_max; the schedule holds the floor instead
+    phases.append(lr_scheduler.ConstantLR(optimizer, factor=min_lr_factor, total_iters=2**62))
+    return lr_scheduler.SequentialLR(optimizer, phases, milestones)
+
+
+def upgrade_cosine_scheduler_state(checkpoint: dict, cosine_params: dict | None) -> None:
+    """Let a run checkpointed before the cosine schedule moved to ``SequentialLR`` resume (in place).
+
+    Such checkpoints hold a ``LambdaLR`` state (``lr_lambdas``), which ``SequentialLR.load_state_dict``
+    cannot read. It is replaced by the state of a fresh :func:`cosine_scheduler` stepped to the same epoch
+    (the schedule depends on nothing else), so the resumed run gets the same rates as before.
+    """
+    if not cosine_params or cosine_params.get("name", "cosine") != "cosine":
+        return
+    states = checkpoint.get("lr_schedulers") or []
+    for i, state in enumerate(states):
+        if "lr_lambdas" not in state or len(set(state.get("base_lrs", []))) != 1:
+            continue  # already new, or layer-wise groups (still LambdaLR, same state)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=state["base_lrs"][0])
+        fresh = cosine_scheduler(optimizer, cosine_params["warmup_epochs"], cosine_params["max_epochs"],
+                                 cosine_params["min_lr_factor"])
+        for _ in range(int(state["last_epoch"])):
+            optimizer.step()
+            fresh.step()
+        states[i] = fresh.state_dict()
+
+
+class cosine_lambda:  # noqa: N801 (used like a function)
+    """Picklable multiplier ``m(epoch)`` of :func:`cosine_scheduler` for ``LambdaLR`` (its state_dict holds only
+    these numbers). Only for optimisers whose groups start at different learning rates, where
+    ``CosineAnnealingLR`` (one absolute floor for all groups) cannot give each group ``min_lr_factor`` x its own.
+
+    Examples
+    --------
+    >>> [round(cosine_lambda(2, 4, 0.1)(e), 6) for e in range(6)]
+    [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
 
     def __init__(self, warmup_epochs: int, max_epochs: int, min_lr_factor: float):
         self.warmup_epochs, self.max_epochs, self.min_lr_factor = warmup_epochs, max_epochs, min_lr_factor
 
     def __call__(self, epoch: int) -> float:
-        from zoobot.shared.schedules import cosine_multiplier
-
-        return cosine_multiplier(epoch, self.warmup_epochs, self.max_epochs, self.min_lr_factor)
+        w, m, f = self.warmup_epochs, self.max_epochs, self.min_lr_factor
+        if epoch < w:
+            return (epoch + 1) / w
+        if epoch >= m:
+            return float(f)
+        return float(f + (1 - f) * (1 + math.cos(math.pi * (epoch - w) / (m - w))) / 2)
 
 
 class ZoobotTree(L.LightningModule):
@@ -811,6 +918,7 @@ class ZoobotTree(L.LightningModule):
             self._versions_checked = True
         if "zoobot_input_size" in checkpoint:
             self.input_size = int(checkpoint["zoobot_input_size"])
+        upgrade_cosine_scheduler_state(checkpoint, self.scheduler_params)
         from zoobot.shared.preprocessing import carry_record, restore_record
 
         carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels,
@@ -880,9 +988,7 @@ class ZoobotTree(L.LightningModule):
             )
             return {"optimizer": optimizer, "lr_scheduler": {
                 "scheduler": scheduler, "monitor": "validation/supervised_loss", "interval": "epoch"}}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _CosineLambda(params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])
-        )
+        scheduler = cosine_scheduler(optimizer, params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ---------------------------------------------------------------- predict

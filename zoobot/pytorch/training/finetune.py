@@ -697,11 +697,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=self.weight_decay)
         if self.cosine_params is None:
             return optimizer
-        from zoobot.pytorch.estimators.define_model import _CosineLambda
+        from zoobot.pytorch.estimators.define_model import cosine_scheduler
 
         p = self.cosine_params
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _CosineLambda(p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"]))
+        scheduler = cosine_scheduler(optimizer, p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------------- forward
@@ -1110,8 +1109,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             checkpoint["preprocessing"] = self.preprocessing.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from zoobot.pytorch.estimators.define_model import upgrade_cosine_scheduler_state
         from zoobot.shared.preprocessing import carry_record, restore_record
 
+        upgrade_cosine_scheduler_state(checkpoint, self.cosine_params)
         carry_record(self, restore_record(checkpoint.get("preprocessing"), channels=self.channels))
 
     def _inherit_preprocessing(self, checkpoint_loc) -> None:
@@ -1647,6 +1648,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
             checkpoint[calibration.CHECKPOINT_KEY] = self.calibration
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)  # the preprocessing record and the scheduler state, as the others
         self.calibration = checkpoint.get(calibration.CHECKPOINT_KEY) or None
 
     def _dict_label_keys(self, batch: dict) -> list[str]:

@@ -673,6 +673,9 @@ def _train(
         scheduler_params=resolve_train_schedule(scheduler_params, epochs),
     )
     model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
+    if accelerator == "cpu" and is_main:  # GPU-sized settings on a CPU: say how long a batch will take
+        _warn_if_gpu_sized(model, architecture_name, 3 if color else 1, resize_after_crop, batch_size,
+                           len(train_catalog), epochs)
 
     checkpoint_callback = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -729,6 +732,15 @@ def _train(
     # the input size is not a ZoobotTree hyperparameter; predict() reads it from here
     model.input_size = int(resize_after_crop)
     return model, trainer
+
+
+def _warn_if_gpu_sized(model, architecture_name, channels, size, batch_size, n_train, epochs):
+    from zoobot.pytorch.estimators.define_model import time_encoder_pass
+    from zoobot.shared.cpu_speed import warn_if_gpu_sized
+
+    warn_if_gpu_sized(lambda n: time_encoder_pass(model.encoder, n, channels, size),
+                      architecture_name=architecture_name, image_size=size, batch_size=batch_size,
+                      n_train=n_train, epochs=epochs, stacklevel=4)
 
 
 class _RecordRun(L.Callback):

@@ -693,21 +693,57 @@ def check_images(images, channels, where="the data") -> None:
 # 5. learning-rate schedules (zoobot.shared.schedules) as Keras callbacks
 # ---------------------------------------------------------------------------------------------
 
-class CosineSchedule(keras.callbacks.Callback):
-    """Set the learning rate to ``learning_rate * cosine_multiplier(epoch, ...)`` before each epoch."""
+def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
+    """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
+
+    For :func:`zoobot.shared.cpu_speed.warn_if_gpu_sized`. Runs with ``training=False`` (no BatchNorm
+    statistics change, no dropout draws) under a ``GradientTape`` whose gradients are discarded. Eager, as
+    the first steps of a fit are; one untimed pass first builds the layers.
+
+    Examples
+    --------
+    >>> time_encoder_pass(tiny_cnn.get_tiny_cnn(1), 2, 1, 32) > 0
+    True
+    """
+    import time
+
+    x = tf.fill((int(n_images), int(size), int(size), int(channels)), 0.5)
+    encoder(x, training=False)  # builds the layers, outside the timing
+    start = time.perf_counter()
+    with tf.GradientTape() as tape:
+        features = encoder(x, training=False)
+    if encoder.trainable_weights:
+        tape.gradient(tf.reduce_sum(tf.cast(features, tf.float32)), encoder.trainable_weights)
+    return time.perf_counter() - start
+
+
+class EpochCosineDecay:
+    """The cosine schedule of ``scheduler_params`` (docs/guides/training_recipe.md) per epoch, from Keras's
+    ``CosineDecay``; ``EpochCosineDecay(...)(epoch)`` is the learning rate of ``epoch`` (from 0).
+
+    ``learning_rate * m(epoch)``: warm-up ``m = (e + 1) / w`` for ``e < w``, cosine decay from 1 at ``e = w``
+    to ``min_lr_factor`` at ``max_epochs``, then ``min_lr_factor``, the same numbers as the PyTorch
+    backend's schedulers. Keras's warm-up starts at ``initial_learning_rate`` (0 here) at step 0; ours gives
+    the first epoch ``1 / w`` rather than nothing, so a warm-up epoch reads the schedule at its end
+    (step ``e + 1``) and a decay epoch at its start (step ``e``). Computed in float64, so the rate assigned
+    to the optimiser is the formula's value rounded once.
+
+    Examples
+    --------
+    >>> [round(EpochCosineDecay(1.0, 2, 4, 0.1)(e), 6) for e in range(6)]
+    [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
 
     def __init__(self, learning_rate, warmup_epochs, max_epochs, min_lr_factor):
-        super().__init__()
-        self.learning_rate = float(learning_rate)
-        self.warmup_epochs, self.max_epochs, self.min_lr_factor = warmup_epochs, max_epochs, min_lr_factor
+        self.warmup_epochs = int(warmup_epochs)
+        self.schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=np.float64(0.0 if self.warmup_epochs else learning_rate),
+            decay_steps=int(max_epochs) - self.warmup_epochs, alpha=float(min_lr_factor),
+            warmup_target=np.float64(learning_rate) if self.warmup_epochs else None, warmup_steps=self.warmup_epochs)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        multiplier = schedules.cosine_multiplier(epoch, self.warmup_epochs, self.max_epochs, self.min_lr_factor)
-        self.model.optimizer.learning_rate.assign(self.learning_rate * multiplier)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
+    def __call__(self, epoch, lr=None) -> float:
+        step = epoch + 1 if epoch < self.warmup_epochs else epoch
+        return float(self.schedule(np.float64(step)))
 
 
 def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
@@ -715,7 +751,8 @@ def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
 
     ``None``/``{}``: none (constant LR). ``{'name': 'plateau', 'patience': p}``: ReduceLROnPlateau
     on the validation loss (factor 0.1, min_lr 1e-6). ``{'name': 'cosine', ...}``:
-    LR = ``learning_rate * cosine_multiplier(epoch, ...)`` (never ``learning_rate`` squared).
+    Keras's ``LearningRateScheduler`` sets the LR of each epoch from :class:`EpochCosineDecay` (never
+    ``learning_rate`` squared); Keras logs it as ``learning_rate``.
 
     Examples
     --------
@@ -730,7 +767,8 @@ def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
     if params["name"] == "plateau":
         return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=params["patience"],
                                                   min_lr=1e-6, mode="min")]
-    return [CosineSchedule(learning_rate, params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"])]
+    return [keras.callbacks.LearningRateScheduler(
+        EpochCosineDecay(learning_rate, params["warmup_epochs"], params["max_epochs"], params["min_lr_factor"]))]
 
 
 # ---------------------------------------------------------------------------------------------

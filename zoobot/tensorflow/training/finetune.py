@@ -976,10 +976,8 @@ class FinetuneableZoobotAbstract(keras.Model):
         """The schedule's learning-rate multiplier for ``epoch`` (0-based): cosine or 1."""
         if self.cosine_params is None:
             return 1.0
-        from zoobot.shared.schedules import cosine_multiplier
-
         p = self.cosine_params
-        return float(cosine_multiplier(epoch, p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"]))
+        return define_model.EpochCosineDecay(1.0, p["warmup_epochs"], p["max_epochs"], p["min_lr_factor"])(epoch)
 
     def compile(self, optimizer=None, gradient_clip_val=None, **kwargs):
         """Compile with the finetuning rules: :class:`LayerwiseAdamW` (per-block learning rates), no Keras loss.

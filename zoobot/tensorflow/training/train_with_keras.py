@@ -921,6 +921,17 @@ def _epoch_of(row) -> float:
         return float("nan")
 
 
+def _warn_if_gpu_sized(model, architecture_name, channels, size, batch_size, train_catalog, steps_per_epoch,
+                       epochs):
+    from zoobot.shared.cpu_speed import warn_if_gpu_sized
+    from zoobot.tensorflow.estimators.define_model import time_encoder_pass
+
+    n_train = len(train_catalog) if train_catalog is not None else (steps_per_epoch or 1) * batch_size
+    warn_if_gpu_sized(lambda n: time_encoder_pass(model.encoder, n, channels, size),
+                      architecture_name=architecture_name, image_size=size, batch_size=batch_size,
+                      n_train=n_train, epochs=epochs, stacklevel=4)
+
+
 class _NonFiniteLossGuard(keras.callbacks.Callback):
     """Stop training with a ``FloatingPointError`` as soon as the training or validation loss is NaN or
     infinite, naming the epoch and step (Keras' TerminateOnNaN would only stop silently)."""
@@ -1276,6 +1287,9 @@ def _train(
             model.input_size = int(resize_after_crop)
             model.preprocessing = _preprocessing_record(args, channels, train_catalog)
             model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
+        if not on_gpu:  # GPU-sized settings on a CPU: say how long a batch will take
+            _warn_if_gpu_sized(model, architecture_name, channels, resize_after_crop, batch_size,
+                               train_catalog, steps_per_epoch, epochs)
 
         checkpoint_callback = CheckpointRecord(
             checkpoint_dir,
