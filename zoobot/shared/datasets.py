@@ -8,7 +8,7 @@ Every function has the signature ``(root, download=True, train=True, synthetic=F
    offline and is what the tests, the demo and the examples' ``--smoke`` runs use.
 2. Otherwise it uses the dataset's files if they are already in ``root``;
 3. else, if ``download``, it downloads the registered resources (:data:`RESOURCES`) into ``root``
-   (with ``astropy.utils.data.download_file``: needs ``pip install "zoobot[fits]"``),
+   (with ``astropy.utils.data.download_file``; astropy is a core dependency),
    checks their md5 sums and unpacks archives. A failed download raises ``RuntimeError`` naming the
    URL, ``root`` and the ``synthetic=True`` alternative; nothing ever falls back silently.
 
