@@ -67,12 +67,13 @@ class DemoSettings:
     image_size: int = 64
     #: colour (3-channel) images for both models; False trains on greyscale
     color: bool = True
-    pretrain_epochs: int = 6
+    #: 6 epochs reach 0.77 x the average galaxy's vote-fraction error, 15 reach 0.73 (about 45 s on 2 quiet cores)
+    pretrain_epochs: int = 15
     pretrain_batch_size: int = 32
     #: peak learning rate of the tree model (AdamW), reached after one warm-up epoch, then cosine decay
     pretrain_learning_rate: float = 3e-3
     pretrain_weight_decay: float = 0.01
-    finetune_epochs: int = 6
+    finetune_epochs: int = 10
     #: encoder blocks trained while finetuning (-1 = all; 0 = head only)
     finetune_blocks: int = -1
     finetune_learning_rate: float = 1e-3
