@@ -273,6 +273,8 @@ class _Demo:
         from zoobot.shared.synthetic import GENERATOR_VERSION, make_synthetic_catalog
 
         root = self.save_dir / "data" / name
+        # one pool per catalog, split 70/10/20 later: ids say "demo" (synth-demo-...), not "train"
+        kwargs.setdefault("split", "demo")
         # a new generator version draws other galaxies: never reuse the old ones
         key = {**kwargs, "image_size": self.config.image_size, "generator_version": GENERATOR_VERSION}
         marker = root / "demo_settings.json"
