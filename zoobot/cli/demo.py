@@ -13,7 +13,7 @@ from zoobot.cli._common import STATE, common_options
               show_default=True, help="Output folder (data, models, predictions, report.md, figures/).")
 @click.option("--n-galaxies", type=click.IntRange(min=30), default=600, show_default=True,
               help="Labelled ring / no-ring galaxies to finetune on (20 % held out for testing).")
-@click.option("--n-pretrain", type=click.IntRange(min=50), default=2000, show_default=True,
+@click.option("--n-pretrain", type=click.IntRange(min=50), default=4000, show_default=True,
               help="Galaxies with GZ DECaLS votes to pretrain the tree model on (cached in --save-dir).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data-loading worker processes (0: in the main process, fastest for small images).")
@@ -37,7 +37,7 @@ def demo_command(save_dir, n_galaxies, n_pretrain, num_workers, quick, image_siz
                        ("finetune_epochs", finetune_epochs)):
         if value is not None:
             settings[key] = value
-    if not quick or n_pretrain != 2000:
+    if not quick or n_pretrain != 4000:
         settings["n_pretrain"] = n_pretrain
     run_demo(save_dir, n_galaxies=n_galaxies, backend=STATE.backend, quick=quick, num_workers=num_workers,
              echo=click.echo, **settings)
