@@ -1,4 +1,4 @@
-"""``zoobot predict --shard R/N`` and ``zoobot merge-predictions`` (api.md 5.2; docs/guides/scaling_out.md).
+"""``zoobot predict --shard R/N`` and ``zoobot merge-predictions`` (docs/guides/scaling_out.md).
 
 Values of merged parts against a single-process run, with processes killed and rerun, are checked in
 tests/reliability/test_shard_prediction.py (slow); here the command line's wiring.
