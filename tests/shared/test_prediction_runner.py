@@ -256,3 +256,12 @@ def test_release_free_memory_runs_on_glibc_and_is_a_no_op_without_malloc_trim(mo
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert prediction_runner.release_free_memory() is False
     assert prediction_runner.release_free_memory() is False  # looked up once, remembered
+
+
+def test_an_existing_predictions_file_is_replaced_with_a_warning_not_silently(tmp_path):
+    save_loc = tmp_path / "preds.parquet"
+    run_chunked_prediction(catalog(60), FakeModel(), label_cols=SCHEMA.label_cols, save_loc=save_loc, progress=False)
+    with pytest.warns(UserWarning, match=r"Replacing the existing predictions file .*preds.parquet with the 12 rows"):
+        run_chunked_prediction(catalog(12), FakeModel(), label_cols=SCHEMA.label_cols, save_loc=save_loc,
+                               progress=False)
+    assert len(pd.read_parquet(save_loc)) == 12

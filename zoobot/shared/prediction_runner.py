@@ -397,6 +397,9 @@ def _write_files(predictions, chunks: _Chunks, save_loc, label_cols, kind, metad
     """The predictions file (and summary tables) written chunk by chunk, each moved into place at the end."""
     from zoobot.shared.load_predictions import predictions_to_summary, summary_paths
 
+    if os.path.exists(save_loc):  # never replace earlier predictions silently (the CLI refuses without --overwrite)
+        warnings.warn(f"Replacing the existing predictions file {save_loc} with the {chunks.n_rows} rows of this "
+                      "prediction; give another save_loc to keep it.", UserWarning, stacklevel=4)
     writer = save_predictions.PredictionWriter(
         save_loc, label_cols, chunks.n_rows, predictions.shape[2], kind, metadata, schema=schema
     )
