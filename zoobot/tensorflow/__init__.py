@@ -80,7 +80,11 @@ def _import_tensorflow_quietly() -> None:
     from zoobot.shared.console import quiet_native_startup
 
     with quiet_native_startup():
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # the full (GPU-capable) wheel, which keras-hub's tensorflow-text pulls in, probes CUDA at the first
+        # device query and logs "failed call to cuInit" on machines without a GPU: probe inside the block
+        tensorflow.config.list_physical_devices("GPU")
 
 
 _check_environment()
