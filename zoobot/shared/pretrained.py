@@ -42,6 +42,7 @@ from zoobot.shared.errors import unknown_option_error
 
 __all__ = [
     "DEFAULT_PRETRAINED",
+    "TENSORFLOW_ARCHITECTURES",
     "PretrainedCfg",
     "get_pretrained_cfg",
     "hub_id_for",
@@ -82,7 +83,11 @@ class PretrainedCfg:
     pixel_scale : str
         ``'0-1'``: floats in [0, 1], no mean/std normalisation (the zoobot convention).
     backend_files : dict
-        ``backend -> file name`` of the weights in the repo; ``None`` where a backend has no weights.
+        ``backend -> file name`` of the weights each backend loads from the repo; ``None`` where a
+        backend cannot load the model (TensorFlow reads the timm ``model.safetensors`` through
+        keras-hub, which converts the EfficientNet and ResNet encoders but not ConvNeXt or MaxViT).
+        Models outside the registry list both: the TensorFlow backend checks the architecture in their
+        ``config.json``.
     licence, citation : str
     """
 
@@ -93,9 +98,14 @@ class PretrainedCfg:
     input_size: int = 224
     pixel_scale: str = "0-1"
     backend_files: dict = dataclasses.field(default_factory=lambda: {"pytorch": "model.safetensors",
-                                                                     "tensorflow": None})
+                                                                     "tensorflow": "model.safetensors"})
     licence: str = _LICENCE
     citation: str = _CITATION
+
+    @property
+    def backends(self) -> tuple:
+        """The backends that load this encoder, e.g. ``('pytorch', 'tensorflow')``."""
+        return tuple(backend for backend, file in self.backend_files.items() if file)
 
     @property
     def local_dir(self) -> Path | None:
@@ -110,11 +120,18 @@ class PretrainedCfg:
         return self.name in _REGISTRY
 
 
+#: Registered architectures keras-hub converts from timm, so the TensorFlow backend loads them
+#: (tests/tensorflow/test_pretrained_encoders.py checks this list against keras-hub itself).
+TENSORFLOW_ARCHITECTURES = frozenset({"efficientnet_b0", "resnet18", "resnet50", "resnet101"})
+
+
 def _entry(architecture: str, greyscale: bool = False, repo: str | None = None) -> PretrainedCfg:
     if repo is None:
         repo = f"zoobot-encoder-{'greyscale-' if greyscale else ''}{architecture}"
+    files = {"pytorch": "model.safetensors",
+             "tensorflow": "model.safetensors" if architecture in TENSORFLOW_ARCHITECTURES else None}
     return PretrainedCfg(name=repo, hub_id=f"{HUB_OWNER}/{repo}", architecture=architecture,
-                         channels=1 if greyscale else 3)
+                         channels=1 if greyscale else 3, backend_files=files)
 
 
 _COLOUR = [
@@ -144,13 +161,15 @@ _BY_HUB_ID = {cfg.hub_id.lower(): cfg for cfg in _REGISTRY.values()}
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def list_pretrained(channels: int | None = None) -> list[str]:
+def list_pretrained(channels: int | None = None, backend: str | None = None) -> list[str]:
     """Registry names of the pretrained encoders.
 
     Parameters
     ----------
     channels : {None, 1, 3}
         Only greyscale (1) or colour (3) models; None lists all.
+    backend : {None, 'pytorch', 'tensorflow'}
+        Only the models that backend loads; None lists all.
 
     Returns
     -------
@@ -162,10 +181,15 @@ def list_pretrained(channels: int | None = None) -> list[str]:
     True
     >>> all('greyscale' in name for name in list_pretrained(channels=1))
     True
+    >>> 'zoobot-encoder-efficientnet_b0' in list_pretrained(backend='tensorflow')
+    True
     """
     if channels not in (None, 1, 3):
         raise unknown_option_error("number of channels", channels, ["None", "1", "3"])
-    return [name for name, cfg in _REGISTRY.items() if channels is None or cfg.channels == channels]
+    if backend not in (None, "pytorch", "tensorflow"):
+        raise unknown_option_error("backend", backend, ["None", "pytorch", "tensorflow"])
+    return [name for name, cfg in _REGISTRY.items()
+            if (channels is None or cfg.channels == channels) and (backend is None or backend in cfg.backends)]
 
 
 def _accepted_forms() -> list[str]:

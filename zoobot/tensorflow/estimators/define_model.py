@@ -228,10 +228,11 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     ==================================================  ==========================================================
     name                                                what you get
     ==================================================  ==========================================================
-    ``'zoobot-encoder-...'`` (registry) or              the pretrained Zoobot encoder, if it is published with a
-    ``'hf-hub:owner/repo'`` (legacy ``'hf_hub:'``)      Keras file (``encoder.keras``); otherwise E13 ("PyTorch-only
-                                                        weights": use ``zoobot.pytorch``)
-    ``'local-dir:/path/to/folder'``                     the ``encoder.keras`` in that folder (no network at all)
+    ``'zoobot-encoder-...'`` (registry) or              the pretrained Zoobot encoder: its timm weights converted
+    ``'hf-hub:owner/repo'`` (legacy ``'hf_hub:'``)      by keras-hub (EfficientNet, ResNet, ... families; E13
+                                                        for ConvNeXt/MaxViT: use ``zoobot.pytorch``)
+    ``'local-dir:/path/to/folder'``                     a timm folder (``config.json`` + ``model.safetensors``)
+                                                        or the ``encoder.keras`` in it (no network at all)
     ``'efficientnet_b0'``, ``'convnext_tiny'``, ...       a Keras architecture of :data:`ENCODER_NAMES`, **randomly
                                                         initialised** (as timm names are in PyTorch)
     ``'tiny_cnn'``                                      the 4-convolution test encoder
@@ -356,11 +357,16 @@ def _parse_encoder_name(name) -> tuple:
 
 
 def _load_local_encoder(folder: pathlib.Path, channels):
+    from zoobot.tensorflow.estimators import pretrained_encoders
+
+    if pretrained_encoders.is_timm_folder(folder):  # config.json + model.safetensors: through keras-hub
+        return pretrained_encoders.load_timm_encoder(folder, channels)
     path = folder / "encoder.keras" if folder.is_dir() else folder
     if not path.is_file():
         raise FileNotFoundError(
             f"local-dir:{folder} has no encoder.keras. A Keras encoder folder holds encoder.keras "
-            "(save one with encoder.save('folder/encoder.keras'))."
+            "(save one with encoder.save('folder/encoder.keras')); a timm folder holds config.json and "
+            "model.safetensors."
         )
     encoder = load_zoobot_model(path)
     encoder = getattr(encoder, "encoder", encoder)
@@ -402,13 +408,10 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
     if not pretrained and cfg is not None and getattr(cfg, "architecture", None) in ENCODER_NAMES:
         return get_tensorflow_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
     keras_file = _keras_file_of(cfg) if cfg is not None else "encoder.keras"
-    if not keras_file:
-        raise ValueError(
-            f"Unknown TensorFlow encoder {ident!r}: it has PyTorch-only weights (no Keras file such as "
-            "encoder.keras is published for it), so zoobot.tensorflow cannot load it. Use "
-            "zoobot.pytorch.estimators.define_model.create_encoder for it, or a TensorFlow architecture "
-            f"(accepted: {', '.join(ENCODER_NAMES)}) with pretrained=False."
-        )
+    if not str(keras_file or "").endswith(".keras"):  # timm weights: keras-hub converts them (or says why not)
+        from zoobot.tensorflow.estimators import pretrained_encoders
+
+        return pretrained_encoders.create_hub_encoder(repo, cfg, pretrained, channels)
     try:
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:

@@ -92,7 +92,7 @@ import tensorflow as tf
 
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
-from zoobot.tensorflow.estimators import define_model
+from zoobot.tensorflow.estimators import define_model, pretrained_encoders
 from zoobot.tensorflow.training.feature_cache import FeatureCache
 
 __all__ = [
@@ -360,7 +360,8 @@ class EncoderBlock:
 
 
 #: The architectures with a block table, for error messages.
-BLOCK_FAMILIES = ("efficientnet", "resnet", "convnext", "tiny_cnn")
+BLOCK_FAMILIES = ("efficientnet", "resnet", "convnext", "tiny_cnn",
+                  *(f"keras-hub {name}" for name in pretrained_encoders.KERAS_HUB_BLOCK_RULES))
 
 _CONVNEXT_STAGE = re.compile(r"_stage_(\d+)_")
 _CONVNEXT_DOWN = re.compile(r"_downsampling_block_(\d+)$")
@@ -386,6 +387,8 @@ def _units(model) -> list:
 
 
 def _family(model) -> str | None:
+    if family := pretrained_encoders.keras_hub_block_family(model):  # keras-hub backbones (timm weights)
+        return family
     names = [layer.name for layer in getattr(model, "layers", [])]
     if any(_CONVNEXT_STAGE.search(n) for n in names):
         return "convnext"
@@ -403,6 +406,8 @@ def _family(model) -> str | None:
 
 def _block_key(family: str, name: str):
     """(order, block name) of a layer name, or None for layers between blocks."""
+    if family.startswith("keras_hub:"):
+        return pretrained_encoders.keras_hub_block_key(family, name)
     if family == "convnext":
         if match := _CONVNEXT_STAGE.search(name):
             return int(match.group(1)) + 1, f"stage_{match.group(1)}"
