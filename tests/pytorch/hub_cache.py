@@ -103,3 +103,19 @@ def offline_hub(fake_hf_home, monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     return fake_hf_home
+
+
+def cache_folder(hf_home, repo_id: str, folder) -> pathlib.Path:
+    """Put the files of a timm folder (e.g. written by ``timm.models.save_for_hf``) in the cache as ``repo_id``."""
+    import shutil
+
+    folder = pathlib.Path(folder)
+    commit = hashlib.sha1(f"{repo_id}-{folder}".encode()).hexdigest()
+    repo = repo_folder(hf_home, repo_id)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for path in folder.iterdir():
+        shutil.copy2(path, snapshot / path.name)
+    return snapshot

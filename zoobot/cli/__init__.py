@@ -10,6 +10,7 @@ Run ``zoobot --help`` (or ``python -m zoobot --help``) for the commands::
     zoobot evaluate                  score tree predictions against votes (and synthetic truth)
     zoobot representations           encoder features of a catalog -> parquet
     zoobot shard                     write TFRecord shards (TensorFlow backend only)
+    zoobot export                    a model's encoder as a timm folder (or ONNX) for the other backend
     zoobot schemas [NAME]            list the prebuilt decision trees, or show one
     zoobot info                      versions, backends and devices
 
@@ -66,9 +67,9 @@ def cli(backend: str, log_level: str, debug: bool) -> None:
 
 def _register_commands() -> None:
     # the command modules import nothing heavy at module level
-    from zoobot.cli import about, demo, evaluate, finetune, merge, predict, shard, train
+    from zoobot.cli import about, demo, evaluate, export, finetune, merge, predict, shard, train
 
-    for module in (demo, train, finetune, predict, merge, evaluate, shard, about):
+    for module in (demo, train, finetune, predict, merge, evaluate, shard, export, about):
         for command in module.COMMANDS:
             cli.add_command(command)
 

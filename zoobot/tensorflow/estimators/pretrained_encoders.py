@@ -87,9 +87,9 @@ def check_tensorflow_architecture(architecture: str, where: str | None = None) -
     from keras_hub.src.utils.timm import preset_loader
 
     try:
-        loader = preset_loader.TimmPresetLoader(None, {"architecture": str(architecture)})
-        loader.converter.convert_backbone_config({"architecture": str(architecture), "pretrained_cfg": {},
-                                                  "num_features": 0})
+        converter = preset_loader.TimmPresetLoader(None, {"architecture": str(architecture)}).converter
+        converter.convert_backbone_config({"architecture": str(architecture), "pretrained_cfg": {},
+                                           "num_features": 0})
     except Exception as err:  # noqa: BLE001 - keras-hub words each refusal differently
         if not isinstance(err, (ValueError, KeyError, NotImplementedError)):
             raise
@@ -100,7 +100,18 @@ def check_tensorflow_architecture(architecture: str, where: str | None = None) -
             f"zoobot.pytorch.training.finetune.FinetuneableZoobotClassifier(name=...)), or pick a TensorFlow-"
             f"capable encoder (zoobot.shared.pretrained.list_pretrained(backend='tensorflow'))."
         ) from None
-    return loader.converter.__name__.rsplit(".", 1)[-1].removeprefix("convert_")
+    return converter.__name__.rsplit(".", 1)[-1].removeprefix("convert_")
+
+
+def _input_shape_argument(architecture: str) -> str:
+    """The keras-hub backbone's name for its input shape (``image_shape``, or ``input_shape`` for EfficientNet)."""
+    import inspect
+
+    from keras_hub.src.utils.timm import preset_loader
+
+    backbone_cls = preset_loader.TimmPresetLoader(None, {"architecture": architecture}).converter.backbone_cls
+    parameters = inspect.signature(backbone_cls.__init__).parameters
+    return "input_shape" if "input_shape" in parameters else "image_shape"
 
 
 def is_timm_folder(folder) -> bool:
@@ -205,22 +216,23 @@ def load_timm_encoder(folder, channels: int | None = None, name: str | None = No
     architecture = str(config["architecture"])
     check_tensorflow_architecture(architecture, where)
     native = _config_channels(config)
+    shape_argument = _input_shape_argument(architecture)
     backbone = _keras_hub().models.Backbone.from_preset(str(folder), load_weights=load_weights,
-                                                          image_shape=(None, None, native))
+                                                          **{shape_argument: (None, None, native)})
     if channels is not None and int(channels) != native:
-        backbone = _adapt_input_channels(backbone, native, int(channels), where)
+        backbone = _adapt_input_channels(backbone, native, int(channels), where, shape_argument)
     inputs = keras.Input(shape=(None, None, backbone.input_shape[-1]), name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
     return keras.Model(inputs, pooled, name=f"{architecture}_keras_hub")
 
 
-def _adapt_input_channels(backbone, native: int, channels: int, where: str):
+def _adapt_input_channels(backbone, native: int, channels: int, where: str, shape_argument: str):
     """The same backbone for ``channels`` inputs, its first convolution adapted (the others copied)."""
     import numpy as np
 
     if channels not in (1, 3):
         raise ChannelMismatchError(f"channels must be 1 or 3, got {channels!r}")
-    config = dict(backbone.get_config(), image_shape=(None, None, channels))
+    config = dict(backbone.get_config(), **{shape_argument: (None, None, channels)})
     adapted = type(backbone).from_config(config)
     changed = 0
     for target, source in zip(adapted.weights, backbone.weights):
