@@ -131,8 +131,8 @@ def test_create_encoder_names(tmp_path):
         encoder = define_model.create_encoder("efficientnet_b0", channels=1)
     assert encoder.output_shape == (None, 1280)
     assert define_model.create_encoder("tiny_cnn", channels=1).output_shape == (None, 128)
-    # published pretrained encoders have PyTorch weights only
-    with pytest.raises(ValueError, match="PyTorch-only weights"):
+    # ConvNeXt has no keras-hub converter: refused (before any download), naming the way out
+    with pytest.raises(ValueError, match="zoobot.tensorflow cannot load.*The PyTorch backend loads it"):
         define_model.create_encoder("hf_hub:mwalmsley/zoobot-encoder-convnext_nano")
     with pytest.raises(ValueError, match="Unknown encoder name prefix 's3:'"):
         define_model.create_encoder("s3:bucket/model")
