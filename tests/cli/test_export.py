@@ -84,3 +84,26 @@ def test_export_onnx_dispatches_to_the_backend(resnet_tree_checkpoint, tmp_path)
     result = run_zoobot("export", "--checkpoint", resnet_tree_checkpoint, "--out", out, "--format", "onnx")
     assert result.returncode == 0, describe(result)
     assert out.exists()
+
+
+@pytest.mark.tf
+def test_export_of_a_keras_model_is_a_folder_tensorflow_loads_by_name(tmp_path):
+    """keras-hub writes no timm files: a .keras model exports encoder.keras + zoobot.json, loaded as local-dir:."""
+    import numpy as np
+
+    import zoobot.tensorflow  # noqa: F401
+    from zoobot.cli.export import export
+    from zoobot.tensorflow.estimators import define_model
+
+    checkpoint = tmp_path / "tree.keras"
+    with gzip.open(FIXTURES / "tensorflow_zoobot_tree_tiny_cnn_32px.keras.gz", "rb") as src, \
+            open(checkpoint, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    out = export(checkpoint, tmp_path / "encoder")
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.keras", "zoobot.json"]
+    metadata = json.loads((out / "zoobot.json").read_text())
+    assert metadata["exported_from"]["backend"] == "tensorflow" and metadata["channels"] == 1
+    images = np.random.default_rng(0).uniform(size=(2, 32, 32, 1)).astype("float32")
+    expected = define_model.load_zoobot_model(checkpoint).encoder(images, training=False)
+    loaded = define_model.create_encoder(f"local-dir:{out}")
+    np.testing.assert_array_equal(np.asarray(loaded(images, training=False)), np.asarray(expected))

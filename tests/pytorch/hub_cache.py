@@ -29,6 +29,17 @@ def repo_folder(hf_home, repo_id: str = DEFAULT_REPO) -> pathlib.Path:
     return pathlib.Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
 
 
+def _new_snapshot(hf_home, repo_id: str, seed_text: str) -> pathlib.Path:
+    """An empty snapshot folder of ``repo_id``, which ``refs/main`` points to."""
+    commit = hashlib.sha1(seed_text.encode()).hexdigest()
+    folder = repo_folder(hf_home, repo_id)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return snapshot
+
+
 def make_fake_hub_cache(hf_home, repo_id: str = DEFAULT_REPO, architecture: str = "convnext_nano",
                         channels: int = 3, seed: int = 0) -> pathlib.Path:
     """Write a cached snapshot of ``repo_id`` holding a seeded random ``architecture``; return the snapshot folder."""
@@ -56,12 +67,7 @@ def make_fake_hub_cache(hf_home, repo_id: str = DEFAULT_REPO, architecture: str 
     }
     config = {"architecture": architecture, "num_classes": 0, "num_features": int(model.num_features),
               "pretrained_cfg": pretrained_cfg}
-    commit = hashlib.sha1(f"{repo_id}-{architecture}-{channels}-{seed}".encode()).hexdigest()
-    folder = repo_folder(hf_home, repo_id)
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (folder / "refs").mkdir(exist_ok=True)
-    (folder / "refs" / "main").write_text(commit)
+    snapshot = _new_snapshot(hf_home, repo_id, f"{repo_id}-{architecture}-{channels}-{seed}")
     (snapshot / "config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     safetensors.torch.save_file(state, str(snapshot / "model.safetensors"))
@@ -110,12 +116,7 @@ def cache_folder(hf_home, repo_id: str, folder) -> pathlib.Path:
     import shutil
 
     folder = pathlib.Path(folder)
-    commit = hashlib.sha1(f"{repo_id}-{folder}".encode()).hexdigest()
-    repo = repo_folder(hf_home, repo_id)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
+    snapshot = _new_snapshot(hf_home, repo_id, f"{repo_id}-{folder}")
     for path in folder.iterdir():
         shutil.copy2(path, snapshot / path.name)
     return snapshot
