@@ -104,7 +104,7 @@ def _fit_a_few_steps(model, images, labels):
                  marks=pytest.mark.slow),  # about a minute on 2 cores
     ("resnet18", ["stack3", "stack2", "stack1", "stack0", "stem"]),
 ])
-def test_finetuning_from_a_hub_name(architecture, blocks, offline_hub, images):  # noqa: F811
+def test_finetuning_from_a_hub_name(architecture, blocks, offline_hub, images, tmp_path, monkeypatch):  # noqa: F811
     from zoobot.tensorflow.training import finetune
 
     x = np.concatenate([images] * 3)[:8]
@@ -129,6 +129,15 @@ def test_finetuning_from_a_hub_name(architecture, blocks, offline_hub, images): 
         np.testing.assert_array_equal(before, after.numpy())
     assert any(not np.array_equal(b, a.numpy())
                for b, a in zip(upper, [v for v in top.blocks[0].variables() if v.trainable]))
+
+    # the .keras file rebuilds the keras-hub encoder offline (HF_HOME emptied), with the finetuned weights
+    path = tmp_path / "finetuned.keras"
+    top.save(path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    reloaded = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(path)
+    np.testing.assert_allclose(np.asarray(reloaded(x, training=False)), np.asarray(top(x, training=False)),
+                               rtol=1e-5, atol=1e-6)
+    assert [block.name for block in reloaded.blocks] == blocks
 
 
 def test_always_train_batchnorm_updates_only_batchnorm(offline_hub, images):  # noqa: F811

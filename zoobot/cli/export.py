@@ -24,12 +24,15 @@ def _backend_of(checkpoint: pathlib.Path) -> str:
         return "tensorflow"
     if suffix == ".ckpt":
         return "pytorch"
-    raise click.BadParameter(f"{checkpoint} is neither a PyTorch .ckpt nor a Keras .keras file.",
-                             param_hint="--checkpoint")
+    raise ValueError(f"--checkpoint {checkpoint} is neither a PyTorch .ckpt nor a Keras .keras file: give a model "
+                     "written by `zoobot train` or `zoobot finetune`.")
 
 
 def export(checkpoint, out, export_format: str = "timm", overwrite: bool = False) -> pathlib.Path:
     """Export ``checkpoint`` to ``out`` in ``export_format``; the backend follows the file's extension."""
+    from zoobot.shared.validation import check_choice
+
+    export_format = check_choice("export format", export_format, FORMATS)
     checkpoint, out = pathlib.Path(checkpoint), pathlib.Path(out)
     backend = _backend_of(checkpoint)
     if export_format == "onnx":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+from zoobot.shared.validation import check_bool
+
 __all__ = ["METADATA_FILE", "EXPORT_FILES", "encoder_metadata", "prepare_out_dir"]
 
 #: The zoobot side file of an exported encoder folder.
@@ -31,6 +33,7 @@ def prepare_out_dir(out_dir, overwrite: bool) -> pathlib.Path:
     >>> folder.is_dir()
     True
     """
+    overwrite = check_bool("overwrite", overwrite)
     out_dir = pathlib.Path(os.fspath(out_dir)).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"--out {out_dir} is a file; give a folder to write the encoder into.")

@@ -29,6 +29,7 @@ import json
 import pathlib
 
 from zoobot.shared.errors import ChannelMismatchError, missing_dependency
+from zoobot.shared.export import METADATA_FILE
 
 __all__ = [
     "KERAS_HUB_FAMILIES",
@@ -47,7 +48,7 @@ __all__ = [
 #: The timm families keras-hub converts (for messages; keras-hub itself decides each architecture).
 KERAS_HUB_FAMILIES = ("EfficientNet", "ResNet", "MobileNet", "DenseNet", "CSPNet", "VGG", "HGNetV2")
 #: The zoobot side file of an exported encoder folder (schema, channels, input size, preprocessing).
-ZOOBOT_METADATA_FILE = "zoobot.json"
+ZOOBOT_METADATA_FILE = METADATA_FILE
 _WEIGHTS = "model.safetensors"
 
 
@@ -83,16 +84,11 @@ def check_tensorflow_architecture(architecture: str, where: str | None = None) -
         (E13) keras-hub has no converter for it (ConvNeXt, MaxViT, ViT, ...): the message names the
         families that work in TensorFlow and says that ``zoobot.pytorch`` loads it.
     """
-    _keras_hub()
-    from keras_hub.src.utils.timm import preset_loader
-
     try:
-        converter = preset_loader.TimmPresetLoader(None, {"architecture": str(architecture)}).converter
+        converter = _converter(architecture)
         converter.convert_backbone_config({"architecture": str(architecture), "pretrained_cfg": {},
                                            "num_features": 0})
-    except Exception as err:  # noqa: BLE001 - keras-hub words each refusal differently
-        if not isinstance(err, (ValueError, KeyError, NotImplementedError)):
-            raise
+    except (ValueError, KeyError, NotImplementedError):  # keras-hub words each refusal differently
         raise ValueError(
             f"The pretrained encoder {where or architecture!r} is a timm {architecture!r}, which zoobot.tensorflow "
             f"cannot load: keras-hub converts only the {', '.join(KERAS_HUB_FAMILIES)} families (and not every "
@@ -103,13 +99,22 @@ def check_tensorflow_architecture(architecture: str, where: str | None = None) -
     return converter.__name__.rsplit(".", 1)[-1].removeprefix("convert_")
 
 
+def _converter(architecture: str):
+    """keras-hub's timm converter module for ``architecture`` (its loader raises ValueError if there is none).
+
+    keras-hub exposes no public "which timm architectures" call, so its timm preset loader is asked.
+    """
+    _keras_hub()
+    from keras_hub.src.utils.timm import preset_loader
+
+    return preset_loader.TimmPresetLoader(None, {"architecture": str(architecture)}).converter
+
+
 def _input_shape_argument(architecture: str) -> str:
     """The keras-hub backbone's name for its input shape (``image_shape``, or ``input_shape`` for EfficientNet)."""
     import inspect
 
-    from keras_hub.src.utils.timm import preset_loader
-
-    backbone_cls = preset_loader.TimmPresetLoader(None, {"architecture": architecture}).converter.backbone_cls
+    backbone_cls = _converter(architecture).backbone_cls
     parameters = inspect.signature(backbone_cls.__init__).parameters
     return "input_shape" if "input_shape" in parameters else "image_shape"
 
