@@ -52,7 +52,7 @@ def fake_hf_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).uniform(size=(3, 48, 48, 3)).astype("float32")
+    return np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype("float32")
 
 
 def _pytorch_features(name, images):
