@@ -31,6 +31,14 @@ import torch
 from torch import nn
 
 from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
+from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (get_pytorch_encoder: re-exported, upstream name)
+    check_channels,
+    get_encoder,
+    get_encoder_dim,
+    get_pytorch_encoder,
+    is_convnet,
+)
+from zoobot.pytorch.estimators.pretrained_encoders import create_encoder  # noqa: F401  (re-exported)
 from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
 from zoobot.pytorch.training import losses
 from zoobot.shared import calibration
@@ -53,159 +61,6 @@ logger = logging.getLogger(__name__)
 
 # campaign suffixes of the "ortho" decision trees (question names end with -<suffix>)
 _CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
-
-
-# ---------------------------------------------------------------------------------------------
-# encoders
-# ---------------------------------------------------------------------------------------------
-
-def _resolve_architecture_name(name: str) -> str:
-    """'efficientnet' -> 'efficientnet_b0' etc. (shared rule, zoobot.shared.training_config)."""
-    from zoobot.shared.training_config import resolve_architecture_name
-
-    return resolve_architecture_name(name)
-
-
-def _check_channels(channels) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. "
-            "Fix: channels=1 for greyscale images (greyscale=True / color=False), channels=3 for colour."
-        )
-    return int(channels)
-
-
-def get_pytorch_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **timm_kwargs) -> nn.Module:
-    """A randomly initialised image encoder returning pooled features (B, encoder_dim).
-
-    Parameters
-    ----------
-    architecture_name : str, default 'efficientnet_b0'
-        Any timm model name (``timm.list_models()``), ``'efficientnet'`` (= ``efficientnet_b0``), or
-        ``'tiny_cnn'`` (the small test encoder of :mod:`~zoobot.pytorch.estimators.tiny_cnn`).
-    channels : int, default 1
-        Input channels: 1 (greyscale) or 3 (RGB).
-    **timm_kwargs
-        Passed to ``timm.create_model`` (e.g. ``drop_path_rate=0.2``). ``num_classes=0`` (pooled
-        features, no classifier) and ``pretrained=False`` are fixed; for pretrained weights use
-        :func:`create_encoder`.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``encoder(x)`` maps (B, C, H, W) float [0, 1] to (B, encoder_dim); ``encoder.num_features``
-        is ``encoder_dim``.
-
-    Raises
-    ------
-    ValueError
-        (E13) unknown architecture name, with close matches; ``pretrained`` or ``num_classes`` in
-        ``timm_kwargs``.
-    ChannelMismatchError
-        (E7) ``channels`` not 1 or 3.
-
-    Examples
-    --------
-    >>> get_pytorch_encoder('tiny_cnn', channels=3).num_features
-    128
-    """
-    channels = _check_channels(channels)
-    name = _resolve_architecture_name(architecture_name)
-    for fixed in ("pretrained", "num_classes", "in_chans"):
-        if fixed in timm_kwargs:
-            raise ValueError(
-                f"get_pytorch_encoder fixes {fixed!r} (random init, pooled features, in_chans=channels); remove it "
-                "from timm_kwargs. For pretrained weights use create_encoder(name, pretrained=True)."
-            )
-    if name == "tiny_cnn":
-        if timm_kwargs:
-            raise ValueError(f"tiny_cnn takes no timm_kwargs, got {sorted(timm_kwargs)}")
-        return TinyCNN(channels=channels)
-    import timm
-
-    if not timm.is_model(name):
-        raise unknown_option_error(
-            "architecture_name", architecture_name, ["tiny_cnn", "efficientnet", *timm.list_models()]
-        )
-    return timm.create_model(name, pretrained=False, num_classes=0, in_chans=channels, **timm_kwargs)
-
-
-#: Backend-neutral alias of :func:`get_pytorch_encoder`.
-get_encoder = get_pytorch_encoder
-
-
-def get_encoder_dim(encoder: nn.Module, channels: int = 3) -> int:
-    """Dimension of the pooled features of ``encoder``.
-
-    Uses ``encoder.num_features`` (timm convention) when present, else runs one 224 x 224 probe
-    image through the encoder.
-
-    Parameters
-    ----------
-    encoder : torch.nn.Module
-        Maps (B, C, H, W) to (B, D).
-    channels : int, default 3
-        Channels of the probe image.
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> get_encoder_dim(get_pytorch_encoder('tiny_cnn'))
-    128
-    """
-    dim = getattr(encoder, "num_features", None)
-    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0:
-        return int(dim)
-    param = next(iter(encoder.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            out = encoder(torch.zeros(1, channels, 224, 224, device=device))
-    finally:
-        encoder.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(
-            f"encoder output has shape {tuple(out.shape)}; zoobot needs pooled features (B, D). "
-            "Create timm encoders with num_classes=0."
-        )
-    return int(out.shape[1])
-
-
-def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> nn.Module:
-    """Create an encoder from a pretrained registry name, ``hf-hub:``/``hf_hub:``/``local-dir:`` name or timm name.
-
-    Thin wrapper of :func:`zoobot.pytorch.estimators.pretrained_encoders.create_encoder` (see it for
-    the full documentation), imported on first use.
-
-    Parameters
-    ----------
-    name : str
-        e.g. ``'zoobot-encoder-convnext_nano'`` or ``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``.
-    pretrained : bool, default True
-        Load the pretrained weights.
-    channels : int or None
-        Input channels; None = the pretrained model's.
-    **kwargs
-        Passed on.
-
-    Returns
-    -------
-    torch.nn.Module
-    """
-    from zoobot.pytorch.estimators import pretrained_encoders
-
-    return pretrained_encoders.create_encoder(name, pretrained=pretrained, channels=channels, **kwargs)
-
-
-def _is_convnet(encoder: nn.Module) -> bool:
-    """Encoders with several 2-D convolutions run faster in channels_last memory format."""
-    n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in encoder.modules())
-    return n_conv >= 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,7 +491,7 @@ class ZoobotTree(L.LightningModule):
                 f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
                 f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
             )
-        channels = _check_channels(channels)
+        channels = check_channels(channels)
         timm_kwargs = dict(timm_kwargs or {})
         try:
             json.dumps(timm_kwargs)
@@ -687,12 +542,12 @@ class ZoobotTree(L.LightningModule):
         #: post-hoc calibration record (zoobot.shared.calibration), set by train(); None: uncalibrated
         self.calibration: dict | None = None
 
-        self.encoder = get_pytorch_encoder(architecture_name, channels=channels, **timm_kwargs)
+        self.encoder = get_encoder(architecture_name, channels=channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
         self.head = get_pytorch_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout, dropout_rate)
         self.loss_func = losses.get_multiquestion_loss(groups, sum_over_questions=False, reduction="none")
 
-        self.channels_last = _is_convnet(self.encoder)
+        self.channels_last = is_convnet(self.encoder)
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
         if compile_encoder:
