@@ -1,10 +1,11 @@
-"""The Zoobot model for decision-tree vote counts, and its building blocks (api.md 2.2).
+"""The Zoobot model for decision-tree vote counts (see docs/components/training.md).
 
-A :class:`ZoobotTree` is an image encoder (any timm model, or ``tiny_cnn`` for tests) followed by a
+A :class:`ZoobotTree` is an image encoder (:mod:`~zoobot.pytorch.estimators.encoders`) followed by a
 Dirichlet head (dropout -> linear -> ``1 + 100 * sigmoid``) predicting one concentration per answer,
-trained with the Dirichlet-multinomial loss of :mod:`zoobot.pytorch.training.losses`.
+trained with the Dirichlet-multinomial loss of :mod:`zoobot.pytorch.estimators.losses`. The encoder and
+loss functions are re-exported here (``get_encoder``, ``create_encoder``, ``get_dirichlet_loss_func``).
 
-Read top to bottom: encoders, head, loss helpers, then the LightningModule.
+Read top to bottom: head, checkpoints, learning-rate schedule, then the LightningModule.
 
 Examples
 --------
@@ -18,7 +19,6 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import json
 import logging
@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoobot.pytorch._compat import define_model_dirichlet_loss as dirichlet_loss  # noqa: F401  (deprecated name)
+from zoobot.pytorch.estimators import losses
 from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
 from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (get_pytorch_encoder: re-exported, upstream name)
     check_channels,
@@ -38,11 +40,11 @@ from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (get_pytorch_enc
     get_pytorch_encoder,
     is_convnet,
 )
+from zoobot.pytorch.estimators.losses import get_dirichlet_loss_func, per_question_dirichlet_loss  # noqa: F401
 from zoobot.pytorch.estimators.pretrained_encoders import create_encoder  # noqa: F401  (re-exported)
-from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
-from zoobot.pytorch.training import losses
+from zoobot.pytorch.estimators.tiny_cnn import TinyCNN  # noqa: F401  (used in the examples)
 from zoobot.shared import calibration
-from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.errors import ChannelMismatchError, check_pixel_range
 
 __all__ = [
     "ZoobotTree",
@@ -53,7 +55,7 @@ __all__ = [
     "get_pytorch_dirichlet_head",
     "get_dirichlet_head",
     "get_dirichlet_loss_func",
-    "dirichlet_loss",
+    "per_question_dirichlet_loss",
     "load_zoobot_checkpoint",
 ]
 
@@ -64,7 +66,7 @@ _CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "u
 
 
 # ---------------------------------------------------------------------------------------------
-# head and loss
+# the Dirichlet head
 # ---------------------------------------------------------------------------------------------
 
 def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
@@ -106,50 +108,6 @@ def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_drop
 
 #: Backend-neutral alias of :func:`get_pytorch_dirichlet_head`.
 get_dirichlet_head = get_pytorch_dirichlet_head
-
-
-def dirichlet_loss(preds: torch.Tensor, labels: torch.Tensor, question_index_groups,
-                   sum_over_questions: bool = False) -> torch.Tensor:
-    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
-
-    Parameters
-    ----------
-    preds : Tensor (B, n_answers)
-        Predicted concentrations.
-    labels : Tensor (B, n_answers)
-        Vote counts.
-    question_index_groups : sequence of (int, int)
-        Inclusive answer index range per question.
-    sum_over_questions : bool, default False
-        Sum over questions, giving (B,).
-
-    Returns
-    -------
-    Tensor (B, n_questions) or (B,)
-        Not reduced over the batch.
-
-    Examples
-    --------
-    >>> import torch
-    >>> dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)], sum_over_questions=True)
-    tensor([0., 0.])
-    """
-    q_losses = losses.calculate_multiquestion_loss(labels, preds, question_index_groups)
-    return q_losses.sum(dim=1) if sum_over_questions else q_losses
-
-
-def get_dirichlet_loss_func(question_index_groups):
-    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
-
-    Examples
-    --------
-    >>> import pickle
-    >>> f = get_dirichlet_loss_func([(0, 1)])
-    >>> pickle.loads(pickle.dumps(f)).keywords['question_index_groups']
-    [(0, 1)]
-    """
-    groups = losses.validate_question_index_groups(question_index_groups)
-    return functools.partial(dirichlet_loss, question_index_groups=groups)
 
 
 # ---------------------------------------------------------------------------------------------

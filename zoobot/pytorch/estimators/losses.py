@@ -1,29 +1,17 @@
-"""The Dirichlet-multinomial loss on Galaxy Zoo vote counts (api.md 1.5 and 2.3).
+"""The Dirichlet-multinomial loss on Galaxy Zoo vote counts (PyTorch; see docs/components/training.md).
 
-For each galaxy and each question ``q`` (answer columns ``s_q..e_q``, inclusive), with vote counts
-``k_a``, ``N_q = sum_a k_a`` (that question's own answers only) and predicted concentrations
-``alpha_a`` summing to ``A_q``::
-
-    NLL_q = -[ lnG(N_q + 1) - sum_a lnG(k_a + 1) + lnG(A_q) - lnG(N_q + A_q)
-               + sum_a ( lnG(k_a + alpha_a) - lnG(alpha_a) ) ]
-
-(the multinomial coefficient is included, so values match Pyro/TFP and the float64 oracle
-:func:`zoobot.shared.losses_reference.dirichlet_multinomial_nll`). Where ``N_q == 0`` the loss and
-its gradient are exactly 0: unasked questions and other campaigns' questions are ignored without a
-separate mask. Galaxy loss = sum over questions; batch loss = mean over galaxies.
-
-All questions are computed at once: the per-answer terms are summed into their questions with one
-``index_add`` along the answer axis (an answer -> question index built once per loss object), which is
-several times faster than a Python loop over questions for the 10-80 question trees of Galaxy Zoo.
+Per galaxy and question, the negative log Dirichlet-multinomial likelihood of the votes given the predicted
+concentrations, multinomial coefficient included (it matches the float64 oracle
+:func:`zoobot.shared.losses_reference.dirichlet_multinomial_nll`); exactly 0, value and gradient, where a
+question has no votes. Galaxy loss = sum over questions; batch loss = mean over galaxies. All questions
+are computed at once with one ``index_add`` along the answer axis. ``zoobot.pytorch.training.losses`` is
+the documented import path of the same functions.
 
 Examples
 --------
 >>> import torch
->>> from zoobot.pytorch.training import losses
->>> loss_func = losses.get_multiquestion_loss([(0, 1), (2, 4)])
->>> labels = torch.tensor([[3., 1., 0., 0., 0.]])          # second question unanswered
->>> concentrations = torch.full((1, 5), 2.0)
->>> round(float(loss_func(labels, concentrations)), 4)
+>>> loss_func = get_multiquestion_loss([(0, 1), (2, 4)])
+>>> round(float(loss_func(torch.tensor([[3., 1., 0., 0., 0.]]), torch.full((1, 5), 2.0))), 4)
 1.4759
 """
 from __future__ import annotations
@@ -39,7 +27,9 @@ __all__ = [
     "MultiquestionLoss",
     "get_multiquestion_loss",
     "calculate_multiquestion_loss",
-    "dirichlet_loss",
+    "single_question_dirichlet_loss",
+    "per_question_dirichlet_loss",
+    "get_dirichlet_loss_func",
     "get_dirichlet_neg_log_prob",
     "validate_question_index_groups",
 ]
@@ -124,7 +114,7 @@ def get_dirichlet_neg_log_prob(labels_for_q: torch.Tensor, total_count: torch.Te
     -------
     Tensor (B,)
         The negative log likelihood including the multinomial coefficient (0 where ``N_q == 0``
-        up to rounding, but use :func:`dirichlet_loss` for an exact zero and zero gradient).
+        up to rounding, but use :func:`single_question_dirichlet_loss` for an exact zero and zero gradient).
 
     Examples
     --------
@@ -146,7 +136,7 @@ def get_dirichlet_neg_log_prob(labels_for_q: torch.Tensor, total_count: torch.Te
     return -log_prob
 
 
-def dirichlet_loss(labels_for_q: torch.Tensor, concentrations_for_q: torch.Tensor) -> torch.Tensor:
+def single_question_dirichlet_loss(labels_for_q: torch.Tensor, concentrations_for_q: torch.Tensor) -> torch.Tensor:
     """Dirichlet-multinomial loss of one question, exactly 0 (value and gradient) where it has no votes.
 
     Parameters
@@ -163,7 +153,7 @@ def dirichlet_loss(labels_for_q: torch.Tensor, concentrations_for_q: torch.Tenso
     Examples
     --------
     >>> import torch
-    >>> dirichlet_loss(torch.zeros(1, 3), torch.full((1, 3), 5.0))
+    >>> single_question_dirichlet_loss(torch.zeros(1, 3), torch.full((1, 3), 5.0))
     tensor([0.])
     """
     labels_for_q = labels_for_q.to(concentrations_for_q.dtype)
@@ -281,7 +271,7 @@ def calculate_multiquestion_loss(labels: torch.Tensor, predictions: torch.Tensor
 
 
 class MultiquestionLoss(nn.Module):
-    """Sum of per-question Dirichlet-multinomial losses (api.md 1.5). Build it with :func:`get_multiquestion_loss`.
+    """Sum of per-question Dirichlet-multinomial losses. Build it with :func:`get_multiquestion_loss`.
 
     Call as ``loss(labels, predictions)``: labels (B, n_answers) vote counts, predictions (B, n_answers)
     concentrations. Picklable; holds no parameters or persistent state.
@@ -364,3 +354,50 @@ def get_multiquestion_loss(question_index_groups, sum_over_questions: bool = Tru
     1
     """
     return MultiquestionLoss(question_index_groups, sum_over_questions=sum_over_questions, reduction=reduction)
+
+
+def per_question_dirichlet_loss(preds: torch.Tensor, labels: torch.Tensor, question_index_groups,
+                                sum_over_questions: bool = False) -> torch.Tensor:
+    """Loss per galaxy and question, not reduced over the batch; predictions first (the upstream v2 order).
+
+    :func:`calculate_multiquestion_loss` with the first two arguments swapped.
+
+    Parameters
+    ----------
+    preds : Tensor (B, n_answers)
+        Predicted concentrations.
+    labels : Tensor (B, n_answers)
+        Vote counts.
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range per question.
+    sum_over_questions : bool, default False
+        Sum over questions, giving (B,).
+
+    Returns
+    -------
+    Tensor (B, n_questions) or (B,)
+
+    Examples
+    --------
+    >>> per_question_dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)], sum_over_questions=True)
+    tensor([0., 0.])
+    """
+    return calculate_multiquestion_loss(labels, preds, question_index_groups, sum_over_questions=sum_over_questions)
+
+
+def get_dirichlet_loss_func(question_index_groups):
+    """:func:`per_question_dirichlet_loss` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)``.
+
+    Picklable (a ``functools.partial``).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> f = get_dirichlet_loss_func([(0, 1)])
+    >>> pickle.loads(pickle.dumps(f)).keywords['question_index_groups']
+    [(0, 1)]
+    """
+    import functools
+
+    groups = validate_question_index_groups(question_index_groups)
+    return functools.partial(per_question_dirichlet_loss, question_index_groups=groups)
