@@ -1,29 +1,21 @@
-"""Keras models of the TensorFlow backend (api.md 3.4): encoders, the Dirichlet head, ``ZoobotTree``.
+"""Keras models of the TensorFlow backend: ``ZoobotTree`` and its Dirichlet head (see docs/components/training.md).
 
-A zoobot model is an **encoder** (a Keras application or ``tiny_cnn``; images NHWC float32 in
-[0, 1] -> pooled features) followed by a **Dirichlet head** (Dropout -> Dense -> ScaledSigmoid,
-giving Dirichlet concentrations in (1, 101), one per answer of the decision tree).
+A zoobot model is an **encoder** (:mod:`~zoobot.tensorflow.estimators.encoders`; images NHWC float32 in
+[0, 1] -> pooled features) followed by a **Dirichlet head** (Dropout -> Dense -> ScaledSigmoid, one
+concentration in (1, 101) per answer), trained with :mod:`zoobot.tensorflow.estimators.losses`.
 
-Read top to bottom:
-
-1. encoders: :data:`ENCODER_NAMES`, :func:`get_tensorflow_encoder` (alias :func:`get_encoder`),
-   :func:`create_encoder` (architecture, registry or hub names);
-2. the head: :func:`get_tensorflow_dirichlet_head` (alias :func:`get_dirichlet_head`);
-3. Monte Carlo dropout in one pass: :func:`mc_dropout_samples` (encoder once, head ``n_samples`` times);
-4. first-batch checks of data given to ``predict`` (E7, E8): :func:`check_images`;
-5. learning-rate schedules as Keras callbacks: :func:`get_scheduler_callbacks`;
-6. :class:`ZoobotTree`, the PyTorch ``ZoobotTree``'s twin: a compiled ``keras.Model``;
-7. the upstream (U1) functional API: :func:`get_model`, :func:`load_model`, :func:`load_weights`,
-   and :func:`load_zoobot_model` for ``.keras`` files with a version check (E11).
-
-No hidden rescaling: Keras applications with a built-in ``Rescaling(1/255)`` or mean/std
-normalisation are built with it disabled (random init) or compensated (ImageNet weights), so the
-encoder's first layer sees the [0, 1] values.
+Read top to bottom: ``create_encoder`` (architecture, registry or hub names), the head, Monte Carlo
+dropout in one pass (:func:`mc_dropout_samples`), first-batch checks (:func:`check_images`, E7/E8),
+learning-rate schedules as Keras callbacks, :class:`ZoobotTree`, and :func:`load_zoobot_model` for
+``.keras`` files (E11). The upstream v1 functional API (``get_model``, ``load_model``, ``load_weights``,
+``ZoobotModel``) and the deprecated names live in :mod:`zoobot.tensorflow._compat`; this module gives
+them on first use.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import json
 import operator
 import pathlib
@@ -35,21 +27,27 @@ import tensorflow as tf
 
 from zoobot.shared import calibration, checkpoints, schedules
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
-from zoobot.tensorflow.estimators import custom_layers, tiny_cnn
-from zoobot.tensorflow.training import losses
+from zoobot.tensorflow.estimators import custom_layers, losses, tiny_cnn  # noqa: F401  (tiny_cnn: examples)
+from zoobot.tensorflow.estimators.encoders import (
+    ENCODER_NAMES,
+    get_encoder,
+    get_encoder_dim,
+    resolve_encoder_name,
+)
+from zoobot.tensorflow.estimators.encoders import check_channels as _check_channels
+from zoobot.tensorflow.estimators.losses import get_dirichlet_loss_func, per_question_dirichlet_loss  # noqa: F401
 
 __all__ = [
     "ENCODER_NAMES",
     "ZoobotTree",
     "ZoobotModel",
-    "get_tensorflow_encoder",
     "get_encoder",
     "get_encoder_dim",
     "create_encoder",
     "get_tensorflow_dirichlet_head",
     "get_dirichlet_head",
-    "dirichlet_loss",
     "get_dirichlet_loss_func",
+    "per_question_dirichlet_loss",
     "mc_dropout_samples",
     "check_images",
     "get_scheduler_callbacks",
@@ -62,163 +60,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # 1. encoders
 # ---------------------------------------------------------------------------------------------
-
-# zoobot name -> (keras.applications constructor, how its built-in preprocessing is switched off)
-#   'rescaling': EfficientNet (v1) always adds Rescaling(1/255) + an (identity unless adapted)
-#                Normalization; the Rescaling scale is set to 1.
-#   'flag':      the constructor takes include_preprocessing=False.
-#   None:        no built-in preprocessing (ResNet).
-_KERAS_APPLICATIONS = {
-    **{f"efficientnet_b{i}": (f"EfficientNetB{i}", "rescaling") for i in range(8)},
-    **{f"efficientnetv2_b{i}": (f"EfficientNetV2B{i}", "flag") for i in range(4)},
-    "efficientnetv2_s": ("EfficientNetV2S", "flag"),
-    "efficientnetv2_m": ("EfficientNetV2M", "flag"),
-    "efficientnetv2_l": ("EfficientNetV2L", "flag"),
-    "resnet50": ("ResNet50", None),
-    "resnet101": ("ResNet101", None),
-    "resnet152": ("ResNet152", None),
-    "convnext_tiny": ("ConvNeXtTiny", "flag"),
-    "convnext_small": ("ConvNeXtSmall", "flag"),
-    "convnext_base": ("ConvNeXtBase", "flag"),
-    "convnext_large": ("ConvNeXtLarge", "flag"),
-}
-
-#: Every encoder name :func:`get_tensorflow_encoder` builds ('efficientnet' is accepted for
-#: 'efficientnet_b0'; the deprecated 'resnet_detectron'/'resnet_torchvision' give 'resnet50').
-ENCODER_NAMES = tuple(_KERAS_APPLICATIONS) + ("tiny_cnn",)
-
-
-def _resolve_name(architecture_name) -> str:
-    from zoobot.shared.training_config import resolve_architecture_name
-
-    name = resolve_architecture_name(architecture_name)
-    if name not in ENCODER_NAMES:
-        raise unknown_option_error("TensorFlow encoder architecture", architecture_name, ENCODER_NAMES)
-    return name
-
-
-def _check_channels(channels) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. Fix: pass channels=1 or channels=3."
-        )
-    return int(channels)
-
-
-def get_tensorflow_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **kwargs) -> keras.Model:
-    """Build an encoder: images (B, H, W, C) float32 in [0, 1] -> pooled features (B, dim).
-
-    Parameters
-    ----------
-    architecture_name : str, default 'efficientnet_b0'
-        One of :data:`ENCODER_NAMES`: ``efficientnet_b0..b7``, ``efficientnetv2_b0..b3/s/m/l``,
-        ``resnet50/101/152``, ``convnext_tiny/small/base/large``, ``tiny_cnn``. ``'efficientnet'``
-        means ``efficientnet_b0``.
-    channels : int, default 1
-        Input channels, 1 (greyscale) or 3 (RGB).
-    **kwargs
-        Passed to the ``keras.applications`` constructor (e.g. ``drop_connect_rate`` for
-        EfficientNet). ``input_shape`` may be ``(H, W)`` or ``(H, W, C)`` (default: any size).
-        ``weights`` defaults to None (random init); ``weights='imagenet'`` downloads Keras'
-        ImageNet weights (needs ``channels=3``) and compensates their built-in preprocessing so the
-        model still takes [0, 1] inputs.
-
-    Returns
-    -------
-    keras.Model
-        Functional model with the application's layer names (``stem_conv``, ``block1a_...``,
-        ``top_conv`` ...), global-average pooled. Pooled dims equal timm's for the same names
-        (efficientnet_b0: 1280, resnet50: 2048, convnext_tiny: 768, tiny_cnn: 128).
-
-    Raises
-    ------
-    ValueError
-        (E13) unknown architecture (the message lists :data:`ENCODER_NAMES`).
-    ChannelMismatchError
-        (E7) channels not 1 or 3, or ImageNet weights with 1 channel.
-
-    Examples
-    --------
-    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
-    >>> encoder.output_shape
-    (None, 128)
-    """
-    name = _resolve_name(architecture_name)
-    channels = _check_channels(channels)
-    kwargs = dict(kwargs)
-    input_shape = kwargs.pop("input_shape", None)
-    spatial = (None, None) if input_shape is None else tuple(input_shape)[:2]
-    if name == "tiny_cnn":
-        if kwargs:
-            raise TypeError(f"tiny_cnn takes no extra arguments, got {sorted(kwargs)}")
-        return tiny_cnn.get_tiny_cnn(channels=channels, input_shape=spatial)
-
-    constructor_name, preprocessing = _KERAS_APPLICATIONS[name]
-    constructor = getattr(keras.applications, constructor_name)
-    weights = kwargs.pop("weights", None)
-    imagenet = weights == "imagenet"
-    if imagenet and channels != 3:
-        raise ChannelMismatchError(
-            f"ImageNet weights for {name} expect 3-channel (RGB) input but channels={channels}. "
-            "Fix: pass channels=3 (color=True), or train from random initialisation (weights=None)."
-        )
-    if imagenet and preprocessing is None:
-        raise ValueError(
-            f"weights='imagenet' for {name} needs Keras' caffe-style input preprocessing, which zoobot does not "
-            "add (zoobot models take [0, 1] inputs). Use an EfficientNet or ConvNeXt for ImageNet weights, or "
-            "weights=None."
-        )
-    if preprocessing == "flag":
-        # keep the preprocessing the ImageNet weights were trained with; drop it otherwise
-        kwargs.setdefault("include_preprocessing", imagenet)
-    model = constructor(
-        include_top=False,
-        weights=weights,
-        input_shape=(*spatial, channels),
-        pooling="avg",
-        **kwargs,
-    )
-    if imagenet:
-        # the application expects 0-255 pixels and rescales/normalises them itself: feed it 255 x [0, 1]
-        inputs = keras.Input(shape=(*spatial, channels), name="image")
-        outputs = model(keras.layers.Rescaling(255.0, name="from_unit_interval")(inputs))
-        return keras.Model(inputs, outputs, name=f"{name}_imagenet")
-    if preprocessing == "rescaling":
-        _disable_input_rescaling(model, name)
-    return model
-
-
-def _disable_input_rescaling(model: keras.Model, name: str) -> None:
-    """Set the built-in ``Rescaling(1/255)`` of a Keras application to the identity."""
-    for layer in model.layers[:6]:
-        if isinstance(layer, keras.layers.Rescaling) and np.allclose(np.asarray(layer.scale, dtype=float), 1 / 255.0):
-            layer.scale = 1.0
-            layer.offset = 0.0
-            return
-    raise RuntimeError(  # a future Keras changed the stem: fail loudly rather than rescale silently
-        f"Could not find the Rescaling(1/255) layer at the input of the Keras {name}; the installed Keras "
-        f"{keras.__version__} builds it differently. Please report this to the zoobot developers."
-    )
-
-
-#: Backend-neutral alias of :func:`get_tensorflow_encoder` (same object).
-get_encoder = get_tensorflow_encoder
-
-
-def get_encoder_dim(encoder, channels: int = 3) -> int:
-    """Pooled feature dimension of an encoder (from its output shape, else a probe on 64 px zeros).
-
-    Examples
-    --------
-    >>> get_encoder_dim(get_tensorflow_encoder('tiny_cnn', channels=1))
-    128
-    """
-    shape = getattr(encoder, "output_shape", None)
-    if shape is not None and not isinstance(shape, list) and shape[-1] is not None:
-        return int(shape[-1])
-    probe = encoder(np.zeros((1, 64, 64, channels), dtype="float32"), training=False)
-    return int(probe.shape[-1])
-
 
 def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> keras.Model:
     """Create an encoder (images (B, H, W, C) in [0, 1] -> features (B, D)) from a name.
@@ -243,7 +84,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     pretrained : bool, default True
         Load the pretrained weights (registry, ``hf-hub:`` and ``local-dir:`` names). Architecture
         names are always randomly initialised (a ``UserWarning`` says so when ``pretrained=True``;
-        Keras' ImageNet weights are available through ``get_tensorflow_encoder(name,
+        Keras' ImageNet weights are available through ``get_encoder(name,
         weights='imagenet')``).
     channels : int, optional
         Input channels. Default: the pretrained model's, else 3.
@@ -276,7 +117,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
         channels = _check_channels(channels)
     source, ident = _parse_encoder_name(name)
     if source == "tiny_cnn":
-        return get_tensorflow_encoder("tiny_cnn", channels=channels or 3)
+        return get_encoder("tiny_cnn", channels=channels or 3)
     if source == "keras":
         if pretrained:
             warnings.warn(
@@ -286,7 +127,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
                 UserWarning,
                 stacklevel=2,
             )
-        return get_tensorflow_encoder(ident, channels=channels or 3, **kwargs)
+        return get_encoder(ident, channels=channels or 3, **kwargs)
     if source == "local-dir":
         return _load_local_encoder(pathlib.Path(ident).expanduser(), channels)
     return _create_hub_encoder(source, ident, pretrained, channels)
@@ -400,7 +241,7 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
                 repo = repo[len(prefix):]
     cfg_channels = getattr(cfg, "channels", None)
     if not pretrained and cfg is not None and getattr(cfg, "architecture", None) in ENCODER_NAMES:
-        return get_tensorflow_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
+        return get_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
     keras_file = _keras_file_of(cfg) if cfg is not None else "encoder.keras"
     if not keras_file:
         raise ValueError(
@@ -508,48 +349,6 @@ def get_tensorflow_dirichlet_head(encoder_dim: int, output_dim: int, test_time_d
 get_dirichlet_head = get_tensorflow_dirichlet_head
 
 
-def dirichlet_loss(preds, labels, question_index_groups, sum_over_questions: bool = False):
-    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
-
-    Parameters
-    ----------
-    preds : tensor (B, n_answers)
-        Predicted concentrations.
-    labels : tensor (B, n_answers)
-        Vote counts.
-    question_index_groups : sequence of (int, int)
-        Inclusive answer index range per question.
-    sum_over_questions : bool, default False
-        Sum over questions, giving (B,).
-
-    Returns
-    -------
-    tf.Tensor (B, n_questions) or (B,)
-        Not reduced over the batch.
-
-    Examples
-    --------
-    >>> dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)], sum_over_questions=True)
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0., 0.], dtype=float32)>
-    """
-    return losses.calculate_multiquestion_loss(labels, preds, question_index_groups,
-                                               sum_over_questions=sum_over_questions)
-
-
-def get_dirichlet_loss_func(question_index_groups):
-    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
-
-    Examples
-    --------
-    >>> get_dirichlet_loss_func([(0, 1)]).keywords['question_index_groups']
-    [(0, 1)]
-    """
-    import functools
-
-    groups = losses.validate_question_index_groups(question_index_groups)
-    return functools.partial(dirichlet_loss, question_index_groups=groups)
-
-
 # ---------------------------------------------------------------------------------------------
 # 3. Monte Carlo dropout in one pass
 # ---------------------------------------------------------------------------------------------
@@ -591,7 +390,7 @@ def mc_dropout_samples(encoder, head, images, n_samples=1, dropout=True):
 
     Examples
     --------
-    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
+    >>> encoder = get_encoder('tiny_cnn', channels=1)
     >>> head = get_tensorflow_dirichlet_head(128, 3, True, 0.5)
     >>> mc_dropout_samples(encoder, head, np.zeros((2, 32, 32, 1), 'float32'), n_samples=4).shape
     TensorShape([2, 3, 4])
@@ -965,7 +764,7 @@ class ZoobotTree(keras.Model):
         self.question_names = question_names
         self.campaigns = dict(_campaigns(question_names))
         self.output_dim = int(output_dim)
-        self.architecture_name = _resolve_name(architecture_name)
+        self.architecture_name = resolve_encoder_name(architecture_name)
         self.channels = _check_channels(channels)
         self.test_time_dropout = bool(test_time_dropout)
         self.compile_encoder = bool(compile_encoder)
@@ -979,7 +778,7 @@ class ZoobotTree(keras.Model):
         #: dropout samples, running the encoder once per batch (``predict(..., n_samples=n)`` sets it).
         self.predict_n_samples = None
 
-        self.encoder = get_tensorflow_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
+        self.encoder = get_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, self.channels)
         self.head = get_tensorflow_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout,
                                                   self.dropout_rate)
@@ -1293,198 +1092,8 @@ def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, que
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. the upstream functional API and loading
+# 7. loading .keras files, and the old names (zoobot.tensorflow._compat)
 # ---------------------------------------------------------------------------------------------
-
-@keras.saving.register_keras_serializable(package="zoobot")
-class ZoobotModel(keras.Model):
-    """A functional Keras model (built by :func:`get_model`) whose ``predict`` checks the first batch.
-
-    ``predict`` raises E7 (channels) or E8 (pixels outside [0, 1]) before any compute, and accepts
-    datasets of ``(images, id_str)`` (the ids are ignored), as ``ZoobotTree.predict`` does. Everything
-    else is ``keras.Model``'s functional API (``ZoobotModel(inputs, outputs, name=...)``).
-
-    Attributes
-    ----------
-    channels, input_size : int
-        From the input shape.
-    """
-
-    @property
-    def channels(self) -> int:
-        return int(self.input_shape[-1])
-
-    @property
-    def input_size(self) -> int:
-        return int(self.input_shape[1]) if self.input_shape[1] is not None else 224
-
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """``keras.Model.predict`` after the first-batch checks (E7, E8)."""
-        if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
-            if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
-                x.setup("predict")
-            x = x.predict_dataloader()
-        images = _first_images(x)
-        if images is not None:
-            check_images(images, self.channels, where=f"{self.name}.predict")
-        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(checkpoints.version_metadata())
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if not _VERSIONS_CHECKED.get():
-            checkpoints.check_format_version(config, _LOADING_PATH.get() or "the ZoobotModel being loaded")
-        for key in checkpoints.VERSION_KEYS:
-            config.pop(key, None)
-        return super().from_config(config, custom_objects=custom_objects)
-
-
-def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect_partial=False, channels=1,
-              use_imagenet_weights=False, dropout_rate=0.2, test_time_dropout=True, *,
-              architecture_name="efficientnet_b0", crop_size=None, resize_size=None,
-              always_augment=False) -> keras.Model:
-    """Build an (uncompiled) functional Keras model: [augmentation] -> encoder -> Dirichlet head [U1].
-
-    Parameters
-    ----------
-    output_dim : int
-        Answers of the decision tree.
-    input_size : int
-        Side of the square input images.
-    weights_loc : str, optional
-        ``.weights.h5`` or ``.keras`` file to load (see :func:`load_weights`).
-    include_top : bool, default True
-        False: return the (augmentation +) pooled encoder only.
-    expect_partial : bool, default False
-        Allow weights files that do not match every layer.
-    channels : int, default 1
-    use_imagenet_weights : bool, default False
-        Keras ImageNet weights for the encoder (downloaded; needs ``channels=3``).
-    dropout_rate : float, default 0.2
-    test_time_dropout : bool, default True
-        Head dropout stays on at inference (:class:`MCDropout`), so repeated ``predict`` calls
-        give Monte Carlo samples.
-    architecture_name : str, keyword-only, default 'efficientnet_b0'
-    crop_size, resize_size : int, optional, keyword-only
-        [U0] Start with :class:`~zoobot.tensorflow.estimators.custom_layers.GalaxyAugmentation`
-        (rotation, flips, random crop ``crop_size``, resize ``resize_size``), active only in
-        training; at inference a central crop + resize.
-    always_augment : bool, keyword-only, default False
-        Augment at inference too (test-time augmentation).
-
-    Returns
-    -------
-    keras.Model
-
-    Examples
-    --------
-    >>> model = get_model(34, 32, architecture_name='tiny_cnn')
-    >>> model.output_shape
-    (None, 34)
-    """
-    output_dim = _check_positive_int("output_dim", output_dim)
-    input_size = _check_positive_int("input_size", input_size)
-    channels = _check_channels(channels)
-    inputs = keras.Input(shape=(input_size, input_size, channels), name="image")
-    x = inputs
-    if crop_size is not None or resize_size is not None or always_augment:
-        x = custom_layers.GalaxyAugmentation(crop_size=crop_size, resize_size=resize_size,
-                                             always_augment=always_augment, name="augmentation")(x)
-    encoder_kwargs = {"weights": "imagenet"} if use_imagenet_weights else {}
-    encoder = get_tensorflow_encoder(architecture_name, channels=channels, **encoder_kwargs)
-    features = encoder(x)
-    if include_top:
-        head = get_tensorflow_dirichlet_head(int(features.shape[-1]), output_dim, test_time_dropout, dropout_rate)
-        outputs = head(features)
-    else:
-        outputs = features
-    model = ZoobotModel(inputs, outputs, name="zoobot" if include_top else "zoobot_encoder")
-    if weights_loc is not None:
-        load_weights(model, weights_loc, expect_partial=expect_partial)
-    return model
-
-
-def load_weights(model, checkpoint_loc, expect_partial=False):
-    """Load weights into ``model`` from a ``.weights.h5`` or ``.keras`` file.
-
-    Parameters
-    ----------
-    model : keras.Model
-    checkpoint_loc : str or path-like
-        A Keras weights file, or a ``.keras`` model file whose weights fit ``model``.
-    expect_partial : bool
-        Skip layers whose weights do not match (instead of raising).
-
-    Returns
-    -------
-    keras.Model
-        ``model``, for chaining.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``checkpoint_loc`` does not exist.
-    """
-    path = pathlib.Path(checkpoint_loc)
-    if not path.exists():
-        raise FileNotFoundError(f"No weights file at {path}")
-    if path.suffix == ".keras":
-        _check_keras_file_version(path)
-    model.load_weights(str(path), skip_mismatch=bool(expect_partial))
-    return model
-
-
-def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_partial=False, channels=1,
-               dropout_rate=0.2):
-    """Load a trained model [U1].
-
-    A ``.keras`` file (e.g. ``save_dir/checkpoints/last.keras`` from ``train``) is loaded whole,
-    with its own architecture; ``include_top=False`` then returns its encoder. Any other file is
-    treated as weights for ``get_model(output_dim, input_size, channels=..., dropout_rate=...)``.
-
-    Parameters
-    ----------
-    checkpoint_loc : str or path-like
-    include_top : bool
-    input_size : int
-    output_dim, expect_partial, channels, dropout_rate
-        Used to build the model for a weights file.
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    CheckpointVersionError
-        (E11) the file was written by a newer, incompatible zoobot.
-    """
-    path = pathlib.Path(checkpoint_loc)
-    if path.suffix == ".keras":
-        model = load_zoobot_model(path)
-        if not include_top:
-            return _without_head(model)
-        return model
-    return get_model(output_dim, input_size, weights_loc=path, include_top=include_top,
-                     expect_partial=expect_partial, channels=channels, dropout_rate=dropout_rate)
-
-
-def _without_head(model):
-    """The encoder part of a loaded model: ``model.encoder``, or a functional model's output before its head."""
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, keras.Model):
-        return encoder
-    try:
-        head = model.get_layer("dirichlet_head")
-    except ValueError:
-        return model
-    return ZoobotModel(model.inputs, head.input, name="zoobot_encoder")
-
 
 def _read_keras_config(path: pathlib.Path) -> dict:
     try:
@@ -1527,7 +1136,10 @@ def load_zoobot_model(path, compile=True) -> keras.Model:
     if path.suffix != ".keras":
         raise unknown_option_error("model file extension", path.suffix, [".keras"])
     config = _read_keras_config(path)
-    zoobot_model = str(config.get("registered_name") or "").startswith("zoobot>")
+    registered = str(config.get("registered_name") or "")
+    zoobot_model = registered.startswith("zoobot>")
+    if registered == "zoobot>ZoobotModel":
+        importlib.import_module("zoobot.tensorflow._compat")  # registers the class (get_model's functional model)
     token = _LOADING_PATH.set(str(path))
     try:
         if zoobot_model:
@@ -1550,3 +1162,25 @@ def _versions_checked():
         yield
     finally:
         _VERSIONS_CHECKED.reset(token)
+
+
+#: Old names now in :mod:`zoobot.tensorflow._compat` (name here -> name there), given by ``__getattr__``.
+_MOVED_TO_COMPAT = {
+    "ZoobotModel": "ZoobotModel",
+    "get_model": "get_model",
+    "load_model": "load_model",
+    "load_weights": "load_weights",
+    "get_tensorflow_encoder": "get_tensorflow_encoder",
+    "dirichlet_loss": "define_model_dirichlet_loss",
+}
+
+
+def __getattr__(name):
+    """Give the old names that moved to :mod:`zoobot.tensorflow._compat` (``get_model``, ``load_model``, ...).
+
+    Imported on first use, so ``_compat`` depends on this module and not the reverse.
+    """
+    if name not in _MOVED_TO_COMPAT:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    compat = importlib.import_module("zoobot.tensorflow._compat")
+    return getattr(compat, _MOVED_TO_COMPAT[name])

@@ -1,37 +1,22 @@
-"""The Dirichlet-multinomial loss on Galaxy Zoo vote counts, for Keras (api.md 1.5 and 3.5).
+"""The Dirichlet-multinomial loss on Galaxy Zoo vote counts, for Keras (see docs/components/training.md).
 
-For each galaxy and each question ``q`` (answer columns ``s_q..e_q``, inclusive), with vote counts
-``k_a``, ``N_q = sum_a k_a`` (that question's own answers only) and predicted concentrations
-``alpha_a`` summing to ``A_q``::
-
-    NLL_q = -[ lnG(N_q + 1) - sum_a lnG(k_a + 1) + lnG(A_q) - lnG(N_q + A_q)
-               + sum_a ( lnG(k_a + alpha_a) - lnG(alpha_a) ) ]
-
-written in closed form with ``tf.math.lgamma`` (no TensorFlow Probability). The multinomial
-coefficient is included, so values match the float64 oracle
-:func:`zoobot.shared.losses_reference.dirichlet_multinomial_nll` and the PyTorch backend. Where
-``N_q == 0`` the loss and its gradient are exactly 0, so unasked questions and other campaigns'
-questions are ignored without a mask. Galaxy loss = sum over questions; batch loss = mean over
-galaxies (Keras' ``'sum_over_batch_size'``).
-
-:class:`MultiquestionLoss` is a ``keras.losses.Loss``: under ``tf.distribute`` Keras divides the
-per-replica mean by the number of replicas before the gradients are summed, so the optimiser sees
-the mean over the global batch.
+The twin of :mod:`zoobot.pytorch.estimators.losses`, in closed form with ``tf.math.lgamma`` (no TensorFlow
+Probability): per galaxy and question, the negative log Dirichlet-multinomial likelihood of the votes,
+multinomial coefficient included; exactly 0, value and gradient, where a question has no votes. Galaxy
+loss = sum over questions; batch loss = mean over galaxies (Keras' ``'sum_over_batch_size'``, which
+``tf.distribute`` scales per replica). ``zoobot.tensorflow.training.losses`` is the documented import path
+of the same functions.
 
 Examples
 --------
 >>> import numpy as np
->>> from zoobot.tensorflow.training import losses
->>> loss_func = losses.get_multiquestion_loss([(0, 1), (2, 4)])
->>> labels = np.array([[3., 1., 0., 0., 0.]], dtype='float32')    # second question unanswered
->>> concentrations = np.full((1, 5), 2.0, dtype='float32')
->>> round(float(loss_func(labels, concentrations)), 4)
+>>> loss_func = get_multiquestion_loss([(0, 1), (2, 4)])
+>>> round(float(loss_func(np.array([[3., 1., 0., 0., 0.]], 'float32'), np.full((1, 5), 2.0, 'float32'))), 4)
 1.4759
 """
 from __future__ import annotations
 
 import operator
-
 import warnings
 
 import keras
@@ -43,7 +28,9 @@ __all__ = [
     "MultiquestionLoss",
     "get_multiquestion_loss",
     "calculate_multiquestion_loss",
-    "dirichlet_loss",
+    "single_question_dirichlet_loss",
+    "per_question_dirichlet_loss",
+    "get_dirichlet_loss_func",
     "get_dirichlet_neg_log_prob",
     "validate_question_index_groups",
 ]
@@ -126,7 +113,7 @@ def get_dirichlet_neg_log_prob(labels_for_q, total_count, concentrations_for_q):
     -------
     tf.Tensor (B,)
         The negative log likelihood including the multinomial coefficient. Use
-        :func:`dirichlet_loss` for an exact zero (and zero gradient) where ``N_q == 0``.
+        :func:`single_question_dirichlet_loss` for an exact zero (and zero gradient) where ``N_q == 0``.
 
     Examples
     --------
@@ -150,7 +137,7 @@ def get_dirichlet_neg_log_prob(labels_for_q, total_count, concentrations_for_q):
     return -log_prob
 
 
-def dirichlet_loss(labels_for_q, concentrations_for_q):
+def single_question_dirichlet_loss(labels_for_q, concentrations_for_q):
     """Dirichlet-multinomial loss of one question, exactly 0 (value and gradient) where it has no votes.
 
     Parameters
@@ -166,7 +153,7 @@ def dirichlet_loss(labels_for_q, concentrations_for_q):
 
     Examples
     --------
-    >>> float(dirichlet_loss([[0., 0., 0.]], [[5., 5., 5.]])[0])
+    >>> float(single_question_dirichlet_loss([[0., 0., 0.]], [[5., 5., 5.]])[0])
     0.0
     """
     concentrations_for_q = tf.convert_to_tensor(concentrations_for_q)
@@ -293,7 +280,7 @@ def calculate_multiquestion_loss(labels, predictions, question_index_groups, car
 
 @keras.saving.register_keras_serializable(package="zoobot")
 class MultiquestionLoss(keras.losses.Loss):
-    """Sum of per-question Dirichlet-multinomial losses (api.md 1.5). Build it with :func:`get_multiquestion_loss`.
+    """Sum of per-question Dirichlet-multinomial losses. Build it with :func:`get_multiquestion_loss`.
 
     Call as ``loss(y_true, y_pred)``: ``y_true`` (B, n_answers) vote counts, ``y_pred`` (B, n_answers)
     concentrations. Serialisable (``get_config``), so compiled models save to ``.keras``.
@@ -380,3 +367,49 @@ def get_multiquestion_loss(question_index_groups, sum_over_questions=True, reduc
     10
     """
     return MultiquestionLoss(question_index_groups, sum_over_questions=sum_over_questions, reduction=reduction)
+
+
+def per_question_dirichlet_loss(preds, labels, question_index_groups, sum_over_questions: bool = False):
+    """Loss per galaxy and question, not reduced over the batch; predictions first (the upstream v2 order).
+
+    :func:`calculate_multiquestion_loss` with the first two arguments swapped.
+
+    Parameters
+    ----------
+    preds : tensor (B, n_answers)
+        Predicted concentrations.
+    labels : tensor (B, n_answers)
+        Vote counts.
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range per question.
+    sum_over_questions : bool, default False
+        Sum over questions, giving (B,).
+
+    Returns
+    -------
+    tf.Tensor (B, n_questions) or (B,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> per_question_dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)],
+    ...                             sum_over_questions=True).numpy()
+    array([0., 0.], dtype=float32)
+    """
+    return calculate_multiquestion_loss(labels, preds, question_index_groups, sum_over_questions=sum_over_questions)
+
+
+def get_dirichlet_loss_func(question_index_groups):
+    """:func:`per_question_dirichlet_loss` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)``.
+
+    Picklable (a ``functools.partial``).
+
+    Examples
+    --------
+    >>> get_dirichlet_loss_func([(0, 1)]).keywords['question_index_groups']
+    [(0, 1)]
+    """
+    import functools
+
+    groups = validate_question_index_groups(question_index_groups)
+    return functools.partial(per_question_dirichlet_loss, question_index_groups=groups)
