@@ -1,5 +1,5 @@
 """Old PyTorch names (zoobot.pytorch._compat): documented ones are plain aliases, renamed ones warn
-DeprecationWarning naming the new name (docs/how_the_code_fits_together.md)."""
+DeprecationWarning naming the new name (docs/compatibility.md)."""
 import warnings
 
 import pytest

@@ -76,7 +76,7 @@ def describe(f):
 
 def test_signatures_match_pytorch():
     theirs = {}
-    for module in ("define_model", "encoders", "pretrained_encoders", "losses"):
+    for module in ("define_model", "encoders", "pretrained_encoders", "losses", "custom_layers"):
         theirs.update(source_signatures(os.path.join(os.path.dirname(zoobot.__file__), "pytorch", "estimators",
                                                      f"{module}.py")))
     pairs = {
@@ -184,7 +184,7 @@ def test_dirichlet_head_layers_and_range():
     assert np.asarray(custom_layers.ScaledSigmoid()(np.zeros((1, 1), np.float32)))[0, 0] == 51.0
     assert define_model.get_dirichlet_head is define_model.get_tensorflow_dirichlet_head
     assert custom_layers.PermaDropout is custom_layers.MCDropout
-    with pytest.raises(ValueError, match="dropout_rate must be a number in"):
+    with pytest.raises(ValueError, match=r"dropout_rate must be < 1\.0, got 1\.5"):
         define_model.get_tensorflow_dirichlet_head(128, 34, True, 1.5)
 
 

@@ -3,7 +3,7 @@
 The modules that used to hold these names re-export them from here, so old code keeps running. Names
 that the upstream documentation shows without deprecation (``get_pytorch_encoder``,
 ``get_pytorch_dirichlet_head``) are plain aliases in their modules, not here. See
-docs/how_the_code_fits_together.md for the list of aliases in both backends.
+docs/compatibility.md for the list of aliases in both backends.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 :func:`deprecated_alias` wraps a function under its old name: it works as before and warns
 ``DeprecationWarning`` naming the replacement. :func:`alias_module` makes an old import path give the
 very module object of the new one (no copy, no warning: for paths that the user documentation shows).
-See docs/how_the_code_fits_together.md.
+See docs/compatibility.md.
 """
 from __future__ import annotations
 

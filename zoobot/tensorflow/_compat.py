@@ -7,8 +7,8 @@
 - :func:`alias_module` keeps old import paths (``zoobot.data_utils``,
   ``zoobot.tensorflow.estimators.preprocess``) giving the canonical module objects.
 
-The modules that used to hold these names still give them (``define_model`` forwards its old names here
-on first use), so this module depends on them, never the reverse. See docs/how_the_code_fits_together.md.
+The modules that used to hold these names import them from here; this module imports only the layers
+below them (``encoders``, ``custom_layers``, ``losses``, ``model_io``). See docs/compatibility.md.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import tensorflow as tf
 from zoobot.shared import checkpoints
 from zoobot.shared.deprecation import alias_module, deprecated_alias
 from zoobot.shared.validation import check_int
-from zoobot.tensorflow.estimators import custom_layers, define_model, encoders
+from zoobot.tensorflow.estimators import custom_layers, encoders, model_io
 from zoobot.tensorflow.estimators import losses as _losses
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "alias_module",
 ]
 
-#: [U0] the augmentation layer that :func:`get_model` puts first (defined with the other Keras layers).
+#: Upstream v0: the augmentation layer that :func:`get_model` puts first (defined with the other Keras layers).
 GalaxyAugmentation = custom_layers.GalaxyAugmentation
 
 #: ``define_model.get_tensorflow_encoder``: the backend-named spelling of :func:`~zoobot.tensorflow.estimators.encoders.get_encoder`.
@@ -85,9 +85,9 @@ class ZoobotModel(keras.Model):
             if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
                 x.setup("predict")
             x = x.predict_dataloader()
-        images = define_model._first_images(x)
+        images = model_io._first_images(x)
         if images is not None:
-            define_model.check_images(images, self.channels, where=f"{self.name}.predict")
+            model_io.check_images(images, self.channels, where=f"{self.name}.predict")
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     def get_config(self):
@@ -98,8 +98,8 @@ class ZoobotModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        if not define_model._VERSIONS_CHECKED.get():
-            checkpoints.check_format_version(config, define_model._LOADING_PATH.get() or "the ZoobotModel being loaded")
+        if not model_io._VERSIONS_CHECKED.get():
+            checkpoints.check_format_version(config, model_io._LOADING_PATH.get() or "the ZoobotModel being loaded")
         for key in checkpoints.VERSION_KEYS:
             config.pop(key, None)
         return super().from_config(config, custom_objects=custom_objects)
@@ -109,7 +109,7 @@ def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect
               use_imagenet_weights=False, dropout_rate=0.2, test_time_dropout=True, *,
               architecture_name="efficientnet_b0", crop_size=None, resize_size=None,
               always_augment=False) -> keras.Model:
-    """Build an (uncompiled) functional Keras model: [augmentation] -> encoder -> Dirichlet head [U1].
+    """Build an (uncompiled) functional Keras model: [augmentation] -> encoder -> Dirichlet head (upstream v1).
 
     Parameters
     ----------
@@ -132,7 +132,7 @@ def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect
         give Monte Carlo samples.
     architecture_name : str, keyword-only, default 'efficientnet_b0'
     crop_size, resize_size : int, optional, keyword-only
-        [U0] Start with :class:`~zoobot.tensorflow.estimators.custom_layers.GalaxyAugmentation`
+        Upstream v0: start with :class:`~zoobot.tensorflow.estimators.custom_layers.GalaxyAugmentation`
         (rotation, flips, random crop ``crop_size``, resize ``resize_size``), active only in
         training; at inference a central crop + resize.
     always_augment : bool, keyword-only, default False
@@ -160,7 +160,7 @@ def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect
     encoder = encoders.get_encoder(architecture_name, channels=channels, **encoder_kwargs)
     features = encoder(x)
     if include_top:
-        head = define_model.get_dirichlet_head(int(features.shape[-1]), output_dim, test_time_dropout, dropout_rate)
+        head = custom_layers.get_dirichlet_head(int(features.shape[-1]), output_dim, test_time_dropout, dropout_rate)
         outputs = head(features)
     else:
         outputs = features
@@ -195,14 +195,14 @@ def load_weights(model, checkpoint_loc, expect_partial=False):
     if not path.exists():
         raise FileNotFoundError(f"No weights file at {path}")
     if path.suffix == ".keras":
-        define_model._check_keras_file_version(path)
+        model_io._check_keras_file_version(path)
     model.load_weights(str(path), skip_mismatch=bool(expect_partial))
     return model
 
 
 def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_partial=False, channels=1,
                dropout_rate=0.2):
-    """Load a trained model [U1].
+    """Load a trained model (upstream v1).
 
     A ``.keras`` file (e.g. ``save_dir/checkpoints/last.keras`` from ``train``) is loaded whole,
     with its own architecture; ``include_top=False`` then returns its encoder. Any other file is
@@ -227,7 +227,7 @@ def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_pa
     """
     path = pathlib.Path(checkpoint_loc)
     if path.suffix == ".keras":
-        model = define_model.load_zoobot_model(path)
+        model = model_io.load_zoobot_model(path)
         if not include_top:
             return _without_head(model)
         return model

@@ -2,17 +2,14 @@
 
 A :class:`ZoobotTree` is an image encoder (:mod:`~zoobot.pytorch.estimators.encoders`) followed by a
 Dirichlet head (dropout -> linear -> ``1 + 100 * sigmoid``) predicting one concentration per answer,
-trained with the Dirichlet-multinomial loss of :mod:`zoobot.pytorch.estimators.losses`. The encoder and
-loss functions are re-exported here (``get_encoder``, ``create_encoder``, ``get_dirichlet_loss_func``).
-
+trained with :mod:`zoobot.pytorch.estimators.losses`; encoders and loss helpers are re-exported here.
 Read top to bottom: head, checkpoints, learning-rate schedule, then the LightningModule.
 
 Examples
 --------
 >>> import torch
 >>> from zoobot.shared import schemas
->>> from zoobot.pytorch.estimators import define_model
->>> model = define_model.ZoobotTree(output_dim=2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn')
+>>> model = ZoobotTree(output_dim=2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn')
 >>> model(torch.rand(3, 1, 32, 32)).shape
 torch.Size([3, 2])
 """
@@ -20,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import math
 from typing import Iterable, Iterator
@@ -28,11 +24,15 @@ from typing import Iterable, Iterator
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from zoobot.pytorch._compat import define_model_dirichlet_loss as dirichlet_loss  # noqa: F401  (deprecated name)
 from zoobot.pytorch.estimators import losses
-from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
+from zoobot.pytorch.estimators.custom_layers import (  # noqa: F401  (the head: re-exported)
+    MCDropout,
+    ScaledSigmoid,
+    get_dirichlet_head,
+    get_pytorch_dirichlet_head,
+)
 from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (get_pytorch_encoder: re-exported, upstream name)
     check_channels,
     get_encoder,
@@ -45,6 +45,13 @@ from zoobot.pytorch.estimators.pretrained_encoders import create_encoder  # noqa
 from zoobot.pytorch.estimators.tiny_cnn import TinyCNN  # noqa: F401  (used in the examples)
 from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range
+from zoobot.shared.validation import check_int
+from zoobot.shared.zoobot_tree_args import (
+    campaign_questions,
+    check_model_keywords,
+    check_output_dim,
+    resolve_tree_description,
+)
 
 __all__ = [
     "ZoobotTree",
@@ -61,53 +68,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>)
-_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
+#: Earlier private names, still imported by other modules: use encoders.is_convnet / encoders.check_channels.
+_is_convnet = is_convnet
+_check_channels = check_channels
 
-
-# ---------------------------------------------------------------------------------------------
-# the Dirichlet head
-# ---------------------------------------------------------------------------------------------
-
-def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
-                               dropout_rate: float) -> nn.Sequential:
-    """Dirichlet head: dropout -> Linear(encoder_dim, output_dim) -> ``1 + 100 * sigmoid`` [S].
-
-    Parameters
-    ----------
-    encoder_dim : int
-        Input features.
-    output_dim : int
-        Answers (concentrations) to predict.
-    test_time_dropout : bool
-        Use :class:`~zoobot.pytorch.estimators.custom_layers.MCDropout` (active at inference, for
-        Monte Carlo dropout) instead of ordinary dropout.
-    dropout_rate : float
-        Dropout probability in [0, 1).
-
-    Returns
-    -------
-    torch.nn.Sequential
-
-    Examples
-    --------
-    >>> import torch
-    >>> head = get_pytorch_dirichlet_head(128, 34, test_time_dropout=False, dropout_rate=0.2).eval()
-    >>> alpha = head(torch.randn(2, 128))
-    >>> bool(((alpha >= 1) & (alpha <= 101)).all())
-    True
-    """
-    for what, value in (("encoder_dim", encoder_dim), ("output_dim", output_dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{what} must be a positive int, got {value!r}")
-    if not isinstance(dropout_rate, (int, float)) or isinstance(dropout_rate, bool) or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
-    dropout = MCDropout(p=float(dropout_rate)) if test_time_dropout else nn.Dropout(p=float(dropout_rate))
-    return nn.Sequential(dropout, nn.Linear(int(encoder_dim), int(output_dim)), ScaledSigmoid())
-
-
-#: Backend-neutral alias of :func:`get_pytorch_dirichlet_head`.
-get_dirichlet_head = get_pytorch_dirichlet_head
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,49 +149,6 @@ def load_zoobot_checkpoint(cls, checkpoint_path, map_location=None, strict: bool
 # ---------------------------------------------------------------------------------------------
 # the LightningModule
 # ---------------------------------------------------------------------------------------------
-
-def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
-    """Return (schema or None, question_index_groups, question names)."""
-    from zoobot.shared import schemas
-
-    sources = [name for name, given in (
-        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
-        ("schema", schema is not None),
-        ("question_index_groups", question_index_groups is not None),
-    ) if given]
-    if len(sources) != 1:
-        raise ValueError(
-            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
-            "dependencies, or schema=, or question_index_groups= (upstream v1); "
-            f"got {'none' if not sources else ' and '.join(sources)}."
-        )
-    if question_index_groups is not None:
-        groups = losses.validate_question_index_groups(question_index_groups)
-        return None, groups, [f"question_{i}" for i in range(len(groups))]
-    if schema is None:
-        if question_answer_pairs is None or dependencies is None:
-            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
-        schema = schemas.Schema(question_answer_pairs, dependencies)
-    elif isinstance(schema, dict):
-        schema = schemas.Schema.from_dict(schema)
-    elif isinstance(schema, str):
-        schema = schemas.get_schema(schema)
-    elif not isinstance(schema, schemas.Schema):
-        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
-    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
-    return schema, groups, [q.text for q in schema.questions]
-
-
-def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
-    """Question indices per campaign suffix, for ortho trees (every question ends with -<campaign>)."""
-    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
-    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
-        return {}
-    out: dict[str, list[int]] = {}
-    for i, s in enumerate(suffixes):
-        out.setdefault(s, []).append(i)
-    return out
-
 
 def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
     """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
@@ -348,7 +269,7 @@ class cosine_lambda:  # noqa: N801 (used like a function)
 
 
 class ZoobotTree(L.LightningModule):
-    """Encoder + Dirichlet head trained on decision-tree vote counts (api.md 2.2).
+    """Encoder + Dirichlet head trained on decision-tree vote counts (docs/components/training.md).
 
     Parameters
     ----------
@@ -438,31 +359,12 @@ class ZoobotTree(L.LightningModule):
         super().__init__()
         from zoobot.shared.schedules import normalise_scheduler_params
 
-        schema, groups, question_names = _resolve_schema(
-            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
-        )
-        expected = groups[-1][1] + 1
-        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
-            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
-                "the schema" if schema is not None else "question_index_groups")
-            raise ValueError(
-                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
-                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
-            )
+        schema, groups, question_names = resolve_tree_description(
+            question_answer_pairs, dependencies, schema, question_index_groups)
+        output_dim = check_output_dim(output_dim, schema, groups)
         channels = check_channels(channels)
-        timm_kwargs = dict(timm_kwargs or {})
-        try:
-            json.dumps(timm_kwargs)
-        except TypeError:
-            raise TypeError(
-                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that checkpoints load "
-                f"with weights_only=True; got {timm_kwargs!r}"
-            ) from None
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+        timm_kwargs = check_model_keywords(timm_kwargs, betas, learning_rate, weight_decay,
+                                           why="checkpoints load with weights_only=True")
         scheduler_params = normalise_scheduler_params(scheduler_params)
 
         # JSON primitives only: checkpoints then load with torch.load(weights_only=True)
@@ -487,7 +389,7 @@ class ZoobotTree(L.LightningModule):
         self.label_cols = list(schema.label_cols) if schema is not None else None
         self.question_index_groups = groups
         self.question_names = question_names
-        self.campaigns = _campaigns(question_names)
+        self.campaigns = campaign_questions(question_names)
         self.output_dim = int(output_dim)
         self.channels = channels
         self.architecture_name = architecture_name
@@ -572,8 +474,7 @@ class ZoobotTree(L.LightningModule):
         -------
         Tensor (B, output_dim, n_samples)
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         features = self.encode(x)
         if not self._head_dropout_active():
             return self.head(features).unsqueeze(-1).expand(-1, -1, int(n_samples)).contiguous()
@@ -823,8 +724,7 @@ class ZoobotTree(L.LightningModule):
         ndarray
             (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         was_training = self.training
         self.eval()
         self._pixels_checked = False

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
+from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.validation import is_int
+from zoobot.shared.zoobot_tree_args import check_channels
 
 if TYPE_CHECKING:  # torch and timm are imported where used: describing an encoder's record needs neither
     from torch import nn
@@ -36,22 +37,6 @@ __all__ = [
     "encoder_build_kwargs",
     "rebuild_encoder",
 ]
-
-
-def check_channels(channels) -> int:
-    """Return ``channels`` as an int if it is 1 (greyscale) or 3 (RGB), else raise E7.
-
-    Examples
-    --------
-    >>> check_channels(3)
-    3
-    """
-    if not is_int(channels) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. "
-            "Fix: channels=1 for greyscale images (greyscale=True / color=False), channels=3 for colour."
-        )
-    return int(channels)
 
 
 def get_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **kwargs) -> nn.Module:

@@ -16,12 +16,14 @@ Examples
 """
 from __future__ import annotations
 
-import operator
 import warnings
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from zoobot.shared.zoobot_tree_args import answer_to_question_index, validate_question_index_groups
+from zoobot.shared.validation import check_bool
 
 __all__ = [
     "MultiquestionLoss",
@@ -35,66 +37,6 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def validate_question_index_groups(question_index_groups) -> list[tuple[int, int]]:
-    """Check and normalise ``question_index_groups`` (inclusive ``(start, end)`` answer indices per question).
-
-    Parameters
-    ----------
-    question_index_groups : sequence of (int, int)
-        One ``(first answer column, last answer column)`` pair per question, e.g.
-        ``schema.question_index_groups``.
-
-    Returns
-    -------
-    list of tuple of int
-
-    Raises
-    ------
-    TypeError
-        If the groups are not a sequence of integer pairs.
-    ValueError
-        If it is empty, a start is negative or after its end, or groups are not ascending and
-        non-overlapping.
-
-    Examples
-    --------
-    >>> validate_question_index_groups([[0, 2], (3, 4)])
-    [(0, 2), (3, 4)]
-    """
-    if isinstance(question_index_groups, (str, bytes)) or not hasattr(question_index_groups, "__iter__"):
-        raise TypeError(
-            "question_index_groups must be a list of (start, end) answer-index pairs, e.g. "
-            f"schema.question_index_groups; got {question_index_groups!r}"
-        )
-    groups = []
-    for i, group in enumerate(question_index_groups):
-        try:
-            start, end = group
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"question_index_groups[{i}] must be a (start, end) pair of ints, got {group!r}"
-            ) from None
-        try:
-            if isinstance(start, bool) or isinstance(end, bool):
-                raise TypeError
-            start, end = operator.index(start), operator.index(end)
-        except TypeError:
-            raise TypeError(f"question_index_groups[{i}] must hold ints, got {group!r}") from None
-        if start < 0 or start > end:
-            raise ValueError(
-                f"question_index_groups[{i}] = {group!r}: need 0 <= start <= end (both inclusive answer indices)"
-            )
-        if groups and start <= groups[-1][1]:
-            raise ValueError(
-                f"question_index_groups must be ascending and non-overlapping, but group {i} {group!r} starts at or "
-                f"before the end of group {i - 1} {groups[-1]!r}"
-            )
-        groups.append((start, end))
-    if not groups:
-        raise ValueError("question_index_groups is empty: need at least one (start, end) question group")
-    return groups
 
 
 def get_dirichlet_neg_log_prob(labels_for_q: torch.Tensor, total_count: torch.Tensor,
@@ -164,11 +106,8 @@ def single_question_dirichlet_loss(labels_for_q: torch.Tensor, concentrations_fo
 
 
 def _answer_to_question_index(groups: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Answer columns used by the groups, and the question each belongs to."""
-    columns, owners = [], []
-    for q, (start, end) in enumerate(groups):
-        columns.extend(range(start, end + 1))
-        owners.extend([q] * (end - start + 1))
+    """Answer columns used by the groups, and the question each belongs to (as index tensors)."""
+    columns, owners = answer_to_question_index(groups)
     return torch.tensor(columns, dtype=torch.long), torch.tensor(owners, dtype=torch.long)
 
 
@@ -292,8 +231,7 @@ class MultiquestionLoss(nn.Module):
             from zoobot.shared.errors import unknown_option_error
 
             raise unknown_option_error("reduction", reduction, _REDUCTIONS)
-        if not isinstance(sum_over_questions, bool):
-            raise TypeError(f"sum_over_questions must be True or False, got {sum_over_questions!r}")
+        sum_over_questions = check_bool("sum_over_questions", sum_over_questions)
         self.question_index_groups = validate_question_index_groups(question_index_groups)
         self.sum_over_questions = sum_over_questions
         self.reduction = reduction
@@ -325,7 +263,7 @@ class MultiquestionLoss(nn.Module):
 
 def get_multiquestion_loss(question_index_groups, sum_over_questions: bool = True,
                            reduction: str = "mean") -> MultiquestionLoss:
-    """Build the multi-question Dirichlet-multinomial loss [S].
+    """Build the multi-question Dirichlet-multinomial loss.
 
     Parameters
     ----------

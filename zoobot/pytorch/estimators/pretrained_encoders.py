@@ -1,35 +1,13 @@
-"""Build an encoder from a name: pretrained Zoobot encoders, local folders, timm architectures, ``tiny_cnn``.
+"""Load pretrained encoders by name (PyTorch): registry names, ``hf-hub:``/``hf_hub:`` repos, ``local-dir:`` folders.
 
-:func:`create_encoder` is the one entry point (re-exported by ``define_model``). It accepts:
-
-==================================================  ============================================================
-name                                                what you get
-==================================================  ============================================================
-``'zoobot-encoder-convnext_nano'`` (registry)       the pretrained Zoobot encoder registered under that short name
-                                                    (:mod:`zoobot.shared.pretrained`), from the Hugging Face Hub
-``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``  any timm-format Hub repo (``config.json`` + weights);
-``'hf_hub:...'`` (legacy spelling)                  ``owner/repo@revision`` pins a revision
-``'local-dir:/path/to/folder'``                     a folder holding ``config.json`` + ``model.safetensors``
-                                                    (e.g. a copied Hub snapshot): no network at all
-``'convnext_nano'``, ``'efficientnet_b0'``, ...       a timm architecture, **randomly initialised**
-``'tiny_cnn'``                                      the 4-convolution test encoder, randomly initialised
-==================================================  ============================================================
-
-Offline use
------------
-Hub weights are read from the local Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``,
-else ``~/.cache/huggingface/hub``), looked up **at call time**. When the config and the weights are
-already cached nothing touches the network, whatever ``HF_HUB_OFFLINE`` says. When they are missing
-they are downloaded through ``huggingface_hub`` -- unless ``HF_HUB_OFFLINE=1``, in which case a
-:class:`FileNotFoundError` explains the three ways out (run once online, ``hf download``, or
-``local-dir:``).
-
-All encoders return pooled features ``(B, num_features)`` (timm ``num_classes=0``) from images in
-[0, 1] (no mean/std normalisation inside).
-
-The Hugging Face cache helpers (:func:`hub_cache_dir`, :func:`hub_offline`,
-:func:`cached_hub_snapshot`, :func:`download_hub_snapshot`) need neither torch nor timm: importing
-this module imports neither (they are imported inside the functions that build encoders).
+:func:`create_encoder` is the one entry point (re-exported by ``define_model``): a registry short name
+(``'zoobot-encoder-convnext_nano'``), ``'hf-hub:owner/repo[@revision]'``, ``'local-dir:/folder'`` (a copied
+Hub snapshot: no network), or an architecture (timm name, ``tiny_cnn``: randomly initialised, built by
+:mod:`zoobot.pytorch.estimators.encoders`). Hub files are looked up in the Hugging Face cache at call time;
+nothing touches the network when they are cached, and with ``HF_HUB_OFFLINE=1`` a missing file is a
+``FileNotFoundError`` that lists the fixes. The cache helpers (:func:`hub_cache_dir`, :func:`hub_offline`,
+:func:`cached_hub_snapshot`, :func:`download_hub_snapshot`) import neither torch nor timm. See
+docs/pretrained_models.md.
 """
 from __future__ import annotations
 
@@ -46,9 +24,11 @@ from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (re-exported: ch
     encoder_channels,
     encoder_input_size,
     get_encoder,
+    check_channels,
     rebuild_encoder,
 )
 from zoobot.shared.errors import missing_dependency, unknown_option_error
+from zoobot.shared.validation import check_bool
 
 if TYPE_CHECKING:  # torch/timm are imported where used: the Hub-cache helpers work without them
     from torch import nn
@@ -425,10 +405,9 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     >>> encoder(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 128])
     """
-    if not isinstance(pretrained, bool):
-        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
-    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3)):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
+    pretrained = check_bool("pretrained", pretrained)
+    if channels is not None:
+        channels = check_channels(channels)
     kwargs.pop("num_classes", None)
     source, ident = parse_encoder_name(name)
     if source == "tiny_cnn":
@@ -446,7 +425,11 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     if source == "local-dir":
         folder = pathlib.Path(os.path.expanduser(ident))
         return _from_folder(folder, pretrained, channels, kwargs)
+    return _from_hub(source, ident, pretrained, channels, kwargs)
 
+
+def _from_hub(source: str, ident: str, pretrained: bool, channels: int | None, kwargs: dict) -> nn.Module:
+    """A registry or ``hf-hub:`` encoder: from the cache, downloaded, or (not pretrained) its bare architecture."""
     registry_cfg = None
     if source == "registry":
         registry_cfg = _registry_cfg(ident)

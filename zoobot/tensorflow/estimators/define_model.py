@@ -13,21 +13,33 @@ them on first use.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import importlib
 import json
-import operator
 import pathlib
-import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from zoobot.shared import calibration, checkpoints, schedules
-from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
+from zoobot.shared.zoobot_tree_args import (
+    answer_to_question_index,
+    campaign_questions,
+    check_model_keywords,
+    check_output_dim,
+    resolve_tree_description,
+)
+from zoobot.shared.validation import check_fraction, check_int
+from zoobot.tensorflow._compat import (  # noqa: F401  (old names, given here as before)
+    ZoobotModel,
+    get_model,
+    get_tensorflow_encoder,
+    load_model,
+    load_weights,
+)
+from zoobot.tensorflow._compat import define_model_dirichlet_loss as dirichlet_loss  # noqa: F401
 from zoobot.tensorflow.estimators import custom_layers, losses, tiny_cnn  # noqa: F401  (tiny_cnn: examples)
+from zoobot.tensorflow.estimators.custom_layers import get_dirichlet_head, get_tensorflow_dirichlet_head
 from zoobot.tensorflow.estimators.encoders import (
     ENCODER_NAMES,
     get_encoder,
@@ -36,6 +48,16 @@ from zoobot.tensorflow.estimators.encoders import (
 )
 from zoobot.tensorflow.estimators.encoders import check_channels as _check_channels
 from zoobot.tensorflow.estimators.losses import get_dirichlet_loss_func, per_question_dirichlet_loss  # noqa: F401
+from zoobot.tensorflow.estimators.model_io import (  # noqa: F401  (re-exported; private names used by training)
+    _LOADING_PATH,
+    _VERSIONS_CHECKED,
+    _check_keras_file_version,
+    _first_images,
+    _read_keras_config,
+    _versions_checked,
+    check_images,
+    load_zoobot_model,
+)
 
 __all__ = [
     "ENCODER_NAMES",
@@ -283,73 +305,6 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. the Dirichlet head
-# ---------------------------------------------------------------------------------------------
-
-def _check_positive_int(label, value) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{label} must be a positive int, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{label} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_rate(dropout_rate) -> float:
-    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
-    return float(dropout_rate)
-
-
-def get_tensorflow_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
-                                  dropout_rate: float) -> keras.Sequential:
-    """The Dirichlet head: [MCDropout if test_time_dropout else Dropout] -> Dense -> ScaledSigmoid.
-
-    Parameters
-    ----------
-    encoder_dim : int
-        Features from the encoder.
-    output_dim : int
-        Answers of the decision tree (``schema.n_answers``).
-    test_time_dropout : bool
-        Keep dropout on at inference (Monte Carlo dropout).
-    dropout_rate : float
-        Dropout probability, in [0, 1).
-
-    Returns
-    -------
-    keras.Sequential
-        (B, encoder_dim) -> concentrations (B, output_dim) in (1, 101).
-
-    Examples
-    --------
-    >>> head = get_tensorflow_dirichlet_head(128, 34, test_time_dropout=True, dropout_rate=0.2)
-    >>> [type(layer).__name__ for layer in head.layers]
-    ['MCDropout', 'Dense', 'ScaledSigmoid']
-    """
-    encoder_dim = _check_positive_int("encoder_dim", encoder_dim)
-    output_dim = _check_positive_int("output_dim", output_dim)
-    dropout_rate = _check_rate(dropout_rate)
-    dropout_cls = custom_layers.MCDropout if test_time_dropout else keras.layers.Dropout
-    return keras.Sequential(
-        [
-            keras.Input(shape=(encoder_dim,)),
-            dropout_cls(dropout_rate, name="head_dropout"),
-            keras.layers.Dense(output_dim, name="head_dense"),
-            custom_layers.ScaledSigmoid(name="concentrations"),
-        ],
-        name="dirichlet_head",
-    )
-
-
-#: Backend-neutral alias of :func:`get_tensorflow_dirichlet_head` (same object).
-get_dirichlet_head = get_tensorflow_dirichlet_head
-
-
-# ---------------------------------------------------------------------------------------------
 # 3. Monte Carlo dropout in one pass
 # ---------------------------------------------------------------------------------------------
 
@@ -395,97 +350,13 @@ def mc_dropout_samples(encoder, head, images, n_samples=1, dropout=True):
     >>> mc_dropout_samples(encoder, head, np.zeros((2, 32, 32, 1), 'float32'), n_samples=4).shape
     TensorShape([2, 3, 4])
     """
-    n_samples = _check_positive_int("n_samples", n_samples)
+    n_samples = check_int("n_samples", n_samples, minimum=1)
     features = encoder(images, training=False)
     if not dropout:
         single = _apply_head(head, features, dropout=False)
         return tf.repeat(single[..., tf.newaxis], n_samples, axis=-1)
     samples = [_apply_head(head, features, dropout=True) for _ in range(n_samples)]
     return tf.stack(samples, axis=-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. first-batch checks (E7, E8)
-# ---------------------------------------------------------------------------------------------
-
-def _first_images(data):
-    """The images of the first batch of ``data`` (array, tensor, tf.data.Dataset, data module), or None."""
-    if hasattr(data, "predict_dataloader") and not isinstance(data, tf.data.Dataset):
-        if getattr(data, "predict_catalog", None) is not None and hasattr(data, "setup"):
-            data.setup("predict")
-        data = data.predict_dataloader()
-    if isinstance(data, tf.data.Dataset):
-        element = next(iter(data.take(1)), None)
-        if element is None:
-            return None
-    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__") and hasattr(data, "shape"):
-        return data[:64]
-    else:
-        return None  # generators, PyDatasets: not peeked (peeking would consume them)
-    if isinstance(element, (tuple, list)):
-        element = element[0]
-    if isinstance(element, dict):
-        for key in ("image", "images", "matrix"):
-            if key in element:
-                return element[key]
-        return None
-    return element
-
-
-def check_images(images, channels, where="the data") -> None:
-    """E7/E8 checks of a batch of images for a model taking ``channels``-channel NHWC input.
-
-    Parameters
-    ----------
-    images : array or tensor (B, H, W, C)
-    channels : int
-        Channels the model expects.
-    where : str
-        Named in messages.
-
-    Raises
-    ------
-    ChannelMismatchError
-        (E7) not 4-D, or the channel axis differs (with a hint when the batch looks NCHW).
-    PixelScaleError
-        (E8) values outside [0, 1].
-
-    Warns
-    -----
-    UserWarning
-        If the maximum is <= 1.5/255 (images divided by 255 twice).
-
-    Examples
-    --------
-    >>> check_images(np.zeros((2, 32, 32, 3), 'float32'), channels=1)
-    Traceback (most recent call last):
-    ...
-    zoobot.shared.errors.ChannelMismatchError: ...
-    """
-    shape = tuple(int(d) if d is not None else None for d in images.shape)
-    if len(shape) != 4:
-        raise ChannelMismatchError(
-            f"{where}: expected a batch of images of shape (batch, height, width, {channels}) (NHWC), got shape "
-            f"{shape}. Fix: add a batch axis, or batch the dataset."
-        )
-    if shape[-1] != channels:
-        looks_nchw = shape[1] in (1, 3) and shape[-1] not in (1, 3)
-        if looks_nchw:
-            fix = "the batch looks NCHW (PyTorch layout): transpose it to NHWC, e.g. np.transpose(x, (0, 2, 3, 1))"
-        elif channels == 1:
-            fix = "make the images greyscale (GalaxyDataModule(greyscale=True) / train(color=False))"
-        else:
-            fix = "use colour images (GalaxyDataModule(greyscale=False) / train(color=True))"
-        raise ChannelMismatchError(
-            f"{where}: the model expects C={channels} channel(s) but the images have C={shape[-1]} (tensor shape "
-            f"{shape}, layout NHWC). Fix: {fix}."
-        )
-    values = tf.convert_to_tensor(images)
-    if not values.dtype.is_floating:
-        values = tf.cast(values, tf.float32)
-    if int(tf.size(values)) == 0:
-        return
-    check_pixel_range(float(tf.reduce_min(values)), float(tf.reduce_max(values)), layout="NHWC")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +417,7 @@ class EpochCosineDecay:
 
 
 def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
-    """Keras callbacks that apply ``scheduler_params`` (api.md 2.2) to a compiled model.
+    """Keras callbacks that apply ``scheduler_params`` (docs/guides/training_recipe.md) to a compiled model.
 
     ``None``/``{}``: none (constant LR). ``{'name': 'plateau', 'patience': p}``: ReduceLROnPlateau
     on the validation loss (factor 0.1, min_lr 1e-6). ``{'name': 'cosine', ...}``:
@@ -588,8 +459,8 @@ class QuestionLosses(keras.metrics.Metric):
         self.question_index_groups = losses.validate_question_index_groups(question_index_groups)
         self.question_names = [str(q) for q in question_names]
         n = len(self.question_index_groups)
-        self._columns, self._owners = losses._answer_to_question_index(self.question_index_groups)
-        self.campaigns = _campaigns(self.question_names)
+        self._columns, self._owners = answer_to_question_index(self.question_index_groups)
+        self.campaigns = list(campaign_questions(self.question_names).items())
         self.loss_sums = self.add_variable(shape=(n,), initializer="zeros", name="loss_sums")
         self.counts = self.add_variable(shape=(n,), initializer="zeros", name="counts")
         n_campaigns = max(len(self.campaigns), 1)
@@ -635,25 +506,6 @@ class QuestionLosses(keras.metrics.Metric):
         }
 
 
-# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>); as in PyTorch
-_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
-
-
-def _campaigns(question_names) -> list:
-    """[(suffix, [question indices])] for ortho trees (every question ends with -<campaign>), else []."""
-    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
-    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
-        return []
-    out: dict = {}
-    for i, suffix in enumerate(suffixes):
-        out.setdefault(suffix, []).append(i)
-    return list(out.items())
-
-
-# the loading path of the .keras file being deserialised, named in E11 messages
-_LOADING_PATH = contextvars.ContextVar("zoobot_keras_loading_path", default=None)
-
-
 @keras.saving.register_keras_serializable(package="zoobot")
 class ZoobotTree(keras.Model):
     """Encoder + Dirichlet head trained on Galaxy Zoo vote counts (the PyTorch ``ZoobotTree``'s twin).
@@ -691,7 +543,7 @@ class ZoobotTree(keras.Model):
     schema : Schema, optional, keyword-only
         Instead of pairs + dependencies.
     question_index_groups : list of (int, int), optional, keyword-only
-        [U1] Instead of a schema; per-question metrics are then named ``question_{i}``.
+        Upstream v1: instead of a schema; per-question metrics are then named ``question_{i}``.
 
     Raises
     ------
@@ -733,43 +585,24 @@ class ZoobotTree(keras.Model):
         question_index_groups=None,
     ):
         super().__init__(name="zoobot_tree")
-        schema, groups, question_names = _resolve_schema(
-            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
-        )
-        expected = groups[-1][1] + 1
-        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
-            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
-                "the schema" if schema is not None else "question_index_groups")
-            raise ValueError(
-                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
-                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
-            )
-        timm_kwargs = dict(timm_kwargs or {})
-        try:
-            json.dumps(timm_kwargs)
-        except TypeError:
-            raise TypeError(
-                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that .keras files "
-                f"record them; got {timm_kwargs!r}"
-            ) from None
-        if len(tuple(betas)) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+        schema, groups, question_names = resolve_tree_description(
+            question_answer_pairs, dependencies, schema, question_index_groups)
+        output_dim = check_output_dim(output_dim, schema, groups)
+        timm_kwargs = check_model_keywords(timm_kwargs, betas, learning_rate, weight_decay,
+                                           why=".keras files record them")
 
         self.schema = schema
         self.label_cols = list(schema.label_cols) if schema is not None else None
         self.question_index_groups = groups
         self.question_names = question_names
-        self.campaigns = dict(_campaigns(question_names))
+        self.campaigns = campaign_questions(question_names)
         self.output_dim = int(output_dim)
         self.architecture_name = resolve_encoder_name(architecture_name)
         self.channels = _check_channels(channels)
         self.test_time_dropout = bool(test_time_dropout)
         self.compile_encoder = bool(compile_encoder)
         self.timm_kwargs = timm_kwargs
-        self.dropout_rate = _check_rate(dropout_rate)
+        self.dropout_rate = check_fraction("dropout_rate", dropout_rate, allow_one=False)
         self.learning_rate = float(learning_rate)
         self.betas = tuple(float(b) for b in betas)
         self.weight_decay = float(weight_decay)
@@ -872,7 +705,7 @@ class ZoobotTree(keras.Model):
         ndarray
             (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
         """
-        n_samples = _check_positive_int("n_samples", n_samples)
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
             if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
                 x.setup("predict")
@@ -1057,130 +890,3 @@ def _check_static_channels(inputs, channels) -> None:
             f"The model expects images of shape (batch, height, width, {channels}) (NHWC), expected C={channels}, "
             f"got tensor shape {check_images_shape}. Fix: {fix}."
         )
-
-
-def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
-    """Return (schema or None, question_index_groups, question names); the same rules as PyTorch."""
-    from zoobot.shared import schemas
-
-    sources = [name for name, given in (
-        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
-        ("schema", schema is not None),
-        ("question_index_groups", question_index_groups is not None),
-    ) if given]
-    if len(sources) != 1:
-        raise ValueError(
-            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
-            "dependencies, or schema=, or question_index_groups= (upstream v1); "
-            f"got {'none' if not sources else ' and '.join(sources)}."
-        )
-    if question_index_groups is not None:
-        groups = losses.validate_question_index_groups(question_index_groups)
-        return None, groups, [f"question_{i}" for i in range(len(groups))]
-    if schema is None:
-        if question_answer_pairs is None or dependencies is None:
-            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
-        schema = schemas.Schema(question_answer_pairs, dependencies)
-    elif isinstance(schema, dict):
-        schema = schemas.Schema.from_dict(schema)
-    elif isinstance(schema, str):
-        schema = schemas.get_schema(schema)
-    elif not isinstance(schema, schemas.Schema):
-        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
-    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
-    return schema, groups, [q.text for q in schema.questions]
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. loading .keras files, and the old names (zoobot.tensorflow._compat)
-# ---------------------------------------------------------------------------------------------
-
-def _read_keras_config(path: pathlib.Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a readable .keras file ({err}).") from None
-
-
-def _check_keras_file_version(path: pathlib.Path) -> None:
-    """E11 for zoobot models (their config records the versions); other Keras files are not checked."""
-    config = _read_keras_config(path)
-    registered = str(config.get("registered_name") or "")
-    if registered.startswith("zoobot>"):
-        checkpoints.check_format_version(config.get("config") or {}, path)
-
-
-def load_zoobot_model(path, compile=True) -> keras.Model:
-    """Load a ``.keras`` file written by zoobot (or any Keras model), checking its format version.
-
-    Parameters
-    ----------
-    path : str or path-like
-    compile : bool
-        ZoobotTree models are always compiled (by their constructor).
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    FileNotFoundError
-    CheckpointVersionError
-        (E11) newer format than this zoobot reads; the message names the file and both versions.
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No .keras file at {path}")
-    if path.suffix != ".keras":
-        raise unknown_option_error("model file extension", path.suffix, [".keras"])
-    config = _read_keras_config(path)
-    registered = str(config.get("registered_name") or "")
-    zoobot_model = registered.startswith("zoobot>")
-    if registered == "zoobot>ZoobotModel":
-        importlib.import_module("zoobot.tensorflow._compat")  # registers the class (get_model's functional model)
-    token = _LOADING_PATH.set(str(path))
-    try:
-        if zoobot_model:
-            # checked here with the path; from_config must not warn a second time
-            checkpoints.check_format_version(config.get("config") or {}, path)
-            with _versions_checked():
-                return keras.saving.load_model(str(path), compile=compile)
-        return keras.saving.load_model(str(path), compile=compile)
-    finally:
-        _LOADING_PATH.reset(token)
-
-
-_VERSIONS_CHECKED = contextvars.ContextVar("zoobot_versions_checked", default=False)
-
-
-@contextlib.contextmanager
-def _versions_checked():
-    token = _VERSIONS_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _VERSIONS_CHECKED.reset(token)
-
-
-#: Old names now in :mod:`zoobot.tensorflow._compat` (name here -> name there), given by ``__getattr__``.
-_MOVED_TO_COMPAT = {
-    "ZoobotModel": "ZoobotModel",
-    "get_model": "get_model",
-    "load_model": "load_model",
-    "load_weights": "load_weights",
-    "get_tensorflow_encoder": "get_tensorflow_encoder",
-    "dirichlet_loss": "define_model_dirichlet_loss",
-}
-
-
-def __getattr__(name):
-    """Give the old names that moved to :mod:`zoobot.tensorflow._compat` (``get_model``, ``load_model``, ...).
-
-    Imported on first use, so ``_compat`` depends on this module and not the reverse.
-    """
-    if name not in _MOVED_TO_COMPAT:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    compat = importlib.import_module("zoobot.tensorflow._compat")
-    return getattr(compat, _MOVED_TO_COMPAT[name])

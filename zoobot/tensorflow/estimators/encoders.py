@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
-from zoobot.shared.validation import is_int
+from zoobot.shared.zoobot_tree_args import check_channels
 from zoobot.tensorflow.estimators import tiny_cnn
 
 __all__ = ["ENCODER_NAMES", "get_encoder", "get_encoder_dim", "check_channels", "resolve_encoder_name"]
@@ -62,21 +62,6 @@ def resolve_encoder_name(architecture_name) -> str:
     if name not in ENCODER_NAMES:
         raise unknown_option_error("TensorFlow encoder architecture", architecture_name, ENCODER_NAMES)
     return name
-
-
-def check_channels(channels) -> int:
-    """Return ``channels`` as an int if it is 1 (greyscale) or 3 (RGB), else raise E7.
-
-    Examples
-    --------
-    >>> check_channels(3)
-    3
-    """
-    if not is_int(channels) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. Fix: pass channels=1 or channels=3."
-        )
-    return int(channels)
 
 
 def get_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **kwargs) -> keras.Model:
@@ -127,6 +112,11 @@ def get_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, *
             raise TypeError(f"tiny_cnn takes no extra arguments, got {sorted(kwargs)}")
         return tiny_cnn.get_tiny_cnn(channels=channels, input_shape=spatial)
 
+    return _keras_application(name, channels, spatial, kwargs)
+
+
+def _keras_application(name: str, channels: int, spatial: tuple, kwargs: dict) -> keras.Model:
+    """The pooled Keras application ``name``, taking [0, 1] pixels (random init, or compensated ImageNet weights)."""
     constructor_name, preprocessing = _KERAS_APPLICATIONS[name]
     constructor = getattr(keras.applications, constructor_name)
     weights = kwargs.pop("weights", None)

@@ -16,13 +16,14 @@ Examples
 """
 from __future__ import annotations
 
-import operator
 import warnings
 
 import keras
 import tensorflow as tf
 
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.zoobot_tree_args import answer_to_question_index, validate_question_index_groups
+from zoobot.shared.validation import check_bool
 
 __all__ = [
     "MultiquestionLoss",
@@ -37,64 +38,6 @@ __all__ = [
 
 #: Accepted ``reduction`` values; ``'mean'`` (the PyTorch spelling) means ``'sum_over_batch_size'``.
 REDUCTIONS = ("sum_over_batch_size", "sum", "none", "mean")
-
-
-def validate_question_index_groups(question_index_groups) -> list[tuple[int, int]]:
-    """Check and normalise ``question_index_groups`` (inclusive ``(start, end)`` answer indices per question).
-
-    Parameters
-    ----------
-    question_index_groups : sequence of (int, int)
-        One ``(first answer column, last answer column)`` pair per question, e.g.
-        ``schema.question_index_groups``.
-
-    Returns
-    -------
-    list of tuple of int
-
-    Raises
-    ------
-    TypeError
-        If the groups are not a sequence of integer pairs.
-    ValueError
-        If it is empty, a start is negative or after its end, or groups are not ascending and
-        non-overlapping.
-
-    Examples
-    --------
-    >>> validate_question_index_groups([[0, 2], (3, 4)])
-    [(0, 2), (3, 4)]
-    """
-    if isinstance(question_index_groups, (str, bytes)) or not hasattr(question_index_groups, "__iter__"):
-        raise TypeError(
-            "question_index_groups must be a list of (start, end) answer-index pairs, e.g. "
-            f"schema.question_index_groups; got {question_index_groups!r}"
-        )
-    groups: list[tuple[int, int]] = []
-    for i, group in enumerate(question_index_groups):
-        try:
-            start, end = group
-        except (TypeError, ValueError):
-            raise TypeError(f"question_index_groups[{i}] must be a (start, end) pair of ints, got {group!r}") from None
-        try:
-            if isinstance(start, bool) or isinstance(end, bool):
-                raise TypeError
-            start, end = operator.index(start), operator.index(end)
-        except TypeError:
-            raise TypeError(f"question_index_groups[{i}] must hold ints, got {group!r}") from None
-        if start < 0 or start > end:
-            raise ValueError(
-                f"question_index_groups[{i}] = {group!r}: need 0 <= start <= end (both inclusive answer indices)"
-            )
-        if groups and start <= groups[-1][1]:
-            raise ValueError(
-                f"question_index_groups must be ascending and non-overlapping, but group {i} {group!r} starts at or "
-                f"before the end of group {i - 1} {groups[-1]!r}"
-            )
-        groups.append((start, end))
-    if not groups:
-        raise ValueError("question_index_groups is empty: need at least one (start, end) question group")
-    return groups
 
 
 def get_dirichlet_neg_log_prob(labels_for_q, total_count, concentrations_for_q):
@@ -165,14 +108,6 @@ def single_question_dirichlet_loss(labels_for_q, concentrations_for_q):
     # where() sends no gradient into the unselected branch; its terms are finite for alpha > 0
     return tf.where(total_count > 0, nll, tf.zeros_like(nll))
 
-
-def _answer_to_question_index(groups):
-    """Answer columns used by the groups, and the question each belongs to (Python lists)."""
-    columns, owners = [], []
-    for q, (start, end) in enumerate(groups):
-        columns.extend(range(start, end + 1))
-        owners.extend([q] * (end - start + 1))
-    return columns, owners
 
 
 def _check_widths(labels, predictions, width: int) -> None:
@@ -268,7 +203,7 @@ def calculate_multiquestion_loss(labels, predictions, question_index_groups, car
             stacklevel=2,
         )
     groups = validate_question_index_groups(question_index_groups)
-    columns, owners = _answer_to_question_index(groups)
+    columns, owners = answer_to_question_index(groups)
     predictions = tf.convert_to_tensor(predictions)
     labels = tf.convert_to_tensor(labels)
     _check_widths(labels, predictions, groups[-1][1] + 1)
@@ -302,15 +237,14 @@ class MultiquestionLoss(keras.losses.Loss):
                  name="multiquestion_loss", dtype=None):
         if reduction not in REDUCTIONS:
             raise unknown_option_error("reduction", reduction, REDUCTIONS)
-        if not isinstance(sum_over_questions, bool):
-            raise TypeError(f"sum_over_questions must be True or False, got {sum_over_questions!r}")
+        sum_over_questions = check_bool("sum_over_questions", sum_over_questions)
         keras_reduction = "sum_over_batch_size" if reduction == "mean" else reduction
         super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
         self.question_index_groups = validate_question_index_groups(question_index_groups)
         self.sum_over_questions = sum_over_questions
         self.n_questions = len(self.question_index_groups)
         self.n_answers = self.question_index_groups[-1][1] + 1
-        self._columns, self._owners = _answer_to_question_index(self.question_index_groups)
+        self._columns, self._owners = answer_to_question_index(self.question_index_groups)
 
     def call(self, y_true, y_pred):
         y_pred = tf.convert_to_tensor(y_pred)
@@ -335,7 +269,7 @@ class MultiquestionLoss(keras.losses.Loss):
 
 
 def get_multiquestion_loss(question_index_groups, sum_over_questions=True, reduction="sum_over_batch_size"):
-    """Build the multi-question Dirichlet-multinomial loss [S].
+    """Build the multi-question Dirichlet-multinomial loss.
 
     Parameters
     ----------
