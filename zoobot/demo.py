@@ -48,6 +48,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from zoobot.shared.validation import is_int, is_number
+
 __all__ = ["run_demo", "DemoResult", "DemoSettings", "QUICK_SETTINGS"]
 
 
@@ -187,11 +189,11 @@ def _check_settings(config: DemoSettings) -> None:
                "pretrain_batch_size": 2, "finetune_batch_size": 2, "n_samples": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"Demo setting {name} must be an integer >= {low}, got {value!r}")
     for name in ("pretrain_learning_rate", "finetune_learning_rate", "pretrain_weight_decay"):
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        if not is_number(value) or not 0 <= value < 1:
             raise ValueError(f"Demo setting {name} must be a number in [0, 1), got {value!r}")
     for name in ("color", "compare_random_encoder"):
         if not isinstance(getattr(config, name), bool):

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.validation import check_bool, check_int, is_number
 
 __all__ = ["normalise_scheduler_params", "PLATEAU_DEFAULTS", "COSINE_DEFAULTS"]
 
@@ -89,8 +90,7 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
     # translate the upstream spellings
     if "cosine_schedule" in params:
         use_cosine = params.pop("cosine_schedule")
-        if not isinstance(use_cosine, bool):
-            raise TypeError(f"scheduler_params['cosine_schedule'] must be True or False, got {use_cosine!r}")
+        check_bool("scheduler_params['cosine_schedule']", use_cosine)
         name = params.get("name")
         if use_cosine and name not in (None, "cosine"):
             raise ValueError(f"scheduler_params has cosine_schedule=True but name={name!r}; give only one of them.")
@@ -148,7 +148,7 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
             f"max_epochs={out['max_epochs']} (the cosine decay runs from warmup_epochs to max_epochs)."
         )
     factor = out["min_lr_factor"]
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+    if not is_number(factor) or not 0 <= factor <= 1:
         raise ValueError(
             f"scheduler_params: min_lr_factor (max_learning_rate_reduction_factor) must be a number in [0, 1], "
             f"got {factor!r}. The final learning rate is learning_rate * min_lr_factor."
@@ -162,10 +162,10 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
 
 
 def _check_int(key: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise TypeError(f"scheduler_params[{key!r}] must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"scheduler_params[{key!r}] must be >= {minimum}, got {value!r}")
+    # configs read back from JSON/YAML may hold 5.0 for 5
+    if is_number(value) and float(value).is_integer():
+        value = int(value)
+    check_int(f"scheduler_params[{key!r}]", value, minimum=minimum)
 
 
 #: ``train()``'s schedule when ``scheduler_params`` is None (issue 13, chosen with
