@@ -58,7 +58,7 @@ def test_two_workers_keep_identical_weights_and_match_one_worker(tmp_path):
 def test_nodes_without_a_cluster_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    from zoobot.tensorflow.training.distributed import cluster_resolver
+    from zoobot.tensorflow.distributed import cluster_resolver
 
     with pytest.raises(RuntimeError, match="nodes=2 needs a cluster description: set TF_CONFIG"):
         cluster_resolver(2)
@@ -67,7 +67,7 @@ def test_nodes_without_a_cluster_is_a_clear_error(monkeypatch):
 def test_cluster_size_must_match_nodes(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    from zoobot.tensorflow.training.distributed import cluster_resolver
+    from zoobot.tensorflow.distributed import cluster_resolver
 
     with pytest.raises(RuntimeError, match="nodes=3 but the TF_CONFIG cluster has 2 worker"):
         cluster_resolver(3)

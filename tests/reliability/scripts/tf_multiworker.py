@@ -13,7 +13,7 @@ import zoobot.tensorflow  # noqa: F401  (quiet TensorFlow import)
 import keras
 import tensorflow as tf
 
-from zoobot.tensorflow.training.distributed import MultiWorkerModelMixin, is_chief, multi_worker_strategy
+from zoobot.tensorflow.distributed import MultiWorkerModelMixin, is_chief, multi_worker_strategy
 
 out, nodes = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1
 strategy = multi_worker_strategy(nodes) if nodes > 1 else tf.distribute.get_strategy()
