@@ -2,8 +2,8 @@
 
 - The examples in the docstrings of the framework-free modules (``zoobot``, ``zoobot.shared``,
   ``zoobot.demo``) run as doctests.
-- Docstrings and comments cite pages of ``docs/``, not files outside the repository (the old API
-  contract ``api.md``, ``shared/reference/...``, ``[U1]``-style tags, "the seeds' spelling").
+- Docstrings and comments cite pages of ``docs/`` that exist, not files outside the repository (the old
+  API contract ``api.md``, ``shared/reference/...``, ``[U1]``-style tags, "the seeds' spelling").
 - Module docstrings stay short (a summary, not a design essay: those go to ``docs/``).
 
 The two allow-lists name the files that still break a rule (other parts of issue 14 clean them): a new
@@ -91,6 +91,18 @@ def test_docstrings_cite_docs_pages_not_files_outside_the_repo():
             offenders[_name(path)] = hits
     assert not offenders, ("cite a page of docs/ (e.g. docs/api/shared/errors.md for the E-codes) instead of "
                            f"files outside the repository: {offenders}")
+
+
+_DOCS_PAGE = re.compile(r"docs/[\w/.-]+?\.md")
+
+
+def test_cited_docs_pages_exist():
+    missing = {}
+    for path in _sources():
+        for page in _DOCS_PAGE.findall(path.read_text()):
+            if not (REPO / page).is_file():
+                missing.setdefault(_name(path), []).append(page)
+    assert not missing, f"docstrings cite pages that do not exist: {missing}"
 
 
 def test_the_rule_catches_what_it_should():
