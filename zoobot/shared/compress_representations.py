@@ -1,4 +1,4 @@
-"""Compress encoder representations with PCA (api.md 1.6, 4.4).
+"""Compress encoder representations with PCA (docs/components/predictions_and_representations.md).
 
 Representations are tables of ``id_str`` and ``feat_0 .. feat_{d-1}``. :func:`create_pca_embedding`
 reduces the feature matrix to ``n_components`` principal components (scikit-learn, optional);

@@ -1,4 +1,4 @@
-"""The float64 reference ("oracle") of the Dirichlet-multinomial loss (api.md 1.5).
+"""The float64 reference ("oracle") of the Dirichlet-multinomial loss (docs/api/shared/errors.md).
 
 Both backends' losses are tested against :func:`dirichlet_multinomial_nll`. It is written for
 clarity, not speed: numpy + ``scipy.special.gammaln`` in float64.

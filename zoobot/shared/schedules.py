@@ -1,16 +1,9 @@
-"""Learning-rate schedules shared by both backends (api.md 2.2).
+"""Learning-rate schedules shared by both backends (docs/api/shared/internals.md).
 
 Both backends accept the same ``scheduler_params`` dict. This module only checks and resolves it (no
-framework code): it turns any accepted spelling into one canonical dict. Each backend builds the schedule
-from it with its framework's own schedulers (PyTorch: ``torch.optim.lr_scheduler``, see
-``zoobot.pytorch.estimators.define_model.cosine_scheduler``; TensorFlow: ``keras.optimizers.schedules.CosineDecay``,
-see ``zoobot.tensorflow.estimators.define_model.EpochCosineDecay``), and both give the learning rate of epoch
-``e`` (from 0) as ``learning_rate * m(e)``:
-
-- ``e < warmup_epochs``: linear warm-up ``m = (e + 1) / warmup_epochs``;
-- ``warmup_epochs <= e < max_epochs``: ``m = f + (1 - f) * (1 + cos(pi * (e - w) / (max_epochs - w))) / 2``
-  with ``f = min_lr_factor``, ``w = warmup_epochs``;
-- ``e >= max_epochs``: ``m = min_lr_factor``.
+framework code): it turns any accepted spelling into one canonical dict, from which each backend builds
+the schedule with its framework's own schedulers; both give the same learning rate per epoch (the
+formula is in docs/api/shared/internals.md).
 
 Canonical forms returned by :func:`normalise_scheduler_params`:
 
