@@ -31,23 +31,19 @@ _OUTSIDE_REFERENCE = re.compile(r"api\.md|\[U\d+\]|seeds'|shared/reference/|refe
 #: files that still cite api.md / U-tags (2026-12-07, before the issue 14 branches were merged)
 STILL_CITING_OUTSIDE = {
     "cli/__init__.py", "cli/finetune.py", "cli/predict.py", "cli/shard.py", "cli/train.py",
-    "data_utils/__init__.py",
     "pytorch/datasets/galaxy_datamodule.py", "pytorch/datasets/galaxy_dataset.py", "pytorch/datasets/transforms.py",
-    "pytorch/estimators/custom_layers.py", "pytorch/estimators/define_model.py", "pytorch/examples/__init__.py",
-    "pytorch/examples/make_predictions.py", "pytorch/predictions/predict_on_catalog.py",
-    "pytorch/training/finetune.py", "pytorch/training/losses.py", "pytorch/training/representations.py",
+    "pytorch/predictions/predict_on_catalog.py",
+    "pytorch/training/finetune.py", "pytorch/training/representations.py",
     "pytorch/training/train_with_pytorch_lightning.py",
     "shared/catalogs.py", "shared/images.py", "shared/load_predictions.py", "shared/prediction_runner.py",
     "shared/save_predictions.py", "shared/training_config.py",
     "tensorflow/data_utils/__init__.py", "tensorflow/data_utils/create_shards.py",
     "tensorflow/data_utils/create_tfrecord.py", "tensorflow/data_utils/image_datasets.py",
     "tensorflow/data_utils/tfrecord_datasets.py", "tensorflow/datasets/galaxy_datamodule.py",
-    "tensorflow/datasets/transforms.py", "tensorflow/estimators/custom_layers.py",
-    "tensorflow/estimators/define_model.py", "tensorflow/estimators/preprocess.py",
-    "tensorflow/examples/make_predictions.py", "tensorflow/examples/train_model_on_shards.py",
+    "tensorflow/datasets/transforms.py",
     "tensorflow/predictions/__init__.py", "tensorflow/predictions/predict_on_catalog.py",
     "tensorflow/predictions/predict_on_dataset.py", "tensorflow/preprocess.py", "tensorflow/training/__init__.py",
-    "tensorflow/training/finetune.py", "tensorflow/training/losses.py", "tensorflow/training/representations.py",
+    "tensorflow/training/finetune.py", "tensorflow/training/representations.py",
     "tensorflow/training/train_with_keras.py",
 }
 
@@ -55,11 +51,11 @@ MAX_MODULE_DOCSTRING_LINES = 20  # the prose, before an "Examples" section; aim 
 
 #: module docstrings that are still essays (2026-12-07, before the issue 14 branches were merged)
 STILL_LONG = {
-    "tensorflow/estimators/define_model.py", "pytorch/predictions/predict_on_catalog.py", "shared/pretrained.py",
+    "pytorch/predictions/predict_on_catalog.py", "shared/pretrained.py",
     "shared/save_predictions.py", "tensorflow/data_utils/create_shards.py",
     "tensorflow/predictions/predict_on_catalog.py", "tensorflow/training/trainer.py", "shared/datasets.py",
     "cli/__init__.py", "pytorch/training/train_with_pytorch_lightning.py", "tensorflow/training/train_with_keras.py",
-    "shared/prediction_runner.py", "pytorch/estimators/pretrained_encoders.py", "tensorflow/datasets/transforms.py",
+    "shared/prediction_runner.py", "tensorflow/datasets/transforms.py",
     "tensorflow/training/feature_cache.py", "pytorch/training/feature_cache.py", "pytorch/training/finetune.py",
     "tensorflow/training/finetune.py",
 }

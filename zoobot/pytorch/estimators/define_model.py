@@ -707,7 +707,7 @@ class ZoobotTree(L.LightningModule):
 
     # ---------------------------------------------------------------- predict
     def predict(self, data, n_samples: int = 1, batch_size: int = 256) -> np.ndarray:
-        """Predict concentrations for images, in input order [ours; seeds' ``model.predict``].
+        """Predict concentrations for images, in input order (what ``model.predict(...)`` does in Keras).
 
         Parameters
         ----------
