@@ -30,6 +30,7 @@ from zoobot.shared.zoobot_tree_args import (
     resolve_tree_description,
 )
 from zoobot.shared.validation import check_fraction, check_int
+from zoobot.tensorflow.distributed import MultiWorkerModelMixin
 from zoobot.tensorflow._compat import (  # noqa: F401  (old names, given here as before)
     ZoobotModel,
     get_model,
@@ -507,7 +508,7 @@ class QuestionLosses(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="zoobot")
-class ZoobotTree(keras.Model):
+class ZoobotTree(MultiWorkerModelMixin, keras.Model):
     """Encoder + Dirichlet head trained on Galaxy Zoo vote counts (the PyTorch ``ZoobotTree``'s twin).
 
     Input (B, H, W, C) float32 in [0, 1] -> Dirichlet concentrations (B, output_dim) in (1, 101).
