@@ -395,7 +395,7 @@ def tf_ceiling_step(architecture: str, channels: int, size: int, batch_size: int
     ('eval', ``training=False``)."""
     import tensorflow as tf
 
-    from zoobot.tensorflow.estimators.define_model import get_tensorflow_encoder
+    from zoobot.tensorflow.estimators.define_model import get_encoder as get_tensorflow_encoder
 
     tf.random.set_seed(0)
     encoder = get_tensorflow_encoder(architecture, channels=channels, input_shape=(size, size, channels))

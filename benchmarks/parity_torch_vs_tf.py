@@ -76,7 +76,7 @@ def tf_worker(settings, exchange: pathlib.Path) -> dict:
 
     from zoobot.tensorflow.data_utils.image_datasets import read_image_file
     from zoobot.tensorflow.datasets.transforms import EvalTransform
-    from zoobot.tensorflow.estimators.define_model import get_tensorflow_encoder
+    from zoobot.tensorflow.estimators.define_model import get_encoder as get_tensorflow_encoder
     from zoobot.tensorflow.training.losses import calculate_multiquestion_loss
 
     encoders = {}

@@ -1,32 +1,16 @@
 """The zoobot demo: the whole workflow, offline, on synthetic galaxies, in a few minutes on a CPU.
 
-:func:`run_demo` (``zoobot demo`` on the command line) walks through what a Galaxy Zoo user does
-with zoobot, with the same public functions they would call:
+:func:`run_demo` (``zoobot demo`` on the command line) does what a Galaxy Zoo user does, with the
+same public functions: writes synthetic catalogs (:mod:`zoobot.shared.synthetic`), pretrains a small
+decision-tree model on their votes (settings in :class:`DemoSettings`; cached in ``save_dir``),
+checks its vote fractions and intervals against the true probabilities, finetunes a ring classifier
+from it (and from a random encoder), predicts held-out galaxies next to a brightness-and-size
+baseline, and writes ``report.md`` with metrics, figures and command lines for its own files.
 
-1. **data**: write two synthetic catalogs (:mod:`zoobot.shared.synthetic`): galaxies with
-   GZ DECaLS DR5 volunteer votes, and a labelled ring / no-ring set (half rings, matched in brightness
-   and size) with its train / val / test splits;
-2. **pretrain** a small decision-tree model (``tiny_cnn`` encoder + Dirichlet head) on the votes
-   with ``train(...)`` and explicit settings (:class:`DemoSettings`; cached in ``save_dir``: a rerun
-   with the same settings reuses it);
-3. **check** its vote fractions and 90 % intervals on held-out galaxies against the generator's true
-   probabilities (:mod:`zoobot.shared.metrics`), next to predicting the average galaxy;
-4. **finetune** a ring classifier from the pretrained encoder
-   (``FinetuneableZoobotClassifier`` + ``get_trainer``), and the same from a random encoder;
-5. **predict** the held-out ring galaxies (``predict_on_catalog.predict`` -> parquet), next to a
-   logistic regression on brightness and size alone (:func:`zoobot.shared.metrics.ring_baseline_auc`);
-6. **report**: ``report.md`` with metrics and figures (example galaxies, vote fractions per question,
-   reliability plot, calibration curve, training curves) and command lines for the demo's own files.
-
-Both models are used from their best checkpoint (lowest validation loss), copied to stable names:
-``pretrained_tree_{backend}/tree_model.ckpt`` and ``finetuned_rings_{backend}/ring_classifier.ckpt``
-(``.keras`` with TensorFlow).
-
-Everything runs with either backend (``backend='pytorch'`` or ``'tensorflow'``); steps the chosen
-backend cannot run yet are skipped and said so in the report. Real work would use real images, a
-large pretrained encoder (e.g. ``hf-hub:mwalmsley/zoobot-encoder-convnext_nano``) and 224-pixel inputs;
-the demo trades that for speed (small images, a 4-layer CNN), so its numbers show the workflow,
-not zoobot's accuracy. See docs/getting_started.md.
+It runs with either backend (``backend='pytorch'`` or ``'tensorflow'``); steps a backend cannot run
+are skipped and said so in the report. Its small images and 4-layer CNN show the workflow, not
+zoobot's accuracy. The steps and files are described in docs/how_the_code_fits_together.md
+("The offline demo"); see also docs/getting_started.md.
 
 Examples
 --------
@@ -47,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from zoobot.shared.validation import is_int, is_number
 
 __all__ = ["run_demo", "DemoResult", "DemoSettings", "QUICK_SETTINGS"]
 
@@ -187,11 +173,11 @@ def _check_settings(config: DemoSettings) -> None:
                "pretrain_batch_size": 2, "finetune_batch_size": 2, "n_samples": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"Demo setting {name} must be an integer >= {low}, got {value!r}")
     for name in ("pretrain_learning_rate", "finetune_learning_rate", "pretrain_weight_decay"):
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        if not is_number(value) or not 0 <= value < 1:
             raise ValueError(f"Demo setting {name} must be a number in [0, 1), got {value!r}")
     for name in ("color", "compare_random_encoder"):
         if not isinstance(getattr(config, name), bool):

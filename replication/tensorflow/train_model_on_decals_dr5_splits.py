@@ -12,9 +12,8 @@ Usage::
         --save-dir results/dr5_tf --gpus 1 [--download]
     python replication/tensorflow/train_model_on_decals_dr5_splits.py --smoke --save-dir /tmp/smoke
 
-``--data-dir`` must hold the GZ DECaLS DR5 catalogs and images
-(:func:`zoobot.shared.datasets.gz_decals_5`; ``--download`` fetches them, several GB). ``--smoke``
-runs the same code path offline on a few dozen synthetic galaxies with ``tiny_cnn``, 1 epoch, on CPU.
+``--data-dir``: the GZ DECaLS DR5 catalogs and images (:func:`zoobot.shared.datasets.gz_decals_5`;
+``--download`` fetches them, several GB). ``--smoke``: synthetic galaxies, ``tiny_cnn``, 1 epoch, CPU.
 """
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def test_predict_accepts_arrays_tensors_and_loaders_in_order():
     assert from_tensor.shape == (7, 34)
     np.testing.assert_allclose(model.predict(loader), from_tensor, rtol=1e-5)
     np.testing.assert_allclose(model.predict(x.numpy()), from_tensor, rtol=1e-5)
-    with pytest.raises(ValueError, match="n_samples must be an int >= 1"):
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
         model.predict(x, n_samples=0)
 
 

@@ -19,7 +19,6 @@ ROOT = pathlib.Path(__file__).parents[2]
 EXAMPLES = ROOT / "zoobot" / "pytorch" / "examples"
 SCRIPTS = {
     "train_model_on_catalog": EXAMPLES / "train_model_on_catalog.py",
-    "train_from_scratch": EXAMPLES / "train_from_scratch" / "train_model_on_catalog.py",
     "train_model": EXAMPLES / "train_model.py",
     "make_predictions": EXAMPLES / "make_predictions.py",
     "get_representations": EXAMPLES / "representations" / "get_representations.py",
@@ -70,12 +69,6 @@ def test_train_model_on_catalog_smoke_subprocess(tmp_path):
     assert sum(len(i) for i in ids) == 48 and len(set().union(*map(set, ids))) == 48
 
 
-def test_train_from_scratch_path_is_the_same_script():
-    from zoobot.pytorch.examples import train_model_on_catalog
-
-    assert _main("train_from_scratch") is train_model_on_catalog.main
-
-
 def test_train_model_smoke(tmp_path):
     _check_training_run(_main("train_model")(_smoke_args("train_model", tmp_path))["save_dir"])
 
@@ -108,7 +101,7 @@ def test_get_representations_smoke(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["train_from_scratch", "train_model", "make_predictions", "get_representations",
+@pytest.mark.parametrize("name", ["train_model", "make_predictions", "get_representations",
                                   "replication"])
 def test_smoke_subprocess(name, tmp_path):
     result = _run(name, *_smoke_args(name, tmp_path))

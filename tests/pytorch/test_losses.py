@@ -34,7 +34,7 @@ def test_per_question_loss_matches_oracle(dtype, rtol):
     np.testing.assert_allclose(got.numpy(), expected, rtol=rtol, atol=rtol)
     # the single-question functions agree with the vectorised path
     for q, (start, end) in enumerate(GROUPS):
-        single = losses.dirichlet_loss(labels[:, start:end + 1], predictions[:, start:end + 1])
+        single = losses.single_question_dirichlet_loss(labels[:, start:end + 1], predictions[:, start:end + 1])
         np.testing.assert_allclose(single.numpy(), expected[:, q], rtol=rtol, atol=rtol)
 
 
@@ -151,12 +151,35 @@ def test_get_dirichlet_neg_log_prob_matches_oracle():
 def test_define_model_loss_helpers_use_upstream_argument_order():
     counts, conc, labels, predictions = random_batch(n_galaxies=8, seed=8)
     expected = dirichlet_multinomial_nll(counts, conc, GROUPS)
-    np.testing.assert_allclose(define_model.dirichlet_loss(predictions, labels, GROUPS).numpy(), expected,
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(define_model.per_question_dirichlet_loss(predictions, labels, GROUPS).numpy(),
+                               expected, rtol=1e-4, atol=1e-4)
     loss_func = pickle.loads(pickle.dumps(define_model.get_dirichlet_loss_func(GROUPS)))
     np.testing.assert_allclose(loss_func(predictions, labels).numpy(), expected, rtol=1e-4, atol=1e-4)
-    summed = define_model.dirichlet_loss(predictions, labels, GROUPS, sum_over_questions=True)
+    summed = define_model.per_question_dirichlet_loss(predictions, labels, GROUPS, sum_over_questions=True)
     np.testing.assert_allclose(summed.numpy(), expected.sum(1), rtol=1e-4)
+
+
+def test_old_loss_names_warn_naming_the_new_name_and_give_the_same_numbers():
+    counts, conc, labels, predictions = random_batch(n_galaxies=8, seed=8)
+    with pytest.warns(DeprecationWarning, match=r"define_model\.dirichlet_loss is deprecated: use .*"
+                                                r"define_model\.per_question_dirichlet_loss"):
+        old = define_model.dirichlet_loss(predictions, labels, GROUPS, sum_over_questions=True)
+    assert torch.equal(old, define_model.per_question_dirichlet_loss(predictions, labels, GROUPS,
+                                                                     sum_over_questions=True))
+    start, end = GROUPS[0]
+    with pytest.warns(DeprecationWarning, match=r"losses\.dirichlet_loss is deprecated: use .*"
+                                                r"losses\.single_question_dirichlet_loss"):
+        old = losses.dirichlet_loss(labels[:, start:end + 1], predictions[:, start:end + 1])
+    assert torch.equal(old, losses.single_question_dirichlet_loss(labels[:, start:end + 1],
+                                                                  predictions[:, start:end + 1]))
+
+
+def test_training_losses_is_the_estimators_module_under_its_documented_path():
+    from zoobot.pytorch.estimators import losses as estimator_losses
+
+    for name in ["MultiquestionLoss", "get_multiquestion_loss", "calculate_multiquestion_loss",
+                 "single_question_dirichlet_loss", "get_dirichlet_neg_log_prob", "validate_question_index_groups"]:
+        assert getattr(losses, name) is getattr(estimator_losses, name), name
 
 
 def test_half_precision_predictions_are_computed_in_float32():

@@ -56,7 +56,10 @@ def test_hand_computed_values():
     value = losses.get_multiquestion_loss([(0, 1), (2, 4)])(
         np.array([[3.0, 1.0, 0.0, 0.0, 0.0]]), np.full((1, 5), 2.0))
     assert float(value) == pytest.approx(-math.log(1152 / 5040), rel=1e-6)
-    assert float(losses.dirichlet_loss([[0.0, 0.0, 0.0]], [[5.0, 5.0, 5.0]])[0]) == 0.0
+    assert float(losses.single_question_dirichlet_loss([[0.0, 0.0, 0.0]], [[5.0, 5.0, 5.0]])[0]) == 0.0
+    with pytest.warns(DeprecationWarning, match=r"losses\.dirichlet_loss is deprecated: use "
+                                                r"zoobot\.tensorflow\.training\.losses\.single_question_dirichlet_loss"):
+        assert float(losses.dirichlet_loss([[0.0, 0.0, 0.0]], [[5.0, 5.0, 5.0]])[0]) == 0.0
 
 
 def test_zero_votes_give_exactly_zero_loss_and_gradient():

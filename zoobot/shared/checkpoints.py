@@ -1,4 +1,4 @@
-"""Version stamps in checkpoints and the checks made when loading them (api.md 0.1 E11, 2.5, 4.2).
+"""Version stamps in checkpoints and the checks made when loading them (docs/reliability.md).
 
 Every checkpoint either backend writes carries ``zoobot_version`` (the release, e.g. "0.1.0") and
 ``format_version`` (an integer, :data:`zoobot.FORMAT_VERSION`, bumped when files written by a

@@ -1,4 +1,4 @@
-"""Compress encoder representations with PCA (api.md 1.6, 4.4).
+"""Compress encoder representations with PCA (docs/components/predictions_and_representations.md).
 
 Representations are tables of ``id_str`` and ``feat_0 .. feat_{d-1}``. :func:`create_pca_embedding`
 reduces the feature matrix to ``n_components`` principal components (scikit-learn, optional);
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.shared.errors import missing_dependency
+from zoobot.shared.validation import is_int
 
 __all__ = ["create_pca_embedding", "create_pca_dataframe", "feature_columns"]
 
@@ -68,7 +69,7 @@ def create_pca_embedding(features, n_components: int, variance_plot_loc=None) ->
         raise ValueError(f"features must be 2-D (galaxy, feature), got shape {x.shape}")
     finite = np.isfinite(x).all(axis=1)
     n_finite = int(finite.sum())
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or not (
+    if not is_int(n_components) or not (
         1 <= n_components <= min(n_finite, x.shape[1])
     ):
         raise ValueError(

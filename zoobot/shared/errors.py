@@ -1,31 +1,10 @@
-"""The error catalogue (api.md section 0.1).
+"""The error catalogue: every zoobot-specific exception, shared by both backends.
 
-Every zoobot-specific exception lives here and is re-exported by both backends
-(``zoobot.pytorch.errors`` and ``zoobot.tensorflow.errors`` are this module's names).
-Each class subclasses the built-in exception a user would naturally catch, so
-``except ValueError`` still works for ``CatalogError``.
-
-The helpers at the bottom build the messages, so that both backends word the same
-problem the same way.
-
-==== ================================ =====================================================
-Code Exception                        Raised when
-==== ================================ =====================================================
-E1   :class:`CatalogError`            a required column is missing
-E2   :class:`CatalogError`            NaN / inf / negative label values
-E3   :class:`CatalogError`            duplicate ``id_str``
-E4   :class:`CatalogError`            empty catalog, or a split would be empty
-E5   ``FileNotFoundError``            ``file_loc`` paths missing
-E6   :class:`ImageLoadError`          an image is unreadable / corrupt / unsupported
-E7   :class:`ChannelMismatchError`    image channels differ from the model's
-E8   :class:`PixelScaleError`         pixels outside [0, 1]
-E9   ``ValueError``                   unknown question / answer / dependency, cycles
-E10  ``ValueError``                   label or output width differs from the schema
-E11  :class:`CheckpointVersionError`  checkpoint format major version differs
-E12  :class:`MissingDependencyError`  optional package missing
-E13  ``ValueError``                   unknown architecture / name / extension / option
-E14  ``ValueError``                   class labels not integers in [0, num_classes)
-==== ================================ =====================================================
+Each class subclasses the built-in exception a user would naturally catch (``except ValueError``
+still catches :class:`CatalogError`), and is re-exported by ``zoobot.pytorch.errors`` and
+``zoobot.tensorflow.errors``. The helpers at the bottom build the messages, so that both backends
+word the same problem the same way. The codes E1-E14 quoted in docstrings are listed, with when each
+is raised, in docs/api/shared/errors.md.
 """
 from __future__ import annotations
 

@@ -1,78 +1,16 @@
 """Galaxy Zoo decision trees as plain Python data.
 
-A decision tree is described by two dicts:
+A decision tree is two dicts: a **pairs** dict ``question -> [answer suffixes]`` (question + suffix
+is the label column of vote counts; dict order is the order of the model outputs) and a
+**dependencies** dict ``question -> label column of the answer that leads to it`` (``None``: asked
+of every galaxy, or several parents). :class:`zoobot.shared.schemas.Schema` is built from them.
 
-- a **pairs** dict, ``question -> [answer suffixes]``. Each answer suffix starts with ``_``; the
-  label column (catalog column of vote counts) is the question plus the suffix, for example
-  ``'smooth-or-featured-dr5' + '_smooth'``. Dict order is the order of the model outputs.
-- a **dependencies** dict, ``question -> label column of the single answer that leads to it``
-  (or ``None`` if the question is asked of every galaxy, or has several parents). Extra keys
-  for questions that a given pairs dict lacks are allowed and ignored by
-  :class:`zoobot.shared.schemas.Schema`.
-
-Trees whose questions carry a campaign suffix (``-dr5``, ``-gz2``, ...) are called "ortho": the
-suffix keeps votes from different campaigns in separate columns. The base trees are written
-below as literal dicts; suffixed variants are made with :func:`change_suffix` and merged trees
-(``*_all_campaigns_*``, ``gz_evo_*``) with ``_merge_trees`` in the documented campaign order.
-Every ``<name>_pairs`` dict also has module-level ``<name>_questions`` and ``<name>_label_cols``
-lists.
-
-The facts (questions, answers and their order, parents) follow the upstream Galaxy Zoo label
-definitions (galaxy-datasets 0.0.25 and older zoobot releases); ``tests/shared`` checks every dict
-against an independent record of them.
-
-================================ === ===== ======== ============================== =================================
-pairs dict                       n_q n_ans suffix   dependencies dict              prebuilt schema
-================================ === ===== ======== ============================== =================================
-decals_dr12_ortho_pairs          10  30    -dr12    decals_ortho_dependencies      decals_dr12_ortho_schema
-decals_dr5_ortho_pairs           10  34    -dr5     decals_ortho_dependencies      decals_dr5_ortho_schema
-decals_dr8_ortho_pairs           10  34    -dr8     decals_ortho_dependencies      decals_dr8_ortho_schema
-decals_all_campaigns_ortho_pairs 30  98    all 3    decals_ortho_dependencies      decals_all_campaigns_ortho_schema
-desi_pairs                       10  34    none     desi_dependencies              desi_schema
-gz2_ortho_pairs                  10  30    -gz2     gz2_ortho_dependencies         gz2_ortho_schema
-rings_pairs                      1   2     none     rings_dependencies             gz_rings_schema
-hubble_pairs                     12  34    none     (none upstream)                -
-hubble_ortho_pairs               12  34    -hubble  hubble_ortho_dependencies      gz_hubble_ortho_schema
-hubble_v2_pairs                  9   28    none     (none upstream)                -
-hubble_v2_ortho_pairs            9   28    -hubble  hubble_v2_ortho_dependencies   gz_hubble_v2_ortho_schema
-candels_pairs                    11  32    none     (none upstream)                -
-candels_ortho_pairs              11  32    -candels candels_ortho_dependencies     gz_candels_ortho_schema
-cosmic_dawn_ortho_pairs          13  45    -cd      cosmic_dawn_ortho_dependencies cosmic_dawn_ortho_schema
-cosmic_dawn_pairs                13  45    none     cosmic_dawn_dependencies       cosmic_dawn_schema
-jwst_ortho_pairs                 12  39    -jwst    jwst_ortho_dependencies        gz_jwst_schema
-jwst_cosmos_ortho_pairs          11  36    -jwst    jwst_cosmos_ortho_dependencies gz_jwst_cosmos_schema
-ukidss_ortho_pairs               10  30    -ukidss  ukidss_ortho_dependencies      gz_ukidss_schema
-euclid_ortho_pairs               13  46    -euclid  euclid_ortho_dependencies      euclid_ortho_schema
-euclid_pairs                     13  46    none     euclid_dependencies            euclid_schema
-gz_evo_v1_pairs                  76  239   mixed    gz_evo_v1_dependencies         gz_evo_v1_schema
-gz_evo_v1_public_pairs           63  194   mixed    gz_evo_v1_public_dependencies  gz_evo_v1_public_schema
-gz_evo_v2_pairs                  86  279   mixed    gz_evo_v2_dependencies         gz_evo_v2_schema
-gz_evo_v2_public_pairs           60  188   mixed    gz_evo_v2_public_dependencies  gz_evo_v2_public_schema
-decals_pairs                     10  34    none     gz2_and_decals_dependencies    decals_schema
-decals_dr8_only_pairs            10  34    none     gz2_and_decals_dependencies    decals_dr8_only_schema
-decals_dr12_pairs                10  30    some     gz2_and_decals_dependencies    decals_dr12_schema
-decals_dr12_only_pairs           10  30    none     gz2_and_decals_dependencies    decals_dr12_only_schema
-decals_all_campaigns_pairs       15  51    some     gz2_and_decals_dependencies    decals_all_campaigns_schema
-gz2_pairs                        10  30    none     gz2_and_decals_dependencies    gz2_schema
-gz2_partial_pairs                1   2     none     gz2_and_decals_dependencies    gz2_partial_schema
-gz2_partial_ortho_pairs          1   2     -gz2     gz2_ortho_dependencies         gz2_partial_ortho_schema
-================================ === ===== ======== ============================== =================================
-
-Things to know:
-
-- The old non-ortho dicts (``decals_pairs``, ``gz2_pairs``, ... with ``gz2_and_decals_dependencies``)
-  use a simplified tree where spiral arms, bar and bulge size are asked after
-  ``smooth-or-featured_featured-or-disk``. The ortho DECaLS dicts use the true DECaLS tree (after
-  ``disk-edge-on_no``). Prefer the ortho dicts for new work.
-- Upstream defines ``jwst_ortho_pairs`` twice; only the final (JWST CEERS) value exists here.
-  ``jwst_cosmos_ortho_pairs`` is JWST COSMOS. ``gz_evo_v1`` is the tree the released encoders were
-  pretrained on. The "old" non-ortho dicts come from zoobot releases before November 2022.
-- Questions with several parents (``merging-*``, ``something-odd-*``, ``clumps-jwst``) are recorded
-  with parent ``None``, as upstream does. In merged trees, each campaign's first question is ``None``.
-- Some dependencies dicts carry keys for questions that are not in their pairs dict
-  (``edge-on-bulge-gz2``, ``edge-on-bulge-ukidss``, ``edge-on-bulge-hubble``, and the other
-  campaigns' keys of the shared ``decals_ortho_dependencies`` / ``gz2_and_decals_dependencies``).
-  They are kept for parity with upstream and ignored by ``Schema``.
+Trees whose questions carry a campaign suffix (``-dr5``, ``-gz2``, ...) are "ortho"; suffixed
+variants are made with :func:`change_suffix` and merged trees (``*_all_campaigns_*``, ``gz_evo_*``)
+by merging campaigns in the documented order. Every ``<name>_pairs`` dict also has module-level
+``<name>_questions`` and ``<name>_label_cols`` lists. The table of every tree (questions, answers,
+suffix, dependencies dict, prebuilt schema) and the quirks kept from upstream are in
+docs/api/shared/schemas.md.
 
 Examples
 --------

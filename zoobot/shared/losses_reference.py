@@ -1,4 +1,4 @@
-"""The float64 reference ("oracle") of the Dirichlet-multinomial loss (api.md 1.5).
+"""The float64 reference ("oracle") of the Dirichlet-multinomial loss (docs/api/shared/errors.md).
 
 Both backends' losses are tested against :func:`dirichlet_multinomial_nll`. It is written for
 clarity, not speed: numpy + ``scipy.special.gammaln`` in float64.
@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 from scipy.special import gammaln
+
+from zoobot.shared.validation import is_int
 
 __all__ = ["dirichlet_multinomial_nll", "check_question_index_groups"]
 
@@ -46,7 +48,7 @@ def check_question_index_groups(question_index_groups, n_answers: int | None = N
             start, end = group
         except (TypeError, ValueError):
             raise ValueError(f"question_index_groups[{i}] must be a (start, end) pair, got {group!r}") from None
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (start, end)):
+        if not (is_int(start) and is_int(end)):
             raise ValueError(f"question_index_groups[{i}] must hold integers, got {group!r}")
         start, end = int(start), int(end)
         if start > end or start < 0:

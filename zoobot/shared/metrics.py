@@ -1,36 +1,18 @@
 """How good are tree predictions? Metrics against volunteer votes and, where known, the truth.
 
-A tree model predicts Dirichlet concentrations alpha per galaxy and answer (possibly per MC sample).
-Every metric here is framework-free (numpy/scipy/pandas) and comes per question plus a ``'pooled'``
-row, as a :class:`pandas.Series` indexed by question text. See ``docs/guides/evaluating.md``.
+Every metric is framework-free and comes per question plus a ``'pooled'`` row, as a
+:class:`pandas.Series` indexed by question text; rows of NaN predictions (failed images) are left out.
+The table of metrics, what each measures and which way is better is in docs/guides/evaluating.md.
 
-Against **volunteer votes** (all real data):
-
-- :func:`vote_nll_dirichlet_multinomial`, :func:`vote_nll_multinomial`: negative log-likelihood of
-  the observed votes per vote, under the Dirichlet-multinomial (mixed over samples) and under the
-  multinomial of the mean vote fractions;
-- :func:`vote_coverage`: how often the observed count of each answer lies in the central interval of
-  its posterior predictive (beta-binomial) distribution;
-- baselines: :func:`train_mean_fractions` (the training set's pooled vote fractions) and
-  :func:`fit_constant_dirichlet` (one image-blind Dirichlet per question, maximum likelihood).
-
-Against the **truth** (synthetic catalogs have ``{label_col}_true-prob`` columns, see
-:func:`true_probabilities`):
-
-- :func:`truth_mae`: reach-weighted mean absolute error of the vote fractions;
-- :func:`truth_coverage`: how often the central interval of each answer's marginal
-  Beta(alpha_a, A_q - alpha_a) contains the true probability.
-
-**Reach** is the true probability that a question is asked at all (the product of the true answer
-probabilities down the tree, :func:`zoobot.shared.stats.proportion_asked`): an error on the bar
-question of a galaxy that is almost surely smooth matters little, so each (galaxy, answer) counts
-with the reach of its question. Pooled values pool every (galaxy, answer) entry with those weights.
-
-Rows of NaN predictions (images that failed to load) are left out of every metric.
-
-A **shortcut check** for binary labels: :func:`ring_baseline_auc` cross-validates a logistic
-regression on simple pixel statistics (:func:`pixel_statistics`: brightness and size). A classifier
-is only interesting by how much it beats that baseline.
+- against **volunteer votes** (all real data): :func:`vote_nll_dirichlet_multinomial`,
+  :func:`vote_nll_multinomial`, :func:`vote_coverage`, and the image-blind baselines
+  :func:`train_mean_fractions` and :func:`fit_constant_dirichlet`;
+- against the **truth** (synthetic catalogs' ``{label_col}_true-prob`` columns,
+  :func:`true_probabilities`): :func:`truth_mae`, :func:`truth_coverage`. Each (galaxy, answer)
+  counts with the **reach** of its question, the true probability that it is asked at all, so an error
+  on the bar question of an almost surely smooth galaxy matters little;
+- a **shortcut check** for binary labels: :func:`ring_baseline_auc`, a logistic regression on
+  brightness and size (:func:`pixel_statistics`) that a classifier must beat.
 
 Examples
 --------

@@ -1,4 +1,4 @@
-"""One run per ``save_dir`` (issue 12; docs/reliability.md), shared by both backends' ``train`` and the
+"""One run per ``save_dir`` (docs/reliability.md), shared by both backends' ``train`` and the
 ``zoobot finetune`` command.
 
 A ``save_dir`` holds one training run: its ``checkpoints/`` (PyTorch ``last.ckpt`` and ``epoch=N.ckpt``,

@@ -1,16 +1,9 @@
-"""Learning-rate schedules shared by both backends (api.md 2.2).
+"""Learning-rate schedules shared by both backends (docs/api/shared/internals.md).
 
 Both backends accept the same ``scheduler_params`` dict. This module only checks and resolves it (no
-framework code): it turns any accepted spelling into one canonical dict. Each backend builds the schedule
-from it with its framework's own schedulers (PyTorch: ``torch.optim.lr_scheduler``, see
-``zoobot.pytorch.estimators.define_model.cosine_scheduler``; TensorFlow: ``keras.optimizers.schedules.CosineDecay``,
-see ``zoobot.tensorflow.estimators.define_model.EpochCosineDecay``), and both give the learning rate of epoch
-``e`` (from 0) as ``learning_rate * m(e)``:
-
-- ``e < warmup_epochs``: linear warm-up ``m = (e + 1) / warmup_epochs``;
-- ``warmup_epochs <= e < max_epochs``: ``m = f + (1 - f) * (1 + cos(pi * (e - w) / (max_epochs - w))) / 2``
-  with ``f = min_lr_factor``, ``w = warmup_epochs``;
-- ``e >= max_epochs``: ``m = min_lr_factor``.
+framework code): it turns any accepted spelling into one canonical dict, from which each backend builds
+the schedule with its framework's own schedulers; both give the same learning rate per epoch (the
+formula is in docs/api/shared/internals.md).
 
 Canonical forms returned by :func:`normalise_scheduler_params`:
 
@@ -28,6 +21,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.validation import check_bool, check_int, is_number
 
 __all__ = ["normalise_scheduler_params", "PLATEAU_DEFAULTS", "COSINE_DEFAULTS"]
 
@@ -89,8 +83,7 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
     # translate the upstream spellings
     if "cosine_schedule" in params:
         use_cosine = params.pop("cosine_schedule")
-        if not isinstance(use_cosine, bool):
-            raise TypeError(f"scheduler_params['cosine_schedule'] must be True or False, got {use_cosine!r}")
+        check_bool("scheduler_params['cosine_schedule']", use_cosine)
         name = params.get("name")
         if use_cosine and name not in (None, "cosine"):
             raise ValueError(f"scheduler_params has cosine_schedule=True but name={name!r}; give only one of them.")
@@ -148,7 +141,7 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
             f"max_epochs={out['max_epochs']} (the cosine decay runs from warmup_epochs to max_epochs)."
         )
     factor = out["min_lr_factor"]
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+    if not is_number(factor) or not 0 <= factor <= 1:
         raise ValueError(
             f"scheduler_params: min_lr_factor (max_learning_rate_reduction_factor) must be a number in [0, 1], "
             f"got {factor!r}. The final learning rate is learning_rate * min_lr_factor."
@@ -162,10 +155,10 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
 
 
 def _check_int(key: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise TypeError(f"scheduler_params[{key!r}] must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"scheduler_params[{key!r}] must be >= {minimum}, got {value!r}")
+    # configs read back from JSON/YAML may hold 5.0 for 5
+    if is_number(value) and float(value).is_integer():
+        value = int(value)
+    check_int(f"scheduler_params[{key!r}]", value, minimum=minimum)
 
 
 #: ``train()``'s schedule when ``scheduler_params`` is None (issue 13, chosen with

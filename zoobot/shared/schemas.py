@@ -521,7 +521,7 @@ gz_evo_v2_schema = _prebuilt("gz_evo_v2", lm.gz_evo_v2_pairs, lm.gz_evo_v2_depen
 gz_evo_v2_public_schema = _prebuilt("gz_evo_v2_public", lm.gz_evo_v2_public_pairs, lm.gz_evo_v2_public_dependencies)
 gz2_partial_ortho_schema = _prebuilt("gz2_partial_ortho", lm.gz2_partial_ortho_pairs, lm.gz2_ortho_dependencies)
 
-# the old non-suffixed trees of the seeds (simplified tree: gz2_and_decals_dependencies)
+# the old non-suffixed trees of zoobot releases before November 2022 (simplified tree: gz2_and_decals_dependencies)
 decals_schema = _prebuilt("decals", lm.decals_pairs, lm.gz2_and_decals_dependencies)
 decals_dr8_only_schema = _prebuilt("decals_dr8_only", lm.decals_dr8_only_pairs, lm.gz2_and_decals_dependencies)
 decals_dr12_schema = _prebuilt("decals_dr12", lm.decals_dr12_pairs, lm.gz2_and_decals_dependencies)

@@ -13,10 +13,8 @@ part is there and finished, and writes ``save_loc``: one row per ``id_str``, exa
 failures file.
 
 The rank and world size are given explicitly (``shard=(rank, world_size)`` or ``"R/N"``) or read from
-the launcher's environment with ``shard="auto"`` (:func:`shard_from_environment`): ``torchrun`` /
-Lightning / ``torch.distributed`` (``RANK``, ``WORLD_SIZE``, or ``LOCAL_RANK`` on one node), a SLURM
-array job (``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_COUNT``), SLURM tasks (``SLURM_PROCID``,
-``SLURM_NTASKS``) or TensorFlow's ``TF_CONFIG``. See docs/guides/scaling_out.md.
+the launcher's environment (torchrun, SLURM, ``TF_CONFIG``) with ``shard="auto"``
+(:func:`shard_from_environment`). See docs/guides/scaling_out.md.
 
 Examples
 --------

@@ -1,4 +1,4 @@
-"""From predicted Dirichlet concentrations to the numbers astronomers use (api.md 1.5, 1.6).
+"""From predicted Dirichlet concentrations to the numbers astronomers use (docs/guides/evaluating.md).
 
 A tree model predicts, for each galaxy, answer and sample (MC-dropout pass or ensemble member),
 a Dirichlet concentration alpha. This module turns them into:

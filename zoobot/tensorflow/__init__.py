@@ -1,23 +1,14 @@
 """The TensorFlow backend of zoobot (TensorFlow 2.16+ with Keras 3 on its TensorFlow backend).
 
-Importing this package checks the environment and imports TensorFlow with its C++ start-up lines
-hidden (:func:`zoobot.shared.console.quiet_native_startup`; ``--log-level DEBUG`` or
-``ZOOBOT_SHOW_NATIVE_LOGS=1`` shows them). The subpackages:
+Subpackages: ``data_utils`` (datasets from image files or TFRecord shards, shard writing; TF only),
+``preprocess`` (raw uint8 datasets -> model input; TF only), ``datasets`` (``GalaxyDataModule``, twin of
+the PyTorch one), ``estimators``, ``training``, ``predictions``. Old names live in ``_compat``.
 
-- ``zoobot.tensorflow.data_utils``: datasets from image files or TFRecord shards, and shard writing;
-- ``zoobot.tensorflow.preprocess``: turn those raw (uint8) datasets into model input;
-- ``zoobot.tensorflow.datasets``: ``GalaxyDataModule``, the twin of the PyTorch data module;
-- ``zoobot.tensorflow.estimators``, ``training``, ``predictions``: models, training, inference.
-
-Keras 3 can run on several frameworks; zoobot's TensorFlow backend needs Keras on TensorFlow.
-The ``KERAS_BACKEND`` environment variable is therefore set to ``'tensorflow'`` here unless the
-user set it already; importing this package after Keras was started on another backend (or with
-``KERAS_BACKEND`` naming another one) raises an ``ImportError`` that says how to fix it.
-
-If torchvision is installed it is imported before TensorFlow starts: importing it after TensorFlow
-has run an op crashes the interpreter, and users with both backends may mix them in one session.
-Processes that will never import torchvision can skip this by setting
-``ZOOBOT_SKIP_TORCHVISION_PREIMPORT=1`` (the test suite does, for its TensorFlow subprocesses).
+Importing this package checks the environment (:func:`_check_environment`: ``KERAS_BACKEND`` is set to
+``'tensorflow'``, or an ``ImportError`` says how to fix it), imports torchvision first if installed
+(:func:`_import_torchvision_first`; ``ZOOBOT_SKIP_TORCHVISION_PREIMPORT=1`` skips it) and imports
+TensorFlow with its C++ start-up lines hidden (``--log-level DEBUG`` or ``ZOOBOT_SHOW_NATIVE_LOGS=1``
+shows them). See docs/how_the_code_fits_together.md.
 """
 import importlib.util
 import os

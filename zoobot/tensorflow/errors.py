@@ -1,4 +1,4 @@
-"""The error catalogue (api.md 0.1), re-exported for the TensorFlow backend.
+"""The error catalogue (docs/api/shared/errors.md), re-exported for the TensorFlow backend.
 
 These are the very classes of :mod:`zoobot.shared.errors` (not copies), so
 ``except zoobot.tensorflow.errors.CatalogError`` also catches errors raised by shared code.

@@ -1,4 +1,4 @@
-"""Small layers of the Dirichlet head (api.md 2.2): Monte Carlo dropout and the scaled sigmoid.
+"""The Dirichlet head and its layers: Monte Carlo dropout, the scaled sigmoid, and :func:`get_dirichlet_head`.
 
 Examples
 --------
@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MCDropout", "PermaDropout", "ScaledSigmoid"]
+from zoobot.shared.validation import check_fraction, check_int
+
+__all__ = ["MCDropout", "PermaDropout", "ScaledSigmoid", "get_pytorch_dirichlet_head", "get_dirichlet_head"]
 
 
 class MCDropout(nn.Dropout):
@@ -72,3 +74,46 @@ class ScaledSigmoid(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha = {self.offset:g} + {self.scale:g} * sigmoid(z)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the Dirichlet head, built from these layers
+# ---------------------------------------------------------------------------------------------
+
+def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
+                               dropout_rate: float) -> nn.Sequential:
+    """Dirichlet head: dropout -> Linear(encoder_dim, output_dim) -> ``1 + 100 * sigmoid``.
+
+    Parameters
+    ----------
+    encoder_dim : int
+        Input features.
+    output_dim : int
+        Answers (concentrations) to predict.
+    test_time_dropout : bool
+        Use :class:`~zoobot.pytorch.estimators.custom_layers.MCDropout` (active at inference, for
+        Monte Carlo dropout) instead of ordinary dropout.
+    dropout_rate : float
+        Dropout probability in [0, 1).
+
+    Returns
+    -------
+    torch.nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> head = get_pytorch_dirichlet_head(128, 34, test_time_dropout=False, dropout_rate=0.2).eval()
+    >>> alpha = head(torch.randn(2, 128))
+    >>> bool(((alpha >= 1) & (alpha <= 101)).all())
+    True
+    """
+    encoder_dim = check_int("encoder_dim", encoder_dim, minimum=1)
+    output_dim = check_int("output_dim", output_dim, minimum=1)
+    dropout_rate = check_fraction("dropout_rate", dropout_rate, allow_one=False)
+    dropout = MCDropout(p=dropout_rate) if test_time_dropout else nn.Dropout(p=dropout_rate)
+    return nn.Sequential(dropout, nn.Linear(encoder_dim, output_dim), ScaledSigmoid())
+
+
+#: Backend-neutral alias of :func:`get_pytorch_dirichlet_head`.
+get_dirichlet_head = get_pytorch_dirichlet_head

@@ -1,26 +1,22 @@
-"""The Zoobot model for decision-tree vote counts, and its building blocks (api.md 2.2).
+"""The Zoobot model for decision-tree vote counts (see docs/components/training.md).
 
-A :class:`ZoobotTree` is an image encoder (any timm model, or ``tiny_cnn`` for tests) followed by a
+A :class:`ZoobotTree` is an image encoder (:mod:`~zoobot.pytorch.estimators.encoders`) followed by a
 Dirichlet head (dropout -> linear -> ``1 + 100 * sigmoid``) predicting one concentration per answer,
-trained with the Dirichlet-multinomial loss of :mod:`zoobot.pytorch.training.losses`.
-
-Read top to bottom: encoders, head, loss helpers, then the LightningModule.
+trained with :mod:`zoobot.pytorch.estimators.losses`; encoders and loss helpers are re-exported here.
+Read top to bottom: head, checkpoints, learning-rate schedule, then the LightningModule.
 
 Examples
 --------
 >>> import torch
 >>> from zoobot.shared import schemas
->>> from zoobot.pytorch.estimators import define_model
->>> model = define_model.ZoobotTree(output_dim=2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn')
+>>> model = ZoobotTree(output_dim=2, schema=schemas.gz_rings_schema, architecture_name='tiny_cnn')
 >>> model(torch.rand(3, 1, 32, 32)).shape
 torch.Size([3, 2])
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
-import json
 import logging
 import math
 from typing import Iterable, Iterator
@@ -28,13 +24,34 @@ from typing import Iterable, Iterator
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
-from zoobot.pytorch.estimators.custom_layers import MCDropout, ScaledSigmoid
-from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
-from zoobot.pytorch.training import losses
+from zoobot.pytorch._compat import define_model_dirichlet_loss as dirichlet_loss  # noqa: F401  (deprecated name)
+from zoobot.pytorch.estimators import losses
+from zoobot.pytorch.estimators.custom_layers import (  # noqa: F401  (the head: re-exported)
+    MCDropout,
+    ScaledSigmoid,
+    get_dirichlet_head,
+    get_pytorch_dirichlet_head,
+)
+from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (get_pytorch_encoder: re-exported, upstream name)
+    check_channels,
+    get_encoder,
+    get_encoder_dim,
+    get_pytorch_encoder,
+    is_convnet,
+)
+from zoobot.pytorch.estimators.losses import get_dirichlet_loss_func, per_question_dirichlet_loss  # noqa: F401
+from zoobot.pytorch.estimators.pretrained_encoders import create_encoder  # noqa: F401  (re-exported)
+from zoobot.pytorch.estimators.tiny_cnn import TinyCNN  # noqa: F401  (used in the examples)
 from zoobot.shared import calibration
-from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.errors import ChannelMismatchError, check_pixel_range
+from zoobot.shared.validation import check_int
+from zoobot.shared.zoobot_tree_args import (
+    campaign_questions,
+    check_model_keywords,
+    check_output_dim,
+    resolve_tree_description,
+)
 
 __all__ = [
     "ZoobotTree",
@@ -45,256 +62,16 @@ __all__ = [
     "get_pytorch_dirichlet_head",
     "get_dirichlet_head",
     "get_dirichlet_loss_func",
-    "dirichlet_loss",
+    "per_question_dirichlet_loss",
     "load_zoobot_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
-# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>)
-_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
+#: Earlier private names, still imported by other modules: use encoders.is_convnet / encoders.check_channels.
+_is_convnet = is_convnet
+_check_channels = check_channels
 
-
-# ---------------------------------------------------------------------------------------------
-# encoders
-# ---------------------------------------------------------------------------------------------
-
-def _resolve_architecture_name(name: str) -> str:
-    """'efficientnet' -> 'efficientnet_b0' etc. (shared rule, zoobot.shared.training_config)."""
-    from zoobot.shared.training_config import resolve_architecture_name
-
-    return resolve_architecture_name(name)
-
-
-def _check_channels(channels) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. "
-            "Fix: channels=1 for greyscale images (greyscale=True / color=False), channels=3 for colour."
-        )
-    return int(channels)
-
-
-def get_pytorch_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **timm_kwargs) -> nn.Module:
-    """A randomly initialised image encoder returning pooled features (B, encoder_dim).
-
-    Parameters
-    ----------
-    architecture_name : str, default 'efficientnet_b0'
-        Any timm model name (``timm.list_models()``), ``'efficientnet'`` (= ``efficientnet_b0``), or
-        ``'tiny_cnn'`` (the small test encoder of :mod:`~zoobot.pytorch.estimators.tiny_cnn`).
-    channels : int, default 1
-        Input channels: 1 (greyscale) or 3 (RGB).
-    **timm_kwargs
-        Passed to ``timm.create_model`` (e.g. ``drop_path_rate=0.2``). ``num_classes=0`` (pooled
-        features, no classifier) and ``pretrained=False`` are fixed; for pretrained weights use
-        :func:`create_encoder`.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``encoder(x)`` maps (B, C, H, W) float [0, 1] to (B, encoder_dim); ``encoder.num_features``
-        is ``encoder_dim``.
-
-    Raises
-    ------
-    ValueError
-        (E13) unknown architecture name, with close matches; ``pretrained`` or ``num_classes`` in
-        ``timm_kwargs``.
-    ChannelMismatchError
-        (E7) ``channels`` not 1 or 3.
-
-    Examples
-    --------
-    >>> get_pytorch_encoder('tiny_cnn', channels=3).num_features
-    128
-    """
-    channels = _check_channels(channels)
-    name = _resolve_architecture_name(architecture_name)
-    for fixed in ("pretrained", "num_classes", "in_chans"):
-        if fixed in timm_kwargs:
-            raise ValueError(
-                f"get_pytorch_encoder fixes {fixed!r} (random init, pooled features, in_chans=channels); remove it "
-                "from timm_kwargs. For pretrained weights use create_encoder(name, pretrained=True)."
-            )
-    if name == "tiny_cnn":
-        if timm_kwargs:
-            raise ValueError(f"tiny_cnn takes no timm_kwargs, got {sorted(timm_kwargs)}")
-        return TinyCNN(channels=channels)
-    import timm
-
-    if not timm.is_model(name):
-        raise unknown_option_error(
-            "architecture_name", architecture_name, ["tiny_cnn", "efficientnet", *timm.list_models()]
-        )
-    return timm.create_model(name, pretrained=False, num_classes=0, in_chans=channels, **timm_kwargs)
-
-
-#: Backend-neutral alias of :func:`get_pytorch_encoder`.
-get_encoder = get_pytorch_encoder
-
-
-def get_encoder_dim(encoder: nn.Module, channels: int = 3) -> int:
-    """Dimension of the pooled features of ``encoder``.
-
-    Uses ``encoder.num_features`` (timm convention) when present, else runs one 224 x 224 probe
-    image through the encoder.
-
-    Parameters
-    ----------
-    encoder : torch.nn.Module
-        Maps (B, C, H, W) to (B, D).
-    channels : int, default 3
-        Channels of the probe image.
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> get_encoder_dim(get_pytorch_encoder('tiny_cnn'))
-    128
-    """
-    dim = getattr(encoder, "num_features", None)
-    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0:
-        return int(dim)
-    param = next(iter(encoder.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            out = encoder(torch.zeros(1, channels, 224, 224, device=device))
-    finally:
-        encoder.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(
-            f"encoder output has shape {tuple(out.shape)}; zoobot needs pooled features (B, D). "
-            "Create timm encoders with num_classes=0."
-        )
-    return int(out.shape[1])
-
-
-def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> nn.Module:
-    """Create an encoder from a pretrained registry name, ``hf-hub:``/``hf_hub:``/``local-dir:`` name or timm name.
-
-    Thin wrapper of :func:`zoobot.pytorch.estimators.pretrained_encoders.create_encoder` (see it for
-    the full documentation), imported on first use.
-
-    Parameters
-    ----------
-    name : str
-        e.g. ``'zoobot-encoder-convnext_nano'`` or ``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``.
-    pretrained : bool, default True
-        Load the pretrained weights.
-    channels : int or None
-        Input channels; None = the pretrained model's.
-    **kwargs
-        Passed on.
-
-    Returns
-    -------
-    torch.nn.Module
-    """
-    from zoobot.pytorch.estimators import pretrained_encoders
-
-    return pretrained_encoders.create_encoder(name, pretrained=pretrained, channels=channels, **kwargs)
-
-
-def _is_convnet(encoder: nn.Module) -> bool:
-    """Encoders with several 2-D convolutions run faster in channels_last memory format."""
-    n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in encoder.modules())
-    return n_conv >= 3
-
-
-# ---------------------------------------------------------------------------------------------
-# head and loss
-# ---------------------------------------------------------------------------------------------
-
-def get_pytorch_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
-                               dropout_rate: float) -> nn.Sequential:
-    """Dirichlet head: dropout -> Linear(encoder_dim, output_dim) -> ``1 + 100 * sigmoid`` [S].
-
-    Parameters
-    ----------
-    encoder_dim : int
-        Input features.
-    output_dim : int
-        Answers (concentrations) to predict.
-    test_time_dropout : bool
-        Use :class:`~zoobot.pytorch.estimators.custom_layers.MCDropout` (active at inference, for
-        Monte Carlo dropout) instead of ordinary dropout.
-    dropout_rate : float
-        Dropout probability in [0, 1).
-
-    Returns
-    -------
-    torch.nn.Sequential
-
-    Examples
-    --------
-    >>> import torch
-    >>> head = get_pytorch_dirichlet_head(128, 34, test_time_dropout=False, dropout_rate=0.2).eval()
-    >>> alpha = head(torch.randn(2, 128))
-    >>> bool(((alpha >= 1) & (alpha <= 101)).all())
-    True
-    """
-    for what, value in (("encoder_dim", encoder_dim), ("output_dim", output_dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{what} must be a positive int, got {value!r}")
-    if not isinstance(dropout_rate, (int, float)) or isinstance(dropout_rate, bool) or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
-    dropout = MCDropout(p=float(dropout_rate)) if test_time_dropout else nn.Dropout(p=float(dropout_rate))
-    return nn.Sequential(dropout, nn.Linear(int(encoder_dim), int(output_dim)), ScaledSigmoid())
-
-
-#: Backend-neutral alias of :func:`get_pytorch_dirichlet_head`.
-get_dirichlet_head = get_pytorch_dirichlet_head
-
-
-def dirichlet_loss(preds: torch.Tensor, labels: torch.Tensor, question_index_groups,
-                   sum_over_questions: bool = False) -> torch.Tensor:
-    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
-
-    Parameters
-    ----------
-    preds : Tensor (B, n_answers)
-        Predicted concentrations.
-    labels : Tensor (B, n_answers)
-        Vote counts.
-    question_index_groups : sequence of (int, int)
-        Inclusive answer index range per question.
-    sum_over_questions : bool, default False
-        Sum over questions, giving (B,).
-
-    Returns
-    -------
-    Tensor (B, n_questions) or (B,)
-        Not reduced over the batch.
-
-    Examples
-    --------
-    >>> import torch
-    >>> dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)], sum_over_questions=True)
-    tensor([0., 0.])
-    """
-    q_losses = losses.calculate_multiquestion_loss(labels, preds, question_index_groups)
-    return q_losses.sum(dim=1) if sum_over_questions else q_losses
-
-
-def get_dirichlet_loss_func(question_index_groups):
-    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
-
-    Examples
-    --------
-    >>> import pickle
-    >>> f = get_dirichlet_loss_func([(0, 1)])
-    >>> pickle.loads(pickle.dumps(f)).keywords['question_index_groups']
-    [(0, 1)]
-    """
-    groups = losses.validate_question_index_groups(question_index_groups)
-    return functools.partial(dirichlet_loss, question_index_groups=groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,49 +149,6 @@ def load_zoobot_checkpoint(cls, checkpoint_path, map_location=None, strict: bool
 # ---------------------------------------------------------------------------------------------
 # the LightningModule
 # ---------------------------------------------------------------------------------------------
-
-def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
-    """Return (schema or None, question_index_groups, question names)."""
-    from zoobot.shared import schemas
-
-    sources = [name for name, given in (
-        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
-        ("schema", schema is not None),
-        ("question_index_groups", question_index_groups is not None),
-    ) if given]
-    if len(sources) != 1:
-        raise ValueError(
-            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
-            "dependencies, or schema=, or question_index_groups= (upstream v1); "
-            f"got {'none' if not sources else ' and '.join(sources)}."
-        )
-    if question_index_groups is not None:
-        groups = losses.validate_question_index_groups(question_index_groups)
-        return None, groups, [f"question_{i}" for i in range(len(groups))]
-    if schema is None:
-        if question_answer_pairs is None or dependencies is None:
-            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
-        schema = schemas.Schema(question_answer_pairs, dependencies)
-    elif isinstance(schema, dict):
-        schema = schemas.Schema.from_dict(schema)
-    elif isinstance(schema, str):
-        schema = schemas.get_schema(schema)
-    elif not isinstance(schema, schemas.Schema):
-        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
-    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
-    return schema, groups, [q.text for q in schema.questions]
-
-
-def _campaigns(question_names: list[str]) -> dict[str, list[int]]:
-    """Question indices per campaign suffix, for ortho trees (every question ends with -<campaign>)."""
-    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
-    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
-        return {}
-    out: dict[str, list[int]] = {}
-    for i, s in enumerate(suffixes):
-        out.setdefault(s, []).append(i)
-    return out
-
 
 def time_encoder_pass(encoder, n_images: int, channels: int, size: int) -> float:
     """Seconds of one forward and backward pass of ``encoder`` over ``n_images`` grey images of ``size`` px.
@@ -535,7 +269,7 @@ class cosine_lambda:  # noqa: N801 (used like a function)
 
 
 class ZoobotTree(L.LightningModule):
-    """Encoder + Dirichlet head trained on decision-tree vote counts (api.md 2.2).
+    """Encoder + Dirichlet head trained on decision-tree vote counts (docs/components/training.md).
 
     Parameters
     ----------
@@ -625,31 +359,12 @@ class ZoobotTree(L.LightningModule):
         super().__init__()
         from zoobot.shared.schedules import normalise_scheduler_params
 
-        schema, groups, question_names = _resolve_schema(
-            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
-        )
-        expected = groups[-1][1] + 1
-        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
-            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
-                "the schema" if schema is not None else "question_index_groups")
-            raise ValueError(
-                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
-                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
-            )
-        channels = _check_channels(channels)
-        timm_kwargs = dict(timm_kwargs or {})
-        try:
-            json.dumps(timm_kwargs)
-        except TypeError:
-            raise TypeError(
-                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that checkpoints load "
-                f"with weights_only=True; got {timm_kwargs!r}"
-            ) from None
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+        schema, groups, question_names = resolve_tree_description(
+            question_answer_pairs, dependencies, schema, question_index_groups)
+        output_dim = check_output_dim(output_dim, schema, groups)
+        channels = check_channels(channels)
+        timm_kwargs = check_model_keywords(timm_kwargs, betas, learning_rate, weight_decay,
+                                           why="checkpoints load with weights_only=True")
         scheduler_params = normalise_scheduler_params(scheduler_params)
 
         # JSON primitives only: checkpoints then load with torch.load(weights_only=True)
@@ -674,7 +389,7 @@ class ZoobotTree(L.LightningModule):
         self.label_cols = list(schema.label_cols) if schema is not None else None
         self.question_index_groups = groups
         self.question_names = question_names
-        self.campaigns = _campaigns(question_names)
+        self.campaigns = campaign_questions(question_names)
         self.output_dim = int(output_dim)
         self.channels = channels
         self.architecture_name = architecture_name
@@ -687,12 +402,12 @@ class ZoobotTree(L.LightningModule):
         #: post-hoc calibration record (zoobot.shared.calibration), set by train(); None: uncalibrated
         self.calibration: dict | None = None
 
-        self.encoder = get_pytorch_encoder(architecture_name, channels=channels, **timm_kwargs)
+        self.encoder = get_encoder(architecture_name, channels=channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
         self.head = get_pytorch_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout, dropout_rate)
         self.loss_func = losses.get_multiquestion_loss(groups, sum_over_questions=False, reduction="none")
 
-        self.channels_last = _is_convnet(self.encoder)
+        self.channels_last = is_convnet(self.encoder)
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
         if compile_encoder:
@@ -759,8 +474,7 @@ class ZoobotTree(L.LightningModule):
         -------
         Tensor (B, output_dim, n_samples)
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         features = self.encode(x)
         if not self._head_dropout_active():
             return self.head(features).unsqueeze(-1).expand(-1, -1, int(n_samples)).contiguous()
@@ -993,7 +707,7 @@ class ZoobotTree(L.LightningModule):
 
     # ---------------------------------------------------------------- predict
     def predict(self, data, n_samples: int = 1, batch_size: int = 256) -> np.ndarray:
-        """Predict concentrations for images, in input order [ours; seeds' ``model.predict``].
+        """Predict concentrations for images, in input order (what ``model.predict(...)`` does in Keras).
 
         Parameters
         ----------
@@ -1010,8 +724,7 @@ class ZoobotTree(L.LightningModule):
         ndarray
             (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         was_training = self.training
         self.eval()
         self._pixels_checked = False

@@ -1,35 +1,13 @@
-"""Build an encoder from a name: pretrained Zoobot encoders, local folders, timm architectures, ``tiny_cnn``.
+"""Load pretrained encoders by name (PyTorch): registry names, ``hf-hub:``/``hf_hub:`` repos, ``local-dir:`` folders.
 
-:func:`create_encoder` is the one entry point (re-exported by ``define_model``). It accepts:
-
-==================================================  ============================================================
-name                                                what you get
-==================================================  ============================================================
-``'zoobot-encoder-convnext_nano'`` (registry)       the pretrained Zoobot encoder registered under that short name
-                                                    (:mod:`zoobot.shared.pretrained`), from the Hugging Face Hub
-``'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'``  any timm-format Hub repo (``config.json`` + weights);
-``'hf_hub:...'`` (legacy spelling)                  ``owner/repo@revision`` pins a revision
-``'local-dir:/path/to/folder'``                     a folder holding ``config.json`` + ``model.safetensors``
-                                                    (e.g. a copied Hub snapshot): no network at all
-``'convnext_nano'``, ``'efficientnet_b0'``, ...       a timm architecture, **randomly initialised**
-``'tiny_cnn'``                                      the 4-convolution test encoder, randomly initialised
-==================================================  ============================================================
-
-Offline use
------------
-Hub weights are read from the local Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``,
-else ``~/.cache/huggingface/hub``), looked up **at call time**. When the config and the weights are
-already cached nothing touches the network, whatever ``HF_HUB_OFFLINE`` says. When they are missing
-they are downloaded through ``huggingface_hub`` -- unless ``HF_HUB_OFFLINE=1``, in which case a
-:class:`FileNotFoundError` explains the three ways out (run once online, ``hf download``, or
-``local-dir:``).
-
-All encoders return pooled features ``(B, num_features)`` (timm ``num_classes=0``) from images in
-[0, 1] (no mean/std normalisation inside).
-
-The Hugging Face cache helpers (:func:`hub_cache_dir`, :func:`hub_offline`,
-:func:`cached_hub_snapshot`, :func:`download_hub_snapshot`) need neither torch nor timm: importing
-this module imports neither (they are imported inside the functions that build encoders).
+:func:`create_encoder` is the one entry point (re-exported by ``define_model``): a registry short name
+(``'zoobot-encoder-convnext_nano'``), ``'hf-hub:owner/repo[@revision]'``, ``'local-dir:/folder'`` (a copied
+Hub snapshot: no network), or an architecture (timm name, ``tiny_cnn``: randomly initialised, built by
+:mod:`zoobot.pytorch.estimators.encoders`). Hub files are looked up in the Hugging Face cache at call time;
+nothing touches the network when they are cached, and with ``HF_HUB_OFFLINE=1`` a missing file is a
+``FileNotFoundError`` that lists the fixes. The cache helpers (:func:`hub_cache_dir`, :func:`hub_offline`,
+:func:`cached_hub_snapshot`, :func:`download_hub_snapshot`) import neither torch nor timm. See
+docs/pretrained_models.md.
 """
 from __future__ import annotations
 
@@ -40,7 +18,17 @@ import pathlib
 import warnings
 from typing import TYPE_CHECKING
 
+from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (re-exported: checkpoints describe encoders here)
+    encoder_architecture,
+    encoder_build_kwargs,
+    encoder_channels,
+    encoder_input_size,
+    get_encoder,
+    check_channels,
+    rebuild_encoder,
+)
 from zoobot.shared.errors import missing_dependency, unknown_option_error
+from zoobot.shared.validation import check_bool
 
 if TYPE_CHECKING:  # torch/timm are imported where used: the Hub-cache helpers work without them
     from torch import nn
@@ -417,16 +405,13 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     >>> encoder(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 128])
     """
-    if not isinstance(pretrained, bool):
-        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
-    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3)):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
+    pretrained = check_bool("pretrained", pretrained)
+    if channels is not None:
+        channels = check_channels(channels)
     kwargs.pop("num_classes", None)
     source, ident = parse_encoder_name(name)
-    from zoobot.pytorch.estimators import define_model
-
     if source == "tiny_cnn":
-        return define_model.get_pytorch_encoder("tiny_cnn", channels=channels or 3)
+        return get_encoder("tiny_cnn", channels=channels or 3)
     if source == "timm":
         if pretrained:
             warnings.warn(
@@ -436,11 +421,15 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
                 UserWarning,
                 stacklevel=2,
             )
-        return define_model.get_pytorch_encoder(ident, channels=channels or 3, **kwargs)
+        return get_encoder(ident, channels=channels or 3, **kwargs)
     if source == "local-dir":
         folder = pathlib.Path(os.path.expanduser(ident))
         return _from_folder(folder, pretrained, channels, kwargs)
+    return _from_hub(source, ident, pretrained, channels, kwargs)
 
+
+def _from_hub(source: str, ident: str, pretrained: bool, channels: int | None, kwargs: dict) -> nn.Module:
+    """A registry or ``hf-hub:`` encoder: from the cache, downloaded, or (not pretrained) its bare architecture."""
     registry_cfg = None
     if source == "registry":
         registry_cfg = _registry_cfg(ident)
@@ -455,7 +444,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     if not pretrained:
         snapshot = cached_hub_snapshot(repo)
         if snapshot is None and registry_cfg is not None and getattr(registry_cfg, "architecture", None):
-            return define_model.get_pytorch_encoder(
+            return get_encoder(
                 registry_cfg.architecture, channels=channels or registry_channels or 3, **kwargs
             )
         if snapshot is None:
@@ -463,102 +452,3 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
         return _from_folder(snapshot, False, channels, kwargs, registry_channels)
     snapshot = download_hub_snapshot(repo)
     return _from_folder(snapshot, True, channels, kwargs, registry_channels)
-
-
-# ---------------------------------------------------------------------------------------------
-# describing an encoder (what a checkpoint needs to rebuild it without downloading)
-# ---------------------------------------------------------------------------------------------
-
-def _unwrap(encoder: nn.Module) -> nn.Module:
-    return getattr(encoder, "_orig_mod", encoder)  # torch.compile wrapper
-
-
-def encoder_architecture(encoder: nn.Module) -> str | None:
-    """The architecture name that rebuilds ``encoder`` with random weights, or None for custom modules.
-
-    ``'tiny_cnn'`` for :class:`~zoobot.pytorch.estimators.tiny_cnn.TinyCNN`, the timm architecture
-    (``pretrained_cfg['architecture']``) for timm models, None otherwise.
-    """
-    encoder = _unwrap(encoder)
-    from zoobot.pytorch.estimators.tiny_cnn import TinyCNN
-
-    if isinstance(encoder, TinyCNN):
-        return "tiny_cnn"
-    cfg = getattr(encoder, "pretrained_cfg", None) or getattr(encoder, "default_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("architecture"):
-        import timm
-
-        architecture = str(cfg["architecture"])
-        if timm.is_model(architecture):
-            return architecture
-    return None
-
-
-def encoder_channels(encoder: nn.Module, default: int = 3) -> int:
-    """Input channels of ``encoder``: the ``in_channels`` of its first convolution (or ``default``)."""
-    from torch import nn
-
-    encoder = _unwrap(encoder)
-    for module in encoder.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return int(module.in_channels)
-    cfg = getattr(encoder, "pretrained_cfg", None) or {}
-    if cfg.get("input_size"):
-        return int(cfg["input_size"][0])
-    return default
-
-
-def encoder_input_size(encoder: nn.Module, default: int = 224) -> int:
-    """Image size the encoder was pretrained at (``pretrained_cfg['input_size'][-1]``), else ``default``."""
-    cfg = getattr(_unwrap(encoder), "pretrained_cfg", None) or {}
-    if cfg.get("input_size"):
-        return int(cfg["input_size"][-1])
-    return default
-
-
-def encoder_build_kwargs(encoder: nn.Module) -> dict:
-    """The JSON-primitive timm keyword arguments needed to rebuild ``encoder`` (e.g. ``img_size``).
-
-    Taken from timm's record of the ``create_model`` keywords, without ``num_classes``/``in_chans``
-    (stored separately) and without values that are not JSON primitives.
-    """
-    args = getattr(_unwrap(encoder), "_model_args", None) or {}
-    out = {}
-    for key, value in args.items():
-        if key in ("num_classes", "in_chans", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-            continue
-        if _is_json_primitive(value):
-            out[key] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def _is_json_primitive(value) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_json_primitive(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json_primitive(v) for k, v in value.items())
-    return False
-
-
-def rebuild_encoder(architecture: str, channels: int, build_kwargs: dict | None = None) -> nn.Module:
-    """Build a randomly initialised encoder of a known architecture (no network): used to load checkpoints.
-
-    Parameters
-    ----------
-    architecture : str
-        ``'tiny_cnn'`` or a timm architecture, as returned by :func:`encoder_architecture`.
-    channels : int
-        Input channels.
-    build_kwargs : dict, optional
-        timm keywords from :func:`encoder_build_kwargs`.
-    """
-    from zoobot.pytorch.estimators import define_model
-
-    build_kwargs = dict(build_kwargs or {})
-    build_kwargs.pop("num_classes", None)
-    if architecture == "tiny_cnn":
-        return define_model.get_pytorch_encoder("tiny_cnn", channels=channels)
-    return define_model.get_pytorch_encoder(architecture, channels=channels, **build_kwargs)
-

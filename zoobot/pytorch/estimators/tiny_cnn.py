@@ -1,13 +1,8 @@
 """``tiny_cnn``: a four-convolution encoder for tests, examples and smoke runs.
 
-Defined identically in both backends (the TensorFlow twin is
-``zoobot.tensorflow.estimators.tiny_cnn``), so parameter counts and behaviour can be compared:
-4 blocks of [Conv 3x3, stride 1, 'same' padding, no bias -> BatchNorm (eps 1e-5, momentum 0.1)
--> ReLU -> MaxPool 2x2] with channels C -> 16 -> 32 -> 64 -> 128, then global average pooling to
-128 features.
-
-Trainable parameters: ``9 * (16 C + 16*32 + 32*64 + 64*128) + 2 * (16 + 32 + 64 + 128)``,
-i.e. 97 392 for C = 1 and 97 680 for C = 3.
+Defined identically in both backends (twin: ``zoobot.tensorflow.estimators.tiny_cnn``): 4 blocks of
+[Conv 3x3 'same', no bias -> BatchNorm (eps 1e-5, momentum 0.1) -> ReLU -> MaxPool 2x2], channels
+C -> 16 -> 32 -> 64 -> 128, global average pooling: 97 392 trainable parameters for C = 1, 97 680 for C = 3.
 
 Examples
 --------
@@ -22,6 +17,8 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+
+from zoobot.shared.validation import check_int
 
 __all__ = ["TinyCNN", "TINY_CNN_WIDTHS"]
 
@@ -56,8 +53,7 @@ class TinyCNN(nn.Module):
 
     def __init__(self, channels: int = 1):
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        channels = check_int("channels", channels, minimum=1)
         widths = (channels, *TINY_CNN_WIDTHS)
         self.channels = channels
         self.blocks = nn.Sequential(*[_block(widths[i], widths[i + 1]) for i in range(len(TINY_CNN_WIDTHS))])

@@ -1,4 +1,4 @@
-"""Runnable examples of the PyTorch backend (api.md 5.1). Each script has ``main()``, ``--help`` and an offline
+"""Runnable examples of the PyTorch backend (docs/getting_started.md). Each script has ``main()``, ``--help`` and an offline
 ``--smoke`` mode (synthetic data, ``tiny_cnn``, 1 epoch, CPU, a temporary folder):
 
 - ``train_model_on_catalog.py``: train from scratch on one catalog (split 70/10/20), from the command line;

@@ -2,7 +2,7 @@
 
 Loads a checkpoint written by training from scratch (``ZoobotTree``) and writes, for every galaxy of
 the catalog, the predicted Dirichlet concentrations of each answer (``--n-samples`` Monte Carlo
-dropout samples) and the vote fractions (api.md 4.4), then the friendly table (vote fractions, NaN
+dropout samples) and the vote fractions, then the friendly table (vote fractions, NaN
 where the question was probably not asked) and the advanced table (90% intervals, probability the
 question was asked). Images that cannot be read become NaN rows listed in ``<stem>_failures.csv``.
 

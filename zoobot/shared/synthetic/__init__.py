@@ -1,11 +1,10 @@
 """Synthetic Galaxy Zoo data: galaxy images with known morphology, true answer probabilities and
 volunteer votes drawn down any supported decision tree.
 
-No labelled galaxy images can be downloaded in many settings (CI, offline machines, tutorials);
-this generator stands in for them. Images look like DECaLS colour cutouts and their morphology
-(smooth or featured, edge-on, bars, spiral arms, bulges, rings, mergers, artifacts) sets the
-labels, so a model learns something non-trivial; the true probabilities give oracle losses.
-Design and measured properties: ``shared/reference/synthetic.md`` and ``docs/benchmarks.md``.
+It stands in for real data where none can be downloaded (tests, the demo, offline machines). Images
+look like DECaLS colour cutouts and their morphology sets the labels, so a model learns something
+non-trivial; the true probabilities give oracle losses. How it works: docs/api/shared/synthetic.md;
+measured properties: docs/benchmarks.md.
 
 Modules, one concept each:
 

@@ -1,8 +1,8 @@
 """True answer probabilities of a synthetic galaxy, for any decision tree whose questions we know.
 
 Each supported question (its name without the campaign suffix, e.g. ``bar`` for ``bar-dr5``)
-has *canonical* answers computed from the latent parameters (``shared/reference/synthetic.md``
-section 2.3): smooth functions of the morphology and of a **visibility** term
+has *canonical* answers computed from the latent parameters (docs/api/shared/synthetic.md):
+smooth functions of the morphology and of a **visibility** term
 ``v = sigmoid(3.5 (log_snr - 0.8)) * re / (re + 2 psf)``, so faint or small galaxies get more
 "smooth", "cant-tell" and "no bar" answers, like the redshift bias of real Galaxy Zoo votes.
 Ordinal questions use soft logistic cut-points, so volunteers disagree realistically.

@@ -9,25 +9,8 @@ from a named prior. Everything downstream is a deterministic function of these n
 - :mod:`.votes` draws volunteer votes from those probabilities down the tree.
 
 Lengths are fractions of the image side (so one galaxy can be drawn at any size); angles are
-radians unless the key says ``_deg``. The design (proportions, ranges) is
-``shared/reference/synthetic.md`` section 2.1.
-
-Keys always present
--------------------
-kind : {'elliptical', 'disk', 'merger', 'artifact'}
-host : {'elliptical', 'disk'} (the morphology of the main galaxy; a merger or artifact has one too)
-re : half-light radius of the main galaxy (fraction of image side)
-log_snr : log10 of the mean signal-to-noise per pixel inside ``re``
-psf : Gaussian PSF sigma in the r band (fraction of image side)
-dx, dy : centre offset (fraction of image side); pa : position angle
-colour : three multiplicative jitters of the g, r, z fluxes
-bt, bulge_n, bulge_re, bulge_q, boxy : bulge-to-total ratio and the bulge's Sersic profile
-q : axis ratio of an elliptical (1 for disks)
-cos_i : cosine of the disk inclination (1 for ellipticals)
-arms, bar, ring, companion, tail, artifact : ``None`` or a dict of that component's numbers
-dust : dust-lane optical depth (0 unless a disk is near edge-on)
-merger_stage : 0 none, 1 minor companion, 2 major companion + tidal tail, 3 merging nuclei + tail
-stars : list of field stars ``[x, y, flux, colour]``
+radians unless the key says ``_deg``. The keys are listed in :func:`sample_latents`; the
+populations in docs/api/shared/synthetic.md.
 """
 from __future__ import annotations
 
@@ -39,7 +22,7 @@ from zoobot.shared.errors import unknown_option_error
 
 __all__ = ["PRIORS", "sample_latents", "prior_names"]
 
-#: Named priors. ``train`` follows synthetic.md 2.1; ``shifted`` (2.6) is smaller, fainter,
+#: Named priors. ``train`` is the design population; ``shifted`` is smaller, fainter,
 #: blurrier and has more mergers and artifacts, for out-of-distribution checks.
 PRIORS: dict[str, dict] = {
     "train": {
@@ -89,7 +72,24 @@ def sample_latents(rng: np.random.Generator, prior: str = "train") -> dict:
     Returns
     -------
     dict
-        JSON-able latent parameters (see the module docstring for the keys).
+        JSON-able latent parameters. Keys always present:
+
+        - ``kind``: {'elliptical', 'disk', 'merger', 'artifact'}
+        - ``host``: {'elliptical', 'disk'} (the morphology of the main galaxy; a merger or artifact has one too)
+        - ``re``: half-light radius of the main galaxy (fraction of image side)
+        - ``log_snr``: log10 of the mean signal-to-noise per pixel inside ``re``
+        - ``psf``: Gaussian PSF sigma in the r band (fraction of image side)
+        - ``dx``, ``dy``: centre offset (fraction of image side); ``pa``: position angle
+        - ``colour``: three multiplicative jitters of the g, r, z fluxes
+        - ``bt``, ``bulge_n``, ``bulge_re``, ``bulge_q``, ``boxy``: bulge-to-total ratio and the bulge's
+          Sersic profile
+        - ``q``: axis ratio of an elliptical (1 for disks)
+        - ``cos_i``: cosine of the disk inclination (1 for ellipticals)
+        - ``arms``, ``bar``, ``ring``, ``companion``, ``tail``, ``artifact``: ``None`` or a dict of that
+          component's numbers
+        - ``dust``: dust-lane optical depth (0 unless a disk is near edge-on)
+        - ``merger_stage``: 0 none, 1 minor companion, 2 major companion + tidal tail, 3 merging nuclei + tail
+        - ``stars``: list of field stars ``[x, y, flux, colour]``
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Draw a synthetic galaxy's latent parameters as a DECaLS-like colour cutout.
 
-The steps follow ``shared/reference/synthetic.md`` section 2.2:
+The steps (docs/api/shared/synthetic.md):
 
 1. three single-channel maps on a pixel grid (cached per image size): **old** stars (bulge or
    elliptical, bar), **disk** (exponential disk with inter-arm depletion, outer rings, companions

@@ -1,4 +1,4 @@
-"""Volunteer votes drawn down the decision tree (``shared/reference/synthetic.md`` section 2.3).
+"""Volunteer votes drawn down the decision tree (docs/api/shared/synthetic.md).
 
 ``counts[root] ~ Multinomial(N, p_root)`` and every other question gets
 ``Multinomial(count of the answer that leads to it, p_question)``: the same as each of the N

@@ -1,4 +1,4 @@
-"""Small Keras layers used by zoobot's TensorFlow models (api.md 3.4).
+"""The Dirichlet head and the small Keras layers of zoobot's TensorFlow models.
 
 - :class:`MCDropout` (alias :data:`PermaDropout`): dropout that stays on at inference, so that
   repeated predictions are Monte Carlo dropout samples.
@@ -8,7 +8,9 @@
   estimators.define_model.get_model` (rotation, flips, crop, resize), active in training only
   unless ``always_augment=True``.
 
-All three are registered with Keras (package ``zoobot``), so models containing them save to and
+- :func:`get_dirichlet_head`: Dropout -> Dense -> ScaledSigmoid.
+
+The layers are registered with Keras (package ``zoobot``), so models containing them save to and
 load from ``.keras`` files without ``custom_objects``.
 """
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ["MCDropout", "PermaDropout", "ScaledSigmoid", "GalaxyAugmentation"]
+from zoobot.shared.validation import check_fraction, check_int
+
+__all__ = ["MCDropout", "PermaDropout", "ScaledSigmoid", "GalaxyAugmentation", "get_tensorflow_dirichlet_head",
+           "get_dirichlet_head"]
 
 
 @keras.saving.register_keras_serializable(package="zoobot")
@@ -117,11 +122,8 @@ class GalaxyAugmentation(keras.layers.Layer):
 
     def __init__(self, crop_size=None, resize_size=None, always_augment=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        for label, value in (("crop_size", crop_size), ("resize_size", resize_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"GalaxyAugmentation: {label} must be a positive int or None, got {value!r}")
-        self.crop_size = crop_size
-        self.resize_size = resize_size
+        self.crop_size = check_int("crop_size", crop_size, minimum=1, allow_none=True)
+        self.resize_size = check_int("resize_size", resize_size, minimum=1, allow_none=True)
         self.always_augment = bool(always_augment)
         self.seed = seed
         # factor 0.5 = rotations in [-180, 180] degrees, i.e. the full circle
@@ -167,3 +169,52 @@ class GalaxyAugmentation(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+# ---------------------------------------------------------------------------------------------
+# the Dirichlet head, built from these layers
+# ---------------------------------------------------------------------------------------------
+
+def get_tensorflow_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
+                                  dropout_rate: float) -> keras.Sequential:
+    """The Dirichlet head: [MCDropout if test_time_dropout else Dropout] -> Dense -> ScaledSigmoid.
+
+    Parameters
+    ----------
+    encoder_dim : int
+        Features from the encoder.
+    output_dim : int
+        Answers of the decision tree (``schema.n_answers``).
+    test_time_dropout : bool
+        Keep dropout on at inference (Monte Carlo dropout).
+    dropout_rate : float
+        Dropout probability, in [0, 1).
+
+    Returns
+    -------
+    keras.Sequential
+        (B, encoder_dim) -> concentrations (B, output_dim) in (1, 101).
+
+    Examples
+    --------
+    >>> head = get_tensorflow_dirichlet_head(128, 34, test_time_dropout=True, dropout_rate=0.2)
+    >>> [type(layer).__name__ for layer in head.layers]
+    ['MCDropout', 'Dense', 'ScaledSigmoid']
+    """
+    encoder_dim = check_int("encoder_dim", encoder_dim, minimum=1)
+    output_dim = check_int("output_dim", output_dim, minimum=1)
+    dropout_rate = check_fraction("dropout_rate", dropout_rate, allow_one=False)
+    dropout_cls = MCDropout if test_time_dropout else keras.layers.Dropout
+    return keras.Sequential(
+        [
+            keras.Input(shape=(encoder_dim,)),
+            dropout_cls(dropout_rate, name="head_dropout"),
+            keras.layers.Dense(output_dim, name="head_dense"),
+            ScaledSigmoid(name="concentrations"),
+        ],
+        name="dirichlet_head",
+    )
+
+
+#: Backend-neutral alias of :func:`get_tensorflow_dirichlet_head` (same object).
+get_dirichlet_head = get_tensorflow_dirichlet_head

@@ -1,55 +1,76 @@
-"""Keras models of the TensorFlow backend (api.md 3.4): encoders, the Dirichlet head, ``ZoobotTree``.
+"""Keras models of the TensorFlow backend: ``ZoobotTree`` and its Dirichlet head (see docs/components/training.md).
 
-A zoobot model is an **encoder** (a Keras application or ``tiny_cnn``; images NHWC float32 in
-[0, 1] -> pooled features) followed by a **Dirichlet head** (Dropout -> Dense -> ScaledSigmoid,
-giving Dirichlet concentrations in (1, 101), one per answer of the decision tree).
+A zoobot model is an **encoder** (:mod:`~zoobot.tensorflow.estimators.encoders`; images NHWC float32 in
+[0, 1] -> pooled features) followed by a **Dirichlet head** (Dropout -> Dense -> ScaledSigmoid, one
+concentration in (1, 101) per answer), trained with :mod:`zoobot.tensorflow.estimators.losses`.
 
-Read top to bottom:
-
-1. encoders: :data:`ENCODER_NAMES`, :func:`get_tensorflow_encoder` (alias :func:`get_encoder`),
-   :func:`create_encoder` (architecture, registry or hub names);
-2. the head: :func:`get_tensorflow_dirichlet_head` (alias :func:`get_dirichlet_head`);
-3. Monte Carlo dropout in one pass: :func:`mc_dropout_samples` (encoder once, head ``n_samples`` times);
-4. first-batch checks of data given to ``predict`` (E7, E8): :func:`check_images`;
-5. learning-rate schedules as Keras callbacks: :func:`get_scheduler_callbacks`;
-6. :class:`ZoobotTree`, the PyTorch ``ZoobotTree``'s twin: a compiled ``keras.Model``;
-7. the upstream (U1) functional API: :func:`get_model`, :func:`load_model`, :func:`load_weights`,
-   and :func:`load_zoobot_model` for ``.keras`` files with a version check (E11).
-
-No hidden rescaling: Keras applications with a built-in ``Rescaling(1/255)`` or mean/std
-normalisation are built with it disabled (random init) or compensated (ImageNet weights), so the
-encoder's first layer sees the [0, 1] values.
+Read top to bottom: ``create_encoder`` (architecture, registry or hub names), the head, Monte Carlo
+dropout in one pass (:func:`mc_dropout_samples`), first-batch checks (:func:`check_images`, E7/E8),
+learning-rate schedules as Keras callbacks, :class:`ZoobotTree`, and :func:`load_zoobot_model` for
+``.keras`` files (E11). The upstream v1 functional API (``get_model``, ``load_model``, ``load_weights``,
+``ZoobotModel``) and the deprecated names live in :mod:`zoobot.tensorflow._compat`; this module gives
+them on first use.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
-import operator
 import pathlib
-import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from zoobot.shared import calibration, checkpoints, schedules
-from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
-from zoobot.tensorflow.estimators import custom_layers, tiny_cnn
-from zoobot.tensorflow.training import losses
+from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
+from zoobot.shared.zoobot_tree_args import (
+    answer_to_question_index,
+    campaign_questions,
+    check_model_keywords,
+    check_output_dim,
+    resolve_tree_description,
+)
+from zoobot.shared.validation import check_fraction, check_int
+from zoobot.tensorflow.distributed import MultiWorkerModelMixin
+from zoobot.tensorflow._compat import (  # noqa: F401  (old names, given here as before)
+    ZoobotModel,
+    get_model,
+    get_tensorflow_encoder,
+    load_model,
+    load_weights,
+)
+from zoobot.tensorflow._compat import define_model_dirichlet_loss as dirichlet_loss  # noqa: F401
+from zoobot.tensorflow.estimators import custom_layers, losses, tiny_cnn  # noqa: F401  (tiny_cnn: examples)
+from zoobot.tensorflow.estimators.custom_layers import get_dirichlet_head, get_tensorflow_dirichlet_head
+from zoobot.tensorflow.estimators.encoders import (
+    ENCODER_NAMES,
+    get_encoder,
+    get_encoder_dim,
+    resolve_encoder_name,
+)
+from zoobot.tensorflow.estimators.encoders import check_channels as _check_channels
+from zoobot.tensorflow.estimators.losses import get_dirichlet_loss_func, per_question_dirichlet_loss  # noqa: F401
+from zoobot.tensorflow.estimators.model_io import (  # noqa: F401  (re-exported; private names used by training)
+    _LOADING_PATH,
+    _VERSIONS_CHECKED,
+    _check_keras_file_version,
+    _first_images,
+    _read_keras_config,
+    _versions_checked,
+    check_images,
+    load_zoobot_model,
+)
 
 __all__ = [
     "ENCODER_NAMES",
     "ZoobotTree",
     "ZoobotModel",
-    "get_tensorflow_encoder",
     "get_encoder",
     "get_encoder_dim",
     "create_encoder",
     "get_tensorflow_dirichlet_head",
     "get_dirichlet_head",
-    "dirichlet_loss",
     "get_dirichlet_loss_func",
+    "per_question_dirichlet_loss",
     "mc_dropout_samples",
     "check_images",
     "get_scheduler_callbacks",
@@ -62,163 +83,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # 1. encoders
 # ---------------------------------------------------------------------------------------------
-
-# zoobot name -> (keras.applications constructor, how its built-in preprocessing is switched off)
-#   'rescaling': EfficientNet (v1) always adds Rescaling(1/255) + an (identity unless adapted)
-#                Normalization; the Rescaling scale is set to 1.
-#   'flag':      the constructor takes include_preprocessing=False.
-#   None:        no built-in preprocessing (ResNet).
-_KERAS_APPLICATIONS = {
-    **{f"efficientnet_b{i}": (f"EfficientNetB{i}", "rescaling") for i in range(8)},
-    **{f"efficientnetv2_b{i}": (f"EfficientNetV2B{i}", "flag") for i in range(4)},
-    "efficientnetv2_s": ("EfficientNetV2S", "flag"),
-    "efficientnetv2_m": ("EfficientNetV2M", "flag"),
-    "efficientnetv2_l": ("EfficientNetV2L", "flag"),
-    "resnet50": ("ResNet50", None),
-    "resnet101": ("ResNet101", None),
-    "resnet152": ("ResNet152", None),
-    "convnext_tiny": ("ConvNeXtTiny", "flag"),
-    "convnext_small": ("ConvNeXtSmall", "flag"),
-    "convnext_base": ("ConvNeXtBase", "flag"),
-    "convnext_large": ("ConvNeXtLarge", "flag"),
-}
-
-#: Every encoder name :func:`get_tensorflow_encoder` builds ('efficientnet' is accepted for
-#: 'efficientnet_b0'; the deprecated 'resnet_detectron'/'resnet_torchvision' give 'resnet50').
-ENCODER_NAMES = tuple(_KERAS_APPLICATIONS) + ("tiny_cnn",)
-
-
-def _resolve_name(architecture_name) -> str:
-    from zoobot.shared.training_config import resolve_architecture_name
-
-    name = resolve_architecture_name(architecture_name)
-    if name not in ENCODER_NAMES:
-        raise unknown_option_error("TensorFlow encoder architecture", architecture_name, ENCODER_NAMES)
-    return name
-
-
-def _check_channels(channels) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in (1, 3):
-        raise ChannelMismatchError(
-            f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}. Fix: pass channels=1 or channels=3."
-        )
-    return int(channels)
-
-
-def get_tensorflow_encoder(architecture_name: str = "efficientnet_b0", channels: int = 1, **kwargs) -> keras.Model:
-    """Build an encoder: images (B, H, W, C) float32 in [0, 1] -> pooled features (B, dim).
-
-    Parameters
-    ----------
-    architecture_name : str, default 'efficientnet_b0'
-        One of :data:`ENCODER_NAMES`: ``efficientnet_b0..b7``, ``efficientnetv2_b0..b3/s/m/l``,
-        ``resnet50/101/152``, ``convnext_tiny/small/base/large``, ``tiny_cnn``. ``'efficientnet'``
-        means ``efficientnet_b0``.
-    channels : int, default 1
-        Input channels, 1 (greyscale) or 3 (RGB).
-    **kwargs
-        Passed to the ``keras.applications`` constructor (e.g. ``drop_connect_rate`` for
-        EfficientNet). ``input_shape`` may be ``(H, W)`` or ``(H, W, C)`` (default: any size).
-        ``weights`` defaults to None (random init); ``weights='imagenet'`` downloads Keras'
-        ImageNet weights (needs ``channels=3``) and compensates their built-in preprocessing so the
-        model still takes [0, 1] inputs.
-
-    Returns
-    -------
-    keras.Model
-        Functional model with the application's layer names (``stem_conv``, ``block1a_...``,
-        ``top_conv`` ...), global-average pooled. Pooled dims equal timm's for the same names
-        (efficientnet_b0: 1280, resnet50: 2048, convnext_tiny: 768, tiny_cnn: 128).
-
-    Raises
-    ------
-    ValueError
-        (E13) unknown architecture (the message lists :data:`ENCODER_NAMES`).
-    ChannelMismatchError
-        (E7) channels not 1 or 3, or ImageNet weights with 1 channel.
-
-    Examples
-    --------
-    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
-    >>> encoder.output_shape
-    (None, 128)
-    """
-    name = _resolve_name(architecture_name)
-    channels = _check_channels(channels)
-    kwargs = dict(kwargs)
-    input_shape = kwargs.pop("input_shape", None)
-    spatial = (None, None) if input_shape is None else tuple(input_shape)[:2]
-    if name == "tiny_cnn":
-        if kwargs:
-            raise TypeError(f"tiny_cnn takes no extra arguments, got {sorted(kwargs)}")
-        return tiny_cnn.get_tiny_cnn(channels=channels, input_shape=spatial)
-
-    constructor_name, preprocessing = _KERAS_APPLICATIONS[name]
-    constructor = getattr(keras.applications, constructor_name)
-    weights = kwargs.pop("weights", None)
-    imagenet = weights == "imagenet"
-    if imagenet and channels != 3:
-        raise ChannelMismatchError(
-            f"ImageNet weights for {name} expect 3-channel (RGB) input but channels={channels}. "
-            "Fix: pass channels=3 (color=True), or train from random initialisation (weights=None)."
-        )
-    if imagenet and preprocessing is None:
-        raise ValueError(
-            f"weights='imagenet' for {name} needs Keras' caffe-style input preprocessing, which zoobot does not "
-            "add (zoobot models take [0, 1] inputs). Use an EfficientNet or ConvNeXt for ImageNet weights, or "
-            "weights=None."
-        )
-    if preprocessing == "flag":
-        # keep the preprocessing the ImageNet weights were trained with; drop it otherwise
-        kwargs.setdefault("include_preprocessing", imagenet)
-    model = constructor(
-        include_top=False,
-        weights=weights,
-        input_shape=(*spatial, channels),
-        pooling="avg",
-        **kwargs,
-    )
-    if imagenet:
-        # the application expects 0-255 pixels and rescales/normalises them itself: feed it 255 x [0, 1]
-        inputs = keras.Input(shape=(*spatial, channels), name="image")
-        outputs = model(keras.layers.Rescaling(255.0, name="from_unit_interval")(inputs))
-        return keras.Model(inputs, outputs, name=f"{name}_imagenet")
-    if preprocessing == "rescaling":
-        _disable_input_rescaling(model, name)
-    return model
-
-
-def _disable_input_rescaling(model: keras.Model, name: str) -> None:
-    """Set the built-in ``Rescaling(1/255)`` of a Keras application to the identity."""
-    for layer in model.layers[:6]:
-        if isinstance(layer, keras.layers.Rescaling) and np.allclose(np.asarray(layer.scale, dtype=float), 1 / 255.0):
-            layer.scale = 1.0
-            layer.offset = 0.0
-            return
-    raise RuntimeError(  # a future Keras changed the stem: fail loudly rather than rescale silently
-        f"Could not find the Rescaling(1/255) layer at the input of the Keras {name}; the installed Keras "
-        f"{keras.__version__} builds it differently. Please report this to the zoobot developers."
-    )
-
-
-#: Backend-neutral alias of :func:`get_tensorflow_encoder` (same object).
-get_encoder = get_tensorflow_encoder
-
-
-def get_encoder_dim(encoder, channels: int = 3) -> int:
-    """Pooled feature dimension of an encoder (from its output shape, else a probe on 64 px zeros).
-
-    Examples
-    --------
-    >>> get_encoder_dim(get_tensorflow_encoder('tiny_cnn', channels=1))
-    128
-    """
-    shape = getattr(encoder, "output_shape", None)
-    if shape is not None and not isinstance(shape, list) and shape[-1] is not None:
-        return int(shape[-1])
-    probe = encoder(np.zeros((1, 64, 64, channels), dtype="float32"), training=False)
-    return int(probe.shape[-1])
-
 
 def create_encoder(name: str, pretrained: bool = True, channels: int | None = None, **kwargs) -> keras.Model:
     """Create an encoder (images (B, H, W, C) in [0, 1] -> features (B, D)) from a name.
@@ -244,7 +108,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
     pretrained : bool, default True
         Load the pretrained weights (registry, ``hf-hub:`` and ``local-dir:`` names). Architecture
         names are always randomly initialised (a ``UserWarning`` says so when ``pretrained=True``;
-        Keras' ImageNet weights are available through ``get_tensorflow_encoder(name,
+        Keras' ImageNet weights are available through ``get_encoder(name,
         weights='imagenet')``).
     channels : int, optional
         Input channels. Default: the pretrained model's, else 3.
@@ -277,7 +141,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
         channels = _check_channels(channels)
     source, ident = _parse_encoder_name(name)
     if source == "tiny_cnn":
-        return get_tensorflow_encoder("tiny_cnn", channels=channels or 3)
+        return get_encoder("tiny_cnn", channels=channels or 3)
     if source == "keras":
         if pretrained:
             warnings.warn(
@@ -287,7 +151,7 @@ def create_encoder(name: str, pretrained: bool = True, channels: int | None = No
                 UserWarning,
                 stacklevel=2,
             )
-        return get_tensorflow_encoder(ident, channels=channels or 3, **kwargs)
+        return get_encoder(ident, channels=channels or 3, **kwargs)
     if source == "local-dir":
         return _load_local_encoder(pathlib.Path(ident).expanduser(), channels)
     return _create_hub_encoder(source, ident, pretrained, channels)
@@ -406,7 +270,7 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
                 repo = repo[len(prefix):]
     cfg_channels = getattr(cfg, "channels", None)
     if not pretrained and cfg is not None and getattr(cfg, "architecture", None) in ENCODER_NAMES:
-        return get_tensorflow_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
+        return get_encoder(cfg.architecture, channels=channels or cfg_channels or 3)
     keras_file = _keras_file_of(cfg) if cfg is not None else "encoder.keras"
     if not str(keras_file or "").endswith(".keras"):  # timm weights: keras-hub converts them (or says why not)
         from zoobot.tensorflow.estimators import pretrained_encoders
@@ -442,115 +306,6 @@ def _create_hub_encoder(source: str, ident: str, pretrained: bool, channels):
     encoder = getattr(encoder, "encoder", encoder)
     _check_loaded_channels(encoder, channels, f"hf-hub:{repo}")
     return encoder
-
-
-# ---------------------------------------------------------------------------------------------
-# 2. the Dirichlet head
-# ---------------------------------------------------------------------------------------------
-
-def _check_positive_int(label, value) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{label} must be a positive int, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{label} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_rate(dropout_rate) -> float:
-    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be a number in [0, 1), got {dropout_rate!r}")
-    return float(dropout_rate)
-
-
-def get_tensorflow_dirichlet_head(encoder_dim: int, output_dim: int, test_time_dropout: bool,
-                                  dropout_rate: float) -> keras.Sequential:
-    """The Dirichlet head: [MCDropout if test_time_dropout else Dropout] -> Dense -> ScaledSigmoid.
-
-    Parameters
-    ----------
-    encoder_dim : int
-        Features from the encoder.
-    output_dim : int
-        Answers of the decision tree (``schema.n_answers``).
-    test_time_dropout : bool
-        Keep dropout on at inference (Monte Carlo dropout).
-    dropout_rate : float
-        Dropout probability, in [0, 1).
-
-    Returns
-    -------
-    keras.Sequential
-        (B, encoder_dim) -> concentrations (B, output_dim) in (1, 101).
-
-    Examples
-    --------
-    >>> head = get_tensorflow_dirichlet_head(128, 34, test_time_dropout=True, dropout_rate=0.2)
-    >>> [type(layer).__name__ for layer in head.layers]
-    ['MCDropout', 'Dense', 'ScaledSigmoid']
-    """
-    encoder_dim = _check_positive_int("encoder_dim", encoder_dim)
-    output_dim = _check_positive_int("output_dim", output_dim)
-    dropout_rate = _check_rate(dropout_rate)
-    dropout_cls = custom_layers.MCDropout if test_time_dropout else keras.layers.Dropout
-    return keras.Sequential(
-        [
-            keras.Input(shape=(encoder_dim,)),
-            dropout_cls(dropout_rate, name="head_dropout"),
-            keras.layers.Dense(output_dim, name="head_dense"),
-            custom_layers.ScaledSigmoid(name="concentrations"),
-        ],
-        name="dirichlet_head",
-    )
-
-
-#: Backend-neutral alias of :func:`get_tensorflow_dirichlet_head` (same object).
-get_dirichlet_head = get_tensorflow_dirichlet_head
-
-
-def dirichlet_loss(preds, labels, question_index_groups, sum_over_questions: bool = False):
-    """Dirichlet-multinomial loss per galaxy and question, predictions first [U2 argument order].
-
-    Parameters
-    ----------
-    preds : tensor (B, n_answers)
-        Predicted concentrations.
-    labels : tensor (B, n_answers)
-        Vote counts.
-    question_index_groups : sequence of (int, int)
-        Inclusive answer index range per question.
-    sum_over_questions : bool, default False
-        Sum over questions, giving (B,).
-
-    Returns
-    -------
-    tf.Tensor (B, n_questions) or (B,)
-        Not reduced over the batch.
-
-    Examples
-    --------
-    >>> dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)], sum_over_questions=True)
-    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0., 0.], dtype=float32)>
-    """
-    return losses.calculate_multiquestion_loss(labels, preds, question_index_groups,
-                                               sum_over_questions=sum_over_questions)
-
-
-def get_dirichlet_loss_func(question_index_groups):
-    """``dirichlet_loss`` with the groups bound: ``loss_func(preds, labels) -> (B, n_questions)`` (picklable).
-
-    Examples
-    --------
-    >>> get_dirichlet_loss_func([(0, 1)]).keywords['question_index_groups']
-    [(0, 1)]
-    """
-    import functools
-
-    groups = losses.validate_question_index_groups(question_index_groups)
-    return functools.partial(dirichlet_loss, question_index_groups=groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,102 +349,18 @@ def mc_dropout_samples(encoder, head, images, n_samples=1, dropout=True):
 
     Examples
     --------
-    >>> encoder = get_tensorflow_encoder('tiny_cnn', channels=1)
+    >>> encoder = get_encoder('tiny_cnn', channels=1)
     >>> head = get_tensorflow_dirichlet_head(128, 3, True, 0.5)
     >>> mc_dropout_samples(encoder, head, np.zeros((2, 32, 32, 1), 'float32'), n_samples=4).shape
     TensorShape([2, 3, 4])
     """
-    n_samples = _check_positive_int("n_samples", n_samples)
+    n_samples = check_int("n_samples", n_samples, minimum=1)
     features = encoder(images, training=False)
     if not dropout:
         single = _apply_head(head, features, dropout=False)
         return tf.repeat(single[..., tf.newaxis], n_samples, axis=-1)
     samples = [_apply_head(head, features, dropout=True) for _ in range(n_samples)]
     return tf.stack(samples, axis=-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. first-batch checks (E7, E8)
-# ---------------------------------------------------------------------------------------------
-
-def _first_images(data):
-    """The images of the first batch of ``data`` (array, tensor, tf.data.Dataset, data module), or None."""
-    if hasattr(data, "predict_dataloader") and not isinstance(data, tf.data.Dataset):
-        if getattr(data, "predict_catalog", None) is not None and hasattr(data, "setup"):
-            data.setup("predict")
-        data = data.predict_dataloader()
-    if isinstance(data, tf.data.Dataset):
-        element = next(iter(data.take(1)), None)
-        if element is None:
-            return None
-    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__") and hasattr(data, "shape"):
-        return data[:64]
-    else:
-        return None  # generators, PyDatasets: not peeked (peeking would consume them)
-    if isinstance(element, (tuple, list)):
-        element = element[0]
-    if isinstance(element, dict):
-        for key in ("image", "images", "matrix"):
-            if key in element:
-                return element[key]
-        return None
-    return element
-
-
-def check_images(images, channels, where="the data") -> None:
-    """E7/E8 checks of a batch of images for a model taking ``channels``-channel NHWC input.
-
-    Parameters
-    ----------
-    images : array or tensor (B, H, W, C)
-    channels : int
-        Channels the model expects.
-    where : str
-        Named in messages.
-
-    Raises
-    ------
-    ChannelMismatchError
-        (E7) not 4-D, or the channel axis differs (with a hint when the batch looks NCHW).
-    PixelScaleError
-        (E8) values outside [0, 1].
-
-    Warns
-    -----
-    UserWarning
-        If the maximum is <= 1.5/255 (images divided by 255 twice).
-
-    Examples
-    --------
-    >>> check_images(np.zeros((2, 32, 32, 3), 'float32'), channels=1)
-    Traceback (most recent call last):
-    ...
-    zoobot.shared.errors.ChannelMismatchError: ...
-    """
-    shape = tuple(int(d) if d is not None else None for d in images.shape)
-    if len(shape) != 4:
-        raise ChannelMismatchError(
-            f"{where}: expected a batch of images of shape (batch, height, width, {channels}) (NHWC), got shape "
-            f"{shape}. Fix: add a batch axis, or batch the dataset."
-        )
-    if shape[-1] != channels:
-        looks_nchw = shape[1] in (1, 3) and shape[-1] not in (1, 3)
-        if looks_nchw:
-            fix = "the batch looks NCHW (PyTorch layout): transpose it to NHWC, e.g. np.transpose(x, (0, 2, 3, 1))"
-        elif channels == 1:
-            fix = "make the images greyscale (GalaxyDataModule(greyscale=True) / train(color=False))"
-        else:
-            fix = "use colour images (GalaxyDataModule(greyscale=False) / train(color=True))"
-        raise ChannelMismatchError(
-            f"{where}: the model expects C={channels} channel(s) but the images have C={shape[-1]} (tensor shape "
-            f"{shape}, layout NHWC). Fix: {fix}."
-        )
-    values = tf.convert_to_tensor(images)
-    if not values.dtype.is_floating:
-        values = tf.cast(values, tf.float32)
-    if int(tf.size(values)) == 0:
-        return
-    check_pixel_range(float(tf.reduce_min(values)), float(tf.reduce_max(values)), layout="NHWC")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,7 +421,7 @@ class EpochCosineDecay:
 
 
 def get_scheduler_callbacks(scheduler_params, learning_rate) -> list:
-    """Keras callbacks that apply ``scheduler_params`` (api.md 2.2) to a compiled model.
+    """Keras callbacks that apply ``scheduler_params`` (docs/guides/training_recipe.md) to a compiled model.
 
     ``None``/``{}``: none (constant LR). ``{'name': 'plateau', 'patience': p}``: ReduceLROnPlateau
     on the validation loss (factor 0.1, min_lr 1e-6). ``{'name': 'cosine', ...}``:
@@ -792,8 +463,8 @@ class QuestionLosses(keras.metrics.Metric):
         self.question_index_groups = losses.validate_question_index_groups(question_index_groups)
         self.question_names = [str(q) for q in question_names]
         n = len(self.question_index_groups)
-        self._columns, self._owners = losses._answer_to_question_index(self.question_index_groups)
-        self.campaigns = _campaigns(self.question_names)
+        self._columns, self._owners = answer_to_question_index(self.question_index_groups)
+        self.campaigns = list(campaign_questions(self.question_names).items())
         self.loss_sums = self.add_variable(shape=(n,), initializer="zeros", name="loss_sums")
         self.counts = self.add_variable(shape=(n,), initializer="zeros", name="counts")
         n_campaigns = max(len(self.campaigns), 1)
@@ -839,27 +510,8 @@ class QuestionLosses(keras.metrics.Metric):
         }
 
 
-# campaign suffixes of the "ortho" decision trees (question names end with -<suffix>); as in PyTorch
-_CAMPAIGN_SUFFIXES = ("dr12", "dr5", "dr8", "gz2", "hubble", "candels", "cd", "ukidss", "jwst", "euclid")
-
-
-def _campaigns(question_names) -> list:
-    """[(suffix, [question indices])] for ortho trees (every question ends with -<campaign>), else []."""
-    suffixes = [name.rsplit("-", 1)[-1] if "-" in name else None for name in question_names]
-    if not all(s in _CAMPAIGN_SUFFIXES for s in suffixes):
-        return []
-    out: dict = {}
-    for i, suffix in enumerate(suffixes):
-        out.setdefault(suffix, []).append(i)
-    return list(out.items())
-
-
-# the loading path of the .keras file being deserialised, named in E11 messages
-_LOADING_PATH = contextvars.ContextVar("zoobot_keras_loading_path", default=None)
-
-
 @keras.saving.register_keras_serializable(package="zoobot")
-class ZoobotTree(keras.Model):
+class ZoobotTree(MultiWorkerModelMixin, keras.Model):
     """Encoder + Dirichlet head trained on Galaxy Zoo vote counts (the PyTorch ``ZoobotTree``'s twin).
 
     Input (B, H, W, C) float32 in [0, 1] -> Dirichlet concentrations (B, output_dim) in (1, 101).
@@ -895,7 +547,7 @@ class ZoobotTree(keras.Model):
     schema : Schema, optional, keyword-only
         Instead of pairs + dependencies.
     question_index_groups : list of (int, int), optional, keyword-only
-        [U1] Instead of a schema; per-question metrics are then named ``question_{i}``.
+        Upstream v1: instead of a schema; per-question metrics are then named ``question_{i}``.
 
     Raises
     ------
@@ -937,43 +589,24 @@ class ZoobotTree(keras.Model):
         question_index_groups=None,
     ):
         super().__init__(name="zoobot_tree")
-        schema, groups, question_names = _resolve_schema(
-            output_dim, question_answer_pairs, dependencies, schema, question_index_groups
-        )
-        expected = groups[-1][1] + 1
-        if isinstance(output_dim, bool) or not isinstance(output_dim, (int, np.integer)) or output_dim != expected:
-            tree = f"schema {schema.name!r}" if schema is not None and schema.name else (
-                "the schema" if schema is not None else "question_index_groups")
-            raise ValueError(
-                f"output_dim={output_dim!r} but {tree} has {expected} answers: the model must predict one "
-                f"concentration per answer. Use output_dim={expected} (schema.n_answers)."
-            )
-        timm_kwargs = dict(timm_kwargs or {})
-        try:
-            json.dumps(timm_kwargs)
-        except TypeError:
-            raise TypeError(
-                f"timm_kwargs must hold JSON values only (numbers, strings, lists, dicts) so that .keras files "
-                f"record them; got {timm_kwargs!r}"
-            ) from None
-        if len(tuple(betas)) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+        schema, groups, question_names = resolve_tree_description(
+            question_answer_pairs, dependencies, schema, question_index_groups)
+        output_dim = check_output_dim(output_dim, schema, groups)
+        timm_kwargs = check_model_keywords(timm_kwargs, betas, learning_rate, weight_decay,
+                                           why=".keras files record them")
 
         self.schema = schema
         self.label_cols = list(schema.label_cols) if schema is not None else None
         self.question_index_groups = groups
         self.question_names = question_names
-        self.campaigns = dict(_campaigns(question_names))
+        self.campaigns = campaign_questions(question_names)
         self.output_dim = int(output_dim)
-        self.architecture_name = _resolve_name(architecture_name)
+        self.architecture_name = resolve_encoder_name(architecture_name)
         self.channels = _check_channels(channels)
         self.test_time_dropout = bool(test_time_dropout)
         self.compile_encoder = bool(compile_encoder)
         self.timm_kwargs = timm_kwargs
-        self.dropout_rate = _check_rate(dropout_rate)
+        self.dropout_rate = check_fraction("dropout_rate", dropout_rate, allow_one=False)
         self.learning_rate = float(learning_rate)
         self.betas = tuple(float(b) for b in betas)
         self.weight_decay = float(weight_decay)
@@ -982,7 +615,7 @@ class ZoobotTree(keras.Model):
         #: dropout samples, running the encoder once per batch (``predict(..., n_samples=n)`` sets it).
         self.predict_n_samples = None
 
-        self.encoder = get_tensorflow_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
+        self.encoder = get_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, self.channels)
         self.head = get_tensorflow_dirichlet_head(self.encoder_dim, self.output_dim, self.test_time_dropout,
                                                   self.dropout_rate)
@@ -1076,7 +709,7 @@ class ZoobotTree(keras.Model):
         ndarray
             (N, output_dim), or (N, output_dim, n_samples) if ``n_samples > 1``.
         """
-        n_samples = _check_positive_int("n_samples", n_samples)
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
             if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
                 x.setup("predict")
@@ -1261,295 +894,3 @@ def _check_static_channels(inputs, channels) -> None:
             f"The model expects images of shape (batch, height, width, {channels}) (NHWC), expected C={channels}, "
             f"got tensor shape {check_images_shape}. Fix: {fix}."
         )
-
-
-def _resolve_schema(output_dim, question_answer_pairs, dependencies, schema, question_index_groups):
-    """Return (schema or None, question_index_groups, question names); the same rules as PyTorch."""
-    from zoobot.shared import schemas
-
-    sources = [name for name, given in (
-        ("question_answer_pairs/dependencies", question_answer_pairs is not None or dependencies is not None),
-        ("schema", schema is not None),
-        ("question_index_groups", question_index_groups is not None),
-    ) if given]
-    if len(sources) != 1:
-        raise ValueError(
-            "ZoobotTree needs exactly one description of the decision tree: question_answer_pairs and "
-            "dependencies, or schema=, or question_index_groups= (upstream v1); "
-            f"got {'none' if not sources else ' and '.join(sources)}."
-        )
-    if question_index_groups is not None:
-        groups = losses.validate_question_index_groups(question_index_groups)
-        return None, groups, [f"question_{i}" for i in range(len(groups))]
-    if schema is None:
-        if question_answer_pairs is None or dependencies is None:
-            raise ValueError("ZoobotTree needs both question_answer_pairs and dependencies (or schema=).")
-        schema = schemas.Schema(question_answer_pairs, dependencies)
-    elif isinstance(schema, dict):
-        schema = schemas.Schema.from_dict(schema)
-    elif isinstance(schema, str):
-        schema = schemas.get_schema(schema)
-    elif not isinstance(schema, schemas.Schema):
-        raise TypeError(f"schema must be a zoobot Schema (or its to_dict()), got {type(schema).__name__}")
-    groups = [tuple(int(i) for i in g) for g in schema.question_index_groups]
-    return schema, groups, [q.text for q in schema.questions]
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. the upstream functional API and loading
-# ---------------------------------------------------------------------------------------------
-
-@keras.saving.register_keras_serializable(package="zoobot")
-class ZoobotModel(keras.Model):
-    """A functional Keras model (built by :func:`get_model`) whose ``predict`` checks the first batch.
-
-    ``predict`` raises E7 (channels) or E8 (pixels outside [0, 1]) before any compute, and accepts
-    datasets of ``(images, id_str)`` (the ids are ignored), as ``ZoobotTree.predict`` does. Everything
-    else is ``keras.Model``'s functional API (``ZoobotModel(inputs, outputs, name=...)``).
-
-    Attributes
-    ----------
-    channels, input_size : int
-        From the input shape.
-    """
-
-    @property
-    def channels(self) -> int:
-        return int(self.input_shape[-1])
-
-    @property
-    def input_size(self) -> int:
-        return int(self.input_shape[1]) if self.input_shape[1] is not None else 224
-
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """``keras.Model.predict`` after the first-batch checks (E7, E8)."""
-        if hasattr(x, "predict_dataloader") and not isinstance(x, tf.data.Dataset):
-            if getattr(x, "predict_catalog", None) is not None and hasattr(x, "setup"):
-                x.setup("predict")
-            x = x.predict_dataloader()
-        images = _first_images(x)
-        if images is not None:
-            check_images(images, self.channels, where=f"{self.name}.predict")
-        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(checkpoints.version_metadata())
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if not _VERSIONS_CHECKED.get():
-            checkpoints.check_format_version(config, _LOADING_PATH.get() or "the ZoobotModel being loaded")
-        for key in checkpoints.VERSION_KEYS:
-            config.pop(key, None)
-        return super().from_config(config, custom_objects=custom_objects)
-
-
-def get_model(output_dim, input_size, weights_loc=None, include_top=True, expect_partial=False, channels=1,
-              use_imagenet_weights=False, dropout_rate=0.2, test_time_dropout=True, *,
-              architecture_name="efficientnet_b0", crop_size=None, resize_size=None,
-              always_augment=False) -> keras.Model:
-    """Build an (uncompiled) functional Keras model: [augmentation] -> encoder -> Dirichlet head [U1].
-
-    Parameters
-    ----------
-    output_dim : int
-        Answers of the decision tree.
-    input_size : int
-        Side of the square input images.
-    weights_loc : str, optional
-        ``.weights.h5`` or ``.keras`` file to load (see :func:`load_weights`).
-    include_top : bool, default True
-        False: return the (augmentation +) pooled encoder only.
-    expect_partial : bool, default False
-        Allow weights files that do not match every layer.
-    channels : int, default 1
-    use_imagenet_weights : bool, default False
-        Keras ImageNet weights for the encoder (downloaded; needs ``channels=3``).
-    dropout_rate : float, default 0.2
-    test_time_dropout : bool, default True
-        Head dropout stays on at inference (:class:`MCDropout`), so repeated ``predict`` calls
-        give Monte Carlo samples.
-    architecture_name : str, keyword-only, default 'efficientnet_b0'
-    crop_size, resize_size : int, optional, keyword-only
-        [U0] Start with :class:`~zoobot.tensorflow.estimators.custom_layers.GalaxyAugmentation`
-        (rotation, flips, random crop ``crop_size``, resize ``resize_size``), active only in
-        training; at inference a central crop + resize.
-    always_augment : bool, keyword-only, default False
-        Augment at inference too (test-time augmentation).
-
-    Returns
-    -------
-    keras.Model
-
-    Examples
-    --------
-    >>> model = get_model(34, 32, architecture_name='tiny_cnn')
-    >>> model.output_shape
-    (None, 34)
-    """
-    output_dim = _check_positive_int("output_dim", output_dim)
-    input_size = _check_positive_int("input_size", input_size)
-    channels = _check_channels(channels)
-    inputs = keras.Input(shape=(input_size, input_size, channels), name="image")
-    x = inputs
-    if crop_size is not None or resize_size is not None or always_augment:
-        x = custom_layers.GalaxyAugmentation(crop_size=crop_size, resize_size=resize_size,
-                                             always_augment=always_augment, name="augmentation")(x)
-    encoder_kwargs = {"weights": "imagenet"} if use_imagenet_weights else {}
-    encoder = get_tensorflow_encoder(architecture_name, channels=channels, **encoder_kwargs)
-    features = encoder(x)
-    if include_top:
-        head = get_tensorflow_dirichlet_head(int(features.shape[-1]), output_dim, test_time_dropout, dropout_rate)
-        outputs = head(features)
-    else:
-        outputs = features
-    model = ZoobotModel(inputs, outputs, name="zoobot" if include_top else "zoobot_encoder")
-    if weights_loc is not None:
-        load_weights(model, weights_loc, expect_partial=expect_partial)
-    return model
-
-
-def load_weights(model, checkpoint_loc, expect_partial=False):
-    """Load weights into ``model`` from a ``.weights.h5`` or ``.keras`` file.
-
-    Parameters
-    ----------
-    model : keras.Model
-    checkpoint_loc : str or path-like
-        A Keras weights file, or a ``.keras`` model file whose weights fit ``model``.
-    expect_partial : bool
-        Skip layers whose weights do not match (instead of raising).
-
-    Returns
-    -------
-    keras.Model
-        ``model``, for chaining.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``checkpoint_loc`` does not exist.
-    """
-    path = pathlib.Path(checkpoint_loc)
-    if not path.exists():
-        raise FileNotFoundError(f"No weights file at {path}")
-    if path.suffix == ".keras":
-        _check_keras_file_version(path)
-    model.load_weights(str(path), skip_mismatch=bool(expect_partial))
-    return model
-
-
-def load_model(checkpoint_loc, include_top, input_size, output_dim=34, expect_partial=False, channels=1,
-               dropout_rate=0.2):
-    """Load a trained model [U1].
-
-    A ``.keras`` file (e.g. ``save_dir/checkpoints/last.keras`` from ``train``) is loaded whole,
-    with its own architecture; ``include_top=False`` then returns its encoder. Any other file is
-    treated as weights for ``get_model(output_dim, input_size, channels=..., dropout_rate=...)``.
-
-    Parameters
-    ----------
-    checkpoint_loc : str or path-like
-    include_top : bool
-    input_size : int
-    output_dim, expect_partial, channels, dropout_rate
-        Used to build the model for a weights file.
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    CheckpointVersionError
-        (E11) the file was written by a newer, incompatible zoobot.
-    """
-    path = pathlib.Path(checkpoint_loc)
-    if path.suffix == ".keras":
-        model = load_zoobot_model(path)
-        if not include_top:
-            return _without_head(model)
-        return model
-    return get_model(output_dim, input_size, weights_loc=path, include_top=include_top,
-                     expect_partial=expect_partial, channels=channels, dropout_rate=dropout_rate)
-
-
-def _without_head(model):
-    """The encoder part of a loaded model: ``model.encoder``, or a functional model's output before its head."""
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, keras.Model):
-        return encoder
-    try:
-        head = model.get_layer("dirichlet_head")
-    except ValueError:
-        return model
-    return ZoobotModel(model.inputs, head.input, name="zoobot_encoder")
-
-
-def _read_keras_config(path: pathlib.Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a readable .keras file ({err}).") from None
-
-
-def _check_keras_file_version(path: pathlib.Path) -> None:
-    """E11 for zoobot models (their config records the versions); other Keras files are not checked."""
-    config = _read_keras_config(path)
-    registered = str(config.get("registered_name") or "")
-    if registered.startswith("zoobot>"):
-        checkpoints.check_format_version(config.get("config") or {}, path)
-
-
-def load_zoobot_model(path, compile=True) -> keras.Model:
-    """Load a ``.keras`` file written by zoobot (or any Keras model), checking its format version.
-
-    Parameters
-    ----------
-    path : str or path-like
-    compile : bool
-        ZoobotTree models are always compiled (by their constructor).
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    FileNotFoundError
-    CheckpointVersionError
-        (E11) newer format than this zoobot reads; the message names the file and both versions.
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No .keras file at {path}")
-    if path.suffix != ".keras":
-        raise unknown_option_error("model file extension", path.suffix, [".keras"])
-    config = _read_keras_config(path)
-    zoobot_model = str(config.get("registered_name") or "").startswith("zoobot>")
-    token = _LOADING_PATH.set(str(path))
-    try:
-        if zoobot_model:
-            # checked here with the path; from_config must not warn a second time
-            checkpoints.check_format_version(config.get("config") or {}, path)
-            with _versions_checked():
-                return keras.saving.load_model(str(path), compile=compile)
-        return keras.saving.load_model(str(path), compile=compile)
-    finally:
-        _LOADING_PATH.reset(token)
-
-
-_VERSIONS_CHECKED = contextvars.ContextVar("zoobot_versions_checked", default=False)
-
-
-@contextlib.contextmanager
-def _versions_checked():
-    token = _VERSIONS_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _VERSIONS_CHECKED.reset(token)

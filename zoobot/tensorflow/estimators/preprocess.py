@@ -1,10 +1,7 @@
-"""Alias [U0] of :mod:`zoobot.tensorflow.preprocess` (api.md 6).
+"""The upstream import path of :mod:`zoobot.tensorflow.preprocess`: the same module object, no warning.
 
-``import zoobot.tensorflow.estimators.preprocess`` gives the very module object
-``zoobot.tensorflow.preprocess``: every name is identical, not a copy.
+Set up by :func:`zoobot.tensorflow._compat.alias_module`. See docs/components/preprocessing.md.
 """
-import sys
+from zoobot.tensorflow._compat import alias_module
 
-from zoobot.tensorflow import preprocess as _canonical
-
-sys.modules[__name__] = _canonical
+alias_module(__name__, "zoobot.tensorflow.preprocess")

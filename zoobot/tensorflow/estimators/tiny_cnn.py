@@ -1,12 +1,8 @@
 """``tiny_cnn``: a four-convolution encoder for tests, examples and smoke runs (Keras).
 
-Defined identically in both backends (the PyTorch twin is ``zoobot.pytorch.estimators.tiny_cnn``),
-so parameter counts and behaviour can be compared: 4 blocks of [Conv 3x3, stride 1, 'same' padding,
-no bias -> BatchNorm (eps 1e-5, Keras momentum 0.9 = PyTorch momentum 0.1) -> ReLU -> MaxPool 2x2]
-with channels C -> 16 -> 32 -> 64 -> 128, then global average pooling to 128 features.
-
-Trainable parameters: ``9 * (16 C + 16*32 + 32*64 + 64*128) + 2 * (16 + 32 + 64 + 128)``,
-i.e. 97 392 for C = 1 and 97 680 for C = 3.
+Defined identically in both backends (twin: ``zoobot.pytorch.estimators.tiny_cnn``): 4 blocks of
+[Conv 3x3 'same', no bias -> BatchNorm (eps 1e-5, Keras momentum 0.9 = PyTorch 0.1) -> ReLU -> MaxPool
+2x2], channels C -> 16 -> 32 -> 64 -> 128, global average pooling: 97 392 trainable parameters for C = 1.
 
 Examples
 --------
@@ -18,6 +14,8 @@ TensorShape([2, 128])
 from __future__ import annotations
 
 import keras
+
+from zoobot.shared.validation import check_int
 
 __all__ = ["get_tiny_cnn", "TINY_CNN_WIDTHS"]
 
@@ -45,11 +43,10 @@ def get_tiny_cnn(channels: int = 1, input_shape=None, name: str = "tiny_cnn") ->
 
     Raises
     ------
-    ValueError
-        If ``channels`` is not a positive int.
+    TypeError, ValueError
+        If ``channels`` is not an int >= 1.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    channels = check_int("channels", channels, minimum=1)
     height, width = (None, None) if input_shape is None else tuple(input_shape)[:2]
     inputs = keras.Input(shape=(height, width, channels), name="image")
     x = inputs

@@ -7,16 +7,12 @@ checkpoint -> ``model.predict(pred_dataset)`` on galaxies it has never seen.
 
 Run::
 
-    python finetune_minimal.py --checkpoint pretrained/checkpoints/best.keras --data-dir data/demo_rings
-    python finetune_minimal.py --encoder local-dir:/path/to/folder_with_encoder.keras
-    python finetune_minimal.py --smoke      # offline: synthetic rings, tiny_cnn, 1 epoch, CPU
+    python zoobot/tensorflow/examples/finetune_minimal.py --checkpoint pretrained/checkpoints/best.keras
+    python zoobot/tensorflow/examples/finetune_minimal.py --encoder local-dir:/path/to/folder_with_encoder.keras
+    python zoobot/tensorflow/examples/finetune_minimal.py --smoke      # offline: synthetic rings, tiny_cnn, CPU
 
-The pretrained encoder is a ZoobotTree you trained with TensorFlow (``--checkpoint``, e.g. from
-``zoobot/tensorflow/examples/train_model.py``) or a saved Keras encoder (``--encoder local-dir:...``).
-The released Zoobot encoders on the Hugging Face Hub are PyTorch weights: use
-``zoobot/pytorch/examples/finetuning/finetune_binary_classification.py`` for those.
-
-The same file is ``finetune_minimal.py`` at the top of the repository.
+The encoder: a TensorFlow ZoobotTree (``--checkpoint``, e.g. from ``examples/train_model.py``) or a saved
+Keras encoder (``--encoder local-dir:...``). See docs/guides/finetuning.md.
 """
 from __future__ import annotations
 

@@ -2,18 +2,15 @@
 
 Loads a ``.keras`` file written by ``train_with_keras.train`` (e.g. ``results/run/checkpoints/last.keras``
 or the best ``epoch=N.keras``), predicts every galaxy of a catalog ``--n-samples`` times (Monte Carlo
-dropout) and writes the file of api.md 4.4 (parquet recommended), plus with ``--summary`` the
-``_friendly`` / ``_advanced`` vote-fraction tables. The PyTorch twin is
-``zoobot/pytorch/examples/make_predictions.py``.
+dropout) and writes the predictions file of docs/components/predictions_and_representations.md, plus
+with ``--summary`` the ``_friendly`` / ``_advanced`` tables. Twin: ``zoobot/pytorch/examples/make_predictions.py``.
 
 Usage::
 
     python zoobot/tensorflow/examples/make_predictions.py --checkpoint results/run/checkpoints/last.keras \\
         --catalog catalog.parquet --save-loc predictions.parquet --n-samples 5 --summary
     python zoobot/tensorflow/examples/make_predictions.py --smoke --save-dir /tmp/smoke   # synthetic, tiny, CPU
-
-Rows are keyed by ``id_str``; images that cannot be read get NaN rows and are listed in
-``<stem>_failures.csv``.
+Rows are keyed by ``id_str``; unreadable images get NaN rows, listed in ``<stem>_failures.csv``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train a Zoobot model from scratch on TFRecord shards, with TensorFlow (the seeds' TFRecord flow).
+"""Train a Zoobot model from scratch on TFRecord shards, with TensorFlow (docs/guides/training_from_scratch_tensorflow.md).
 
 Shards pack resized images and labels into a few large files, which read fast from network disks.
 First write them (``create_shards.py`` or ``zoobot shard``), then train::

@@ -1232,7 +1232,7 @@ class FinetuneableZoobotAbstract(keras.Model):
         if isinstance(encoder_config, dict):
             encoder = keras.saving.deserialize_keras_object(encoder_config)
         elif info["architecture"] in define_model.ENCODER_NAMES:
-            encoder = define_model.get_tensorflow_encoder(info["architecture"], channels=int(info["channels"] or 3))
+            encoder = define_model.get_encoder(info["architecture"], channels=int(info["channels"] or 3))
         else:
             raise ValueError(f"{path} records no encoder architecture zoobot can rebuild.")
         kwargs = checkpoints.drop_unknown_hparams(config, _constructor_arguments(cls), f"{cls.__name__} from {path}")

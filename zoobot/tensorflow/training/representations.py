@@ -56,8 +56,8 @@ class ZoobotEncoder(keras.Model):
 
     Examples
     --------
-    >>> from zoobot.tensorflow.estimators.define_model import get_tensorflow_encoder
-    >>> encoder = ZoobotEncoder(get_tensorflow_encoder('tiny_cnn', channels=3))
+    >>> from zoobot.tensorflow.estimators.define_model import get_encoder
+    >>> encoder = ZoobotEncoder(get_encoder('tiny_cnn', channels=3))
     >>> encoder(np.random.rand(2, 32, 32, 3).astype('float32')).shape
     TensorShape([2, 128])
     """

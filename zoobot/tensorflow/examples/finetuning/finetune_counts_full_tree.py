@@ -1,22 +1,17 @@
 """Finetune a pretrained Zoobot encoder on volunteer vote counts of a whole decision tree, with TensorFlow.
 
-The twin of ``zoobot/pytorch/examples/finetuning/finetune_counts_full_tree.py``. Use this when your
-labels are Galaxy Zoo style votes (one count column per answer, e.g. a new survey's campaign) rather
-than a single class: ``FinetuneableZoobotTree`` learns a Dirichlet head for every question at once,
-with the same loss as training from scratch. It then writes predictions (Dirichlet concentrations per
-answer) and the friendly/advanced summary tables (vote fractions, 90% intervals, probability each
-question was asked).
+The twin of ``zoobot/pytorch/examples/finetuning/finetune_counts_full_tree.py``, for labels that are
+Galaxy Zoo votes (one count column per answer): ``FinetuneableZoobotTree`` learns a Dirichlet head for
+every question, then the script writes predictions and the friendly/advanced summary tables.
 
 Run::
 
     python finetune_counts_full_tree.py --checkpoint pretrained/checkpoints/best.keras --save-dir results/tree
     python finetune_counts_full_tree.py --smoke      # offline: synthetic votes, tiny_cnn, 1 epoch, CPU
 
-The pretrained encoder is a ZoobotTree trained with TensorFlow (``--checkpoint``) or a saved Keras
-encoder (``--encoder local-dir:/folder``); the released Hub encoders are PyTorch weights (use the
-PyTorch twin for those). Your own data: a catalog (csv/parquet) with ``id_str``, ``file_loc`` and one
-integer column per answer of the schema (0, never blank, for answers nobody chose) -- pass
-``--catalog`` and ``--schema``.
+The encoder: a TensorFlow ZoobotTree (``--checkpoint``) or a saved Keras encoder (``--encoder
+local-dir:/folder``). Your data: ``--catalog`` (``id_str``, ``file_loc``, one count column per answer of
+``--schema``; 0, never blank). See docs/guides/finetuning.md.
 """
 from __future__ import annotations
 
