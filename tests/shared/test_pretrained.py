@@ -106,3 +106,19 @@ def test_registry_architectures_exist_in_timm():
     timm = pytest.importorskip("timm")
     available = set(timm.list_models())
     assert FAMILY <= available
+
+
+def test_local_dir_config_reads_the_folder_record(tmp_path):
+    """A timm folder's config.json, and the zoobot.json of `zoobot export` over it, fill in the record."""
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": "resnet18", "model_args": {"in_chans": 1}, "pretrained_cfg": {"input_size": [1, 224, 224]}}))
+    cfg = get_pretrained_cfg(f"local-dir:{tmp_path}")
+    assert (cfg.architecture, cfg.channels, cfg.input_size) == ("resnet18", 1, 224)
+    (tmp_path / "zoobot.json").write_text(json.dumps({"architecture": "resnet18", "channels": 1, "input_size": 64}))
+    assert get_pretrained_cfg(f"local-dir:{tmp_path}").input_size == 64
+    (tmp_path / "zoobot.json").write_text("not json")
+    assert get_pretrained_cfg(f"local-dir:{tmp_path}").input_size == 224
+    missing = get_pretrained_cfg(f"local-dir:{tmp_path / 'missing'}")
+    assert (missing.architecture, missing.channels, missing.input_size) == (None, 3, 224)

@@ -242,7 +242,7 @@ def test_exported_zoobot_tree_encoder_finetunes_in_tensorflow(trained_torch_tree
         expected = load_pretrained_zoobot(trained_torch_tree).eval()(
             torch.from_numpy(grey.transpose(0, 3, 1, 2).copy())).numpy()
     model = finetune.FinetuneableZoobotClassifier(name=f"local-dir:{folder}", num_classes=2, n_blocks=0)
-    assert model.channels == 1
+    assert (model.channels, model.input_size, model.architecture) == (1, 32, "resnet18")  # from zoobot.json
     assert np.abs(np.asarray(model.encoder(grey, training=False)) - expected).max() < 1e-4
     before = _values(model.encoder.weights)
     _fit_a_few_steps(model, np.concatenate([grey] * 3)[:8], np.array([0, 1] * 4))

@@ -280,9 +280,37 @@ def get_pretrained_cfg(name: str = DEFAULT_PRETRAINED) -> PretrainedCfg:
         return cfg
     channels = 1 if "greyscale" in canonical.lower() else 3
     hub_id = canonical[len("hf-hub:"):] if canonical.startswith("hf-hub:") else None
-    return PretrainedCfg(name=canonical, hub_id=hub_id, architecture=None, channels=channels,
-                         licence="unknown (not a registered zoobot encoder)",
-                         citation="unknown (not a registered zoobot encoder)")
+    cfg = PretrainedCfg(name=canonical, hub_id=hub_id, architecture=None, channels=channels,
+                        licence="unknown (not a registered zoobot encoder)",
+                        citation="unknown (not a registered zoobot encoder)")
+    return _with_folder_record(cfg) if cfg.local_dir is not None else cfg
+
+
+def _with_folder_record(cfg: PretrainedCfg) -> PretrainedCfg:
+    """A ``local-dir:`` config completed from the folder's own files, where they say more.
+
+    ``zoobot.json`` (written by ``zoobot export``) gives the architecture, channels and the input
+    size the encoder was trained at; else timm's ``config.json`` (``architecture``,
+    ``model_args.in_chans``, ``pretrained_cfg.input_size``). Unreadable files change nothing.
+    """
+    import json
+
+    record = {}
+    for file in ("config.json", "zoobot.json"):  # the zoobot record wins
+        try:
+            data = json.loads((cfg.local_dir / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        input_size = (data.get("pretrained_cfg") or {}).get("input_size") or [None]
+        found = {"architecture": data.get("architecture"),
+                 "channels": data.get("channels") or (data.get("model_args") or {}).get("in_chans") or input_size[0],
+                 "input_size": data.get("input_size") or input_size[-1]}
+        record.update({key: value for key, value in found.items() if value is not None})
+    if record.get("channels") not in (1, 3):
+        record.pop("channels", None)
+    return dataclasses.replace(cfg, **record)
 
 
 def hub_id_for(name: str) -> str | None:
