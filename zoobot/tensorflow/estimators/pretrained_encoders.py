@@ -155,7 +155,7 @@ def hub_snapshot(repo: str) -> pathlib.Path:
     The same cache lookup as the PyTorch backend (cached files never touch the network; offline or
     unreachable: a ``FileNotFoundError`` with the ways out).
     """
-    from zoobot.pytorch.estimators.pretrained_encoders import download_hub_snapshot
+    from zoobot.shared.hub import download_hub_snapshot
 
     snapshot = download_hub_snapshot(repo)
     if not (snapshot / _WEIGHTS).is_file():
