@@ -1739,7 +1739,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.loggers import CSVLogger
 
     from zoobot.pytorch.training.console import console_trainer_kwargs
-    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch, _SeedEachEpoch
+    from zoobot.pytorch.training.callbacks import NoteEpoch, SeedEachEpoch
 
     from zoobot.shared.run_dir import check_save_dir
 
@@ -1753,7 +1753,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
         save_top_k=save_top_k, save_last=True)
     callbacks = [checkpoint_callback,
                  EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch(),
-                 _SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
+                 SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
     if logger is None:
         logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
     if logger:
