@@ -69,13 +69,10 @@ weights with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import math
 import os
 import pathlib
-import time
 import warnings
 from typing import Iterable
 
@@ -86,9 +83,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoobot.pytorch.estimators import pretrained_encoders
-from zoobot.pytorch.training.feature_cache import MIN_HIT_RATE, FeatureCache, encode_rows, is_deterministic_transform
+from zoobot.pytorch.training.callbacks import CheckCatalogLabels, FeatureReplay
+from zoobot.pytorch.training.feature_cache import FeatureCache
 from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.training_config import FinetuneConfig
+from zoobot.shared.validation import check_fraction, check_int
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -201,10 +201,8 @@ class LinearHead(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, dropout_prob: float = 0.5, activation=None):
         super().__init__()
-        for what, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{what} must be a positive int, got {value!r}")
-        _check_fraction("dropout_prob", dropout_prob)
+        input_dim, output_dim = check_int("input_dim", input_dim, minimum=1), check_int("output_dim", output_dim, minimum=1)
+        dropout_prob = check_fraction("dropout_prob", dropout_prob, allow_one=False)
         self.output_dim = int(output_dim)
         self.dropout = nn.Dropout(p=float(dropout_prob))
         self.linear = nn.Linear(int(input_dim), int(output_dim))
@@ -217,13 +215,6 @@ class LinearHead(nn.Module):
 
 #: Upstream v1 name of :class:`LinearHead`.
 LinearClassifier = LinearHead
-
-
-def _check_fraction(what: str, value, upper_open: bool = True) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
-        raise ValueError(f"{what} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
-    return float(value)
 
 
 def freeze_batchnorm_layers(model: nn.Module) -> None:
@@ -339,9 +330,6 @@ def get_encoder_blocks(encoder: nn.Module) -> list[EncoderBlock]:
 # 3. the shared LightningModule
 # =============================================================================================
 
-_TRAINING_MODES = {"head_only": 0, "full": -1}
-
-
 class FinetuneableZoobotAbstract(L.LightningModule):
     """Shared machinery of the finetuning models; use a subclass (Classifier, Regressor, Tree).
 
@@ -450,43 +438,15 @@ class FinetuneableZoobotAbstract(L.LightningModule):
                 "FinetuneableZoobotRegressor or FinetuneableZoobotTree."
             )
         super().__init__()
-        n_blocks = self._resolve_n_blocks(n_blocks, n_layers, training_mode)
-        if layer_decay is not None:
-            if lr_decay != 0.75 and lr_decay != layer_decay:
-                raise TypeError(f"Got both lr_decay={lr_decay!r} and its other spelling layer_decay={layer_decay!r}; "
-                                "pass only one of them.")
-            lr_decay = layer_decay
-        if checkpoint_loc is not None:
-            if zoobot_checkpoint_loc is not None and str(zoobot_checkpoint_loc) != str(checkpoint_loc):
-                raise TypeError("Got both zoobot_checkpoint_loc and its other spelling checkpoint_loc; pass only one.")
-            zoobot_checkpoint_loc = checkpoint_loc
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-                raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
-        dropout_prob = _check_fraction("dropout_prob", dropout_prob)
-        if cache_features not in (None, True, False):
-            raise ValueError(f"cache_features must be None (automatic), True or False, got {cache_features!r}")
-        self.cosine_params = None
-        if cosine_schedule:
-            from zoobot.shared.schedules import normalise_scheduler_params
-
-            self.cosine_params = normalise_scheduler_params({
-                "name": "cosine", "warmup_epochs": warmup_epochs, "max_epochs": max_cosine_epochs,
-                "min_lr_factor": max_learning_rate_reduction_factor})
-
-        L.seed_everything(int(seed), verbose=False)
-        source = self._build_encoder(name, encoder, zoobot_checkpoint_loc)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config = FinetuneConfig.from_arguments(stacklevel=4, **arguments)  # aliases resolved, values checked
+        config.apply_to(self)  # learning_rate, lr_decay, ..., seed, cache_features, cosine_params
+        L.seed_everything(config.seed, verbose=False)
+        source = self._build_encoder(config)
         self.channels = pretrained_encoders.encoder_channels(self.encoder)
-        if encoder_dim is not None:
-            if isinstance(encoder_dim, bool) or not isinstance(encoder_dim, (int, np.integer)) or encoder_dim < 1:
-                raise ValueError(f"encoder_dim must be a positive int, got {encoder_dim!r}")
-            known = getattr(self.encoder, "num_features", None)
-            if isinstance(known, int) and known != encoder_dim:
-                raise ValueError(f"encoder_dim={encoder_dim} but the encoder reports num_features={known}.")
-            self.encoder_dim = int(encoder_dim)
-        else:
+        known = getattr(self.encoder, "num_features", None)
+        self.encoder_dim = config.check_encoder_dim(known if isinstance(known, int) else None)
+        if self.encoder_dim is None:
             from zoobot.pytorch.estimators.define_model import get_encoder_dim
 
             self.encoder_dim = get_encoder_dim(self.encoder, channels=self.channels)
@@ -497,112 +457,49 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         #: fitted, a model finetuned from a ZoobotTree checkpoint carries that model's record.
         self.preprocessing = None
         if source == "zoobot_checkpoint_loc":
-            self._inherit_preprocessing(zoobot_checkpoint_loc)
-        from zoobot.pytorch.estimators.define_model import _is_convnet
-
-        # convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
-        # and so checkpoints, do not depend on the memory format
-        self.channels_last = _is_convnet(self.encoder)
-        if self.channels_last:
-            self.encoder.to(memory_format=torch.channels_last)
-
-        self.learning_rate = float(learning_rate)
-        self.lr_decay = float(lr_decay)
-        self.weight_decay = float(weight_decay)
-        self.dropout_prob = dropout_prob
-        self.always_train_batchnorm = bool(always_train_batchnorm)
-        self.from_scratch = bool(from_scratch)
-        self.prog_bar = bool(prog_bar)
-        self.visualize_images = bool(visualize_images)
-        self.seed = int(seed)
-        self.cache_features = cache_features
+            self._inherit_preprocessing(config.zoobot_checkpoint_loc)
+        self._use_channels_last()
 
         self.blocks = get_encoder_blocks(self.encoder)
-        self.n_blocks = self._check_n_blocks(n_blocks)
+        self.n_blocks = self._check_n_blocks(config.n_blocks)
         self._freeze()
         self.train()  # frozen blocks to eval mode (Lightning keeps each module's mode as it finds it)
-        if cache_features is True and not self.encoder_is_frozen:
-            raise ValueError(
-                "cache_features=True needs a frozen encoder (n_blocks=0, from_scratch=False, "
-                f"always_train_batchnorm=False); got n_blocks={n_blocks}, from_scratch={from_scratch}, "
-                f"always_train_batchnorm={always_train_batchnorm}."
-            )
+        config.check_cache_features(self.encoder_is_frozen)
         self.feature_cache = FeatureCache()
-        self._replay_stages: set = set()  # stages whose batches carry features, set with the datasets' mode
-        self._replay_datamodule = None
+        #: The callback that replays frozen-encoder features during fits (added by ``configure_callbacks``).
+        self.feature_replay = FeatureReplay()
         self._inputs_checked = False
-        self._cache_warned = False
         self._batch_idx = 0
 
         from zoobot.shared.checkpoints import version_metadata
-        from zoobot.shared.training_config import to_jsonable
 
-        self._base_hparams = to_jsonable({
-            "name": name,
-            "zoobot_checkpoint_loc": None if zoobot_checkpoint_loc is None else os.fspath(zoobot_checkpoint_loc),
-            "encoder_source": source,
-            "architecture": self.architecture,
-            "channels": self.channels,
-            "input_size": self.input_size,
-            "encoder_dim": self.encoder_dim,
-            "encoder_kwargs": pretrained_encoders.encoder_build_kwargs(self.encoder),
-            "n_blocks": n_blocks,
-            "lr_decay": self.lr_decay,
-            "weight_decay": self.weight_decay,
-            "learning_rate": self.learning_rate,
-            "dropout_prob": self.dropout_prob,
-            "always_train_batchnorm": self.always_train_batchnorm,
-            "cosine_schedule": bool(cosine_schedule),
-            "warmup_epochs": warmup_epochs,
-            "max_cosine_epochs": max_cosine_epochs,
-            "max_learning_rate_reduction_factor": max_learning_rate_reduction_factor,
-            "from_scratch": self.from_scratch,
-            "prog_bar": self.prog_bar,
-            "visualize_images": self.visualize_images,
-            "seed": self.seed,
-            "cache_features": cache_features,
-            **version_metadata(),
-        })
+        self._base_hparams = config.hparams(
+            source=source, architecture=self.architecture, channels=self.channels, input_size=self.input_size,
+            encoder_dim=self.encoder_dim, encoder_kwargs=pretrained_encoders.encoder_build_kwargs(self.encoder))
+        self._base_hparams.update(version_metadata())
 
     # ------------------------------------------------------------------------- construction
-    @staticmethod
-    def _resolve_n_blocks(n_blocks, n_layers, training_mode) -> int:
-        if n_layers not in (0, None):
-            warnings.warn("n_layers is deprecated: use n_blocks (the number of encoder blocks to finetune).",
-                          DeprecationWarning, stacklevel=4)
-            if n_blocks not in (0, n_layers):
-                raise TypeError(f"Got both n_blocks={n_blocks!r} and its old spelling n_layers={n_layers!r}; "
-                                "pass only n_blocks.")
-            n_blocks = n_layers
-        if training_mode is not None:
-            if training_mode not in _TRAINING_MODES:
-                raise unknown_option_error("training_mode", training_mode, list(_TRAINING_MODES))
-            if n_blocks not in (0, _TRAINING_MODES[training_mode]):
-                raise TypeError(f"Got n_blocks={n_blocks!r} and training_mode={training_mode!r}; pass only one.")
-            n_blocks = _TRAINING_MODES[training_mode]
-        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < -1:
-            raise ValueError(f"n_blocks must be an int >= 0, or -1 for all blocks; got {n_blocks!r}")
-        return int(n_blocks)
+    def _build_encoder(self, config: FinetuneConfig) -> str:
+        """Set ``self.encoder`` from the one source given; returns which (``'name'``, ``'encoder'``, ...)."""
+        source = config.encoder_source()
+        if source == "name":
+            self.encoder = pretrained_encoders.create_encoder(config.name, pretrained=True)
+        elif source == "encoder":
+            if not isinstance(config.encoder, nn.Module):
+                raise TypeError(f"encoder must be a torch.nn.Module, got {type(config.encoder).__name__}")
+            self.encoder = config.encoder
+        else:
+            self.encoder = load_pretrained_zoobot(config.zoobot_checkpoint_loc)
+        return source
 
-    def _build_encoder(self, name, encoder, zoobot_checkpoint_loc) -> str:
-        given = [what for what, value in (("name", name), ("encoder", encoder),
-                                          ("zoobot_checkpoint_loc", zoobot_checkpoint_loc)) if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "Give exactly one encoder source: name= (a pretrained encoder, e.g. "
-                "'hf_hub:mwalmsley/zoobot-encoder-convnext_nano'), encoder= (an nn.Module) or "
-                f"zoobot_checkpoint_loc= (a ZoobotTree checkpoint); got {', '.join(given) if given else 'none'}."
-            )
-        if name is not None:
-            self.encoder = pretrained_encoders.create_encoder(name, pretrained=True)
-            return "name"
-        if encoder is not None:
-            if not isinstance(encoder, nn.Module):
-                raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-            self.encoder = encoder
-            return "encoder"
-        self.encoder = load_pretrained_zoobot(zoobot_checkpoint_loc)
-        return "zoobot_checkpoint_loc"
+    def _use_channels_last(self) -> None:
+        """Convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
+        and so checkpoints, do not depend on the memory format."""
+        from zoobot.pytorch.estimators.define_model import _is_convnet
+
+        self.channels_last = _is_convnet(self.encoder)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
 
     def _check_n_blocks(self, n_blocks: int) -> int:
         if self.from_scratch:
@@ -760,13 +657,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
 
     def _replaying(self) -> bool:
         """True while this fit's batches of the current stage are precomputed features (feature replay)."""
-        if not self._replay_stages:
-            return False
-        trainer = self._trainer
-        if trainer is None or trainer.state.fn != "fit" or not (trainer.training or trainer.validating
-                                                                  or trainer.sanity_checking):
-            return False
-        return self._stage() in self._replay_stages
+        return self.feature_replay.serves_features(self._trainer, self._stage())
 
     def _check_features(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.encoder_dim:
@@ -798,6 +689,12 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             return False
         return self.feature_cache.enabled(self._stage())
 
+    def configure_callbacks(self):
+        """Lightning hook: every fit of this model, whatever Trainer runs it, checks the catalogs' labels first
+        (:class:`~zoobot.pytorch.training.callbacks.CheckCatalogLabels`) and replays frozen-encoder features
+        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplay`)."""
+        return [CheckCatalogLabels(), self.feature_replay]
+
     def on_fit_start(self) -> None:
         label_cols = getattr(getattr(self.trainer, "datamodule", None), "label_cols", None)
         if label_cols:  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
@@ -808,127 +705,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             logger.info("Frozen encoder blocks run in eval mode (fixed BatchNorm statistics, no dropout).")
         if self.training:
             self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
-        self._validate_datamodule_labels(getattr(self._trainer, "datamodule", None))
         self._remember_preprocessing(getattr(self._trainer, "datamodule", None))
-        self.feature_cache.clear()
-        if self.cache_features is None and _augments_training_images(self._trainer):
-            self.feature_cache.disable("train")  # known random augmentations: nothing to reuse (val still cached)
         self._inputs_checked = False
-        self._cache_warned = False
         if getattr(self, "run_linear_sanity_check", False):
             self._linear_sanity_check()
-        self._start_feature_replay()
-
-    def on_fit_end(self) -> None:
-        self._stop_feature_replay()
-        self.feature_cache.clear()
-
-    # ------------------------------------------------------------------------- feature replay
-    def _feature_replay_blocker(self, trainer) -> str | None:
-        """Why this fit cannot replay features (None if it can); see the feature_cache module docstring."""
-        from zoobot.pytorch.datasets.galaxy_datamodule import GalaxyDataModule
-        from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
-
-        datamodule = getattr(trainer, "datamodule", None)
-        if not isinstance(datamodule, GalaxyDataModule):
-            return ("the fit's data does not come from zoobot's GalaxyDataModule (images are recognised by content "
-                    "instead, and still read every epoch)")
-        overridden = [name for name in ("train_dataloader", "val_dataloader", "_dataset", "_loader")
-                      if getattr(type(datamodule), name) is not getattr(GalaxyDataModule, name)]
-        if overridden:
-            return f"{type(datamodule).__name__} overrides {', '.join(overridden)}"
-        if self.visualize_images:
-            return "visualize_images=True needs the training images"
-        if trainer.train_dataloader is not None or trainer.val_dataloaders is not None:
-            return "this Trainer already holds data loaders from an earlier fit"
-        dataset = getattr(datamodule, "train_dataset", None)
-        if not isinstance(dataset, GalaxyDataset) or len(dataset) == 0:
-            return "the data module has no training dataset"
-        if not is_deterministic_transform(dataset.transform):
-            return (f"the training transform {dataset.transform!r} is random or unknown, so every epoch sees other "
-                    "images. For fast frozen-encoder finetuning use a deterministic one, e.g. GalaxyDataModule(..., "
-                    "train_transform=EvalTransform(channels=3, resize_after_crop=224))")
-        return None
-
-    def _start_feature_replay(self) -> None:
-        """Encode every train (and val) row once and switch the data module's datasets to serve features.
-
-        Runs in ``on_fit_start``: Lightning creates the training loader's iterator (and starts its workers)
-        before ``on_train_start``/``on_train_epoch_start``, and the validation loader in the sanity check
-        after ``on_fit_start``, so this is the last hook at which both loaders are still to be made.
-        """
-        self._replay_stages, self._replay_datamodule = set(), None
-        if not self._use_cache_configured():
-            return
-        trainer = self._trainer
-        reason = self._feature_replay_blocker(trainer)
-        if reason is not None:
-            logger.info("feature replay not used: %s.", reason)
-            return
-        datamodule = trainer.datamodule
-        datasets = {"train": datamodule.train_dataset}
-        val = getattr(datamodule, "val_dataset", None)
-        if val is not None and len(val) and is_deterministic_transform(val.transform):
-            datasets["val"] = val
-        n_bytes = sum(len(d) for d in datasets.values()) * self.encoder_dim * 4
-        if n_bytes > self.feature_cache.max_bytes:
-            logger.info("feature replay not used: the features of %s rows need %d bytes, more than the cache's "
-                        "max_bytes=%d.", " + ".join(str(len(d)) for d in datasets.values()), n_bytes,
-                        self.feature_cache.max_bytes)
-            return
-        precision = getattr(trainer, "precision_plugin", None)
-        forward_context = getattr(precision, "forward_context", None) or contextlib.nullcontext
-        device = self.device
-
-        def encode_batch(images: torch.Tensor) -> torch.Tensor:
-            images = images.to(device)
-            self._check_input(images)
-            with forward_context():
-                return self._run_encoder(images)
-
-        start = time.perf_counter()
-        features = {}
-        for stage, dataset in datasets.items():
-            features[stage] = encode_rows(encode_batch, datamodule.encoding_dataloader(stage), len(dataset),
-                                          self.encoder_dim, desc=f"feature replay: encoding {stage} images once")
-        for stage, dataset in datasets.items():
-            dataset.use_features(features[stage])
-        self._replay_stages, self._replay_datamodule = set(datasets), datamodule
-        self._inputs_checked = False
-        logger.info("feature replay: %d train + %d val rows encoded once (%.1f s); later epochs read no images%s.",
-                    len(datasets["train"]), len(datasets["val"]) if "val" in datasets else 0,
-                    time.perf_counter() - start,
-                    "" if "val" in datasets else " (validation images are read every epoch: random val transform)")
-
-    def _stop_feature_replay(self) -> None:
-        """Give the data module's datasets their images back (test/predict after fit read files again)."""
-        if self._replay_datamodule is not None:
-            self._replay_datamodule.restore_images()
-        self._replay_stages, self._replay_datamodule = set(), None
-
-    def on_train_epoch_start(self) -> None:
-        self.feature_cache.reset_stats("train")
-
-    def on_train_epoch_end(self) -> None:
-        if not self._use_cache_configured():
-            return
-        rate = self.feature_cache.hit_rate("train")
-        if self.current_epoch >= 1 and rate is not None and rate < MIN_HIT_RATE and self.feature_cache.enabled("train"):
-            self.feature_cache.disable("train")
-            message = (
-                f"cache_features: only {rate:.0%} of the training images in epoch {self.current_epoch} were seen "
-                "before (random augmentations change them every epoch), so cached features cannot be reused; "
-                "caching of training images is off for the rest of this fit. For fast frozen-encoder finetuning "
-                "use a deterministic training transform."
-            )
-            if self.cache_features is True and not self._cache_warned:
-                warnings.warn(message, UserWarning, stacklevel=2)
-                self._cache_warned = True
-            else:
-                logger.info(message)
-
-    def _use_cache_configured(self) -> bool:
-        return self.cache_features is not False and self.encoder_is_frozen
 
     def on_validation_start(self) -> None:
         self._inputs_checked = False
@@ -1008,27 +788,6 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if callable(log_image):
             log_image(key="finetuning/train_images", images=[img for img in x[:8].detach().cpu()])
 
-    def _validate_datamodule_labels(self, datamodule) -> None:
-        """Check every label of the data module's catalogs before any model work (E2, E14), naming rows.
-
-        Works with data modules that expose ``label_cols`` and ``train_catalog``/``val_catalog``/
-        ``test_catalog`` DataFrames (``GalaxyDataModule``); others are checked batch by batch.
-        """
-        label_cols = list(getattr(datamodule, "label_cols", None) or [])
-        if not label_cols:
-            return
-        import pandas as pd
-
-        from zoobot.shared.catalogs import validate_catalog
-
-        kind, extra = self._catalog_label_kind()
-        for split in ("train", "val", "test"):
-            catalog = getattr(datamodule, f"{split}_catalog", None)
-            if isinstance(catalog, pd.DataFrame) and len(catalog) and all(c in catalog for c in label_cols):
-                validate_catalog(catalog, label_cols=label_cols, require_file_loc=False, label_kind=kind,
-                                 name=f"{split}_catalog", **extra)
-                self._check_catalog_labels(catalog, label_cols, f"{split}_catalog")
-
     def _catalog_label_kind(self) -> tuple[str, dict]:
         """(label_kind, extra validate_catalog keywords) of this task's labels."""
         return "regression", {}
@@ -1072,20 +831,18 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             (N, n_outputs), or (N, n_outputs, n_samples) if ``n_samples > 1``. Classifier:
             softmax probabilities; regressor: (N, 1) values; tree: concentrations.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         was_training = self.training
         self.eval()
         self._inputs_checked = False
-        replay_stages, self._replay_stages = self._replay_stages, set()  # images here, even if called during a fit
         outputs = []
         try:
-            for x in _iterate_images(data, batch_size):
-                x = x.to(self.device, dtype=torch.float32)
-                samples = [self.predict_output(x).cpu() for _ in range(int(n_samples))]
-                outputs.append(torch.stack(samples, dim=-1))
+            with self.feature_replay.paused():  # images here, even if called during a fit
+                for x in _iterate_images(data, batch_size):
+                    x = x.to(self.device, dtype=torch.float32)
+                    samples = [self.predict_output(x).cpu() for _ in range(n_samples)]
+                    outputs.append(torch.stack(samples, dim=-1))
         finally:
-            self._replay_stages = replay_stages
             self.train(was_training)
         if not outputs:
             raise ValueError("predict got no images")
@@ -1292,17 +1049,6 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         logger.info("Linear sanity check: logistic regression on frozen features reaches val accuracy %.3f", accuracy)
 
 
-def _augments_training_images(trainer) -> bool:
-    """True when the fit's data module trains on zoobot's random augmentations (``TrainTransform``)."""
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    transform = getattr(datamodule, "train_transform", None)
-    if transform is None:
-        return False
-    from zoobot.pytorch.datasets.transforms import TrainTransform
-
-    return isinstance(transform, TrainTransform)
-
-
 def _constructor_arguments(cls) -> set:
     names = set()
     for klass in cls.__mro__:
@@ -1424,9 +1170,11 @@ class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights=None,
                  run_linear_sanity_check: bool = False, **kwargs):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r} (binary tasks use num_classes=2)")
-        label_smoothing = _check_fraction("label_smoothing", label_smoothing)
+        try:
+            num_classes = check_int("num_classes", num_classes, minimum=2)
+        except ValueError as err:
+            raise ValueError(f"{err} (binary tasks use num_classes=2)") from None
+        label_smoothing = check_fraction("label_smoothing", label_smoothing, allow_one=False)
         super().__init__(**kwargs)
         import torchmetrics
 
@@ -1744,9 +1492,7 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from zoobot.shared.run_dir import check_save_dir
 
     check_save_dir(save_dir, "the finetuning checkpoints and logs")
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
-        # Lightning reads -1 as "no limit": a finetune that never ends
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    check_int("max_epochs", max_epochs, minimum=1)  # Lightning reads -1 as "no limit": a finetune that never ends
     save_dir = pathlib.Path(save_dir)
     checkpoint_callback = ModelCheckpoint(
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
