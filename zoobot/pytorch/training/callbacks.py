@@ -184,8 +184,8 @@ class FeatureReplay(L.Callback):
 
     At ``on_fit_start`` (the last hook before Lightning makes the loaders) every train (and val) row of a
     ``GalaxyDataModule`` with a deterministic transform is encoded once and the datasets switch to serving
-    features (*replay*); otherwise the model's content-keyed :class:`~zoobot.pytorch.training.feature_cache.FeatureCache`
-    skips the encoder for images it has seen, and switches itself off when augmentations make every epoch's
+    features (*replay*); otherwise the model's content-keyed
+    :class:`~zoobot.pytorch.training.feature_cache.FeatureCache` skips the encoder for images it has seen, and switches itself off when augmentations make every epoch's
     images new. At ``on_fit_end`` the datasets serve images again.
 
     Each finetuning model owns one (``model.feature_replay``) and adds it to every fit

@@ -201,7 +201,8 @@ class LinearHead(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, dropout_prob: float = 0.5, activation=None):
         super().__init__()
-        input_dim, output_dim = check_int("input_dim", input_dim, minimum=1), check_int("output_dim", output_dim, minimum=1)
+        input_dim = check_int("input_dim", input_dim, minimum=1)
+        output_dim = check_int("output_dim", output_dim, minimum=1)
         dropout_prob = check_fraction("dropout_prob", dropout_prob, allow_one=False)
         self.output_dim = int(output_dim)
         self.dropout = nn.Dropout(p=float(dropout_prob))
@@ -935,46 +936,11 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             raise ValueError("hparams_file is not supported: zoobot stores hyperparameters inside the checkpoint")
         if weights_only is False:
             raise ValueError("zoobot checkpoints always load with weights_only=True (they hold no pickled objects)")
-        from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version, drop_unknown_hparams
-
         checkpoint = _load_checkpoint_file(checkpoint_path)
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        versions = hparams if "format_version" in hparams else checkpoint
-        check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None},
-                             checkpoint_path)
-        written_by = checkpoint.get("zoobot_model_class")
-        if written_by is not None and written_by != cls.__name__:
-            raise ValueError(f"{checkpoint_path} holds a {written_by}, not a {cls.__name__}: load it with "
-                             f"{written_by}.load_from_checkpoint(path).")
-        if "n_blocks" not in hparams:
-            raise ValueError(
-                f"{checkpoint_path} is not a finetuned-model checkpoint (no finetuning hyperparameters). A ZoobotTree "
-                "checkpoint loads with ZoobotTree.load_from_checkpoint(path); to finetune its encoder pass "
-                f"{cls.__name__}(zoobot_checkpoint_loc=path, ...)."
-            )
-
-        encoder = overrides.pop("encoder", None)
-        architecture = hparams.pop("architecture", None)
-        channels = int(hparams.pop("channels", 3) or 3)
-        encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
+        hparams = cls._checked_hparams(checkpoint, checkpoint_path)
         provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
                                                         "label_cols")}
-        hparams.pop("input_size", None)
-        if encoder is None:
-            if architecture is None:
-                raise ValueError(
-                    f"{checkpoint_path} was finetuned from a custom in-memory encoder (not a timm, registry or "
-                    "tiny_cnn model), so zoobot cannot rebuild it. Build the same encoder again and pass it: "
-                    f"{cls.__name__}.load_from_checkpoint(path, encoder=my_encoder)."
-                )
-            encoder = pretrained_encoders.rebuild_encoder(architecture, channels, encoder_kwargs)
-        known = _constructor_arguments(cls)
-        kwargs = drop_unknown_hparams(hparams, known, where=f"{cls.__name__} from {checkpoint_path}")
-        kwargs.update(overrides)
-        kwargs["encoder"] = encoder
-        for key in ("name", "zoobot_checkpoint_loc", "checkpoint_loc"):
-            kwargs.pop(key, None)
-        model = cls(**kwargs)
+        model = cls(**cls._constructor_kwargs(hparams, overrides, checkpoint_path))
         state = checkpoint.get("state_dict")
         if state is None:
             raise ValueError(f"{checkpoint_path} holds no 'state_dict': not a Lightning checkpoint.")
@@ -989,6 +955,56 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             model = model.to(map_location if not callable(map_location) else "cpu")
         model.checkpoint_path = os.fspath(checkpoint_path)
         return model
+
+    @classmethod
+    def _checked_hparams(cls, checkpoint: dict, checkpoint_path) -> dict:
+        """The checkpoint's hyperparameters, after checking its format version (E11) and that it holds a
+        finetuned model of this class."""
+        from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version
+
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        versions = hparams if "format_version" in hparams else checkpoint
+        check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None},
+                             checkpoint_path)
+        written_by = checkpoint.get("zoobot_model_class")
+        if written_by is not None and written_by != cls.__name__:
+            raise ValueError(f"{checkpoint_path} holds a {written_by}, not a {cls.__name__}: load it with "
+                             f"{written_by}.load_from_checkpoint(path).")
+        if "n_blocks" not in hparams:
+            raise ValueError(
+                f"{checkpoint_path} is not a finetuned-model checkpoint (no finetuning hyperparameters). A ZoobotTree "
+                "checkpoint loads with ZoobotTree.load_from_checkpoint(path); to finetune its encoder pass "
+                f"{cls.__name__}(zoobot_checkpoint_loc=path, ...)."
+            )
+        return hparams
+
+    @classmethod
+    def _constructor_kwargs(cls, hparams: dict, overrides: dict, checkpoint_path) -> dict:
+        """Constructor keywords from stored hyperparameters: the encoder rebuilt with random weights (or the
+        ``encoder=`` override), unknown hyperparameters dropped with a warning, ``overrides`` on top."""
+        from zoobot.shared.checkpoints import drop_unknown_hparams
+
+        overrides = dict(overrides)
+        encoder = overrides.pop("encoder", None)
+        architecture = hparams.pop("architecture", None)
+        channels = int(hparams.pop("channels", 3) or 3)
+        encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
+        hparams.pop("input_size", None)
+        if encoder is None:
+            if architecture is None:
+                raise ValueError(
+                    f"{checkpoint_path} was finetuned from a custom in-memory encoder (not a timm, registry or "
+                    "tiny_cnn model), so zoobot cannot rebuild it. Build the same encoder again and pass it: "
+                    f"{cls.__name__}.load_from_checkpoint(path, encoder=my_encoder)."
+                )
+            encoder = pretrained_encoders.rebuild_encoder(architecture, channels, encoder_kwargs)
+        kwargs = drop_unknown_hparams(hparams, _constructor_arguments(cls),
+                                      where=f"{cls.__name__} from {checkpoint_path}")
+        kwargs.update(overrides)
+        kwargs["encoder"] = encoder
+        for key in ("name", "zoobot_checkpoint_loc", "checkpoint_loc"):
+            kwargs.pop(key, None)
+        return kwargs
 
     @classmethod
     def load_from_name(cls, name: str, **kwargs):
