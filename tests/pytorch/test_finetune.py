@@ -331,7 +331,11 @@ def test_tree_head_loss_and_dict_batches(tmp_path):
     counts = torch.tensor([[3.0, 1.0], [0.0, 0.0], [2.0, 5.0]])
     alpha = torch.tensor([[2.0, 1.5], [1.2, 3.0], [4.0, 1.1]])
     oracle = dirichlet_multinomial_nll(counts.numpy(), alpha.numpy(), schema.question_index_groups).sum(1).mean()
-    assert float(finetune.dirichlet_loss(alpha, counts, schema.question_index_groups)) == pytest.approx(oracle, rel=1e-5)
+    loss = finetune.finetune_dirichlet_loss(alpha, counts, schema.question_index_groups)
+    assert float(loss) == pytest.approx(oracle, rel=1e-5)
+    assert float(model.compute_loss(alpha, counts)) == pytest.approx(oracle, rel=1e-5)
+    with pytest.warns(DeprecationWarning, match="finetune.dirichlet_loss is deprecated: use finetune_dirichlet_loss"):
+        assert float(finetune.dirichlet_loss(alpha, counts, schema.question_index_groups)) == float(loss)
     model.eval()
     concentrations = model.predict(_images(3))
     assert concentrations.shape == (3, 2) and ((concentrations > 1) & (concentrations < 101)).all()

@@ -105,6 +105,7 @@ __all__ = [
     "cross_entropy_loss",
     "mse_loss",
     "l1_loss",
+    "finetune_dirichlet_loss",
     "dirichlet_loss",
     "MONITOR",
 ]
@@ -156,8 +157,11 @@ def l1_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(y_pred, y.to(y_pred.dtype))
 
 
-def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
-    """Dirichlet-multinomial loss (api.md 1.5): sum over questions, mean over galaxies [U2 order: predictions first].
+def finetune_dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Dirichlet-multinomial loss of a finetuned tree head: summed over questions, mean over galaxies (a scalar).
+
+    Predictions first, as the other finetuning losses. The per-galaxy, per-question losses are
+    ``zoobot.pytorch.training.losses.calculate_multiquestion_loss`` (labels first).
 
     Parameters
     ----------
@@ -171,12 +175,25 @@ def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups)
     Examples
     --------
     >>> import torch
-    >>> float(dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)]))  # no votes: exactly 0
+    >>> float(finetune_dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)]))  # no votes: exactly 0
     0.0
     """
     from zoobot.pytorch.training import losses
 
     return losses.calculate_multiquestion_loss(y, y_pred, question_index_groups).sum(dim=1).mean()
+
+
+def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Deprecated name of :func:`finetune_dirichlet_loss` (three public functions were called ``dirichlet_loss``).
+
+    Warns
+    -----
+    DeprecationWarning
+        Naming ``finetune_dirichlet_loss``.
+    """
+    warnings.warn("zoobot.pytorch.training.finetune.dirichlet_loss is deprecated: use finetune_dirichlet_loss "
+                  "(the same loss: summed over questions, mean over galaxies).", DeprecationWarning, stacklevel=2)
+    return finetune_dirichlet_loss(y_pred, y, question_index_groups)
 
 
 class LinearHead(nn.Module):
@@ -1447,7 +1464,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
     def compute_loss(self, output, y):
         if self._validation_outputs is not None and self.trainer.validating:
             self._validation_outputs.append((output.detach().float().cpu(), y.detach().float().cpu()))
-        return dirichlet_loss(output, y, self.question_index_groups)
+        return finetune_dirichlet_loss(output, y, self.question_index_groups)
 
     def predict_output(self, x):
         return self(x)
