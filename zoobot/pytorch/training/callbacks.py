@@ -5,7 +5,7 @@
 - :class:`NonFiniteLossGuard` stops at the first NaN/infinite loss with an error naming the epoch and step;
 - :class:`SeedEachEpoch` reseeds every epoch, so that a resumed run repeats an uninterrupted one;
 - :class:`LearningRateLogger` logs the learning rate as ``lr`` (the name both backends use);
-- :class:`CheckCatalogLabels` and :class:`FeatureReplay`, which every finetuning model adds to its fits
+- :class:`CheckCatalogLabels` and :class:`FeatureReplayCallback`, which every finetuning model adds to its fits
   (``configure_callbacks``): label checks before any model work, and frozen-encoder features computed once.
 
 Checkpoints and early stopping are Lightning's own ``ModelCheckpoint`` and ``EarlyStopping``.
@@ -26,7 +26,7 @@ from zoobot.pytorch.training.feature_cache import MIN_HIT_RATE, encode_rows, is_
 from zoobot.shared.training_config import write_run_config, write_split_catalogs
 
 __all__ = ["RecordRun", "NoteEpoch", "NonFiniteLossGuard", "SeedEachEpoch", "LearningRateLogger",
-           "CheckCatalogLabels", "check_datamodule_labels", "FeatureReplay"]
+           "CheckCatalogLabels", "check_datamodule_labels", "FeatureReplayCallback"]
 
 #: The finetuning callbacks log where users of finetuning look (and always have): the finetune module's logger.
 logger = logging.getLogger("zoobot.pytorch.training.finetune")
@@ -179,14 +179,14 @@ def check_datamodule_labels(model, datamodule) -> None:
             model._check_catalog_labels(catalog, label_cols, f"{split}_catalog")
 
 
-class FeatureReplay(L.Callback):
+class FeatureReplayCallback(L.Callback):
     """Frozen-encoder finetuning without re-running the encoder: see :mod:`zoobot.pytorch.training.feature_cache`.
 
     At ``on_fit_start`` (the last hook before Lightning makes the loaders) every train (and val) row of a
     ``GalaxyDataModule`` with a deterministic transform is encoded once and the datasets switch to serving
     features (*replay*); otherwise the model's content-keyed
-    :class:`~zoobot.pytorch.training.feature_cache.FeatureCache` skips the encoder for images it has seen, and switches itself off when augmentations make every epoch's
-    images new. At ``on_fit_end`` the datasets serve images again.
+    :class:`~zoobot.pytorch.training.feature_cache.FeatureCache` skips the encoder for images it has seen,
+    and switches itself off when augmentations make every epoch's images new. At ``on_fit_end`` the datasets serve images again.
 
     Each finetuning model owns one (``model.feature_replay``) and adds it to every fit
     (``configure_callbacks``), so it works with ``get_trainer`` and with a plain ``lightning.Trainer``.

@@ -1,7 +1,7 @@
 """Fast finetuning with a frozen encoder: compute each image's features once, reuse them every epoch.
 
 When no encoder weight trains (``n_blocks=0``) the encoder is a fixed function of the image. Two paths,
-chosen at the start of each ``trainer.fit`` by :class:`~zoobot.pytorch.training.callbacks.FeatureReplay`:
+chosen at the start of each ``trainer.fit`` by :class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`:
 
 1. *feature replay*: with zoobot's ``GalaxyDataModule`` and a deterministic training transform
    (:func:`is_deterministic_transform`, e.g. ``EvalTransform``), every train/val row is encoded once

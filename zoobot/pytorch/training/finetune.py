@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoobot.pytorch.estimators import pretrained_encoders
-from zoobot.pytorch.training.callbacks import CheckCatalogLabels, FeatureReplay
+from zoobot.pytorch.training.callbacks import CheckCatalogLabels, FeatureReplayCallback
 from zoobot.pytorch.training.feature_cache import FeatureCache
 from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
@@ -444,7 +444,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         config.check_cache_features(self.encoder_is_frozen)
         self.feature_cache = FeatureCache()
         #: The callback that replays frozen-encoder features during fits (added by ``configure_callbacks``).
-        self.feature_replay = FeatureReplay()
+        self.feature_replay = FeatureReplayCallback()
         self._inputs_checked = False
         self._batch_idx = 0
 
@@ -669,7 +669,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
     def configure_callbacks(self):
         """Lightning hook: every fit of this model, whatever Trainer runs it, checks the catalogs' labels first
         (:class:`~zoobot.pytorch.training.callbacks.CheckCatalogLabels`) and replays frozen-encoder features
-        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplay`)."""
+        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`)."""
         return [CheckCatalogLabels(), self.feature_replay]
 
     def on_fit_start(self) -> None:
