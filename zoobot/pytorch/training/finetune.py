@@ -669,7 +669,16 @@ class FinetuneableZoobotAbstract(L.LightningModule):
     def configure_callbacks(self):
         """Lightning hook: every fit of this model, whatever Trainer runs it, checks the catalogs' labels first
         (:class:`~zoobot.pytorch.training.callbacks.CheckCatalogLabels`) and replays frozen-encoder features
-        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`)."""
+        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`).
+
+        Both act only during ``fit``, so ``test``/``validate``/``predict`` add nothing. The two callbacks a reused
+        Trainer still holds from an earlier fit are replaced quietly (Lightning would log that they are overridden).
+        """
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.state.fn != "fit":
+            return []
+        trainer.callbacks = [c for c in trainer.callbacks
+                             if not isinstance(c, (CheckCatalogLabels, FeatureReplayCallback))]
         return [CheckCatalogLabels(), self.feature_replay]
 
     def on_fit_start(self) -> None:
