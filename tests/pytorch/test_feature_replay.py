@@ -114,7 +114,7 @@ def test_replay_reads_every_image_once_and_gives_the_encoder_features(tmp_path, 
     image, label = datamodule.train_dataset[3]
     assert reads.n == before + 1 and image.shape == (3, SIZE, SIZE)
     torch.testing.assert_close(image, transform(load_image(ring_jpgs[0]["file_loc"][3])))
-    assert not model._replay_stages
+    assert not model.feature_replay.stages
 
 
 def test_replay_trains_exactly_like_reading_images(tmp_path, monkeypatch, ring_jpgs):
@@ -137,7 +137,7 @@ def test_random_or_unknown_train_transform_never_replays(tmp_path, monkeypatch, 
         train_transform = lambda image: evaluate(image)  # noqa: E731 - deterministic, but zoobot cannot know
     with caplog.at_level(logging.INFO, logger="zoobot.pytorch.training.finetune"):
         model, datamodule, phases, _ = _fit(tmp_path, monkeypatch, ring_jpgs, epochs=2, train_transform=train_transform)
-    assert phases.features is None and not model._replay_stages
+    assert phases.features is None and not model.feature_replay.stages
     assert all(n >= READS_PER_EPOCH for n in phases.per_epoch)  # every image read in every epoch
     assert "feature replay not used: the training transform" in caplog.text
 

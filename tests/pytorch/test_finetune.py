@@ -274,13 +274,14 @@ def test_classifier_label_errors_e14():
         model._prepare_labels(torch.tensor([0.0, 3.0, 1.0]), 3)
     with pytest.raises(ValueError, match=r"got -1.0, 0.5"):
         model._prepare_labels(torch.tensor([0.5, -1.0, 1.0]), 3)
-    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+    with pytest.raises(ValueError, match=r"num_classes must be >= 2, got 1 \(binary tasks use num_classes=2\)"):
         finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=1)
 
 
 def test_catalog_labels_are_checked_before_any_model_work():
     from types import SimpleNamespace
 
+    from zoobot.pytorch.training.callbacks import check_datamodule_labels
     from zoobot.shared import schemas
 
     catalog = pd.DataFrame({"id_str": ["a", "b", "c"], "file_loc": ["x.jpg"] * 3, "y": [0.0, 2.0, 1.0]})
@@ -288,14 +289,14 @@ def test_catalog_labels_are_checked_before_any_model_work():
                                  test_catalog=None)
     classifier = finetune.FinetuneableZoobotClassifier(name="tiny_cnn", num_classes=2)
     with pytest.raises(ValueError, match=r"train_catalog: class labels must be integers in \[0, 2\).*'b'"):
-        classifier._validate_datamodule_labels(datamodule)
+        check_datamodule_labels(classifier, datamodule)
     regressor = finetune.FinetuneableZoobotRegressor(name="tiny_cnn", unit_interval=True)
     with pytest.raises(ValueError, match=r"train_catalog: unit_interval=True needs labels in \[0, 1\].*'b'"):
-        regressor._validate_datamodule_labels(datamodule)
-    finetune.FinetuneableZoobotRegressor(name="tiny_cnn")._validate_datamodule_labels(datamodule)  # unbounded: ok
+        check_datamodule_labels(regressor, datamodule)
+    check_datamodule_labels(finetune.FinetuneableZoobotRegressor(name="tiny_cnn"), datamodule)  # unbounded: ok
     tree = finetune.FinetuneableZoobotTree(schema=schemas.gz_rings_schema, name="tiny_cnn")
     with pytest.raises(ValueError, match="schema's label_cols in order"):
-        tree._validate_datamodule_labels(datamodule)
+        check_datamodule_labels(tree, datamodule)
 
 
 def test_classifier_class_weights_and_softmax_predictions():
@@ -330,7 +331,11 @@ def test_tree_head_loss_and_dict_batches(tmp_path):
     counts = torch.tensor([[3.0, 1.0], [0.0, 0.0], [2.0, 5.0]])
     alpha = torch.tensor([[2.0, 1.5], [1.2, 3.0], [4.0, 1.1]])
     oracle = dirichlet_multinomial_nll(counts.numpy(), alpha.numpy(), schema.question_index_groups).sum(1).mean()
-    assert float(finetune.dirichlet_loss(alpha, counts, schema.question_index_groups)) == pytest.approx(oracle, rel=1e-5)
+    loss = finetune.finetune_dirichlet_loss(alpha, counts, schema.question_index_groups)
+    assert float(loss) == pytest.approx(oracle, rel=1e-5)
+    assert float(model.compute_loss(alpha, counts)) == pytest.approx(oracle, rel=1e-5)
+    with pytest.warns(DeprecationWarning, match="finetune.dirichlet_loss is deprecated: use finetune_dirichlet_loss"):
+        assert float(finetune.dirichlet_loss(alpha, counts, schema.question_index_groups)) == float(loss)
     model.eval()
     concentrations = model.predict(_images(3))
     assert concentrations.shape == (3, 2) and ((concentrations > 1) & (concentrations < 101)).all()

@@ -220,7 +220,7 @@ from zoobot.pytorch.predictions.predict_on_catalog import predict
 from zoobot.shared import schemas
 
 out, catalog = pathlib.Path(sys.argv[1]), pd.read_parquet(sys.argv[2])
-twpl._device_override = ("cpu", 2)  # DDP over two CPU processes (gloo); this script runs once per process
+twpl._resolve_devices = lambda gpus: ("cpu", 2)  # DDP over two CPU processes (gloo); runs once per process
 model, trainer = twpl.train(out / "run", schemas.decals_dr5_ortho_schema, catalog=catalog,
                             model_architecture="tiny_cnn", batch_size=4, epochs=1, resize_size=32, gpus=0,
                             num_workers=0)

@@ -98,7 +98,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, votes_catalog):
         twpl.train(run, SCHEMA, train_catalog=catalog)
     with pytest.raises(ValueError, match=r"Unknown model_architecture \(architecture_name\) 'efficentnet_b0'"):
         twpl.train(run, SCHEMA, catalog=catalog, model_architecture="efficentnet_b0")
-    with pytest.raises(ValueError, match=r"learning_rate must be a finite number > 0, got inf"):
+    with pytest.raises(ValueError, match=r"learning_rate must be a finite number, got inf"):
         twpl.train(run, SCHEMA, catalog=catalog, learning_rate=math.inf, **{**SMALL, "model_architecture": "tiny_cnn"})
     missing = catalog.drop(columns=["bar-dr5_weak"])
     with pytest.raises(CatalogError, match=r"bar-dr5_weak"):

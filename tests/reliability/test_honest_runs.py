@@ -294,7 +294,7 @@ def test_no_save_dir_and_endless_epochs_are_refused_pytorch(call, rings_catalog)
 
     from .helpers import RINGS, TRAIN_RUN
 
-    with pytest.raises(ValueError, match="working directory" if call != "max_epochs" else "positive int"):
+    with pytest.raises(ValueError, match="working directory" if call != "max_epochs" else "max_epochs must be >= 1"):
         if call == "train":
             twpl.train("", RINGS, catalog=rings_catalog, **TRAIN_RUN)
         elif call == "get_trainer":

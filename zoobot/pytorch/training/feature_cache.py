@@ -1,70 +1,16 @@
 """Fast finetuning with a frozen encoder: compute each image's features once, reuse them every epoch.
 
-When no encoder weight trains (``n_blocks=0``), the encoder is a fixed function: the same image
-always gives the same features. Running it every epoch is most of the cost of finetuning a head on
-a laptop. The finetuning models (``cache_features=None``, the default, or ``True``) avoid it in one of
-two ways, chosen at the start of each ``trainer.fit``.
+When no encoder weight trains (``n_blocks=0``) the encoder is a fixed function of the image. Two paths,
+chosen at the start of each ``trainer.fit`` by :class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`:
 
-1. Feature replay: no image is read after the first pass
----------------------------------------------------------
-Taken when the encoder is frozen, the fit's data comes from zoobot's
-:class:`~zoobot.pytorch.datasets.GalaxyDataModule` (``trainer.fit(model, datamodule)``) and its
-training transform is known to be deterministic (:func:`is_deterministic_transform`: zoobot's
-``EvalTransform``, or no transform). The default ``TrainTransform`` is random, so ask for it::
+1. *feature replay*: with zoobot's ``GalaxyDataModule`` and a deterministic training transform
+   (:func:`is_deterministic_transform`, e.g. ``EvalTransform``), every train/val row is encoded once
+   (:func:`encode_rows`) and the datasets serve features, so no epoch reads an image;
+2. *content-keyed cache* (:class:`FeatureCache`): any other data; features are looked up by the exact
+   bits of each image (:func:`image_fingerprints`), so stale features are impossible, and the cache
+   switches itself off when augmentations make every epoch's images new (:data:`MIN_HIT_RATE`).
 
-    datamodule = GalaxyDataModule(label_cols, catalog=catalog, batch_size=64,
-                                  train_transform=EvalTransform(channels=3, resize_after_crop=224))
-
-At ``on_fit_start`` the model runs the encoder once (eval mode, no gradients, progress bar) over
-every row of the data module's training and validation datasets - the same loading, transform,
-failure handling, batch size and workers as training - and switches those datasets to serve
-``(features[row], label)`` (:meth:`~zoobot.pytorch.datasets.galaxy_dataset.GalaxyDataset.use_features`).
-Every epoch then reads no file: its batches are (B, feature_dim) rows that go straight to the head.
-Shuffling, ``drop_last``, batch size, loss, metrics, logging, checkpoints and early stopping are
-unchanged, and with the same seed the head trains to the same weights as from the images (float
-tolerance). At the end of fit (also when it fails) the datasets serve images again, so
-``trainer.test``/``predict`` read files as usual. Memory: ``n_rows x feature_dim x 4`` bytes for train
-+ val (2.6 MB for 1,000 galaxies and ConvNeXt-nano's 640 features); over :class:`FeatureCache`'s
-``max_bytes`` the replay is skipped (INFO log). ``on_fit_start`` is used, not the first epoch's start,
-because Lightning starts the training loader (and its workers) before ``on_train_epoch_start``: anyone
-timing epochs sees the encoding pass *before* epoch 1, and epoch 1 as fast as the later ones. A
-random validation transform (``test_time_augmentation=True``) leaves validation on path 2;
-``visualize_images=True`` (which needs the training images) and a Trainer that already holds loaders
-from an earlier fit leave the whole fit on path 2. The INFO log says which path was taken and why.
-
-2. Content-keyed cache: every other case
-----------------------------------------
-User DataLoaders, custom or partly random transforms: :class:`FeatureCache` stores the features of
-every image the encoder has seen during a ``fit`` and hands them back when the **same image** comes
-again. The images are still read, decoded and transformed by the DataLoader every epoch; only the
-encoder's forward pass is skipped.
-
-Batches carry no sample index (``(images, labels)`` as from any DataLoader), so this cache is keyed
-by the image itself: two 64-bit fingerprints of the exact bits of each input tensor
-(``sum_i w_i * bits_i`` modulo 2**64 with fixed random odd weights ``w``; integer arithmetic, so
-the result does not depend on the device, the batch or the summation order). A hit therefore means
-the encoder would see bitwise the same input, and the cached features are what it would compute
-(up to the last-bit differences between batch compositions). Consequences:
-
-- it needs no cooperation from the data pipeline: any DataLoader, any shuffling, tuple or dict
-  batches, workers or not;
-- it can never train on stale features: with random augmentations the images differ every epoch,
-  lookups miss, and the cache switches itself off after the second epoch (hit rate below
-  :data:`MIN_HIT_RATE`); the finetuning classes skip caching training images from the start when
-  the data module uses zoobot's random ``TrainTransform`` (the ``GalaxyDataModule`` default);
-  partly random transforms (a flip only) still hit once both versions of an image are cached;
-- validation images (always deterministic) are cached too.
-
-Memory as for replay, capped by ``max_bytes``.
-
-Measured
---------
-Content-keyed cache (200 synthetic galaxies, 140 train + 20 val per epoch, 64 px, 1 CPU thread,
-frozen encoder, batch 32, busy shared machine): ConvNeXt-nano 3.9-4.9 s per epoch without the cache;
-with it 4.9 s for the first epoch and 0.73-0.79 s for later ones (about 6x). EfficientNet-B0: 2.4-3.8 s
-vs 0.74-0.86 s. Of the cached epoch, about 0.5 s is image decoding, which feature replay removes.
-Larger images cost the encoder quadratically more and the decoding less, so the gain grows with image
-size.
+How it works and what it gains (measured): docs/guides/finetuning.md.
 """
 from __future__ import annotations
 

@@ -1,81 +1,37 @@
-"""Finetune a pretrained Zoobot encoder on your own labels (api.md 2.5).
+"""Finetune a pretrained Zoobot encoder on your own labels (see docs/guides/finetuning.md).
 
-The usual case: a few hundred labelled galaxies, a pretrained encoder, a laptop.
-
->>> from zoobot.pytorch.training import finetune                                   # doctest: +SKIP
->>> model = finetune.FinetuneableZoobotClassifier(
-...     name='hf_hub:mwalmsley/zoobot-encoder-convnext_nano', num_classes=2, n_blocks=0)
->>> trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)
->>> trainer.fit(model, datamodule)
->>> best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(
-...     trainer.checkpoint_callback.best_model_path)
->>> probabilities = best.predict(datamodule)                                        # (N, 2)
-
-Read top to bottom:
+The usual case: a few hundred labelled galaxies, a pretrained encoder, a laptop. Read top to bottom:
 
 1. loss helpers and :class:`LinearHead`;
 2. encoder blocks: which layers ``n_blocks`` unfreezes, per architecture;
 3. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
-   ``zoobot_checkpoint_loc``), freezing, learning rates, the cosine schedule, logging, feature
-   caching, ``predict``, checkpoints;
+   ``zoobot_checkpoint_loc``; arguments checked by :class:`~zoobot.shared.training_config.FinetuneConfig`),
+   freezing, learning rates, the cosine schedule, logging, ``predict``, checkpoints;
 4. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
    :class:`FinetuneableZoobotTree`;
 5. :func:`get_trainer` and :func:`load_pretrained_zoobot`.
 
-Which weights train
--------------------
-The encoder is cut into *blocks* (table below, listed input side first). The head always trains at
-``learning_rate``. The top ``n_blocks`` blocks train too, block ``i`` (``i = 0`` the one nearest the
-head) at ``learning_rate * lr_decay**i``; ``n_blocks=-1`` trains every block; ``from_scratch=True``
-trains everything at ``learning_rate``. Frozen blocks get ``requires_grad=False`` and run in eval
-mode (BatchNorm uses its running statistics, dropout/stochastic depth are off), so a frozen encoder
-is a fixed function of the image -- unless ``always_train_batchnorm=True``: then the BatchNorm layers
-of frozen blocks keep updating their statistics and their affine weights train at the lowest
-learning rate of the trained blocks (``learning_rate`` if none).
+Feature replay and the catalog label checks are Lightning callbacks
+(:mod:`zoobot.pytorch.training.callbacks`) that every finetuning model adds to its fits. The block table,
+what "frozen" means, and how replay works: docs/guides/finetuning.md.
 
-===============  ==========================================================================
-architecture     blocks, input side first (extra top layers join the top block)
-===============  ==========================================================================
-EfficientNet     ``conv_stem``, ``bn1``, each of ``blocks`` (+ ``conv_head``, ``bn2`` on top)
-ResNet           ``conv1``, ``bn1``, ``layer1`` .. ``layer4``
-ConvNeXt/MaxViT  ``stem``, each of ``stages`` (+ ``norm_pre``/``norm``/``head`` norms on top)
-ViT              ``patch_embed`` (+ ``cls_token``, ``pos_embed``), each of ``blocks`` (+ ``norm``)
-tiny_cnn         its four conv blocks
-===============  ==========================================================================
-
-Fast frozen encoder (``cache_features``)
-----------------------------------------
-With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
-(``cache_features=None``) they are computed once and reused: see
-:mod:`zoobot.pytorch.training.feature_cache`. The full speed-up needs zoobot's ``GalaxyDataModule``
-with a deterministic training transform, e.g.
-``GalaxyDataModule(..., train_transform=EvalTransform(channels=3, resize_after_crop=224))``: then
-every training and validation row is encoded once when ``fit`` starts and no epoch reads an image
-again (*feature replay*; the datasets serve images again after ``fit``). Otherwise (your own
-DataLoaders, custom transforms) images are recognised by their exact content, so the cache can never
-serve stale features, but they are still read every epoch; with random augmentations (the default
-``TrainTransform``) nothing can be reused at all. ``cache_features=True`` insists (error if the
-encoder trains; warning if nothing could be reused); ``False`` never caches.
-
-Convolutional encoders run in ``channels_last`` memory format (as in ``ZoobotTree``; 1.4-2x faster on
-CPU); state dicts and checkpoints do not depend on it.
-
-Checkpoints
------------
-Hyperparameters are JSON primitives only (plus ``zoobot_version`` and ``format_version``), and
-include the encoder's architecture and channels, so :meth:`~FinetuneableZoobotAbstract.load_from_checkpoint`
-rebuilds the encoder with random weights (no download, works offline) and loads the finetuned
-weights with ``torch.load(weights_only=True)``.
+Examples
+--------
+>>> from zoobot.pytorch.training import finetune                                   # doctest: +SKIP
+>>> model = finetune.FinetuneableZoobotClassifier(                                 # doctest: +SKIP
+...     name='hf_hub:mwalmsley/zoobot-encoder-convnext_nano', num_classes=2, n_blocks=0)
+>>> trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)    # doctest: +SKIP
+>>> trainer.fit(model, datamodule)                                                 # doctest: +SKIP
+>>> best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(             # doctest: +SKIP
+...     trainer.checkpoint_callback.best_model_path)
+>>> probabilities = best.predict(datamodule)  # (N, 2)                             # doctest: +SKIP
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import math
 import os
 import pathlib
-import time
 import warnings
 from typing import Iterable
 
@@ -86,9 +42,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoobot.pytorch.estimators import pretrained_encoders
-from zoobot.pytorch.training.feature_cache import MIN_HIT_RATE, FeatureCache, encode_rows, is_deterministic_transform
+from zoobot.pytorch.training.callbacks import CheckCatalogLabels, FeatureReplayCallback
+from zoobot.pytorch.training.feature_cache import FeatureCache
 from zoobot.shared import calibration
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.training_config import FinetuneConfig
+from zoobot.shared.validation import check_fraction, check_int
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -105,6 +64,7 @@ __all__ = [
     "cross_entropy_loss",
     "mse_loss",
     "l1_loss",
+    "finetune_dirichlet_loss",
     "dirichlet_loss",
     "MONITOR",
 ]
@@ -156,8 +116,11 @@ def l1_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(y_pred, y.to(y_pred.dtype))
 
 
-def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
-    """Dirichlet-multinomial loss (api.md 1.5): sum over questions, mean over galaxies [U2 order: predictions first].
+def finetune_dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Dirichlet-multinomial loss of a finetuned tree head: summed over questions, mean over galaxies (a scalar).
+
+    Predictions first, as the other finetuning losses. The per-galaxy, per-question losses are
+    ``zoobot.pytorch.training.losses.calculate_multiquestion_loss`` (labels first).
 
     Parameters
     ----------
@@ -171,12 +134,25 @@ def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups)
     Examples
     --------
     >>> import torch
-    >>> float(dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)]))  # no votes: exactly 0
+    >>> float(finetune_dirichlet_loss(torch.ones(2, 3), torch.zeros(2, 3), [(0, 2)]))  # no votes: exactly 0
     0.0
     """
     from zoobot.pytorch.training import losses
 
     return losses.calculate_multiquestion_loss(y, y_pred, question_index_groups).sum(dim=1).mean()
+
+
+def dirichlet_loss(y_pred: torch.Tensor, y: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Deprecated name of :func:`finetune_dirichlet_loss` (three public functions were called ``dirichlet_loss``).
+
+    Warns
+    -----
+    DeprecationWarning
+        Naming ``finetune_dirichlet_loss``.
+    """
+    warnings.warn("zoobot.pytorch.training.finetune.dirichlet_loss is deprecated: use finetune_dirichlet_loss "
+                  "(the same loss: summed over questions, mean over galaxies).", DeprecationWarning, stacklevel=2)
+    return finetune_dirichlet_loss(y_pred, y, question_index_groups)
 
 
 class LinearHead(nn.Module):
@@ -201,10 +177,9 @@ class LinearHead(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, dropout_prob: float = 0.5, activation=None):
         super().__init__()
-        for what, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{what} must be a positive int, got {value!r}")
-        _check_fraction("dropout_prob", dropout_prob)
+        input_dim = check_int("input_dim", input_dim, minimum=1)
+        output_dim = check_int("output_dim", output_dim, minimum=1)
+        dropout_prob = check_fraction("dropout_prob", dropout_prob, allow_one=False)
         self.output_dim = int(output_dim)
         self.dropout = nn.Dropout(p=float(dropout_prob))
         self.linear = nn.Linear(int(input_dim), int(output_dim))
@@ -217,13 +192,6 @@ class LinearHead(nn.Module):
 
 #: Upstream v1 name of :class:`LinearHead`.
 LinearClassifier = LinearHead
-
-
-def _check_fraction(what: str, value, upper_open: bool = True) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
-        raise ValueError(f"{what} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
-    return float(value)
 
 
 def freeze_batchnorm_layers(model: nn.Module) -> None:
@@ -339,9 +307,6 @@ def get_encoder_blocks(encoder: nn.Module) -> list[EncoderBlock]:
 # 3. the shared LightningModule
 # =============================================================================================
 
-_TRAINING_MODES = {"head_only": 0, "full": -1}
-
-
 class FinetuneableZoobotAbstract(L.LightningModule):
     """Shared machinery of the finetuning models; use a subclass (Classifier, Regressor, Tree).
 
@@ -450,43 +415,15 @@ class FinetuneableZoobotAbstract(L.LightningModule):
                 "FinetuneableZoobotRegressor or FinetuneableZoobotTree."
             )
         super().__init__()
-        n_blocks = self._resolve_n_blocks(n_blocks, n_layers, training_mode)
-        if layer_decay is not None:
-            if lr_decay != 0.75 and lr_decay != layer_decay:
-                raise TypeError(f"Got both lr_decay={lr_decay!r} and its other spelling layer_decay={layer_decay!r}; "
-                                "pass only one of them.")
-            lr_decay = layer_decay
-        if checkpoint_loc is not None:
-            if zoobot_checkpoint_loc is not None and str(zoobot_checkpoint_loc) != str(checkpoint_loc):
-                raise TypeError("Got both zoobot_checkpoint_loc and its other spelling checkpoint_loc; pass only one.")
-            zoobot_checkpoint_loc = checkpoint_loc
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-                raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
-        dropout_prob = _check_fraction("dropout_prob", dropout_prob)
-        if cache_features not in (None, True, False):
-            raise ValueError(f"cache_features must be None (automatic), True or False, got {cache_features!r}")
-        self.cosine_params = None
-        if cosine_schedule:
-            from zoobot.shared.schedules import normalise_scheduler_params
-
-            self.cosine_params = normalise_scheduler_params({
-                "name": "cosine", "warmup_epochs": warmup_epochs, "max_epochs": max_cosine_epochs,
-                "min_lr_factor": max_learning_rate_reduction_factor})
-
-        L.seed_everything(int(seed), verbose=False)
-        source = self._build_encoder(name, encoder, zoobot_checkpoint_loc)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config = FinetuneConfig.from_arguments(stacklevel=4, **arguments)  # aliases resolved, values checked
+        config.apply_to(self)  # learning_rate, lr_decay, ..., seed, cache_features, cosine_params
+        L.seed_everything(config.seed, verbose=False)
+        source = self._build_encoder(config)
         self.channels = pretrained_encoders.encoder_channels(self.encoder)
-        if encoder_dim is not None:
-            if isinstance(encoder_dim, bool) or not isinstance(encoder_dim, (int, np.integer)) or encoder_dim < 1:
-                raise ValueError(f"encoder_dim must be a positive int, got {encoder_dim!r}")
-            known = getattr(self.encoder, "num_features", None)
-            if isinstance(known, int) and known != encoder_dim:
-                raise ValueError(f"encoder_dim={encoder_dim} but the encoder reports num_features={known}.")
-            self.encoder_dim = int(encoder_dim)
-        else:
+        known = getattr(self.encoder, "num_features", None)
+        self.encoder_dim = config.check_encoder_dim(known if isinstance(known, int) else None)
+        if self.encoder_dim is None:
             from zoobot.pytorch.estimators.define_model import get_encoder_dim
 
             self.encoder_dim = get_encoder_dim(self.encoder, channels=self.channels)
@@ -497,112 +434,49 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         #: fitted, a model finetuned from a ZoobotTree checkpoint carries that model's record.
         self.preprocessing = None
         if source == "zoobot_checkpoint_loc":
-            self._inherit_preprocessing(zoobot_checkpoint_loc)
-        from zoobot.pytorch.estimators.define_model import _is_convnet
-
-        # convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
-        # and so checkpoints, do not depend on the memory format
-        self.channels_last = _is_convnet(self.encoder)
-        if self.channels_last:
-            self.encoder.to(memory_format=torch.channels_last)
-
-        self.learning_rate = float(learning_rate)
-        self.lr_decay = float(lr_decay)
-        self.weight_decay = float(weight_decay)
-        self.dropout_prob = dropout_prob
-        self.always_train_batchnorm = bool(always_train_batchnorm)
-        self.from_scratch = bool(from_scratch)
-        self.prog_bar = bool(prog_bar)
-        self.visualize_images = bool(visualize_images)
-        self.seed = int(seed)
-        self.cache_features = cache_features
+            self._inherit_preprocessing(config.zoobot_checkpoint_loc)
+        self._use_channels_last()
 
         self.blocks = get_encoder_blocks(self.encoder)
-        self.n_blocks = self._check_n_blocks(n_blocks)
+        self.n_blocks = self._check_n_blocks(config.n_blocks)
         self._freeze()
         self.train()  # frozen blocks to eval mode (Lightning keeps each module's mode as it finds it)
-        if cache_features is True and not self.encoder_is_frozen:
-            raise ValueError(
-                "cache_features=True needs a frozen encoder (n_blocks=0, from_scratch=False, "
-                f"always_train_batchnorm=False); got n_blocks={n_blocks}, from_scratch={from_scratch}, "
-                f"always_train_batchnorm={always_train_batchnorm}."
-            )
+        config.check_cache_features(self.encoder_is_frozen)
         self.feature_cache = FeatureCache()
-        self._replay_stages: set = set()  # stages whose batches carry features, set with the datasets' mode
-        self._replay_datamodule = None
+        #: The callback that replays frozen-encoder features during fits (added by ``configure_callbacks``).
+        self.feature_replay = FeatureReplayCallback()
         self._inputs_checked = False
-        self._cache_warned = False
         self._batch_idx = 0
 
         from zoobot.shared.checkpoints import version_metadata
-        from zoobot.shared.training_config import to_jsonable
 
-        self._base_hparams = to_jsonable({
-            "name": name,
-            "zoobot_checkpoint_loc": None if zoobot_checkpoint_loc is None else os.fspath(zoobot_checkpoint_loc),
-            "encoder_source": source,
-            "architecture": self.architecture,
-            "channels": self.channels,
-            "input_size": self.input_size,
-            "encoder_dim": self.encoder_dim,
-            "encoder_kwargs": pretrained_encoders.encoder_build_kwargs(self.encoder),
-            "n_blocks": n_blocks,
-            "lr_decay": self.lr_decay,
-            "weight_decay": self.weight_decay,
-            "learning_rate": self.learning_rate,
-            "dropout_prob": self.dropout_prob,
-            "always_train_batchnorm": self.always_train_batchnorm,
-            "cosine_schedule": bool(cosine_schedule),
-            "warmup_epochs": warmup_epochs,
-            "max_cosine_epochs": max_cosine_epochs,
-            "max_learning_rate_reduction_factor": max_learning_rate_reduction_factor,
-            "from_scratch": self.from_scratch,
-            "prog_bar": self.prog_bar,
-            "visualize_images": self.visualize_images,
-            "seed": self.seed,
-            "cache_features": cache_features,
-            **version_metadata(),
-        })
+        self._base_hparams = config.hparams(
+            source=source, architecture=self.architecture, channels=self.channels, input_size=self.input_size,
+            encoder_dim=self.encoder_dim, encoder_kwargs=pretrained_encoders.encoder_build_kwargs(self.encoder))
+        self._base_hparams.update(version_metadata())
 
     # ------------------------------------------------------------------------- construction
-    @staticmethod
-    def _resolve_n_blocks(n_blocks, n_layers, training_mode) -> int:
-        if n_layers not in (0, None):
-            warnings.warn("n_layers is deprecated: use n_blocks (the number of encoder blocks to finetune).",
-                          DeprecationWarning, stacklevel=4)
-            if n_blocks not in (0, n_layers):
-                raise TypeError(f"Got both n_blocks={n_blocks!r} and its old spelling n_layers={n_layers!r}; "
-                                "pass only n_blocks.")
-            n_blocks = n_layers
-        if training_mode is not None:
-            if training_mode not in _TRAINING_MODES:
-                raise unknown_option_error("training_mode", training_mode, list(_TRAINING_MODES))
-            if n_blocks not in (0, _TRAINING_MODES[training_mode]):
-                raise TypeError(f"Got n_blocks={n_blocks!r} and training_mode={training_mode!r}; pass only one.")
-            n_blocks = _TRAINING_MODES[training_mode]
-        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < -1:
-            raise ValueError(f"n_blocks must be an int >= 0, or -1 for all blocks; got {n_blocks!r}")
-        return int(n_blocks)
+    def _build_encoder(self, config: FinetuneConfig) -> str:
+        """Set ``self.encoder`` from the one source given; returns which (``'name'``, ``'encoder'``, ...)."""
+        source = config.encoder_source()
+        if source == "name":
+            self.encoder = pretrained_encoders.create_encoder(config.name, pretrained=True)
+        elif source == "encoder":
+            if not isinstance(config.encoder, nn.Module):
+                raise TypeError(f"encoder must be a torch.nn.Module, got {type(config.encoder).__name__}")
+            self.encoder = config.encoder
+        else:
+            self.encoder = load_pretrained_zoobot(config.zoobot_checkpoint_loc)
+        return source
 
-    def _build_encoder(self, name, encoder, zoobot_checkpoint_loc) -> str:
-        given = [what for what, value in (("name", name), ("encoder", encoder),
-                                          ("zoobot_checkpoint_loc", zoobot_checkpoint_loc)) if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "Give exactly one encoder source: name= (a pretrained encoder, e.g. "
-                "'hf_hub:mwalmsley/zoobot-encoder-convnext_nano'), encoder= (an nn.Module) or "
-                f"zoobot_checkpoint_loc= (a ZoobotTree checkpoint); got {', '.join(given) if given else 'none'}."
-            )
-        if name is not None:
-            self.encoder = pretrained_encoders.create_encoder(name, pretrained=True)
-            return "name"
-        if encoder is not None:
-            if not isinstance(encoder, nn.Module):
-                raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-            self.encoder = encoder
-            return "encoder"
-        self.encoder = load_pretrained_zoobot(zoobot_checkpoint_loc)
-        return "zoobot_checkpoint_loc"
+    def _use_channels_last(self) -> None:
+        """Convolutional encoders run 1.4-2x faster on CPU in channels_last (as in ZoobotTree); state dicts,
+        and so checkpoints, do not depend on the memory format."""
+        from zoobot.pytorch.estimators.define_model import _is_convnet
+
+        self.channels_last = _is_convnet(self.encoder)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
 
     def _check_n_blocks(self, n_blocks: int) -> int:
         if self.from_scratch:
@@ -760,13 +634,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
 
     def _replaying(self) -> bool:
         """True while this fit's batches of the current stage are precomputed features (feature replay)."""
-        if not self._replay_stages:
-            return False
-        trainer = self._trainer
-        if trainer is None or trainer.state.fn != "fit" or not (trainer.training or trainer.validating
-                                                                  or trainer.sanity_checking):
-            return False
-        return self._stage() in self._replay_stages
+        return self.feature_replay.serves_features(self._trainer, self._stage())
 
     def _check_features(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.encoder_dim:
@@ -798,6 +666,21 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             return False
         return self.feature_cache.enabled(self._stage())
 
+    def configure_callbacks(self):
+        """Lightning hook: every fit of this model, whatever Trainer runs it, checks the catalogs' labels first
+        (:class:`~zoobot.pytorch.training.callbacks.CheckCatalogLabels`) and replays frozen-encoder features
+        (:class:`~zoobot.pytorch.training.callbacks.FeatureReplayCallback`).
+
+        Both act only during ``fit``, so ``test``/``validate``/``predict`` add nothing. The two callbacks a reused
+        Trainer still holds from an earlier fit are replaced quietly (Lightning would log that they are overridden).
+        """
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.state.fn != "fit":
+            return []
+        trainer.callbacks = [c for c in trainer.callbacks
+                             if not isinstance(c, (CheckCatalogLabels, FeatureReplayCallback))]
+        return [CheckCatalogLabels(), self.feature_replay]
+
     def on_fit_start(self) -> None:
         label_cols = getattr(getattr(self.trainer, "datamodule", None), "label_cols", None)
         if label_cols:  # names the prediction columns (ring_pred_mean, not class_1_pred_mean)
@@ -808,127 +691,10 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             logger.info("Frozen encoder blocks run in eval mode (fixed BatchNorm statistics, no dropout).")
         if self.training:
             self.train()  # re-apply the frozen blocks' eval mode, in case modules were switched by hand
-        self._validate_datamodule_labels(getattr(self._trainer, "datamodule", None))
         self._remember_preprocessing(getattr(self._trainer, "datamodule", None))
-        self.feature_cache.clear()
-        if self.cache_features is None and _augments_training_images(self._trainer):
-            self.feature_cache.disable("train")  # known random augmentations: nothing to reuse (val still cached)
         self._inputs_checked = False
-        self._cache_warned = False
         if getattr(self, "run_linear_sanity_check", False):
             self._linear_sanity_check()
-        self._start_feature_replay()
-
-    def on_fit_end(self) -> None:
-        self._stop_feature_replay()
-        self.feature_cache.clear()
-
-    # ------------------------------------------------------------------------- feature replay
-    def _feature_replay_blocker(self, trainer) -> str | None:
-        """Why this fit cannot replay features (None if it can); see the feature_cache module docstring."""
-        from zoobot.pytorch.datasets.galaxy_datamodule import GalaxyDataModule
-        from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
-
-        datamodule = getattr(trainer, "datamodule", None)
-        if not isinstance(datamodule, GalaxyDataModule):
-            return ("the fit's data does not come from zoobot's GalaxyDataModule (images are recognised by content "
-                    "instead, and still read every epoch)")
-        overridden = [name for name in ("train_dataloader", "val_dataloader", "_dataset", "_loader")
-                      if getattr(type(datamodule), name) is not getattr(GalaxyDataModule, name)]
-        if overridden:
-            return f"{type(datamodule).__name__} overrides {', '.join(overridden)}"
-        if self.visualize_images:
-            return "visualize_images=True needs the training images"
-        if trainer.train_dataloader is not None or trainer.val_dataloaders is not None:
-            return "this Trainer already holds data loaders from an earlier fit"
-        dataset = getattr(datamodule, "train_dataset", None)
-        if not isinstance(dataset, GalaxyDataset) or len(dataset) == 0:
-            return "the data module has no training dataset"
-        if not is_deterministic_transform(dataset.transform):
-            return (f"the training transform {dataset.transform!r} is random or unknown, so every epoch sees other "
-                    "images. For fast frozen-encoder finetuning use a deterministic one, e.g. GalaxyDataModule(..., "
-                    "train_transform=EvalTransform(channels=3, resize_after_crop=224))")
-        return None
-
-    def _start_feature_replay(self) -> None:
-        """Encode every train (and val) row once and switch the data module's datasets to serve features.
-
-        Runs in ``on_fit_start``: Lightning creates the training loader's iterator (and starts its workers)
-        before ``on_train_start``/``on_train_epoch_start``, and the validation loader in the sanity check
-        after ``on_fit_start``, so this is the last hook at which both loaders are still to be made.
-        """
-        self._replay_stages, self._replay_datamodule = set(), None
-        if not self._use_cache_configured():
-            return
-        trainer = self._trainer
-        reason = self._feature_replay_blocker(trainer)
-        if reason is not None:
-            logger.info("feature replay not used: %s.", reason)
-            return
-        datamodule = trainer.datamodule
-        datasets = {"train": datamodule.train_dataset}
-        val = getattr(datamodule, "val_dataset", None)
-        if val is not None and len(val) and is_deterministic_transform(val.transform):
-            datasets["val"] = val
-        n_bytes = sum(len(d) for d in datasets.values()) * self.encoder_dim * 4
-        if n_bytes > self.feature_cache.max_bytes:
-            logger.info("feature replay not used: the features of %s rows need %d bytes, more than the cache's "
-                        "max_bytes=%d.", " + ".join(str(len(d)) for d in datasets.values()), n_bytes,
-                        self.feature_cache.max_bytes)
-            return
-        precision = getattr(trainer, "precision_plugin", None)
-        forward_context = getattr(precision, "forward_context", None) or contextlib.nullcontext
-        device = self.device
-
-        def encode_batch(images: torch.Tensor) -> torch.Tensor:
-            images = images.to(device)
-            self._check_input(images)
-            with forward_context():
-                return self._run_encoder(images)
-
-        start = time.perf_counter()
-        features = {}
-        for stage, dataset in datasets.items():
-            features[stage] = encode_rows(encode_batch, datamodule.encoding_dataloader(stage), len(dataset),
-                                          self.encoder_dim, desc=f"feature replay: encoding {stage} images once")
-        for stage, dataset in datasets.items():
-            dataset.use_features(features[stage])
-        self._replay_stages, self._replay_datamodule = set(datasets), datamodule
-        self._inputs_checked = False
-        logger.info("feature replay: %d train + %d val rows encoded once (%.1f s); later epochs read no images%s.",
-                    len(datasets["train"]), len(datasets["val"]) if "val" in datasets else 0,
-                    time.perf_counter() - start,
-                    "" if "val" in datasets else " (validation images are read every epoch: random val transform)")
-
-    def _stop_feature_replay(self) -> None:
-        """Give the data module's datasets their images back (test/predict after fit read files again)."""
-        if self._replay_datamodule is not None:
-            self._replay_datamodule.restore_images()
-        self._replay_stages, self._replay_datamodule = set(), None
-
-    def on_train_epoch_start(self) -> None:
-        self.feature_cache.reset_stats("train")
-
-    def on_train_epoch_end(self) -> None:
-        if not self._use_cache_configured():
-            return
-        rate = self.feature_cache.hit_rate("train")
-        if self.current_epoch >= 1 and rate is not None and rate < MIN_HIT_RATE and self.feature_cache.enabled("train"):
-            self.feature_cache.disable("train")
-            message = (
-                f"cache_features: only {rate:.0%} of the training images in epoch {self.current_epoch} were seen "
-                "before (random augmentations change them every epoch), so cached features cannot be reused; "
-                "caching of training images is off for the rest of this fit. For fast frozen-encoder finetuning "
-                "use a deterministic training transform."
-            )
-            if self.cache_features is True and not self._cache_warned:
-                warnings.warn(message, UserWarning, stacklevel=2)
-                self._cache_warned = True
-            else:
-                logger.info(message)
-
-    def _use_cache_configured(self) -> bool:
-        return self.cache_features is not False and self.encoder_is_frozen
 
     def on_validation_start(self) -> None:
         self._inputs_checked = False
@@ -1008,27 +774,6 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         if callable(log_image):
             log_image(key="finetuning/train_images", images=[img for img in x[:8].detach().cpu()])
 
-    def _validate_datamodule_labels(self, datamodule) -> None:
-        """Check every label of the data module's catalogs before any model work (E2, E14), naming rows.
-
-        Works with data modules that expose ``label_cols`` and ``train_catalog``/``val_catalog``/
-        ``test_catalog`` DataFrames (``GalaxyDataModule``); others are checked batch by batch.
-        """
-        label_cols = list(getattr(datamodule, "label_cols", None) or [])
-        if not label_cols:
-            return
-        import pandas as pd
-
-        from zoobot.shared.catalogs import validate_catalog
-
-        kind, extra = self._catalog_label_kind()
-        for split in ("train", "val", "test"):
-            catalog = getattr(datamodule, f"{split}_catalog", None)
-            if isinstance(catalog, pd.DataFrame) and len(catalog) and all(c in catalog for c in label_cols):
-                validate_catalog(catalog, label_cols=label_cols, require_file_loc=False, label_kind=kind,
-                                 name=f"{split}_catalog", **extra)
-                self._check_catalog_labels(catalog, label_cols, f"{split}_catalog")
-
     def _catalog_label_kind(self) -> tuple[str, dict]:
         """(label_kind, extra validate_catalog keywords) of this task's labels."""
         return "regression", {}
@@ -1053,7 +798,7 @@ class FinetuneableZoobotAbstract(L.LightningModule):
     # ------------------------------------------------------------------------- predict
     @torch.no_grad()
     def predict(self, data, n_samples: int = 1, batch_size: int = 64) -> np.ndarray:
-        """Predict for images, in input order [ours; the seeds' ``model.predict``].
+        """Predict for images, in input order.
 
         Parameters
         ----------
@@ -1072,20 +817,18 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             (N, n_outputs), or (N, n_outputs, n_samples) if ``n_samples > 1``. Classifier:
             softmax probabilities; regressor: (N, 1) values; tree: concentrations.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
         was_training = self.training
         self.eval()
         self._inputs_checked = False
-        replay_stages, self._replay_stages = self._replay_stages, set()  # images here, even if called during a fit
         outputs = []
         try:
-            for x in _iterate_images(data, batch_size):
-                x = x.to(self.device, dtype=torch.float32)
-                samples = [self.predict_output(x).cpu() for _ in range(int(n_samples))]
-                outputs.append(torch.stack(samples, dim=-1))
+            with self.feature_replay.paused():  # images here, even if called during a fit
+                for x in _iterate_images(data, batch_size):
+                    x = x.to(self.device, dtype=torch.float32)
+                    samples = [self.predict_output(x).cpu() for _ in range(n_samples)]
+                    outputs.append(torch.stack(samples, dim=-1))
         finally:
-            self._replay_stages = replay_stages
             self.train(was_training)
         if not outputs:
             raise ValueError("predict got no images")
@@ -1178,46 +921,11 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             raise ValueError("hparams_file is not supported: zoobot stores hyperparameters inside the checkpoint")
         if weights_only is False:
             raise ValueError("zoobot checkpoints always load with weights_only=True (they hold no pickled objects)")
-        from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version, drop_unknown_hparams
-
         checkpoint = _load_checkpoint_file(checkpoint_path)
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        versions = hparams if "format_version" in hparams else checkpoint
-        check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None},
-                             checkpoint_path)
-        written_by = checkpoint.get("zoobot_model_class")
-        if written_by is not None and written_by != cls.__name__:
-            raise ValueError(f"{checkpoint_path} holds a {written_by}, not a {cls.__name__}: load it with "
-                             f"{written_by}.load_from_checkpoint(path).")
-        if "n_blocks" not in hparams:
-            raise ValueError(
-                f"{checkpoint_path} is not a finetuned-model checkpoint (no finetuning hyperparameters). A ZoobotTree "
-                "checkpoint loads with ZoobotTree.load_from_checkpoint(path); to finetune its encoder pass "
-                f"{cls.__name__}(zoobot_checkpoint_loc=path, ...)."
-            )
-
-        encoder = overrides.pop("encoder", None)
-        architecture = hparams.pop("architecture", None)
-        channels = int(hparams.pop("channels", 3) or 3)
-        encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
+        hparams = cls._checked_hparams(checkpoint, checkpoint_path)
         provenance = {k: hparams.pop(k, None) for k in ("name", "zoobot_checkpoint_loc", "encoder_source",
                                                         "label_cols")}
-        hparams.pop("input_size", None)
-        if encoder is None:
-            if architecture is None:
-                raise ValueError(
-                    f"{checkpoint_path} was finetuned from a custom in-memory encoder (not a timm, registry or "
-                    "tiny_cnn model), so zoobot cannot rebuild it. Build the same encoder again and pass it: "
-                    f"{cls.__name__}.load_from_checkpoint(path, encoder=my_encoder)."
-                )
-            encoder = pretrained_encoders.rebuild_encoder(architecture, channels, encoder_kwargs)
-        known = _constructor_arguments(cls)
-        kwargs = drop_unknown_hparams(hparams, known, where=f"{cls.__name__} from {checkpoint_path}")
-        kwargs.update(overrides)
-        kwargs["encoder"] = encoder
-        for key in ("name", "zoobot_checkpoint_loc", "checkpoint_loc"):
-            kwargs.pop(key, None)
-        model = cls(**kwargs)
+        model = cls(**cls._constructor_kwargs(hparams, overrides, checkpoint_path))
         state = checkpoint.get("state_dict")
         if state is None:
             raise ValueError(f"{checkpoint_path} holds no 'state_dict': not a Lightning checkpoint.")
@@ -1232,6 +940,56 @@ class FinetuneableZoobotAbstract(L.LightningModule):
             model = model.to(map_location if not callable(map_location) else "cpu")
         model.checkpoint_path = os.fspath(checkpoint_path)
         return model
+
+    @classmethod
+    def _checked_hparams(cls, checkpoint: dict, checkpoint_path) -> dict:
+        """The checkpoint's hyperparameters, after checking its format version (E11) and that it holds a
+        finetuned model of this class."""
+        from zoobot.shared.checkpoints import VERSION_KEYS, check_format_version
+
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        versions = hparams if "format_version" in hparams else checkpoint
+        check_format_version({k: versions.get(k) for k in VERSION_KEYS if versions.get(k) is not None},
+                             checkpoint_path)
+        written_by = checkpoint.get("zoobot_model_class")
+        if written_by is not None and written_by != cls.__name__:
+            raise ValueError(f"{checkpoint_path} holds a {written_by}, not a {cls.__name__}: load it with "
+                             f"{written_by}.load_from_checkpoint(path).")
+        if "n_blocks" not in hparams:
+            raise ValueError(
+                f"{checkpoint_path} is not a finetuned-model checkpoint (no finetuning hyperparameters). A ZoobotTree "
+                "checkpoint loads with ZoobotTree.load_from_checkpoint(path); to finetune its encoder pass "
+                f"{cls.__name__}(zoobot_checkpoint_loc=path, ...)."
+            )
+        return hparams
+
+    @classmethod
+    def _constructor_kwargs(cls, hparams: dict, overrides: dict, checkpoint_path) -> dict:
+        """Constructor keywords from stored hyperparameters: the encoder rebuilt with random weights (or the
+        ``encoder=`` override), unknown hyperparameters dropped with a warning, ``overrides`` on top."""
+        from zoobot.shared.checkpoints import drop_unknown_hparams
+
+        overrides = dict(overrides)
+        encoder = overrides.pop("encoder", None)
+        architecture = hparams.pop("architecture", None)
+        channels = int(hparams.pop("channels", 3) or 3)
+        encoder_kwargs = hparams.pop("encoder_kwargs", None) or {}
+        hparams.pop("input_size", None)
+        if encoder is None:
+            if architecture is None:
+                raise ValueError(
+                    f"{checkpoint_path} was finetuned from a custom in-memory encoder (not a timm, registry or "
+                    "tiny_cnn model), so zoobot cannot rebuild it. Build the same encoder again and pass it: "
+                    f"{cls.__name__}.load_from_checkpoint(path, encoder=my_encoder)."
+                )
+            encoder = pretrained_encoders.rebuild_encoder(architecture, channels, encoder_kwargs)
+        kwargs = drop_unknown_hparams(hparams, _constructor_arguments(cls),
+                                      where=f"{cls.__name__} from {checkpoint_path}")
+        kwargs.update(overrides)
+        kwargs["encoder"] = encoder
+        for key in ("name", "zoobot_checkpoint_loc", "checkpoint_loc"):
+            kwargs.pop(key, None)
+        return kwargs
 
     @classmethod
     def load_from_name(cls, name: str, **kwargs):
@@ -1290,17 +1048,6 @@ class FinetuneableZoobotAbstract(L.LightningModule):
         accuracy = float(clf.score(*feats["val"]))
         self.linear_sanity_check_accuracy = accuracy
         logger.info("Linear sanity check: logistic regression on frozen features reaches val accuracy %.3f", accuracy)
-
-
-def _augments_training_images(trainer) -> bool:
-    """True when the fit's data module trains on zoobot's random augmentations (``TrainTransform``)."""
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    transform = getattr(datamodule, "train_transform", None)
-    if transform is None:
-        return False
-    from zoobot.pytorch.datasets.transforms import TrainTransform
-
-    return isinstance(transform, TrainTransform)
 
 
 def _constructor_arguments(cls) -> set:
@@ -1424,9 +1171,11 @@ class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights=None,
                  run_linear_sanity_check: bool = False, **kwargs):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r} (binary tasks use num_classes=2)")
-        label_smoothing = _check_fraction("label_smoothing", label_smoothing)
+        try:
+            num_classes = check_int("num_classes", num_classes, minimum=2)
+        except ValueError as err:
+            raise ValueError(f"{err} (binary tasks use num_classes=2)") from None
+        label_smoothing = check_fraction("label_smoothing", label_smoothing, allow_one=False)
         super().__init__(**kwargs)
         import torchmetrics
 
@@ -1585,8 +1334,8 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 
     Notes
     -----
-    Head: dropout (``dropout_prob``, off at prediction) -> linear -> ``1 + 100 * sigmoid``. Loss of
-    api.md 1.5 (sum over questions, mean over galaxies). ``predict`` returns concentrations
+    Head: dropout (``dropout_prob``, off at prediction) -> linear -> ``1 + 100 * sigmoid``. Loss:
+    :func:`finetune_dirichlet_loss` (sum over questions, mean over galaxies). ``predict`` returns concentrations
     (N, n_answers). Logged: ``finetuning/{train,val,test}_loss``.
 
     Calibration: after every validation epoch a per-question concentration scale is fitted to that
@@ -1683,7 +1432,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
     def compute_loss(self, output, y):
         if self._validation_outputs is not None and self.trainer.validating:
             self._validation_outputs.append((output.detach().float().cpu(), y.detach().float().cpu()))
-        return dirichlet_loss(output, y, self.question_index_groups)
+        return finetune_dirichlet_loss(output, y, self.question_index_groups)
 
     def predict_output(self, x):
         return self(x)
@@ -1696,7 +1445,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, max_epochs: int = 100,
                 patience: int = 10, devices="auto", accelerator="auto", logger=None, overwrite: bool = False,
                 **trainer_kwargs):
-    """A Lightning ``Trainer`` set up for finetuning [S].
+    """A Lightning ``Trainer`` set up for finetuning.
 
     One run per ``save_dir`` (docs/reliability.md): ``fit`` into a folder that holds another run's
     checkpoints is refused with :class:`~zoobot.shared.run_dir.SaveDirInUseError`, unless it resumes
@@ -1739,21 +1488,19 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     from lightning.pytorch.loggers import CSVLogger
 
     from zoobot.pytorch.training.console import console_trainer_kwargs
-    from zoobot.pytorch.training.train_with_pytorch_lightning import NoteEpoch, _SeedEachEpoch
+    from zoobot.pytorch.training.callbacks import NoteEpoch, SeedEachEpoch
 
     from zoobot.shared.run_dir import check_save_dir
 
     check_save_dir(save_dir, "the finetuning checkpoints and logs")
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
-        # Lightning reads -1 as "no limit": a finetune that never ends
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    check_int("max_epochs", max_epochs, minimum=1)  # Lightning reads -1 as "no limit": a finetune that never ends
     save_dir = pathlib.Path(save_dir)
     checkpoint_callback = ModelCheckpoint(
         dirpath=str(save_dir / "checkpoints"), filename=file_template, monitor=MONITOR, mode="min",
         save_top_k=save_top_k, save_last=True)
     callbacks = [checkpoint_callback,
                  EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True), NoteEpoch(),
-                 _SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
+                 SeedEachEpoch(None)]  # the model's seed per epoch: a resumed finetune repeats an uninterrupted one
     if logger is None:
         logger = CSVLogger(save_dir=str(save_dir), name="logs", version="")
     if logger:

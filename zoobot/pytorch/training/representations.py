@@ -1,4 +1,6 @@
-"""Representations: the encoder's features of every galaxy in a catalog (api.md 2.6, 4.4).
+"""Representations: the encoder's features of every galaxy in a catalog.
+
+See docs/components/predictions_and_representations.md.
 
 A trained encoder turns each image into a vector (e.g. 640 numbers for ConvNeXt-nano) that sums up
 its morphology. These vectors are useful for similarity search, clustering, anomaly detection or as
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
+from zoobot.shared.validation import check_int
 
 __all__ = ["ZoobotEncoder", "get_representations"]
 
@@ -177,8 +180,7 @@ def get_representations(catalog, model, save_loc=None, batch_size=256, datamodul
             f"representations file extension (save_loc={os.fspath(save_loc)!r})",
             pathlib.Path(os.fspath(save_loc)).suffix, _TABLE_EXTENSIONS,
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     encoder = _as_encoder(model)
     options = {"batch_size": int(batch_size), **dict(datamodule_kwargs or {})}
     features = predict(catalog, encoder, n_samples=1, datamodule_kwargs=options, trainer_kwargs=trainer_kwargs,
