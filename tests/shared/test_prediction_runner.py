@@ -135,7 +135,7 @@ def test_checks_before_any_compute(tmp_path):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols[:3], schema=SCHEMA)
     with pytest.raises(ValueError, match="summary=True needs"):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols, summary=True)
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols, chunk_size=0)
     assert model.calls == []
     assert not list(tmp_path.iterdir())
