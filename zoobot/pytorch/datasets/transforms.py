@@ -33,6 +33,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from zoobot.shared.datamodules import default_transform_pair
 from zoobot.shared.images import to_channels
 
 __all__ = [
@@ -285,8 +286,5 @@ def default_transforms(greyscale: bool = False, resize_after_crop: int = 224, cr
     >>> evaluate.output_shape
     (1, 64, 64)
     """
-    channels = 1 if greyscale else 3
-    train = TrainTransform(channels, resize_after_crop, crop_scale_bounds, crop_ratio_bounds)
-    if test_time_augmentation:
-        return train, train
-    return train, EvalTransform(channels, resize_after_crop, crop_scale_bounds)
+    return default_transform_pair(TrainTransform, EvalTransform, greyscale, resize_after_crop, crop_scale_bounds,
+                                  crop_ratio_bounds, test_time_augmentation)

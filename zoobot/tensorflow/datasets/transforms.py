@@ -58,6 +58,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from zoobot.shared.datamodules import default_transform_pair
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = [
@@ -359,8 +360,5 @@ def default_transforms(greyscale: bool = False, resize_after_crop: int = 224, cr
     >>> evaluate.output_shape
     (64, 64, 1)
     """
-    channels = 1 if greyscale else 3
-    train = TrainTransform(channels, resize_after_crop, crop_scale_bounds, crop_ratio_bounds)
-    if test_time_augmentation:
-        return train, train
-    return train, EvalTransform(channels, resize_after_crop, crop_scale_bounds)
+    return default_transform_pair(TrainTransform, EvalTransform, greyscale, resize_after_crop, crop_scale_bounds,
+                                  crop_ratio_bounds, test_time_augmentation)
