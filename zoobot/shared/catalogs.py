@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.shared.errors import CatalogError, format_examples, unknown_option_error
+from zoobot.shared.validation import check_fraction
 
 __all__ = ["load_catalog", "validate_catalog", "split_catalog", "split_assignment", "LABEL_KINDS"]
 
@@ -367,8 +368,7 @@ def split_catalog(
         raise TypeError(f"catalog must be a pandas DataFrame, got {type(catalog).__name__}.")
     fractions = {"train_fraction": train_fraction, "val_fraction": val_fraction, "test_fraction": test_fraction}
     for key, value in fractions.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value <= 1:
-            raise ValueError(f"{key} must be a number in [0, 1], got {value!r}.")
+        check_fraction(key, value)
     total = train_fraction + val_fraction + test_fraction
     if abs(total - 1) > 1e-6:
         raise ValueError(

@@ -7,14 +7,15 @@ how it reads and batches images. See docs/components/loading_data.md.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable
 
 from zoobot.shared.catalogs import split_catalog, validate_catalog
-from zoobot.shared.validation import available_cpus, check_int
+from zoobot.shared.validation import available_cpus, check_int, is_int
 
 __all__ = ["available_cpus", "loader_settings", "pair", "prepare_catalogs", "default_transform_pair",
-           "check_transform_overrides"]
+           "check_transform_overrides", "check_crop_bounds", "check_size", "check_channels"]
 
 
 def loader_settings(batch_size, num_workers, prefetch_factor, stacklevel: int = 3) -> tuple[int, int, int | None]:
@@ -110,3 +111,36 @@ def prepare_catalogs(catalog, fractions: tuple, train_catalog, val_catalog, test
                                            check_valid_paths=check_valid_paths, name="predict_catalog")
         check_files(predict_catalog)
     return explicit["train_catalog"], explicit["val_catalog"], explicit["test_catalog"], predict_catalog
+
+
+def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Validate the crop area-fraction and aspect-ratio bounds; return them as float pairs.
+
+    Examples
+    --------
+    >>> check_crop_bounds((0.7, 0.8), [0.9, 1.1])
+    ((0.7, 0.8), (0.9, 1.1))
+    """
+    out = []
+    for what, bounds, upper in (("crop_scale_bounds", crop_scale_bounds, 1.0),
+                                ("crop_ratio_bounds", crop_ratio_bounds, math.inf)):
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a (low, high) pair of numbers, got {bounds!r}") from None
+        if not 0 < low <= high <= upper:
+            raise ValueError(f"{what} must satisfy 0 < low <= high{' <= 1' if upper == 1 else ''}, got {bounds!r}")
+        out.append((low, high))
+    return out[0], out[1]
+
+
+def check_size(resize_after_crop) -> int:
+    """The output side of a transform in pixels: an integer >= 1."""
+    return check_int("resize_after_crop", resize_after_crop, minimum=1)
+
+
+def check_channels(channels) -> int:
+    """1 (greyscale) or 3 (colour)."""
+    if not is_int(channels) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
+    return int(channels)

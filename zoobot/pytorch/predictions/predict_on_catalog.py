@@ -42,6 +42,7 @@ from zoobot.shared.prediction_runner import (
     requested_dropout,
     run_chunked_prediction,
 )
+from zoobot.shared.validation import is_int
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -263,7 +264,7 @@ def describe_model(model) -> ModelSpec:
 
 def _model_channels(model) -> int:
     channels = getattr(model, "channels", None)
-    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and channels in (1, 3):
+    if is_int(channels) and channels in (1, 3):
         return int(channels)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -274,7 +275,7 @@ def _model_channels(model) -> int:
 def _feature_dim(model, channels: int) -> int:
     for attr in ("encoder_dim", "num_features"):
         value = getattr(model, attr, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        if is_int(value) and value > 0:
             return int(value)
     from zoobot.pytorch.estimators.define_model import get_encoder_dim
 
@@ -390,7 +391,7 @@ def _device_request(trainer_kwargs: dict) -> tuple[str, list, int]:
         indices = list(range(gpus)) if use_gpu else [0]
     elif isinstance(devices, (list, tuple)):
         indices = [int(d) for d in devices]
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool) and devices >= 1:
+    elif is_int(devices) and devices >= 1:
         indices = list(range(int(devices)))
     else:
         raise ValueError(f"trainer_kwargs['devices'] must be 'auto', a positive int or a list, got {devices!r}")

@@ -43,6 +43,7 @@ from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import CatalogError, ImageLoadError, format_examples, unknown_option_error
 from zoobot.tensorflow.data_utils import create_tfrecord
 from zoobot.tensorflow.data_utils.image_datasets import check_image_headers, file_format_of
+from zoobot.shared.validation import check_fraction, check_int, is_int
 
 __all__ = ["ShardConfig", "load_shard_config", "write_catalog_to_tfrecord_shards", "load_image_for_shard"]
 
@@ -100,10 +101,9 @@ class ShardConfig:
     """
 
     def __init__(self, shard_dir, size, shard_size=4096, channels=3, image_encoding="png"):
-        for name, value in (("size", size), ("shard_size", shard_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if channels not in (1, 3) or isinstance(channels, bool):
+        check_int("size", size, minimum=1)
+        check_int("shard_size", shard_size, minimum=1)
+        if not is_int(channels) or channels not in (1, 3):
             raise unknown_option_error("channels", channels, ["1", "3"])
         if image_encoding not in create_tfrecord.IMAGE_ENCODINGS:
             raise unknown_option_error("image_encoding", image_encoding, create_tfrecord.IMAGE_ENCODINGS)
@@ -437,8 +437,7 @@ def write_catalog_to_tfrecord_shards(
     reserved = [c for c in columns_to_save if c in create_tfrecord.RESERVED_FEATURES]
     if reserved:
         raise ValueError(f"columns_to_save may not include {reserved}: these names hold the image. Rename the columns.")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
+    check_int("shard_size", shard_size, minimum=1)
     os.makedirs(save_dir, exist_ok=True)
 
     ids = df["id_str"].astype(str).tolist()
@@ -545,9 +544,7 @@ def _resolve_fractions(train_test_fraction, val_fraction, test_fraction) -> dict
                 "train_test_fraction=f (train f, the rest written as val shards, no test shards) or "
                 "val_fraction/test_fraction (train is the rest)."
             )
-        if isinstance(train_test_fraction, bool) or not 0 < float(train_test_fraction) < 1:
-            raise ValueError(f"train_test_fraction must be a number strictly between 0 and 1, got {train_test_fraction!r}.")
-        f = float(train_test_fraction)
+        f = check_fraction("train_test_fraction", train_test_fraction, allow_zero=False, allow_one=False)
         return {"train": f, "val": round(1.0 - f, 12), "test": 0.0}
     val_fraction, test_fraction = float(val_fraction), float(test_fraction)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):

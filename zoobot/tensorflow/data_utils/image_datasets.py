@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ImageLoadError, format_examples, unknown_option_error
+from zoobot.shared.validation import check_int
 
 __all__ = [
     "get_image_dataset",
@@ -194,9 +195,7 @@ def _as_path_list(image_paths) -> list[str]:
 
 
 def _positive_int(value, name) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return check_int(name, value, minimum=1)
 
 
 def file_format_of(path: str) -> str | None:

@@ -23,6 +23,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from zoobot.shared.errors import CatalogError, format_examples
+from zoobot.shared.validation import check_int
 
 __all__ = ["get_dataset", "get_tfrecord_dataset", "load_tfrecords", "get_feature_spec", "inspect_first_record"]
 
@@ -92,8 +93,7 @@ def get_dataset(
     label_cols = _resolve_label_cols(label_cols, columns_to_save)
     if batch_size is None:
         raise TypeError("get_dataset() missing required argument 'batch_size'.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size, minimum=1)
     if shuffle is None:
         raise TypeError("get_dataset() missing required argument 'shuffle' (True for training, False to keep order).")
     locs = _check_locs(tfrecord_locs)

@@ -58,7 +58,9 @@ from typing import Callable
 
 import tensorflow as tf
 
-from zoobot.shared.datamodules import default_transform_pair
+from zoobot.shared.datamodules import check_channels as _check_channels
+from zoobot.shared.datamodules import check_crop_bounds, default_transform_pair
+from zoobot.shared.datamodules import check_size as _check_size
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = [
@@ -102,33 +104,6 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
             raise ValueError(f"cannot turn {have} channels into 3")
         return tf.tile(image[..., :1], [1, 1, 3])
     raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
-
-
-def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Validate the crop area-fraction and aspect-ratio bounds; return them as float pairs."""
-    out = []
-    for what, bounds, upper in (("crop_scale_bounds", crop_scale_bounds, 1.0),
-                                ("crop_ratio_bounds", crop_ratio_bounds, math.inf)):
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a (low, high) pair of numbers, got {bounds!r}") from None
-        if not 0 < low <= high <= upper:
-            raise ValueError(f"{what} must satisfy 0 < low <= high{' <= 1' if upper == 1 else ''}, got {bounds!r}")
-        out.append((low, high))
-    return out[0], out[1]
-
-
-def _check_size(resize_after_crop) -> int:
-    if isinstance(resize_after_crop, bool) or not isinstance(resize_after_crop, int) or resize_after_crop < 1:
-        raise ValueError(f"resize_after_crop must be a positive int (pixels), got {resize_after_crop!r}")
-    return int(resize_after_crop)
-
-
-def _check_channels(channels) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
-    return int(channels)
 
 
 def _resize(image: tf.Tensor, height, width) -> tf.Tensor:

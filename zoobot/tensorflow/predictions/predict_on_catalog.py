@@ -42,6 +42,7 @@ from zoobot.shared.prediction_runner import (
     requested_dropout,
     run_chunked_prediction,
 )
+from zoobot.shared.validation import is_int
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
@@ -236,7 +237,7 @@ def describe_model(model) -> ModelSpec:
 
 def _model_channels(model) -> int:
     channels = getattr(model, "channels", None)
-    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and channels in (1, 3):
+    if is_int(channels) and channels in (1, 3):
         return int(channels)
     shape = _input_shape(model)
     if shape is not None and shape[-1] in (1, 3):
@@ -256,7 +257,7 @@ def _input_shape(model):
 
 def _model_input_size(model) -> int:
     size = getattr(model, "input_size", None)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+    if is_int(size) and size > 0:
         return int(size)
     shape = _input_shape(model)
     if shape is not None and len(shape) == 4 and shape[1] is not None:
@@ -267,7 +268,7 @@ def _model_input_size(model) -> int:
 def _output_dim(model, channels: int) -> int:
     for attr in ("output_dim", "encoder_dim"):
         value = getattr(model, attr, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        if is_int(value) and value > 0:
             return int(value)
     from zoobot.tensorflow.estimators.define_model import get_encoder_dim
 
