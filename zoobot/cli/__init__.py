@@ -1,4 +1,4 @@
-"""The ``zoobot`` command line (api.md 5.2).
+"""The ``zoobot`` command line (docs/cli.md).
 
 Run ``zoobot --help`` (or ``python -m zoobot --help``) for the commands::
 

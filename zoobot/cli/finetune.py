@@ -1,4 +1,4 @@
-"""``zoobot finetune``: adapt a pretrained encoder to new labels (api.md 2.5 / 3.7)."""
+"""``zoobot finetune``: adapt a pretrained encoder to new labels (docs/guides/finetuning.md)."""
 from __future__ import annotations
 
 import pathlib

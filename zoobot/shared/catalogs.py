@@ -1,4 +1,4 @@
-"""Catalogs: load, validate and split the table of galaxies (api.md 1.3, 4.1).
+"""Catalogs: load, validate and split the table of galaxies (docs/components/loading_data.md).
 
 A catalog has one row per galaxy: ``id_str`` (a unique string), ``file_loc`` (path to the
 image) and label columns (vote counts per answer for decision trees; class ids or targets
@@ -133,7 +133,7 @@ def validate_catalog(
     Parameters
     ----------
     catalog : pandas.DataFrame
-        One row per galaxy (api.md 4.1).
+        One row per galaxy (docs/components/loading_data.md).
     label_cols : list of str, str or None
         Label columns that must be present; ``None`` for no labels (e.g. prediction).
     require_file_loc : bool

@@ -1,4 +1,4 @@
-"""Reading galaxy images from disk, for both backends (api.md 1.4).
+"""Reading galaxy images from disk, for both backends (docs/components/loading_data.md).
 
 :func:`load_image` returns an HWC numpy array:
 

@@ -1,4 +1,5 @@
-"""Chunked, resumable prediction over a catalog, shared by both backends (api.md 2.6, 4.4).
+"""Chunked, resumable prediction over a catalog, shared by both backends
+(docs/components/predictions_and_representations.md).
 
 Each backend's ``predict_on_catalog.predict`` does the model work in a ``predict_rows`` generator;
 :func:`run_chunked_prediction` does everything else:

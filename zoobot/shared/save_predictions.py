@@ -1,4 +1,4 @@
-"""Writing prediction files (api.md 1.6, 4.4), the same way for both backends.
+"""Writing prediction files, the same way for both backends (docs/components/predictions_and_representations.md).
 
 :func:`save` writes ``predictions`` of shape (galaxy, output, sample), keyed by ``id_str``, in the
 format the extension of ``save_loc`` names:
@@ -213,7 +213,11 @@ def save(
     *,
     schema=None,
 ) -> pathlib.Path:
-    """Write predictions in the layout of api.md 4.4, format chosen by the extension.
+    """Write predictions to a file in the format the extension of ``save_loc`` names.
+
+    Layout: the module docstring and docs/components/predictions_and_representations.md. The upstream
+    names ``predictions_to_csv`` and ``predictions_to_hdf5`` are this same function: whatever the name,
+    ``.parquet``/``.csv``/``.hdf5``/``.h5`` decides the format.
 
     Parameters
     ----------
@@ -259,6 +263,17 @@ def save(
     --------
     >>> save(np.ones((2, 2, 1)), ['a', 'b'], ['ring_yes', 'ring_no'], 'preds.parquet')  # doctest: +SKIP
     """
+    predictions, id_str, label_cols, failures = _checked_inputs(predictions, id_str, label_cols, save_loc, kind,
+                                                                failures)
+    n_rows, n_samples = predictions.shape[0], predictions.shape[2]
+    with PredictionWriter(save_loc, label_cols, n_rows, n_samples, kind, metadata, schema=schema) as writer:
+        for start in range(0, n_rows, WRITE_ROWS):
+            writer.write(predictions[start : start + WRITE_ROWS], id_str[start : start + WRITE_ROWS])
+        return writer.close(failures)
+
+
+def _checked_inputs(predictions, id_str, label_cols, save_loc, kind, failures):
+    """:func:`save`'s inputs checked (E13, E10, E3) and normalised; failed rows set to NaN."""
     prediction_format(save_loc)  # E13
     if kind not in KINDS:
         raise unknown_option_error("kind", kind, KINDS)
@@ -284,12 +299,7 @@ def save(
         if failed.any():
             predictions = predictions.copy()
             predictions[failed] = np.nan
-
-    n_rows, n_samples = predictions.shape[0], predictions.shape[2]
-    with PredictionWriter(save_loc, label_cols, n_rows, n_samples, kind, metadata, schema=schema) as writer:
-        for start in range(0, n_rows, WRITE_ROWS):
-            writer.write(predictions[start : start + WRITE_ROWS], id_str[start : start + WRITE_ROWS])
-        return writer.close(failures)
+    return predictions, id_str, label_cols, failures
 
 
 def _check_width(n_outputs: int, label_cols) -> None:
@@ -507,6 +517,8 @@ def _open_hdf5(path, n_rows, label_cols, n_samples, record):
     return f
 
 
-#: Upstream (v1) names of :func:`save`; the extension of ``save_loc`` decides the format.
-predictions_to_hdf5 = save
+#: Upstream (v1) name of :func:`save`, kept for upstream code. It writes the format the extension of
+#: ``save_loc`` names (HDF5 for ``.hdf5``, not only CSV): prefer ``save``, the honest name.
 predictions_to_csv = save
+#: Upstream (v1) name of :func:`save` (writes the format the extension names, not only HDF5).
+predictions_to_hdf5 = save

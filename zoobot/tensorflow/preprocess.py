@@ -1,4 +1,5 @@
-"""Turn raw dict batches into model input (api.md 3.2). Alias: ``zoobot.tensorflow.estimators.preprocess``.
+"""Turn raw dict batches into model input
+(docs/components/preprocessing.md). Alias: ``zoobot.tensorflow.estimators.preprocess``.
 
 The raw datasets of :mod:`zoobot.tensorflow.data_utils` yield ``{'matrix': uint8 0-255, 'id_str',
 <labels>}``. Models want ``(images float32 NHWC in [0, 1], labels float32 (B, n))``::

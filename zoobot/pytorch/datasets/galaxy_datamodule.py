@@ -1,6 +1,6 @@
-"""``GalaxyDataModule``: catalogs -> train/val/test/predict DataLoaders (api.md 2.1).
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict DataLoaders (docs/components/loading_data.md).
 
-The seeds' call works as written::
+Upstream Zoobot's call works as written::
 
     datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)
 

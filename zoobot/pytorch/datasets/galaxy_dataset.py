@@ -1,4 +1,4 @@
-"""A map-style ``torch`` Dataset of galaxy images listed in a catalog (api.md 2.1).
+"""A map-style ``torch`` Dataset of galaxy images listed in a catalog (docs/components/loading_data.md).
 
 Each item is the image at ``catalog['file_loc']`` as a CHW float32 tensor in [0, 1], optionally with its
 labels. The catalog columns are copied into numpy arrays at construction, so data-loader workers share

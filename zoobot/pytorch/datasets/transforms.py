@@ -1,4 +1,5 @@
-"""Image transforms of the PyTorch data pipeline (api.md 2.1), built on ``torchvision.transforms.v2``.
+"""Image transforms of the PyTorch data pipeline
+(docs/components/loading_data.md), built on ``torchvision.transforms.v2``.
 
 Every transform takes an HWC ``numpy`` array as :func:`zoobot.shared.images.load_image` returns it
 (uint8 for jpg/png, float32 in [0, 1] for FITS) and returns a CHW float32 tensor in [0, 1].

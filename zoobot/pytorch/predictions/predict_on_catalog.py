@@ -1,4 +1,5 @@
-"""Predict every galaxy of a catalog with a PyTorch model, and save the results (api.md 2.6, 4.4).
+"""Predict every galaxy of a catalog with a PyTorch model, and save the results
+(docs/components/predictions_and_representations.md).
 
 :func:`predict` works with any zoobot model: a :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree`
 (Dirichlet concentrations per answer), the finetuned classifier (class probabilities), regressor
@@ -87,7 +88,8 @@ def predict(
         One name per model output. Default: from the model (schema label columns, ``class_{i}``,
         ``prediction`` or ``feat_{i}``).
     save_loc : str or path-like, optional
-        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; api.md 4.4).
+        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; layout in
+        docs/components/predictions_and_representations.md).
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.pytorch.datasets.GalaxyDataModule`, e.g. ``batch_size``,

@@ -1,4 +1,4 @@
-"""Write a catalog of galaxy images into TFRecord shards (api.md 3.1, 4.3).
+"""Write a catalog of galaxy images into TFRecord shards (docs/components/loading_data.md).
 
 Shards hold each galaxy's image already resized (PNG, lossless) with its ``id_str`` and saved
 label columns, so training reads a few large files instead of many small images. The seed flow::
@@ -11,7 +11,7 @@ label columns, so training reads a few large files instead of many small images.
     train = tfrecord_datasets.get_dataset(shard_config.train_tfrecord_locs(), ['ring'], 64, shuffle=True)
     val = tfrecord_datasets.get_dataset(shard_config.val_tfrecord_locs(), ['ring'], 64, shuffle=False)
 
-Folder written (api.md 4.3)::
+Folder written::
 
     shard_dir/shard_config.json
     shard_dir/{train,val,test,unlabelled}_shards/s{size}_shard_{n}.tfrecord
@@ -157,12 +157,12 @@ class ShardConfig:
         Parameters
         ----------
         labelled_catalog : pandas.DataFrame
-            ``id_str``, ``file_loc`` and the ``columns_to_save`` (api.md 4.1).
+            ``id_str``, ``file_loc`` and the ``columns_to_save`` (docs/components/loading_data.md).
         unlabelled_catalog : pandas.DataFrame, optional
             ``id_str``, ``file_loc``; written to unlabelled shards (image + ``id_str`` only).
         columns_to_save : list of str
             Label columns to store (``id_str`` is always stored); integer columns are stored as int64,
-            floats as float. Alias ``labelled_columns_to_save`` [U0].
+            floats as float. Alias ``labelled_columns_to_save``.
         train_test_fraction : float, keyword-only, optional
             [S] Train fraction ``f``; the held-out ``1 - f`` is written as **val** shards and no test
             shards are written. Cannot be combined with ``val_fraction``/``test_fraction``.
@@ -301,7 +301,7 @@ class ShardConfig:
         return all(len(locs[split]()) > 0 for split, n in self.row_counts.items() if n > 0)
 
     def to_dict(self) -> dict:
-        """The JSON content of ``shard_config.json`` (api.md 4.3); paths relative to ``shard_dir``."""
+        """The JSON content of ``shard_config.json``; paths relative to ``shard_dir``."""
         catalogs = {"labelled": self.labelled_catalog_loc, "train": self.train_catalog_loc,
                     "val": self.val_catalog_loc, "test": self.test_catalog_loc,
                     "unlabelled": self.unlabelled_catalog_loc}

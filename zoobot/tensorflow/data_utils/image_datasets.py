@@ -1,4 +1,4 @@
-"""tf.data datasets straight from image files (api.md 3.1) - no shards needed.
+"""tf.data datasets straight from image files (docs/components/loading_data.md) - no shards needed.
 
 :func:`get_image_dataset` reads a list of ``.png`` / ``.jpg`` / ``.jpeg`` / ``.fits`` files and yields
 dict batches::
@@ -249,7 +249,7 @@ def _resolve_formats(paths: list[str], file_format) -> list[str]:
 
 
 def _label_columns(labels, n: int) -> dict:
-    """The label keys of each element (api.md 3.1 label forms), as float32 arrays."""
+    """The label keys of each element (label forms: docs/components/loading_data.md), as float32 arrays."""
     if labels is None:
         return {}
     if isinstance(labels, pd.DataFrame):

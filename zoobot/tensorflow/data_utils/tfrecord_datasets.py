@@ -1,4 +1,4 @@
-"""tf.data datasets read from TFRecord shards (api.md 3.1, 4.3).
+"""tf.data datasets read from TFRecord shards (docs/components/loading_data.md).
 
 Shards are written by :class:`zoobot.tensorflow.data_utils.create_shards.ShardConfig`. Reading one
 back::
@@ -51,7 +51,7 @@ def get_dataset(
         Shard files, e.g. ``shard_config.train_tfrecord_locs()``.
     label_cols : list of str
         Saved columns to read as labels (``[]`` for unlabelled shards). Required; the keyword
-        ``columns_to_save`` (the seeds' name) is accepted instead.
+        ``columns_to_save`` (upstream Zoobot's name) is accepted instead.
     batch_size : int
         Galaxies per batch. Required.
     shuffle : bool
@@ -139,7 +139,7 @@ def get_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-#: Alias [U0] of :func:`get_dataset`.
+#: Upstream alias of :func:`get_dataset`.
 get_tfrecord_dataset = get_dataset
 
 

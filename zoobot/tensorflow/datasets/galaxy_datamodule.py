@@ -1,8 +1,9 @@
-"""``GalaxyDataModule``: catalogs -> train/val/test/predict ``tf.data.Dataset`` pipelines (api.md 3.3).
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict ``tf.data.Dataset`` pipelines
+(docs/components/loading_data.md).
 
 The twin of :class:`zoobot.pytorch.datasets.GalaxyDataModule`: the same arguments and defaults, the same
 catalog validation and splits (:func:`zoobot.shared.catalogs.split_catalog` with ``seed``), the same
-train and deterministic eval transforms (:mod:`zoobot.tensorflow.datasets.transforms`). The seeds'
+train and deterministic eval transforms (:mod:`zoobot.tensorflow.datasets.transforms`). Upstream Zoobot's
 call works as written::
 
     datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)

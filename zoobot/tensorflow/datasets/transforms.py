@@ -1,4 +1,4 @@
-"""Image transforms of the TensorFlow data pipeline (api.md 2.1, 3.3), as TensorFlow graph ops.
+"""Image transforms of the TensorFlow data pipeline (docs/components/loading_data.md), as TensorFlow graph ops.
 
 The twin of :mod:`zoobot.pytorch.datasets.transforms`: the same steps, in the same order, with the
 same parameters, so a model sees the same kind of images whichever backend feeds it. Every

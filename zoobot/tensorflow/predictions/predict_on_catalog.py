@@ -1,4 +1,5 @@
-"""Predict every galaxy of a catalog with a Keras model, and save the results (api.md 3.7, 2.6, 4.4).
+"""Predict every galaxy of a catalog with a Keras model, and save the results
+(docs/components/predictions_and_representations.md).
 
 The twin of :mod:`zoobot.pytorch.predictions.predict_on_catalog`: the same arguments, return value and
 files. :func:`predict` works with any zoobot Keras model: a
@@ -85,7 +86,8 @@ def predict(
         One name per model output. Default: from the model (schema label columns, ``class_{i}``,
         ``prediction`` or ``feat_{i}``).
     save_loc : str or path-like, optional
-        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; api.md 4.4).
+        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; layout in
+        docs/components/predictions_and_representations.md).
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, e.g. ``batch_size``,

@@ -1,4 +1,5 @@
-"""Predictions from a ``tf.data.Dataset`` of ``(images, id_str)`` batches (upstream Zoobot 1.x API, api.md 3.7).
+"""Predictions from a ``tf.data.Dataset`` of ``(images, id_str)`` batches (upstream Zoobot 1.x API;
+docs/components/predictions_and_representations.md).
 
 For catalogs of image files prefer :func:`zoobot.tensorflow.predictions.predict_on_catalog.predict`
 (chunked, resumable, records unreadable images). This module serves users who build their own
@@ -47,7 +48,8 @@ def predict(ds, model, n_samples, label_cols, save_loc):
     label_cols : list of str
         One name per model output (e.g. ``schema.label_cols``).
     save_loc : str or path-like, optional
-        ``.parquet``, ``.csv`` or ``.hdf5``/``.h5`` (layout of api.md 4.4); None: do not save.
+        ``.parquet``, ``.csv`` or ``.hdf5``/``.h5`` (layout in
+        docs/components/predictions_and_representations.md); None: do not save.
 
     Returns
     -------
