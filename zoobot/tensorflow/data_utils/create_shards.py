@@ -195,18 +195,7 @@ class ShardConfig:
         columns = _resolve_columns(columns_to_save, labelled_columns_to_save)
         fractions = _resolve_fractions(train_test_fraction, val_fraction, test_fraction)
 
-        labelled = validate_catalog(
-            labelled_catalog, label_cols=columns, label_kind="regression", check_valid_paths=True,
-            name="labelled_catalog", label_description="columns_to_save",
-        )
-        unlabelled = None
-        if unlabelled_catalog is not None:
-            unlabelled = validate_catalog(
-                unlabelled_catalog, label_kind=None, check_valid_paths=True, name="unlabelled_catalog"
-            )
-        for catalog in (labelled, unlabelled):
-            if catalog is not None:  # E6 before writing anything: files that are not PNG/JPEG at all
-                _check_headers(catalog)
+        labelled, unlabelled = _validated_catalogs(labelled_catalog, unlabelled_catalog, columns)
         train, val, test = split_catalog(labelled, seed=seed, **{f"{k}_fraction": v for k, v in fractions.items()})
         self._prepare_folder(overwrite)
 
@@ -221,7 +210,13 @@ class ShardConfig:
             )
 
         labelled.to_parquet(self.labelled_catalog_loc, index=False)
-        splits = {"train": train, "val": val, "test": test, "unlabelled": unlabelled}
+        self._write_splits({"train": train, "val": val, "test": test, "unlabelled": unlabelled}, columns, num_workers)
+        self.write()
+        logger.info("Wrote shards to %s: %s", self.shard_dir, self.row_counts)
+        return self
+
+    def _write_splits(self, splits: dict, columns, num_workers) -> None:
+        """Each split's catalog (parquet) and shards; ``row_counts`` filled in."""
         catalog_locs = {
             "train": self.train_catalog_loc, "val": self.val_catalog_loc,
             "test": self.test_catalog_loc, "unlabelled": self.unlabelled_catalog_loc,
@@ -249,9 +244,6 @@ class ShardConfig:
                     f"{err} The {split} shards in {self.shard_dir!r} are incomplete: fix or drop this galaxy, then "
                     "run prepare_shards again with overwrite=True."
                 ) from err
-        self.write()
-        logger.info("Wrote shards to %s: %s", self.shard_dir, self.row_counts)
-        return self
 
     def _prepare_folder(self, overwrite: bool) -> None:
         root = pathlib.Path(self.shard_dir)
@@ -394,6 +386,8 @@ def write_catalog_to_tfrecord_shards(
     desc="writing shards",
 ) -> list[str]:
     """Write every galaxy of ``df`` into ``save_dir/s{img_size}_shard_{n}.tfrecord`` (n from 0).
+
+    (Over 80 lines only for its numpydoc; the body is one check-then-write loop.)
 
     Parameters
     ----------
@@ -553,6 +547,23 @@ def _resolve_fractions(train_test_fraction, val_fraction, test_fraction) -> dict
             "1 (train gets the rest)."
         )
     return {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+
+
+def _validated_catalogs(labelled_catalog, unlabelled_catalog, columns):
+    """Both catalogs checked (E1-E5, and E6 for files that are not PNG/JPEG at all) before anything is written."""
+    labelled = validate_catalog(
+        labelled_catalog, label_cols=columns, label_kind="regression", check_valid_paths=True,
+        name="labelled_catalog", label_description="columns_to_save",
+    )
+    unlabelled = None
+    if unlabelled_catalog is not None:
+        unlabelled = validate_catalog(
+            unlabelled_catalog, label_kind=None, check_valid_paths=True, name="unlabelled_catalog"
+        )
+    for catalog in (labelled, unlabelled):
+        if catalog is not None:
+            _check_headers(catalog)
+    return labelled, unlabelled
 
 
 def _check_headers(catalog: pd.DataFrame) -> None:

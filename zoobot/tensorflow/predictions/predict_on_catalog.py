@@ -69,6 +69,8 @@ def predict(
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
+    (Over 80 lines only for its numpydoc; the body is a dozen lines.)
+
     Parameters
     ----------
     catalog : pandas.DataFrame
