@@ -55,6 +55,8 @@ __all__ = ["run_chunked_prediction", "partial_dir", "repeat_rows", "PassCollecto
            "requested_dropout", "datamodule_options", "resume_key", "PredictionPlan", "plan_prediction"]
 
 _MANIFEST = "manifest.json"
+#: Shortest interval between two trims of the C heap during a prediction (:func:`release_free_memory`).
+_TRIM_SECONDS = 0.1
 _FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
 
 
@@ -205,20 +207,7 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
             # all rows: a copy-on-write view, no copy of a catalog that may hold millions of paths
             rows = (catalog.reset_index(drop=True) if len(todo) == chunks.n_rows
                     else catalog.iloc[todo].reset_index(drop=True))
-            results = predict_rows(rows)
-            try:
-                for result in results:
-                    positions, batch_predictions, batch_failures = _checked_batch(result, rows, len(label_cols))
-                    for index in chunks.add(todo[positions], batch_predictions, batch_failures):
-                        if folder is not None:
-                            _write_chunk(folder, index, *chunks.contents(index))
-                        release_free_memory()
-                        done += len(chunks.rows(index))
-                        interrupts.note_rows(done, chunks.n_rows, folder)
-                    bar.update(len(positions))
-            finally:  # a generator's loader and model state are released now, not when it is collected
-                if callable(getattr(results, "close", None)):
-                    results.close()
+            _collect(predict_rows(rows), rows, todo, chunks, folder, bar, done)
             chunks.check_complete(todo, rows)
     finally:
         bar.close()
@@ -238,6 +227,33 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
             stacklevel=3,
         )
     return predictions
+
+
+def _collect(results, rows, todo, chunks: "_Chunks", folder, bar, done: int) -> None:
+    """Take every batch of the backend's ``results`` into ``chunks``, storing each chunk as it completes.
+
+    The C heap is trimmed after every batch (at most every :data:`_TRIM_SECONDS`) as well as after every
+    chunk: the batches' large freed buffers would otherwise pile up between trims, and the peak memory
+    of a run grew with its length (docs/benchmarks.md, section 3b).
+    """
+    import time
+
+    last_trim = time.monotonic()
+    try:
+        for result in results:
+            positions, batch_predictions, batch_failures = _checked_batch(result, rows, chunks.n_outputs)
+            for index in chunks.add(todo[positions], batch_predictions, batch_failures):
+                if folder is not None:
+                    _write_chunk(folder, index, *chunks.contents(index))
+                done += len(chunks.rows(index))
+                interrupts.note_rows(done, chunks.n_rows, folder)
+            if time.monotonic() - last_trim >= _TRIM_SECONDS:
+                release_free_memory()
+                last_trim = time.monotonic()
+            bar.update(len(positions))
+    finally:  # a generator's loader and model state are released now, not when it is collected
+        if callable(getattr(results, "close", None)):
+            results.close()
 
 
 class SaveLocInUseError(FileExistsError):
@@ -548,10 +564,10 @@ def _chunk_path(folder: pathlib.Path, index: int) -> pathlib.Path:
 def release_free_memory() -> bool:
     """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``).
 
-    Called after every finished chunk. One data pipeline serves the whole catalog, and the batches'
-    large temporary buffers, freed between other small allocations, fragment glibc's heap: without
-    this the resident memory of a PyTorch prediction crept up by ~180 MiB over 100k rows (tiny_cnn,
-    64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
+    Called after every batch of a prediction (at most every 0.1 s). One data pipeline serves the whole
+    catalog, and the batches' large temporary buffers, freed between other small allocations, fragment
+    glibc's heap: without this the resident memory of a PyTorch prediction crept up by ~180 MiB over
+    100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
     where the C library has no ``malloc_trim``, e.g. macOS or musl).
     """
     global _MALLOC_TRIM

@@ -77,6 +77,7 @@ def catalog_dataset(
     num_parallel_calls: int | None = tf.data.AUTOTUNE,
     prefetch: int | None = tf.data.AUTOTUNE,
     fits_scaling="percentile",
+    private_threads: int | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of the catalog's images (transformed) with labels or ids.
 
@@ -99,6 +100,10 @@ def catalog_dataset(
         Parallel decode/transform calls (None: sequential) and prefetched batches (None: no prefetch).
     fits_scaling : str, dict or FitsScaling, keyword-only
         How FITS pixels are scaled (:data:`zoobot.shared.preprocessing.FITS_SCALINGS`).
+    private_threads : int, keyword-only, optional
+        Run the pipeline on its own pool of this many threads (each map call single-threaded), so that
+        decoding never occupies the threads that dispatch the model's ops (prediction; see
+        docs/benchmarks.md). None: TensorFlow's shared pools.
 
     Returns
     -------
@@ -138,6 +143,11 @@ def catalog_dataset(
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         dataset = dataset.prefetch(prefetch)
+    if private_threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(private_threads)
+        options.threading.max_intra_op_parallelism = 1
+        dataset = dataset.with_options(options)
     return dataset
 
 
@@ -357,6 +367,8 @@ class GalaxyDataModule:
             num_parallel_calls=self.num_workers or None,
             prefetch=self.prefetch_factor,
             fits_scaling=self.fits_scaling,
+            # prediction: decoding on its own threads, off the model's op-dispatch (inter-op) threads
+            private_threads=max(1, self.num_workers) if split == "predict" else None,
         )
 
     def preprocessing_record(self) -> Preprocessing:

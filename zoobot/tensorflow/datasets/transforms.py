@@ -9,8 +9,9 @@ and returns an HWC float32 tensor in [0, 1] of shape ``(resize_after_crop, resiz
   uniform 0-360 deg angle (bilinear, zero fill) -> random resized crop (area fraction
   ``crop_scale_bounds``, aspect ``crop_ratio_bounds``) to ``resize_after_crop`` (antialiased
   bilinear) -> vertical flip with p = 0.5.
-- :class:`EvalTransform` (deterministic; validation, test, predict): to channels -> centre crop keeping
-  the area fraction ``mean(crop_scale_bounds)`` -> antialiased bilinear resize to ``resize_after_crop``.
+- :class:`EvalTransform` (deterministic; validation, test, predict): centre crop keeping the area
+  fraction ``mean(crop_scale_bounds)`` -> to channels -> antialiased bilinear resize to ``resize_after_crop``
+  (cropping first converts only the kept pixels; the result is the same as converting first).
 
 Decisions (kept identical to PyTorch on purpose):
 
@@ -127,10 +128,22 @@ class _GalaxyTransform:
         """(H, W, C) of every output image."""
         return (self.resize_after_crop, self.resize_after_crop, self.channels)
 
-    def _prepare(self, image: tf.Tensor) -> tf.Tensor:
+    @staticmethod
+    def _checked(image) -> tf.Tensor:
         image = tf.convert_to_tensor(image)
         if image.shape.rank != 3:
             raise ValueError(f"transforms take one HWC image, got shape {image.shape}")
+        return image
+
+    def _prepare(self, image: tf.Tensor) -> tf.Tensor:
+        return self._to_float(self._checked(image))
+
+    def _to_float(self, image: tf.Tensor) -> tf.Tensor:
+        """``image_to_float(to_channels(image, channels))`` with one float conversion: the greyscale mean of a
+        uint8 image, rounded as :func:`to_channels` rounds it, is divided by 255 directly (the same values)."""
+        if image.dtype == tf.uint8 and self.channels == 1 and image.shape[-1] != 1:
+            mean = tf.reduce_mean(tf.cast(image, tf.float32), axis=-1, keepdims=True)
+            return tf.round(mean) / 255.0
         return image_to_float(to_channels(image, self.channels))
 
     def _finish(self, image: tf.Tensor) -> tf.Tensor:
@@ -270,11 +283,12 @@ class EvalTransform(_GalaxyTransform):
         self.min_source_size = math.ceil(self.resize_after_crop / self.side_fraction)
 
     def __call__(self, image: tf.Tensor, seed=None) -> tf.Tensor:  # seed accepted for a uniform call, unused
-        x = self._prepare(image)
+        x = self._checked(image)
         hw = tf.shape(x)[:2]
         crop_hw = tf.maximum(_round_half_even(tf.cast(hw, tf.float64) * self.side_fraction), 1)
         top, left = (hw[0] - crop_hw[0]) // 2, (hw[1] - crop_hw[1]) // 2
-        crop = x[top:top + crop_hw[0], left:left + crop_hw[1]]
+        # crop first: channels and the float conversion are per pixel, so only the kept pixels are converted
+        crop = self._to_float(x[top:top + crop_hw[0], left:left + crop_hw[1]])
         return self._finish(_resize(crop, self.resize_after_crop, self.resize_after_crop))
 
     def __repr__(self) -> str:
