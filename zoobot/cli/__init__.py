@@ -1,17 +1,4 @@
-"""The ``zoobot`` command line (docs/cli.md).
-
-Run ``zoobot --help`` (or ``python -m zoobot --help``) for the commands::
-
-    zoobot demo                      offline end-to-end demo on synthetic galaxies
-    zoobot train                     train a decision-tree model from scratch on vote counts
-    zoobot finetune                  finetune a pretrained encoder on new labels
-    zoobot predict                   predict a catalog with a trained model -> parquet/csv/hdf5
-    zoobot merge-predictions         one file from the parts of `zoobot predict --shard R/N`
-    zoobot evaluate                  score tree predictions against votes (and synthetic truth)
-    zoobot representations           encoder features of a catalog -> parquet
-    zoobot shard                     write TFRecord shards (TensorFlow backend only)
-    zoobot schemas [NAME]            list the prebuilt decision trees, or show one
-    zoobot info                      versions, backends and devices
+"""The ``zoobot`` command line (docs/cli.md); ``zoobot --help`` lists the commands.
 
 How the package reads, top to bottom:
 

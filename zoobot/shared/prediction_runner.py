@@ -1,34 +1,13 @@
-"""Chunked, resumable prediction over a catalog, shared by both backends
-(docs/components/predictions_and_representations.md).
+"""Chunked, resumable prediction over a catalog, shared by both backends.
 
-Each backend's ``predict_on_catalog.predict`` does the model work in a ``predict_rows`` generator;
-:func:`run_chunked_prediction` does everything else:
-
-1. checks the catalog (``id_str`` present E1, not empty E4, ids unique E3) and the ``save_loc``
-   extension (E13) **before any compute**;
-2. with a ``save_loc``, finds the chunks (``chunk_size`` rows each) an interrupted run already
-   finished in ``<save_loc>.partial/``. ``<save_loc>.partial/manifest.json`` fingerprints the run: the
-   ordered ids, their ``file_loc``, ``chunk_size``, ``label_cols``, ``kind``, ``metadata`` and
-   ``resume_key``. Rerunning the same prediction skips finished chunks; a run with a different
-   fingerprint starts afresh (warning);
-3. calls ``predict_rows`` **once**, on the rows of all unfinished chunks, so the backend runs one data
-   pipeline (one loader, one set of worker processes) for the whole call. The chunks only decide when
-   results are flushed: as soon as every row of a chunk has come back it is stored in
-   ``<save_loc>.partial/chunk_{i:06d}.npz`` (written to a temporary name, then renamed, so a killed run
-   never leaves a half-written chunk);
-4. at the end, writes the final file chunk by chunk with
-   :class:`zoobot.shared.save_predictions.PredictionWriter` (rows in catalog order, failed images as
-   NaN rows listed in ``<stem>_failures.csv``), optionally the summary tables (also chunk by chunk),
-   and removes the partial folder. One warning summarises any failed images.
-
-Memory: the returned array (rows, outputs, samples) float32 plus one chunk of file columns at a time.
-
-The backend's ``predict_rows(rows)`` receives a DataFrame of the rows still to predict (fresh 0..k-1
-index) and yields ``(positions, predictions, failures)`` per batch, in any order: ``positions`` the
-row numbers in ``rows``, ``predictions`` float32 (len(positions), outputs, samples) with every sample
-of those rows, ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of those rows whose image
-could not be read (their prediction rows are set to NaN here in any case). Every row must come back
-exactly once.
+Each backend's ``predict_on_catalog.predict`` checks its arguments with :func:`check_predict_arguments` and
+:func:`plan_prediction`, and does the model work in a ``predict_rows`` generator;
+:func:`run_chunked_prediction` does everything else: it checks the catalog before any compute, skips the
+chunks an interrupted run already stored in ``<save_loc>.partial/`` (same fingerprint only), calls
+``predict_rows`` **once** on all unfinished rows (one data pipeline for the whole call), stores each chunk
+as soon as it is complete, and at the end writes the final file chunk by chunk (failed images as NaN rows
+listed in ``<stem>_failures.csv``). The steps, the fingerprint and the memory it needs:
+docs/components/predictions_and_representations.md.
 """
 from __future__ import annotations
 
@@ -95,7 +74,12 @@ def run_chunked_prediction(
     catalog : pandas.DataFrame
         Needs ``id_str`` (unique); other columns (``file_loc``, ...) are passed to ``predict_rows``.
     predict_rows : callable
-        ``predict_rows(rows) -> iterable of (positions, predictions, failures)``, see the module docstring.
+        ``predict_rows(rows) -> iterable of (positions, predictions, failures)``. ``rows``: a DataFrame of
+        the rows still to predict (fresh 0..k-1 index). Per batch, in any order: ``positions`` the row
+        numbers in ``rows``; ``predictions`` float32 (len(positions), outputs, samples) with every sample
+        of those rows; ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of those rows whose
+        image could not be read (their rows are set to NaN here in any case). Every row must come back
+        exactly once.
     save_loc : str or path-like, optional
         ``.parquet``, ``.csv``, ``.hdf5`` or ``.h5``. None: predict in memory only (no resume).
     label_cols : sequence of str, optional

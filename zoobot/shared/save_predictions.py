@@ -1,26 +1,11 @@
-"""Writing prediction files, the same way for both backends (docs/components/predictions_and_representations.md).
+"""Writing prediction files, the same way for both backends.
 
-:func:`save` writes ``predictions`` of shape (galaxy, output, sample), keyed by ``id_str``, in the
-format the extension of ``save_loc`` names:
-
-- ``.parquet`` (recommended) and ``.csv``: one row per galaxy in the given order, ``id_str`` first.
-  Tree models: per label column, ``{col}_concentration_0 .. {col}_concentration_{S-1}`` then
-  ``{col}_fraction`` (the mean over samples of alpha / sum of the question's alphas). Other models:
-  ``{name}_pred_0 .. {name}_pred_{S-1}`` then ``{name}_pred_mean``. Parquet files carry key-value
-  metadata (each value JSON-encoded): ``zoobot_version``, ``format_version``, ``kind``, ``n_samples``,
-  plus what the caller passes (``model_class``, ``schema``, ``test_time_dropout``,
-  ``test_time_augmentation``, ``backend``, ...). CSV has no metadata.
-- ``.hdf5`` / ``.h5`` (needs h5py): datasets ``predictions`` (float32, galaxy x output x sample),
-  ``id_str`` and ``label_cols`` (utf-8 strings); the metadata as attributes (dicts as JSON text).
-
-Images that failed are NaN rows and are listed in ``<stem>_failures.csv`` (``id_str``,
-``file_loc``, ``error``) next to the file. Files are written atomically (temporary file, then
-rename), so a crash never leaves a half-written file under the final name.
-
-:class:`PredictionWriter` writes the same files chunk by chunk (a parquet row group per chunk, csv
-rows appended, hdf5 slices), so memory stays flat however many rows there are; :func:`save` uses it.
-:class:`ParquetAppender` appends DataFrames to one parquet file as row groups (also used for the
-summary tables).
+:func:`save` writes ``predictions`` of shape (galaxy, output, sample), keyed by ``id_str``, in the format
+the extension of ``save_loc`` names (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``); failed images
+are NaN rows listed in ``<stem>_failures.csv``. Files are written atomically (temporary name, then
+rename). :class:`PredictionWriter` writes the same files chunk by chunk, so memory stays flat however
+many rows there are; :class:`ParquetAppender` appends DataFrames to one parquet file as row groups (also
+the summary tables). Columns and metadata of each format: docs/components/predictions_and_representations.md.
 """
 from __future__ import annotations
 

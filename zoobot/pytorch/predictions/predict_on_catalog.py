@@ -1,26 +1,14 @@
 """Predict every galaxy of a catalog with a PyTorch model, and save the results
 (docs/components/predictions_and_representations.md).
 
-:func:`predict` works with any zoobot model: a :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree`
-(Dirichlet concentrations per answer), the finetuned classifier (class probabilities), regressor
-(one value) and tree, or an encoder alone (features, e.g. a
-:class:`~zoobot.pytorch.training.representations.ZoobotEncoder`).
-
-How it runs:
-
-1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
-   checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
-   already finished, writes each newly finished chunk of ``chunk_size`` rows to
-   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
-3. all rows still to predict are read by **one** :class:`~zoobot.pytorch.datasets.GalaxyDataModule`
-   loader (its worker processes decode the next batches while the model runs, for the whole call)
-   that carries the row index of every image, so rows are matched by id. With test-time augmentation
-   the loader reads each row ``n_samples`` times in a row (a new augmentation each time);
-4. on one device a plain loop runs the model under ``torch.inference_mode``; Monte Carlo dropout
-   samples run the encoder once and only the (cheap) head ``n_samples`` times. With several devices
-   (``trainer_kwargs={'devices': 4}``) a Lightning Trainer shards the catalog (DDP); the results of
-   every process are gathered by row index, padded duplicates dropped.
+:func:`predict` works with any zoobot model: a ZoobotTree (Dirichlet concentrations per answer), the
+finetuned classifier (class probabilities), regressor (one value) and tree, or an encoder alone
+(features). The argument checks and the chunked, resumable writing are
+:mod:`zoobot.shared.prediction_runner`'s. What is PyTorch's own: :func:`describe_model`, **one**
+:class:`~zoobot.pytorch.datasets.GalaxyDataModule` loader for all rows (carrying each image's row index),
+and a plain loop under ``torch.inference_mode`` where Monte Carlo dropout runs the encoder once and the
+head ``n_samples`` times. With several devices (``trainer_kwargs={'devices': 4}``) a Lightning Trainer
+shards the catalog (DDP) and the results are gathered by row index.
 """
 from __future__ import annotations
 

@@ -1,26 +1,16 @@
 """Write a catalog of galaxy images into TFRecord shards (docs/components/loading_data.md).
 
 Shards hold each galaxy's image already resized (PNG, lossless) with its ``id_str`` and saved
-label columns, so training reads a few large files instead of many small images. The seed flow::
-
-    from zoobot.data_utils import ShardConfig, tfrecord_datasets
+label columns, so training reads a few large files instead of many small images::
 
     shard_config = ShardConfig(shard_dir='directory/tfrecords', size=300)
     shard_config.prepare_shards(labelled_catalog, unlabelled_catalog, train_test_fraction=0.8,
                                 columns_to_save=['ring'])
     train = tfrecord_datasets.get_dataset(shard_config.train_tfrecord_locs(), ['ring'], 64, shuffle=True)
-    val = tfrecord_datasets.get_dataset(shard_config.val_tfrecord_locs(), ['ring'], 64, shuffle=False)
 
-Folder written::
-
-    shard_dir/shard_config.json
-    shard_dir/{train,val,test,unlabelled}_shards/s{size}_shard_{n}.tfrecord
-    shard_dir/{labelled,train,val,test,unlabelled}_catalog.parquet
-
-Images are decoded and resized with Pillow in a pool of threads (Pillow releases the GIL while it
-decodes, resizes and compresses); JPEGs are decoded at a reduced scale when they are at least
-twice the shard size (``draft`` mode), which is much faster and, followed by the antialiased
-resize, visually identical.
+It writes ``shard_config.json``, ``{train,val,test,unlabelled}_shards/s{size}_shard_{n}.tfrecord`` and
+the split catalogs (parquet) into ``shard_dir``. Images are decoded and resized with Pillow in a pool of
+threads; large JPEGs are decoded at a reduced scale (``draft`` mode).
 """
 from __future__ import annotations
 

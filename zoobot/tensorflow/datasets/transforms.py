@@ -1,49 +1,18 @@
-"""Image transforms of the TensorFlow data pipeline (docs/components/loading_data.md), as TensorFlow graph ops.
+"""Image transforms of the TensorFlow data pipeline, as TensorFlow graph ops.
 
-The twin of :mod:`zoobot.pytorch.datasets.transforms`: the same steps, in the same order, with the
-same parameters, so a model sees the same kind of images whichever backend feeds it. Every
-transform takes one HWC image tensor as decoded (uint8 for jpg/png, float32 in [0, 1] for FITS)
-and returns an HWC float32 tensor in [0, 1] of shape ``(resize_after_crop, resize_after_crop, channels)``.
+The twin of :mod:`zoobot.pytorch.datasets.transforms`: the same steps, in the same order, with the same
+parameters (docs/components/preprocessing.md describes them and the decisions behind them). Every
+transform takes one HWC image tensor as decoded (uint8 for jpg/png, float32 in [0, 1] for FITS) and
+returns an HWC float32 tensor in [0, 1] of shape ``(resize_after_crop, resize_after_crop, channels)``.
 
-- :class:`TrainTransform` (random): to channels -> (shrink large images, see below) -> rotation by a
-  uniform 0-360 deg angle (bilinear, zero fill) -> random resized crop (area fraction
-  ``crop_scale_bounds``, aspect ``crop_ratio_bounds``) to ``resize_after_crop`` (antialiased
-  bilinear) -> vertical flip with p = 0.5.
+- :class:`TrainTransform` (random, stateless: ``transform(image, seed)``): to channels -> shrink large
+  images -> rotation 0-360 deg -> random resized crop to ``resize_after_crop`` -> vertical flip.
 - :class:`EvalTransform` (deterministic; validation, test, predict): centre crop keeping the area
-  fraction ``mean(crop_scale_bounds)`` -> to channels -> antialiased bilinear resize to ``resize_after_crop``
-  (cropping first converts only the kept pixels; the result is the same as converting first).
+  fraction ``mean(crop_scale_bounds)`` -> to channels -> antialiased resize (cropping the uint8 image
+  first converts only the kept pixels; the result is the same).
 
-Decisions (kept identical to PyTorch on purpose):
-
-1. **Greyscale** is the unweighted mean of R, G, B, taken first. For uint8 images the mean is rounded
-   back to uint8 (as :func:`zoobot.shared.images.to_channels` does), so both backends start from the
-   same integer pixels.
-2. **Rotation** about the image centre ``((W - 1) / 2, (H - 1) / 2)``, output the same size as the
-   input, corners filled with 0 (``tf.raw_ops.ImageProjectiveTransformV3``, bilinear). The direction
-   is irrelevant: angles are uniform over the full circle.
-3. **Random resized crop** follows torchvision's ``RandomResizedCrop`` rule: up to 10 tries of
-   area ``U(scale) * H * W`` and aspect ``exp(U(log ratio))`` with ``w = round(sqrt(area * aspect))``,
-   ``h = round(sqrt(area / aspect))``; the first that fits is placed uniformly at random; if none
-   fits, a centre crop with the aspect clamped into the bounds. (The 10 tries are drawn at once and
-   the first fitting one taken, which is the same distribution.)
-4. **Resizing** is ``tf.image.resize(..., 'bilinear', antialias=True)``, the counterpart of
-   torchvision's antialiased bilinear resize (values agree closely, not bitwise).
-5. **Shrink first**: images whose short side exceeds ``min_source_size`` (the smallest source that
-   still gives every crop at least ``resize_after_crop`` pixels) are first shrunk to it (antialiased),
-   so the rotation, the costliest step, runs on fewer pixels and no crop is ever upsampled.
-   ``min_source_size`` is also the reduced-scale JPEG decoding hint (decode at 1/2, 1/4 or 1/8 when
-   both sides stay at least that large), as PyTorch's ``load_image(target_size=...)`` does.
-6. **Randomness** is stateless: each call takes a ``seed`` (shape [2] int tensor) from which the
-   angle, crop and flip seeds are split. :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` draws
-   one seed per image from ``tf.data.Dataset.random(seed)``, so a given ``seed`` argument reproduces
-   the augmentations exactly, while each epoch draws new ones. Without a ``seed`` a random one is
-   drawn (not reproducible).
-7. **Eval crop** side fraction is ``sqrt(mean(crop_scale_bounds))`` of each side (aspect kept),
-   rounded half-to-even like Python's ``round``, offset ``(H - crop_h) // 2``: the galaxy appears at
-   the scale the model saw in training, deterministically.
-
-Custom transforms are plain callables on tf tensors (see :class:`CustomTransform`); they must be
-graph-compatible (``tf.function``-traceable) because they run inside ``Dataset.map``.
+Custom transforms are plain callables on tf tensors (:class:`CustomTransform`); they must be
+``tf.function``-traceable because they run inside ``Dataset.map``.
 
 Examples
 --------

@@ -2,26 +2,13 @@
 (docs/components/predictions_and_representations.md).
 
 The twin of :mod:`zoobot.pytorch.predictions.predict_on_catalog`: the same arguments, return value and
-files. :func:`predict` works with any zoobot Keras model: a
-:class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` (Dirichlet concentrations per answer), the
-functional models of ``get_model``, finetuned models, or an encoder alone (features).
-
-How it runs:
-
-1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
-   checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
-   already finished, writes each newly finished chunk of ``chunk_size`` rows to
-   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
-3. all rows still to predict are read by **one** ``predict_dataloader`` of a
-   :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` (parallel decoding, prefetching), whose
-   batches carry the ``id_str`` of every image, so rows are matched by id. With test-time
-   augmentation it reads each row ``n_samples`` times in a row (a new augmentation each time);
-4. a compiled step runs the model: Monte Carlo dropout samples run the encoder once and only the
-   (cheap) head ``n_samples`` times. An unreadable image stops a ``tf.data`` pipeline, so with
-   ``on_bad_image='record'`` the rows where it stopped (one batch) are then checked one by one, the
-   bad ones recorded (NaN rows, failures file) and the rest predicted; a new pipeline goes on with
-   the remaining rows.
+files, the argument checks and the chunked, resumable writing of :mod:`zoobot.shared.prediction_runner`.
+What is TensorFlow's own: :func:`describe_model` (ZoobotTree, ``get_model`` functional models, finetuned
+models, encoders), one ``predict_dataloader`` of a :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`
+for all rows, and a compiled step (Monte Carlo dropout runs the encoder once and the head ``n_samples``
+times). An unreadable image stops a ``tf.data`` pipeline, so with ``on_bad_image='record'`` the rows where
+it stopped (one batch) are checked one by one, the bad ones recorded and the rest predicted; a new
+pipeline goes on with the remaining rows.
 """
 from __future__ import annotations
 
