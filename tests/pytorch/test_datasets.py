@@ -106,6 +106,18 @@ def test_dataset_items_and_label_shapes(small_catalog):
     torch.testing.assert_close(GalaxyDataset(small_catalog)[0], torch.from_numpy(pixels).permute(2, 0, 1))
 
 
+def test_dataset_keeps_non_ascii_paths_and_ids(tmp_path):
+    """Paths and ids are stored as UTF-8 bytes (a quarter of numpy's str arrays): they must come back unchanged."""
+    folder = tmp_path / "galáxias"
+    folder.mkdir()
+    path = folder / "anneau_ü.png"
+    Image.fromarray(np.full((20, 20, 3), 7, dtype=np.uint8)).save(path)
+    catalog = pd.DataFrame({"id_str": ["Ж-1"], "file_loc": [str(path)]})
+    item = GalaxyDataset(catalog, transform=transforms.EvalTransform(1, 8), return_index=True)[0]
+    assert item["id_str"] == "Ж-1" and not bool(item["failed"])
+    torch.testing.assert_close(item["image"], torch.full((1, 8, 8), 7 / 255))
+
+
 def test_dataset_missing_column_is_e1(small_catalog):
     with pytest.raises(CatalogError, match=r"missing column\(s\) \['ring'\]"):
         GalaxyDataset(small_catalog, label_cols=["ring"])

@@ -283,7 +283,7 @@ def test_one_loader_per_call_whatever_the_chunk_size_and_tta_rows_complete(tmp_p
 
     # test-time augmentation: one loader reads each row n_samples times in a row; every row gets all its samples
     iterators.clear()
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         predict(catalog, tree, chunk_size=0, datamodule_kwargs=FAST)
     samples = predict(catalog, tree, n_samples=3, test_time_dropout=False, test_time_augmentation=True,
                       chunk_size=5, datamodule_kwargs={**FAST, "batch_size": 2})

@@ -135,7 +135,7 @@ def test_checks_before_any_compute(tmp_path):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols[:3], schema=SCHEMA)
     with pytest.raises(ValueError, match="summary=True needs"):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols, summary=True)
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         run_chunked_prediction(catalog(), model, label_cols=SCHEMA.label_cols, chunk_size=0)
     assert model.calls == []
     assert not list(tmp_path.iterdir())
@@ -265,3 +265,34 @@ def test_an_existing_predictions_file_is_replaced_with_a_warning_not_silently(tm
         run_chunked_prediction(catalog(12), FakeModel(), label_cols=SCHEMA.label_cols, save_loc=save_loc,
                                progress=False)
     assert len(pd.read_parquet(save_loc)) == 12
+
+
+def test_predict_arguments_are_checked_before_the_model_with_one_wording():
+    """Both backends' predict() check their arguments here (issue 14.1): shared/validation's wording."""
+    from zoobot.shared.prediction_runner import (
+        ModelSpec, check_predict_arguments, datamodule_options, resolve_label_cols)
+
+    ok = dict(n_samples=2, save_loc="p.parquet", datamodule_kwargs=None, trainer_kwargs={"accelerator": "cpu"},
+              test_time_dropout=None, test_time_augmentation=0, on_bad_image="record", chunk_size=8, shard="1/4")
+    args = check_predict_arguments(**ok)
+    assert (args.n_samples, args.chunk_size, args.datamodule_kwargs, args.test_time_augmentation) == (2, 8, {}, False)
+    assert args.shard is not None and args.trainer_kwargs == {"accelerator": "cpu"}
+    bad = [({"n_samples": True}, TypeError, "n_samples must be an integer, got bool: True"),
+           ({"n_samples": 0}, ValueError, "n_samples must be >= 1, got 0"),
+           ({"chunk_size": 2.0}, TypeError, "chunk_size must be an integer, got float: 2.0"),
+           ({"test_time_dropout": "yes"}, TypeError, "test_time_dropout must be True or False, got str: 'yes'"),
+           ({"on_bad_image": "skip"}, ValueError, "Unknown on_bad_image 'skip'"),
+           ({"save_loc": "p.txt"}, ValueError, r"Unknown predictions file extension .* '\.txt'"),
+           ({"datamodule_kwargs": [1]}, TypeError, "datamodule_kwargs must be a dict or None, got list")]
+    for change, error, match in bad:
+        with pytest.raises(error, match=match):
+            check_predict_arguments(**{**ok, **change})
+
+    spec = ModelSpec(None, "tree", "tree", list(SCHEMA.label_cols), 1, 64, SCHEMA)
+    assert resolve_label_cols(None, spec) == SCHEMA.label_cols
+    with pytest.raises(ValueError, match="label_cols has width 1 but the model .schema 'tiny'. predicts 4 outputs"):
+        resolve_label_cols("ring", spec)
+    options = datamodule_options(spec, {"batch_size": 4}, True, "NHWC")
+    assert (options["greyscale"], options["resize_after_crop"], options["batch_size"]) == (True, 64, 4)
+    with pytest.raises(ValueError, match="may not set 'label_cols'"):
+        datamodule_options(spec, {"label_cols": ["x"]}, False, "NHWC")

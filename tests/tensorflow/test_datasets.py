@@ -117,6 +117,31 @@ def test_eval_transform_hand_computed_centre_crops(tmp_path):
     np.testing.assert_allclose(x.numpy()[0], image[16:48, 16:48] / 255.0, atol=1e-6)
 
 
+def test_eval_transform_crops_before_converting_with_the_same_pixels():
+    """Cropping the uint8 image first (issue 16.4) gives exactly convert -> crop -> resize, for odd sizes too."""
+    image = np.random.default_rng(1).integers(0, 256, (67, 53, 3), dtype=np.uint8)
+    for channels in (1, 3):
+        x = tf.cast(tf.constant(image), tf.float32)
+        if channels == 1:
+            x = tf.round(tf.reduce_mean(x, axis=-1, keepdims=True))
+        x = x / 255.0
+        side = np.sqrt(0.75)  # mean of the default crop_scale_bounds (0.7, 0.8)
+        h, w = round(67 * side), round(53 * side)
+        top, left = (67 - h) // 2, (53 - w) // 2
+        expected = tf.image.resize(x[top:top + h, left:left + w], [40, 40], method="bilinear", antialias=True)
+        got = transforms.EvalTransform(channels=channels, resize_after_crop=40)(tf.constant(image))
+        np.testing.assert_array_equal(got.numpy(), np.clip(expected.numpy(), 0, 1))
+
+
+def test_predict_pipeline_runs_on_its_own_thread_pool(jpg_rings_catalog):
+    catalog, label_cols = jpg_rings_catalog
+    dm = GalaxyDataModule(label_cols, catalog=catalog, predict_catalog=catalog[["id_str", "file_loc"]], batch_size=8,
+                          resize_after_crop=24, num_workers=1)
+    threading = dm.predict_dataloader().options().threading
+    assert threading.private_threadpool_size == 1 and threading.max_intra_op_parallelism == 1
+    assert dm.val_dataloader().options().threading.private_threadpool_size is None  # training unchanged
+
+
 def test_train_transform_rotates_about_the_centre_and_is_seeded():
     # a centred, rotationally symmetric disk: any rotation about the true centre, any flip and a full-image
     # crop leave it unchanged, so the random train transform must equal the deterministic eval transform

@@ -119,7 +119,7 @@ def test_permute_channels_permutes_each_image():
 def test_config_validation_asdict_copy_and_input_channels():
     with pytest.raises(ValueError, match="cannot be combined"):
         preprocess.PreprocessingConfig(['label'], 8, make_greyscale=True, permute_channels=True)
-    with pytest.raises(ValueError, match="input_size must be a positive integer"):
+    with pytest.raises(ValueError, match="input_size must be >= 1, got 0"):
         preprocess.PreprocessingConfig(['label'], 0)
     config = preprocess.PreprocessingConfig(['label'], 8, input_channels=1)
     copy = config.copy()

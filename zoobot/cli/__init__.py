@@ -1,18 +1,4 @@
-"""The ``zoobot`` command line (api.md 5.2).
-
-Run ``zoobot --help`` (or ``python -m zoobot --help``) for the commands::
-
-    zoobot demo                      offline end-to-end demo on synthetic galaxies
-    zoobot train                     train a decision-tree model from scratch on vote counts
-    zoobot finetune                  finetune a pretrained encoder on new labels
-    zoobot predict                   predict a catalog with a trained model -> parquet/csv/hdf5
-    zoobot merge-predictions         one file from the parts of `zoobot predict --shard R/N`
-    zoobot evaluate                  score tree predictions against votes (and synthetic truth)
-    zoobot representations           encoder features of a catalog -> parquet
-    zoobot shard                     write TFRecord shards (TensorFlow backend only)
-    zoobot export                    a model's encoder as a timm folder (or ONNX) for the other backend
-    zoobot schemas [NAME]            list the prebuilt decision trees, or show one
-    zoobot info                      versions, backends and devices
+"""The ``zoobot`` command line (docs/cli.md); ``zoobot --help`` lists the commands.
 
 How the package reads, top to bottom:
 
@@ -21,7 +7,7 @@ How the package reads, top to bottom:
 - :mod:`._common`: options and helpers the commands share (backend import, catalogs, models);
 - one module per command family: :mod:`.train`, :mod:`.finetune`, :mod:`.predict`
   (``predict`` and ``representations``), :mod:`.merge` (``merge-predictions``), :mod:`.evaluate`,
-  :mod:`.shard`, :mod:`.demo`, :mod:`.about` (``schemas`` and ``info``).
+  :mod:`.shard`, :mod:`.export`, :mod:`.demo`, :mod:`.about` (``schemas`` and ``info``).
 
 Deep-learning frameworks are imported inside the commands, so ``zoobot --help`` and
 ``zoobot schemas`` start in well under a second.

@@ -1,4 +1,4 @@
-"""``zoobot finetune``: adapt a pretrained encoder to new labels (api.md 2.5 / 3.7)."""
+"""``zoobot finetune``: adapt a pretrained encoder to new labels (docs/guides/finetuning.md)."""
 from __future__ import annotations
 
 import pathlib
@@ -70,33 +70,15 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
     """
     if (name is None) == (checkpoint is None):
         raise click.UsageError("Give exactly one of --name (pretrained encoder) or --checkpoint (zoobot checkpoint).")
-    label_cols = split_label_cols(label_cols)
-    schema = resolve_schema(schema_name, schema_file, required=task == "tree")
-    if task == "tree":
-        if label_cols and label_cols != list(schema.label_cols):
-            raise click.UsageError("--task tree takes its label columns from --schema; leave out --label-cols.")
-        label_cols = list(schema.label_cols)
-    elif schema is not None:
-        raise click.UsageError("--schema/--schema-file are for --task tree only.")
-    elif not label_cols:
-        raise click.UsageError("Missing option '--label-cols' (the column(s) holding the labels).")
-    elif len(label_cols) != 1:
-        raise click.UsageError(f"--task {task} takes one label column, got {label_cols}.")
+    label_cols, schema = _task_labels(task, label_cols, schema_name, schema_file)
 
     catalogs = read_catalogs(catalog, train_catalog, val_catalog, test_catalog)
     splits = _validated_splits(catalogs, label_cols, task, num_classes, seed)
 
     cls = finetune_classes()[task]
     finetune = backend_module("training.finetune")
-    kwargs = dict(n_blocks=n_blocks, learning_rate=learning_rate, seed=seed)
-    if task == "classification":
-        kwargs["num_classes"] = num_classes
-    elif task == "regression":
-        kwargs["unit_interval"] = unit_interval
-    else:
-        kwargs["schema"] = schema
-    source = {"name": name} if name is not None else {"zoobot_checkpoint_loc": str(checkpoint)}
-    model = cls(**source, **kwargs)
+    model = _build_model(cls, task, name, checkpoint, dict(n_blocks=n_blocks, learning_rate=learning_rate, seed=seed),
+                         num_classes, unit_interval, schema)
 
     channels = int(getattr(model, "channels", 3))
     if resize_size is None:
@@ -134,15 +116,50 @@ def finetune_command(catalog, train_catalog, val_catalog, test_catalog, label_co
     click.echo(f"Finetuning finished. Best checkpoint: {best}")
 
     if splits.get("test_catalog") is not None and best:
-        best_model = cls.load_from_checkpoint(best)
-        results = trainer.test(best_model, datamodule=datamodule, verbose=False)
-        report_test_metrics(results[0] if results else {}, save_dir)
-        predict = backend_module("predictions.predict_on_catalog").predict
-        save_loc = pathlib.Path(save_dir) / "test_predictions.parquet"
-        predict(splits["test_catalog"], best_model, label_cols=_output_names(task, label_cols, num_classes),
-                save_loc=str(save_loc), datamodule_kwargs=dict(batch_size=batch_size, num_workers=num_workers,
-                                                              resize_after_crop=resize_size))
-        click.echo(f"Predictions for the {len(splits['test_catalog'])} test galaxies: {save_loc}")
+        _evaluate_on_test(cls, best, trainer, datamodule, splits["test_catalog"], save_dir, task, label_cols,
+                          num_classes, dict(batch_size=batch_size, num_workers=num_workers,
+                                            resize_after_crop=resize_size))
+
+def _task_labels(task: str, label_cols, schema_name, schema_file):
+    """``(label_cols, schema)`` of a finetuning task: a tree's from its schema, otherwise one label column."""
+    label_cols = split_label_cols(label_cols)
+    schema = resolve_schema(schema_name, schema_file, required=task == "tree")
+    if task == "tree":
+        if label_cols and label_cols != list(schema.label_cols):
+            raise click.UsageError("--task tree takes its label columns from --schema; leave out --label-cols.")
+        label_cols = list(schema.label_cols)
+    elif schema is not None:
+        raise click.UsageError("--schema/--schema-file are for --task tree only.")
+    elif not label_cols:
+        raise click.UsageError("Missing option '--label-cols' (the column(s) holding the labels).")
+    elif len(label_cols) != 1:
+        raise click.UsageError(f"--task {task} takes one label column, got {label_cols}.")
+    return label_cols, schema
+
+
+def _build_model(cls, task: str, name, checkpoint, kwargs: dict, num_classes, unit_interval, schema):
+    """The finetuneable model of ``task`` on the encoder of ``--name`` or ``--checkpoint``."""
+    if task == "classification":
+        kwargs["num_classes"] = num_classes
+    elif task == "regression":
+        kwargs["unit_interval"] = unit_interval
+    else:
+        kwargs["schema"] = schema
+    source = {"name": name} if name is not None else {"zoobot_checkpoint_loc": str(checkpoint)}
+    return cls(**source, **kwargs)
+
+
+def _evaluate_on_test(cls, best, trainer, datamodule, test_catalog, save_dir, task, label_cols, num_classes,
+                      datamodule_kwargs: dict) -> None:
+    """Test metrics of the best checkpoint, and its predictions for the test galaxies."""
+    best_model = cls.load_from_checkpoint(best)
+    results = trainer.test(best_model, datamodule=datamodule, verbose=False)
+    report_test_metrics(results[0] if results else {}, save_dir)
+    predict = backend_module("predictions.predict_on_catalog").predict
+    save_loc = pathlib.Path(save_dir) / "test_predictions.parquet"
+    predict(test_catalog, best_model, label_cols=_output_names(task, label_cols, num_classes),
+            save_loc=str(save_loc), datamodule_kwargs=datamodule_kwargs)
+    click.echo(f"Predictions for the {len(test_catalog)} test galaxies: {save_loc}")
 
 
 def _validated_splits(catalogs: dict, label_cols, task: str, num_classes: int, seed: int) -> dict:

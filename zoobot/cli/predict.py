@@ -1,4 +1,5 @@
-"""``zoobot predict`` and ``zoobot representations``: apply a trained model to a catalog (api.md 2.6, 4.4)."""
+"""``zoobot predict`` and ``zoobot representations``: apply a trained model to a catalog
+(docs/components/predictions_and_representations.md)."""
 from __future__ import annotations
 
 import pathlib

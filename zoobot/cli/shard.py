@@ -1,4 +1,4 @@
-"""``zoobot shard``: write TFRecord shards for the TensorFlow backend (api.md 3.1, 4.3)."""
+"""``zoobot shard``: write TFRecord shards for the TensorFlow backend (docs/components/loading_data.md)."""
 from __future__ import annotations
 
 import pathlib

@@ -1,4 +1,4 @@
-"""``zoobot train``: train a decision-tree model from scratch on vote counts (api.md 2.4 / 3.6)."""
+"""``zoobot train``: train a decision-tree model from scratch on vote counts (docs/components/training.md)."""
 from __future__ import annotations
 
 import glob

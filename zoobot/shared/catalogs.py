@@ -1,4 +1,4 @@
-"""Catalogs: load, validate and split the table of galaxies (api.md 1.3, 4.1).
+"""Catalogs: load, validate and split the table of galaxies (docs/components/loading_data.md).
 
 A catalog has one row per galaxy: ``id_str`` (a unique string), ``file_loc`` (path to the
 image) and label columns (vote counts per answer for decision trees; class ids or targets
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.shared.errors import CatalogError, format_examples, unknown_option_error
+from zoobot.shared.validation import check_fraction
 
 __all__ = ["load_catalog", "validate_catalog", "split_catalog", "split_assignment", "LABEL_KINDS"]
 
@@ -121,7 +122,8 @@ def validate_catalog(
     label_description: str | None = None,
     num_classes: int | None = None,
 ) -> pd.DataFrame:
-    """Check a catalog before any model work and return a clean copy.
+    """Check a catalog before any model work and return a clean copy. (Long only for its numpydoc; each
+    check is its own helper.)
 
     Checks, in this order: the type (``TypeError``); required columns present (E1); not empty (E4);
     ``id_str`` unique (E3); label columns numeric (``TypeError``); label values (E2: NaN/inf for every
@@ -132,7 +134,7 @@ def validate_catalog(
     Parameters
     ----------
     catalog : pandas.DataFrame
-        One row per galaxy (api.md 4.1).
+        One row per galaxy (docs/components/loading_data.md).
     label_cols : list of str, str or None
         Label columns that must be present; ``None`` for no labels (e.g. prediction).
     require_file_loc : bool
@@ -185,7 +187,21 @@ def validate_catalog(
         label_cols = [label_cols]
     label_cols = [] if label_cols is None else list(label_cols)
 
-    # E1: required columns
+    _check_columns(catalog, label_cols, require_file_loc, name, label_description)  # E1
+    if len(catalog) == 0:  # E4
+        raise CatalogError(f"{name} is empty (0 rows); it needs at least one galaxy.")
+    catalog = catalog.copy()
+    catalog["id_str"] = _ids_as_str(catalog["id_str"])
+    _check_ids(catalog, name)  # missing ids, E3
+    if label_kind is not None and label_cols:
+        _check_label_values(catalog, label_cols, label_kind, name, num_classes)
+    if check_valid_paths and require_file_loc:
+        _check_files_exist(catalog, name)  # E5
+    return catalog
+
+
+def _check_columns(catalog, label_cols, require_file_loc, name, label_description) -> None:
+    """E1: ``id_str``, ``file_loc`` (if required) and the label columns are present."""
     required = {"id_str": "every galaxy needs a unique string id"}
     if require_file_loc:
         required["file_loc"] = "the path of each galaxy's image"
@@ -204,19 +220,14 @@ def validate_catalog(
             f"Columns present: {format_examples(list(catalog.columns), limit=20)}.{hint}"
         )
 
-    # E4: empty
-    if len(catalog) == 0:
-        raise CatalogError(f"{name} is empty (0 rows); it needs at least one galaxy.")
 
-    catalog = catalog.copy()
-    catalog["id_str"] = _ids_as_str(catalog["id_str"])
+def _check_ids(catalog, name) -> None:
+    """Every row has an ``id_str``, and no two rows the same (E3)."""
     if catalog["id_str"].isna().any():
         bad = catalog.index[catalog["id_str"].isna()].tolist()
         raise CatalogError(
             f"{name} has {len(bad)} row(s) with a missing id_str (index {format_examples(bad)}); every galaxy needs one."
         )
-
-    # E3: duplicates
     duplicated = catalog["id_str"][catalog["id_str"].duplicated(keep=False)]
     if len(duplicated):
         unique_dups = list(dict.fromkeys(duplicated))
@@ -226,21 +237,18 @@ def validate_catalog(
             "(catalog.drop_duplicates('id_str')) or make the ids unique."
         )
 
-    if label_kind is not None and label_cols:
-        _check_label_values(catalog, label_cols, label_kind, name, num_classes)
 
-    # E5: files exist
-    if check_valid_paths and require_file_loc:
-        exists = catalog["file_loc"].map(lambda p: isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
-        if not exists.all():
-            bad = catalog.loc[~exists, ["id_str", "file_loc"]]
-            examples = format_examples(list(bad.itertuples(index=False, name=None)))
-            raise FileNotFoundError(
-                f"{name}: {len(bad)} of {len(catalog)} file_loc path(s) do not exist, e.g. (id_str, file_loc) "
-                f"{examples}. Relative paths are read from the working directory {os.getcwd()!r}. "
-                "Fix the paths, or pass check_valid_paths=False to skip this check."
-            )
-    return catalog
+def _check_files_exist(catalog, name) -> None:
+    """E5: every ``file_loc`` is an existing file."""
+    exists = catalog["file_loc"].map(lambda p: isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
+    if not exists.all():
+        bad = catalog.loc[~exists, ["id_str", "file_loc"]]
+        examples = format_examples(list(bad.itertuples(index=False, name=None)))
+        raise FileNotFoundError(
+            f"{name}: {len(bad)} of {len(catalog)} file_loc path(s) do not exist, e.g. (id_str, file_loc) "
+            f"{examples}. Relative paths are read from the working directory {os.getcwd()!r}. "
+            "Fix the paths, or pass check_valid_paths=False to skip this check."
+        )
 
 
 def _check_label_values(catalog, label_cols, label_kind, name, num_classes) -> None:
@@ -367,8 +375,7 @@ def split_catalog(
         raise TypeError(f"catalog must be a pandas DataFrame, got {type(catalog).__name__}.")
     fractions = {"train_fraction": train_fraction, "val_fraction": val_fraction, "test_fraction": test_fraction}
     for key, value in fractions.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value <= 1:
-            raise ValueError(f"{key} must be a number in [0, 1], got {value!r}.")
+        check_fraction(key, value)
     total = train_fraction + val_fraction + test_fraction
     if abs(total - 1) > 1e-6:
         raise ValueError(

@@ -1,27 +1,18 @@
 """Ready-made galaxy datasets: ``demo_rings`` (the finetuning walkthrough's data) and friends.
 
 Every function has the signature ``(root, download=True, train=True, synthetic=False)`` and returns
-``(catalog, label_cols)``:
+``(catalog, label_cols)``, the catalog with ``id_str``, an absolute ``file_loc`` and the label columns:
 
-1. With ``synthetic=True`` it writes (once; later calls reuse the files) a generated stand-in under
-   ``root/<name>_synthetic/`` with :func:`zoobot.shared.synthetic.make_synthetic_catalog`. This works
-   offline and is what the tests, the demo and the examples' ``--smoke`` runs use.
-2. Otherwise it uses the dataset's files if they are already in ``root``;
-3. else, if ``download``, it downloads the registered resources (:data:`RESOURCES`) into ``root``
-   (with ``astropy.utils.data.download_file``; astropy is a core dependency),
-   checks their md5 sums and unpacks archives. A failed download raises ``RuntimeError`` naming the
-   URL, ``root`` and the ``synthetic=True`` alternative; nothing ever falls back silently.
+1. ``synthetic=True``: a generated stand-in written once under ``root/<name>_synthetic/`` (offline; what
+   the tests, the demo and the examples' ``--smoke`` runs use);
+2. otherwise the dataset's files already in ``root``;
+3. else, with ``download``, the registered resources (:data:`RESOURCES`) downloaded into ``root`` with
+   astropy, md5-checked and unpacked. A failed download raises ``RuntimeError`` naming the URL and the
+   ``synthetic=True`` alternative; nothing falls back silently.
 
-The catalogs have ``id_str`` and an absolute ``file_loc`` (built from the ``subfolder`` and
-``filename`` columns, relative to ``root``), plus the label columns.
-
-.. warning::
-   The URLs and checksums in :data:`RESOURCES` describe where the public Galaxy Zoo data sets are
-   published (Zenodo / Hugging Face), but they could **not be verified** from the machines this code
-   was written on (no network). Entries whose ``md5`` is None have no pinned checksum yet; their
-   downloads are accepted with a warning. To use a mirror, or a corrected URL, edit the entry before
-   calling (``zoobot.shared.datasets.RESOURCES['demo_rings'] = DatasetResources(...)``) or download the
-   files by hand into ``root`` (they are then used as they are).
+The URLs and checksums in :data:`RESOURCES` could not be verified from the machines this code was
+written on (no network); entries whose ``md5`` is None are accepted with a warning. Edit an entry to use
+a mirror, or put the files into ``root`` by hand.
 """
 from __future__ import annotations
 

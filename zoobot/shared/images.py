@@ -1,4 +1,4 @@
-"""Reading galaxy images from disk, for both backends (api.md 1.4).
+"""Reading galaxy images from disk, for both backends (docs/components/loading_data.md).
 
 :func:`load_image` returns an HWC numpy array:
 
@@ -27,6 +27,7 @@ from zoobot.shared.errors import (
     missing_dependency,
 )
 from zoobot.shared.preprocessing import FitsScaling
+from zoobot.shared.validation import is_int
 
 __all__ = ["load_image", "to_channels", "image_format", "minimum_decode_size", "warn_if_tiny", "reset_image_warnings",
            "IMAGE_EXTENSIONS", "FITS_SCALINGS", "MIN_IMAGE_SIDE"]
@@ -207,7 +208,7 @@ def _where(file_loc, id_str) -> str:
 
 
 def _as_hw(size) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    if is_int(size):
         height = width = int(size)
     else:
         try:
@@ -339,7 +340,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     array([30], dtype=uint8)
     """
     global _logged_grey_to_colour
-    if channels not in (1, 3) or isinstance(channels, bool):
+    if not is_int(channels) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
     image = np.asarray(image)
     if image.ndim == 2:

@@ -1,4 +1,5 @@
-"""Reading prediction files back, and the summary tables astronomers use (api.md 1.6, 4.4).
+"""Reading prediction files back, and the summary tables astronomers use
+(docs/components/predictions_and_representations.md).
 
 :func:`load` reads any file :func:`zoobot.shared.save_predictions.save` writes (.parquet, .csv,
 .hdf5/.h5) into ``(ids, predictions, label_cols, metadata)``.

@@ -1,36 +1,17 @@
-"""Chunked, resumable prediction over a catalog, shared by both backends (api.md 2.6, 4.4).
+"""Chunked, resumable prediction over a catalog, shared by both backends.
 
-Each backend's ``predict_on_catalog.predict`` does the model work in a ``predict_rows`` generator;
-:func:`run_chunked_prediction` does everything else:
-
-1. checks the catalog (``id_str`` present E1, not empty E4, ids unique E3) and the ``save_loc``
-   extension (E13) **before any compute**;
-2. with a ``save_loc``, finds the chunks (``chunk_size`` rows each) an interrupted run already
-   finished in ``<save_loc>.partial/``. ``<save_loc>.partial/manifest.json`` fingerprints the run: the
-   ordered ids, their ``file_loc``, ``chunk_size``, ``label_cols``, ``kind``, ``metadata`` and
-   ``resume_key``. Rerunning the same prediction skips finished chunks; a run with a different
-   fingerprint starts afresh (warning);
-3. calls ``predict_rows`` **once**, on the rows of all unfinished chunks, so the backend runs one data
-   pipeline (one loader, one set of worker processes) for the whole call. The chunks only decide when
-   results are flushed: as soon as every row of a chunk has come back it is stored in
-   ``<save_loc>.partial/chunk_{i:06d}.npz`` (written to a temporary name, then renamed, so a killed run
-   never leaves a half-written chunk);
-4. at the end, writes the final file chunk by chunk with
-   :class:`zoobot.shared.save_predictions.PredictionWriter` (rows in catalog order, failed images as
-   NaN rows listed in ``<stem>_failures.csv``), optionally the summary tables (also chunk by chunk),
-   and removes the partial folder. One warning summarises any failed images.
-
-Memory: the returned array (rows, outputs, samples) float32 plus one chunk of file columns at a time.
-
-The backend's ``predict_rows(rows)`` receives a DataFrame of the rows still to predict (fresh 0..k-1
-index) and yields ``(positions, predictions, failures)`` per batch, in any order: ``positions`` the
-row numbers in ``rows``, ``predictions`` float32 (len(positions), outputs, samples) with every sample
-of those rows, ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of those rows whose image
-could not be read (their prediction rows are set to NaN here in any case). Every row must come back
-exactly once.
+Each backend's ``predict_on_catalog.predict`` checks its arguments with :func:`check_predict_arguments` and
+:func:`plan_prediction`, and does the model work in a ``predict_rows`` generator;
+:func:`run_chunked_prediction` does everything else: it checks the catalog before any compute, skips the
+chunks an interrupted run already stored in ``<save_loc>.partial/`` (same fingerprint only), calls
+``predict_rows`` **once** on all unfinished rows (one data pipeline for the whole call), stores each chunk
+as soon as it is complete, and at the end writes the final file chunk by chunk (failed images as NaN rows
+listed in ``<stem>_failures.csv``). The steps, the fingerprint and the memory it needs:
+docs/components/predictions_and_representations.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,12 +26,16 @@ import pandas as pd
 from zoobot.shared import interrupts, save_predictions
 from zoobot.shared.console import progress_bar
 from zoobot.shared.catalogs import validate_catalog
-from zoobot.shared.errors import format_examples, unknown_option_error
+from zoobot.shared.errors import ChannelMismatchError, format_examples
+from zoobot.shared.validation import available_cpus, check_bool, check_choice, check_int
 
 __all__ = ["run_chunked_prediction", "partial_dir", "repeat_rows", "PassCollector", "release_free_memory",
-           "SaveLocInUseError"]
+           "SaveLocInUseError", "ModelSpec", "PredictArguments", "check_predict_arguments", "resolve_label_cols",
+           "requested_dropout", "datamodule_options", "resume_key", "PredictionPlan", "plan_prediction"]
 
 _MANIFEST = "manifest.json"
+#: Shortest interval between two trims of the C heap during a prediction (:func:`release_free_memory`).
+_TRIM_SECONDS = 0.1
 _FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
 
 
@@ -82,14 +67,19 @@ def run_chunked_prediction(
     shard=None,
 ) -> np.ndarray:
     """Predict a catalog with one call of ``predict_rows``, storing it chunk by chunk (resumable), and
-    write the predictions file.
+    write the predictions file. (Long only for its numpydoc; the body is a dozen lines.)
 
     Parameters
     ----------
     catalog : pandas.DataFrame
         Needs ``id_str`` (unique); other columns (``file_loc``, ...) are passed to ``predict_rows``.
     predict_rows : callable
-        ``predict_rows(rows) -> iterable of (positions, predictions, failures)``, see the module docstring.
+        ``predict_rows(rows) -> iterable of (positions, predictions, failures)``. ``rows``: a DataFrame of
+        the rows still to predict (fresh 0..k-1 index). Per batch, in any order: ``positions`` the row
+        numbers in ``rows``; ``predictions`` float32 (len(positions), outputs, samples) with every sample
+        of those rows; ``failures`` a DataFrame ``id_str, file_loc, error`` (or None) of those rows whose
+        image could not be read (their rows are set to NaN here in any case). Every row must come back
+        exactly once.
     save_loc : str or path-like, optional
         ``.parquet``, ``.csv``, ``.hdf5`` or ``.h5``. None: predict in memory only (no resume).
     label_cols : sequence of str, optional
@@ -148,11 +138,22 @@ def run_chunked_prediction(
     ...                        progress=False).shape
     (3, 1, 1)
     """
-    # ---- every check before any compute
+    catalog, label_cols = _check_run_arguments(catalog, save_loc, label_cols, kind, chunk_size, schema, summary)
+    if shard is not None:
+        catalog, save_loc, metadata = _take_part(catalog, save_loc, metadata, shard)
+        if not len(catalog):
+            return _write_empty(save_loc, label_cols, kind, metadata, schema)
+    with _PartialLock(save_loc):  # one writer per save_loc: a second is refused, naming the first one's PID
+        return _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary,
+                    resume_key, progress)
+
+
+def _check_run_arguments(catalog, save_loc, label_cols, kind, chunk_size, schema, summary):
+    """Every check of :func:`run_chunked_prediction` before any compute; returns the checked catalog and
+    ``label_cols``."""
     if save_loc is not None:
         save_predictions.prediction_format(save_loc)  # E13
-    if kind not in save_predictions.KINDS:
-        raise unknown_option_error("kind", kind, save_predictions.KINDS)
+    check_choice("kind", kind, save_predictions.KINDS)
     catalog = validate_catalog(catalog, label_cols=None, require_file_loc=False, label_kind=None)  # E1, E4, E3
     if label_cols is None:
         if schema is None:
@@ -164,18 +165,10 @@ def run_chunked_prediction(
             f"label_cols do not match schema {schema.name!r}: expected width {len(schema.label_cols)}, "
             f"got width {len(label_cols)}."
         )
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, minimum=1)
     if summary and (schema is None or kind != "tree" or save_loc is None):
         raise ValueError("summary=True needs a tree model's schema, kind='tree' and a save_loc to write next to.")
-
-    if shard is not None:
-        catalog, save_loc, metadata = _take_part(catalog, save_loc, metadata, shard)
-        if not len(catalog):
-            return _write_empty(save_loc, label_cols, kind, metadata, schema)
-    with _PartialLock(save_loc):  # one writer per save_loc: a second is refused, naming the first one's PID
-        return _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary,
-                    resume_key, progress)
+    return catalog, label_cols
 
 
 def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary, resume_key,
@@ -198,20 +191,7 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
             # all rows: a copy-on-write view, no copy of a catalog that may hold millions of paths
             rows = (catalog.reset_index(drop=True) if len(todo) == chunks.n_rows
                     else catalog.iloc[todo].reset_index(drop=True))
-            results = predict_rows(rows)
-            try:
-                for result in results:
-                    positions, batch_predictions, batch_failures = _checked_batch(result, rows, len(label_cols))
-                    for index in chunks.add(todo[positions], batch_predictions, batch_failures):
-                        if folder is not None:
-                            _write_chunk(folder, index, *chunks.contents(index))
-                        release_free_memory()
-                        done += len(chunks.rows(index))
-                        interrupts.note_rows(done, chunks.n_rows, folder)
-                    bar.update(len(positions))
-            finally:  # a generator's loader and model state are released now, not when it is collected
-                if callable(getattr(results, "close", None)):
-                    results.close()
+            _collect(predict_rows(rows), rows, todo, chunks, folder, bar, done)
             chunks.check_complete(todo, rows)
     finally:
         bar.close()
@@ -231,6 +211,33 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
             stacklevel=3,
         )
     return predictions
+
+
+def _collect(results, rows, todo, chunks: "_Chunks", folder, bar, done: int) -> None:
+    """Take every batch of the backend's ``results`` into ``chunks``, storing each chunk as it completes.
+
+    The C heap is trimmed after every batch (at most every :data:`_TRIM_SECONDS`) as well as after every
+    chunk: the batches' large freed buffers would otherwise pile up between trims, and the peak memory
+    of a run grew with its length (docs/benchmarks.md, section 3b).
+    """
+    import time
+
+    last_trim = time.monotonic()
+    try:
+        for result in results:
+            positions, batch_predictions, batch_failures = _checked_batch(result, rows, chunks.n_outputs)
+            for index in chunks.add(todo[positions], batch_predictions, batch_failures):
+                if folder is not None:
+                    _write_chunk(folder, index, *chunks.contents(index))
+                done += len(chunks.rows(index))
+                interrupts.note_rows(done, chunks.n_rows, folder)
+            if time.monotonic() - last_trim >= _TRIM_SECONDS:
+                release_free_memory()
+                last_trim = time.monotonic()
+            bar.update(len(positions))
+    finally:  # a generator's loader and model state are released now, not when it is collected
+        if callable(getattr(results, "close", None)):
+            results.close()
 
 
 class SaveLocInUseError(FileExistsError):
@@ -541,10 +548,10 @@ def _chunk_path(folder: pathlib.Path, index: int) -> pathlib.Path:
 def release_free_memory() -> bool:
     """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``).
 
-    Called after every finished chunk. One data pipeline serves the whole catalog, and the batches'
-    large temporary buffers, freed between other small allocations, fragment glibc's heap: without
-    this the resident memory of a PyTorch prediction crept up by ~180 MiB over 100k rows (tiny_cnn,
-    64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
+    Called after every batch of a prediction (at most every 0.1 s). One data pipeline serves the whole
+    catalog, and the batches' large temporary buffers, freed between other small allocations, fragment
+    glibc's heap: without this the resident memory of a PyTorch prediction crept up by ~180 MiB over
+    100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
     where the C library has no ``malloc_trim``, e.g. macOS or musl).
     """
     global _MALLOC_TRIM
@@ -623,3 +630,236 @@ def _checked_batch(result, rows: pd.DataFrame, n_outputs: int):
         if column not in failures.columns:
             failures[column] = ""
     return positions, predictions, failures[_FAILURE_COLUMNS].astype(str).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the front end of both backends' predict(): argument checks, the model's outputs, loader options
+# ---------------------------------------------------------------------------------------------
+
+ON_BAD_IMAGE = ("record", "raise")
+# loader keywords that change only the speed, not the pixels: left out of the resume fingerprint
+_SPEED_ONLY = ("batch_size", "num_workers", "prefetch_factor")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """How ``predict`` treats a model (each backend's ``describe_model`` fills it in).
+
+    Attributes
+    ----------
+    model : torch.nn.Module or keras.Model
+    kind : {'tree', 'generic'}
+        'tree': outputs are Dirichlet concentrations (saved with vote fractions).
+    family : {'tree', 'classifier', 'regressor', 'features'}
+    label_cols : list of str
+        Default output names.
+    channels : int
+        Image channels the model takes.
+    input_size : int
+        Image side the model takes.
+    schema : Schema or None
+    """
+
+    model: object
+    kind: str
+    family: str
+    label_cols: list
+    channels: int
+    input_size: int
+    schema: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictArguments:
+    """``predict``'s keyword arguments, checked and normalised by :func:`check_predict_arguments`."""
+
+    n_samples: int
+    on_bad_image: str
+    chunk_size: int
+    test_time_dropout: bool | None
+    test_time_augmentation: bool
+    shard: object
+    datamodule_kwargs: dict
+    trainer_kwargs: dict
+
+
+def check_predict_arguments(*, n_samples, save_loc, datamodule_kwargs, trainer_kwargs, test_time_dropout,
+                            test_time_augmentation, on_bad_image, chunk_size, shard) -> PredictArguments:
+    """Check ``predict``'s arguments (both backends) before the model or any image is touched.
+
+    Raises
+    ------
+    TypeError
+        ``n_samples``/``chunk_size`` not integers, ``test_time_dropout`` not None/True/False,
+        ``datamodule_kwargs``/``trainer_kwargs`` not dicts.
+    ValueError
+        ``n_samples``/``chunk_size`` < 1; E13 for an unknown ``on_bad_image`` or ``save_loc`` extension;
+        a malformed ``shard``.
+
+    Examples
+    --------
+    >>> args = check_predict_arguments(n_samples=5, save_loc=None, datamodule_kwargs=None, trainer_kwargs=None,
+    ...                                test_time_dropout=None, test_time_augmentation=False, on_bad_image='record',
+    ...                                chunk_size=4096, shard=None)
+    >>> args.n_samples, args.datamodule_kwargs
+    (5, {})
+    """
+    from zoobot.shared.sharding import parse_shard
+
+    n_samples = check_int("n_samples", n_samples, minimum=1)
+    check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    if test_time_dropout is not None:
+        test_time_dropout = check_bool("test_time_dropout", test_time_dropout)
+    shard = parse_shard(shard)  # (rank, world_size) or None
+    if save_loc is not None:
+        save_predictions.prediction_format(save_loc)  # E13 for an unknown extension
+    for name, value in (("datamodule_kwargs", datamodule_kwargs), ("trainer_kwargs", trainer_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
+    return PredictArguments(n_samples, on_bad_image, chunk_size, test_time_dropout, bool(test_time_augmentation),
+                            shard, dict(datamodule_kwargs or {}), dict(trainer_kwargs or {}))
+
+
+def resolve_label_cols(label_cols, spec: ModelSpec) -> list:
+    """The output names: the model's own (``label_cols=None``) or the caller's, of the model's width (E10).
+
+    Examples
+    --------
+    >>> spec = ModelSpec(None, 'generic', 'regressor', ['prediction'], 3, 224)
+    >>> resolve_label_cols(None, spec), resolve_label_cols('redshift', spec)
+    (['prediction'], ['redshift'])
+    """
+    if label_cols is None:
+        return list(spec.label_cols)
+    if isinstance(label_cols, str):
+        label_cols = [label_cols]
+    label_cols = [str(c) for c in label_cols]
+    if len(label_cols) != len(spec.label_cols):
+        what = (f"schema {spec.schema.name!r}" if spec.schema is not None and spec.schema.name
+                else type(spec.model).__name__)
+        raise ValueError(
+            f"label_cols has width {len(label_cols)} but the model ({what}) predicts {len(spec.label_cols)} outputs: "
+            f"expected width {len(spec.label_cols)}, got width {len(label_cols)}. Pass label_cols=None to use "
+            f"the model's own names ({spec.label_cols[:3]}...)."
+        )
+    return label_cols
+
+
+def requested_dropout(model, test_time_dropout):
+    """True/False to force (Monte Carlo) dropout on/off at inference; None to leave the model's layers as they are.
+
+    Examples
+    --------
+    >>> requested_dropout(object(), None) is None, requested_dropout(object(), False)
+    (True, False)
+    """
+    if test_time_dropout is not None:
+        return bool(test_time_dropout)
+    own = getattr(model, "test_time_dropout", None)
+    return own if isinstance(own, bool) else None
+
+
+def datamodule_options(spec: ModelSpec, overrides: dict, test_time_augmentation: bool, layout: str) -> dict:
+    """GalaxyDataModule keywords for prediction: the model's channels and size, user overrides on top.
+
+    ``layout`` ('NCHW' or 'NHWC') is named in the E7 error of a ``greyscale`` override that contradicts
+    the model's channels.
+
+    Examples
+    --------
+    >>> spec = ModelSpec(None, 'generic', 'features', ['feat_0'], 1, 64)
+    >>> options = datamodule_options(spec, {'batch_size': 8}, False, 'NCHW')
+    >>> options['greyscale'], options['resize_after_crop'], options['batch_size']
+    (True, 64, 8)
+    """
+    for key in ("catalog", "train_catalog", "val_catalog", "test_catalog", "predict_catalog", "label_cols"):
+        if key in overrides:
+            raise ValueError(f"datamodule_kwargs may not set {key!r}: predict() passes the catalog itself.")
+    greyscale = spec.channels == 1
+    if "greyscale" in overrides and bool(overrides["greyscale"]) != greyscale:
+        got = 1 if overrides["greyscale"] else 3
+        raise ChannelMismatchError(
+            f"datamodule_kwargs greyscale={overrides['greyscale']!r} gives {got}-channel images but the model "
+            f"({type(spec.model).__name__}) expects {spec.channels} channels ({layout}). Fix: remove greyscale from "
+            f"datamodule_kwargs, or use greyscale={greyscale}."
+        )
+    if "test_time_augmentation" in overrides:
+        raise ValueError("Pass test_time_augmentation to predict() itself, not in datamodule_kwargs.")
+    options = dict(
+        greyscale=greyscale,
+        resize_after_crop=spec.input_size,
+        batch_size=256,
+        num_workers=min(4, available_cpus()),
+        test_time_augmentation=test_time_augmentation,
+    )
+    options.update(overrides)
+    return options
+
+
+def resume_key(weights: Iterable[tuple[str, bytes]], options: Mapping) -> dict:
+    """What must match for an interrupted run's finished chunks to be reused: the exact weights and the
+    preprocessing options (not the speed-only loader settings).
+
+    ``weights`` yields ``(header, raw bytes)`` per tensor; the header names the tensor, its dtype and size.
+
+    Examples
+    --------
+    >>> key = resume_key([('w|float32|1', b'abcd')], {'batch_size': 8, 'greyscale': True})
+    >>> key['preprocessing']
+    {'greyscale': 'True'}
+    """
+    digest = hashlib.sha1()
+    for header, raw in weights:
+        digest.update(header.encode())
+        digest.update(raw)
+    preprocessing = {k: repr(v) for k, v in sorted(options.items()) if k not in _SPEED_ONLY}
+    return {"weights_sha1": digest.hexdigest(), "preprocessing": preprocessing}
+
+
+@dataclasses.dataclass
+class PredictionPlan:
+    """What both backends' ``predict`` work from once the arguments, model and catalog are checked."""
+
+    catalog: pd.DataFrame
+    spec: ModelSpec
+    label_cols: list
+    options: dict  # GalaxyDataModule keywords
+    scale: np.ndarray | None  # calibration scale of a tree model's concentrations
+    args: PredictArguments
+
+    def run_kwargs(self, save_loc, backend: str, dropout_active: bool, weights: Callable[[], Iterable]) -> dict:
+        """Keywords of :func:`run_chunked_prediction` (``weights()`` is only read with a ``save_loc``)."""
+        metadata = {
+            "model_class": type(self.spec.model).__name__,
+            "n_samples": self.args.n_samples,
+            "test_time_dropout": dropout_active,
+            "test_time_augmentation": self.args.test_time_augmentation,
+            "backend": backend,
+            "concentration_scale": None if self.scale is None else self.scale.tolist(),
+        }
+        kwargs = dict(label_cols=self.label_cols, kind=self.spec.kind, metadata=metadata, schema=self.spec.schema,
+                      chunk_size=self.args.chunk_size, shard=self.args.shard)
+        if save_loc is not None:
+            # finished chunks of an interrupted run are reused only for the same weights and preprocessing
+            kwargs["resume_key"] = resume_key(weights(), {**self.options, "concentration_scale": self.scale})
+        return kwargs
+
+
+def plan_prediction(catalog, spec: ModelSpec, label_cols, args: PredictArguments, *, check_valid_paths: bool,
+                    calibrate: bool, layout: str) -> PredictionPlan:
+    """The checks of ``predict`` that need the model: calibration, output names, loader options, the catalog
+    (E1/E3/E4/E5) and the model's recorded preprocessing; nothing is read yet."""
+    from zoobot.shared import calibration
+    from zoobot.shared.preprocessing import resolve_preprocessing
+
+    model = spec.model
+    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
+    label_cols = resolve_label_cols(label_cols, spec)
+    options = datamodule_options(spec, dict(args.datamodule_kwargs), args.test_time_augmentation, layout)
+    catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
+                               check_valid_paths=check_valid_paths)
+    options.update(resolve_preprocessing(
+        getattr(model, "preprocessing", None), dict(args.datamodule_kwargs), model_name=type(model).__name__,
+        file_locs=catalog["file_loc"], fallback_input_size=spec.input_size))
+    return PredictionPlan(catalog, spec, label_cols, options, scale, args)

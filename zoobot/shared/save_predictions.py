@@ -1,26 +1,11 @@
-"""Writing prediction files (api.md 1.6, 4.4), the same way for both backends.
+"""Writing prediction files, the same way for both backends.
 
-:func:`save` writes ``predictions`` of shape (galaxy, output, sample), keyed by ``id_str``, in the
-format the extension of ``save_loc`` names:
-
-- ``.parquet`` (recommended) and ``.csv``: one row per galaxy in the given order, ``id_str`` first.
-  Tree models: per label column, ``{col}_concentration_0 .. {col}_concentration_{S-1}`` then
-  ``{col}_fraction`` (the mean over samples of alpha / sum of the question's alphas). Other models:
-  ``{name}_pred_0 .. {name}_pred_{S-1}`` then ``{name}_pred_mean``. Parquet files carry key-value
-  metadata (each value JSON-encoded): ``zoobot_version``, ``format_version``, ``kind``, ``n_samples``,
-  plus what the caller passes (``model_class``, ``schema``, ``test_time_dropout``,
-  ``test_time_augmentation``, ``backend``, ...). CSV has no metadata.
-- ``.hdf5`` / ``.h5`` (needs h5py): datasets ``predictions`` (float32, galaxy x output x sample),
-  ``id_str`` and ``label_cols`` (utf-8 strings); the metadata as attributes (dicts as JSON text).
-
-Images that failed are NaN rows and are listed in ``<stem>_failures.csv`` (``id_str``,
-``file_loc``, ``error``) next to the file. Files are written atomically (temporary file, then
-rename), so a crash never leaves a half-written file under the final name.
-
-:class:`PredictionWriter` writes the same files chunk by chunk (a parquet row group per chunk, csv
-rows appended, hdf5 slices), so memory stays flat however many rows there are; :func:`save` uses it.
-:class:`ParquetAppender` appends DataFrames to one parquet file as row groups (also used for the
-summary tables).
+:func:`save` writes ``predictions`` of shape (galaxy, output, sample), keyed by ``id_str``, in the format
+the extension of ``save_loc`` names (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``); failed images
+are NaN rows listed in ``<stem>_failures.csv``. Files are written atomically (temporary name, then
+rename). :class:`PredictionWriter` writes the same files chunk by chunk, so memory stays flat however
+many rows there are; :class:`ParquetAppender` appends DataFrames to one parquet file as row groups (also
+the summary tables). Columns and metadata of each format: docs/components/predictions_and_representations.md.
 """
 from __future__ import annotations
 
@@ -213,7 +198,11 @@ def save(
     *,
     schema=None,
 ) -> pathlib.Path:
-    """Write predictions in the layout of api.md 4.4, format chosen by the extension.
+    """Write predictions to a file in the format the extension of ``save_loc`` names.
+
+    Layout: the module docstring and docs/components/predictions_and_representations.md. The upstream
+    names ``predictions_to_csv`` and ``predictions_to_hdf5`` are this same function: whatever the name,
+    ``.parquet``/``.csv``/``.hdf5``/``.h5`` decides the format.
 
     Parameters
     ----------
@@ -259,6 +248,17 @@ def save(
     --------
     >>> save(np.ones((2, 2, 1)), ['a', 'b'], ['ring_yes', 'ring_no'], 'preds.parquet')  # doctest: +SKIP
     """
+    predictions, id_str, label_cols, failures = _checked_inputs(predictions, id_str, label_cols, save_loc, kind,
+                                                                failures)
+    n_rows, n_samples = predictions.shape[0], predictions.shape[2]
+    with PredictionWriter(save_loc, label_cols, n_rows, n_samples, kind, metadata, schema=schema) as writer:
+        for start in range(0, n_rows, WRITE_ROWS):
+            writer.write(predictions[start : start + WRITE_ROWS], id_str[start : start + WRITE_ROWS])
+        return writer.close(failures)
+
+
+def _checked_inputs(predictions, id_str, label_cols, save_loc, kind, failures):
+    """:func:`save`'s inputs checked (E13, E10, E3) and normalised; failed rows set to NaN."""
     prediction_format(save_loc)  # E13
     if kind not in KINDS:
         raise unknown_option_error("kind", kind, KINDS)
@@ -284,12 +284,7 @@ def save(
         if failed.any():
             predictions = predictions.copy()
             predictions[failed] = np.nan
-
-    n_rows, n_samples = predictions.shape[0], predictions.shape[2]
-    with PredictionWriter(save_loc, label_cols, n_rows, n_samples, kind, metadata, schema=schema) as writer:
-        for start in range(0, n_rows, WRITE_ROWS):
-            writer.write(predictions[start : start + WRITE_ROWS], id_str[start : start + WRITE_ROWS])
-        return writer.close(failures)
+    return predictions, id_str, label_cols, failures
 
 
 def _check_width(n_outputs: int, label_cols) -> None:
@@ -507,6 +502,8 @@ def _open_hdf5(path, n_rows, label_cols, n_samples, record):
     return f
 
 
-#: Upstream (v1) names of :func:`save`; the extension of ``save_loc`` decides the format.
-predictions_to_hdf5 = save
+#: Upstream (v1) name of :func:`save`, kept for upstream code. It writes the format the extension of
+#: ``save_loc`` names (HDF5 for ``.hdf5``, not only CSV): prefer ``save``, the honest name.
 predictions_to_csv = save
+#: Upstream (v1) name of :func:`save` (writes the format the extension names, not only HDF5).
+predictions_to_hdf5 = save

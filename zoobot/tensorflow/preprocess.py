@@ -1,4 +1,5 @@
-"""Turn raw dict batches into model input (api.md 3.2). Alias: ``zoobot.tensorflow.estimators.preprocess``.
+"""Turn raw dict batches into model input
+(docs/components/preprocessing.md). Alias: ``zoobot.tensorflow.estimators.preprocess``.
 
 The raw datasets of :mod:`zoobot.tensorflow.data_utils` yield ``{'matrix': uint8 0-255, 'id_str',
 <labels>}``. Models want ``(images float32 NHWC in [0, 1], labels float32 (B, n))``::
@@ -27,6 +28,7 @@ import logging
 import tensorflow as tf
 
 from zoobot.shared.errors import CatalogError, ChannelMismatchError, PixelScaleError, format_examples
+from zoobot.shared.validation import check_int
 
 __all__ = ["PreprocessingConfig", "preprocess_dataset", "preprocess_batch"]
 
@@ -81,8 +83,7 @@ class PreprocessingConfig:
         if self.label_cols is None:
             raise TypeError("label_cols must be a list of label keys (use [] for unlabelled data), got None.")
         self.label_cols = list(self.label_cols)
-        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 1:
-            raise ValueError(f"input_size must be a positive integer, got {self.input_size!r}.")
+        check_int("input_size", self.input_size, minimum=1)
         if self.make_greyscale and self.permute_channels:
             raise ValueError(
                 "make_greyscale=True and permute_channels=True cannot be combined: a greyscale image has one "

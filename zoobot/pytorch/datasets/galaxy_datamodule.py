@@ -1,6 +1,6 @@
-"""``GalaxyDataModule``: catalogs -> train/val/test/predict DataLoaders (api.md 2.1).
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict DataLoaders (docs/components/loading_data.md).
 
-The seeds' call works as written::
+Upstream Zoobot's call works as written::
 
     datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)
 
@@ -16,9 +16,7 @@ unless ``test_time_augmentation=True``.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import warnings
 from typing import Sequence
 
 import lightning as L
@@ -29,7 +27,13 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from zoobot.pytorch.datasets.galaxy_dataset import GalaxyDataset
 from zoobot.pytorch.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
-from zoobot.shared.catalogs import split_catalog, validate_catalog
+from zoobot.shared.datamodules import (
+    available_cpus,
+    check_transform_overrides,
+    loader_settings,
+    pair,
+    prepare_catalogs,
+)
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.preprocessing import FitsScaling, Preprocessing, training_record
 
@@ -38,14 +42,6 @@ __all__ = ["GalaxyDataModule", "EpochSeededRandomSampler", "available_cpus"]
 logger = logging.getLogger(__name__)
 
 _STAGES = ("fit", "validate", "test", "predict", None)
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -96,17 +92,6 @@ class EpochSeededRandomSampler(RandomSampler):
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
-
-
-def _pair(custom, what: str):
-    """A custom transform given once (used for all splits) or as (train, test)."""
-    if custom is None:
-        return None, None
-    if isinstance(custom, (tuple, list)):
-        if len(custom) != 2:
-            raise ValueError(f"{what} must be one transform or a (train, test) pair, got {len(custom)} items")
-        return custom[0], custom[1]
-    return custom, custom
 
 
 class GalaxyDataModule(L.LightningDataModule):
@@ -216,10 +201,7 @@ class GalaxyDataModule(L.LightningDataModule):
         if isinstance(label_cols, str):
             label_cols = [label_cols]
         self.label_cols = list(label_cols) if label_cols else []
-        for what, value in (("batch_size", batch_size), ("num_workers", num_workers),
-                            ("prefetch_factor", prefetch_factor)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if what == "batch_size" else 0):
-                raise ValueError(f"{what} must be an int >= {1 if what == 'batch_size' else 0}, got {value!r}")
+        batch_size, num_workers, self.prefetch_factor = loader_settings(batch_size, num_workers, prefetch_factor)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.greyscale = bool(greyscale)
@@ -228,16 +210,7 @@ class GalaxyDataModule(L.LightningDataModule):
         self.test_time_augmentation = bool(test_time_augmentation)
         self.fits_scaling = FitsScaling.from_value(fits_scaling)
 
-        cpus = available_cpus()
-        if num_workers > cpus:
-            warnings.warn(
-                f"num_workers={num_workers} but only {cpus} CPU cores are available; using num_workers={cpus}.",
-                UserWarning,
-                stacklevel=2,
-            )
-            num_workers = cpus
-        self.num_workers = int(num_workers)
-        self.prefetch_factor = int(prefetch_factor) if self.num_workers > 0 else None
+        self.num_workers = num_workers
 
         self.train_transform, self.test_transform = self._choose_transforms(
             train_transform, test_transform, custom_albumentation_transform, custom_torchvision_transform
@@ -255,18 +228,14 @@ class GalaxyDataModule(L.LightningDataModule):
         return 1 if self.greyscale else 3
 
     def _choose_transforms(self, train_transform, test_transform, custom_albumentation, custom_torchvision):
-        given = [name for name, value in (("train_transform/test_transform", train_transform or test_transform),
-                                          ("custom_albumentation_transform", custom_albumentation),
-                                          ("custom_torchvision_transform", custom_torchvision)) if value is not None]
-        if len(given) > 1:
-            raise ValueError(f"Give at most one way to override the transforms; got {' and '.join(given)}.")
+        check_transform_overrides(train_transform, test_transform, custom_albumentation, custom_torchvision)
         default_train, default_eval = default_transforms(
             self.greyscale, self.resize_after_crop, self.crop_scale_bounds, self.crop_ratio_bounds,
             self.test_time_augmentation,
         )
         if custom_albumentation is not None or custom_torchvision is not None:
             kind = "albumentations" if custom_albumentation is not None else "torchvision"
-            custom_train, custom_test = _pair(custom_albumentation if custom_albumentation is not None
+            custom_train, custom_test = pair(custom_albumentation if custom_albumentation is not None
                                               else custom_torchvision, f"custom_{kind}_transform")
             return (CustomTransform(custom_train, kind, self.channels),
                     CustomTransform(custom_test, kind, self.channels))
@@ -276,26 +245,10 @@ class GalaxyDataModule(L.LightningDataModule):
 
     def _prepare_catalogs(self, catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog,
                           test_catalog, predict_catalog, check_valid_paths):
-        explicit = {"train_catalog": train_catalog, "val_catalog": val_catalog, "test_catalog": test_catalog}
-        given = [k for k, v in explicit.items() if v is not None]
-        if catalog is not None and given:
-            raise ValueError(
-                f"Pass either catalog (split automatically with train/val/test_fraction) or explicit "
-                f"train_catalog/val_catalog/test_catalog, not both: got catalog and {', '.join(given)}."
-            )
-        options = dict(label_cols=self.label_cols or None, label_kind="regression" if self.label_cols else None,
-                       check_valid_paths=check_valid_paths)
-        if catalog is not None:
-            catalog = validate_catalog(catalog, name="catalog", **options)
-            train, val, test = split_catalog(catalog, train_fraction, val_fraction, test_fraction, seed=self.seed)
-            explicit = {"train_catalog": train, "val_catalog": val, "test_catalog": test if len(test) else None}
-        else:
-            explicit = {name: None if cat is None else validate_catalog(cat, name=name, **options)
-                        for name, cat in explicit.items()}
-        if predict_catalog is not None:
-            predict_catalog = validate_catalog(predict_catalog, label_cols=None, label_kind=None,
-                                               check_valid_paths=check_valid_paths, name="predict_catalog")
-        return explicit["train_catalog"], explicit["val_catalog"], explicit["test_catalog"], predict_catalog
+        return prepare_catalogs(
+            catalog, (train_fraction, val_fraction, test_fraction), train_catalog, val_catalog, test_catalog,
+            predict_catalog, label_cols=self.label_cols, seed=self.seed, check_valid_paths=check_valid_paths,
+        )
 
     # ------------------------------------------------------------------ Lightning API
     def setup(self, stage: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""A map-style ``torch`` Dataset of galaxy images listed in a catalog (api.md 2.1).
+"""A map-style ``torch`` Dataset of galaxy images listed in a catalog (docs/components/loading_data.md).
 
 Each item is the image at ``catalog['file_loc']`` as a CHW float32 tensor in [0, 1], optionally with its
 labels. The catalog columns are copied into numpy arrays at construction, so data-loader workers share
@@ -97,12 +97,11 @@ class GalaxyDataset(Dataset):
             )
         if on_bad_image not in _ON_BAD_IMAGE:
             raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
-        # fixed-width numpy string arrays: no per-item Python objects shared with workers
-        self.file_locs = np.asarray(catalog["file_loc"].astype(str).to_numpy(), dtype=np.str_)
-        if "id_str" in catalog.columns:
-            self.id_strs = np.asarray(catalog["id_str"].astype(str).to_numpy(), dtype=np.str_)
-        else:
-            self.id_strs = np.asarray([str(i) for i in range(len(catalog))], dtype=np.str_)
+        # fixed-width UTF-8 byte arrays: no per-item Python objects shared with workers, and a quarter of the
+        # memory of numpy's 4-byte-per-character str arrays (100k paths of 100 characters: 10 MB, not 40 MB)
+        self.file_locs = _utf8_array(catalog["file_loc"].astype(str))
+        ids = catalog["id_str"].astype(str) if "id_str" in catalog.columns else map(str, range(len(catalog)))
+        self.id_strs = _utf8_array(ids)
         self.label_cols = label_cols
         self.labels = catalog[label_cols].to_numpy(dtype=np.float32) if label_cols else None
         self.transform = transform
@@ -144,8 +143,13 @@ class GalaxyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.file_locs)
 
+    def _id_str(self, index: int) -> str:
+        """The ``id_str`` of item ``index``."""
+        return self.id_strs[index].decode("utf-8", "surrogateescape")
+
     def _load(self, index: int):
-        return load_image(self.file_locs[index], self.fits_scaling, id_str=str(self.id_strs[index]),
+        file_loc = self.file_locs[index].decode("utf-8", "surrogateescape")
+        return load_image(file_loc, self.fits_scaling, id_str=self._id_str(index),
                           target_size=self._target_size)
 
     def _blank_image(self) -> torch.Tensor:
@@ -188,7 +192,7 @@ class GalaxyDataset(Dataset):
             if self.target_transform is not None:
                 label = self.target_transform(label)
         if self.return_index:
-            item = {"image": x, "index": torch.tensor(index, dtype=torch.int64), "id_str": str(self.id_strs[index]),
+            item = {"image": x, "index": torch.tensor(index, dtype=torch.int64), "id_str": self._id_str(index),
                     "failed": torch.tensor(failed)}
             if label is not None:
                 item["label"] = label
@@ -212,3 +216,8 @@ class GalaxyDataset(Dataset):
         return (f"GalaxyDataset({len(self)} galaxies, label_cols={self.label_cols}, transform={self.transform!r}, "
                 f"return_index={self.return_index}, on_bad_image={self.on_bad_image!r}"
                 f"{', features_mode=True' if self.features_mode else ''})")
+
+
+def _utf8_array(values) -> np.ndarray:
+    """A fixed-width bytes array of the UTF-8 encodings of ``values`` (str)."""
+    return np.array([value.encode("utf-8", "surrogateescape") for value in values], dtype=np.bytes_)

@@ -1,4 +1,5 @@
-"""Image transforms of the PyTorch data pipeline (api.md 2.1), built on ``torchvision.transforms.v2``.
+"""Image transforms of the PyTorch data pipeline
+(docs/components/loading_data.md), built on ``torchvision.transforms.v2``.
 
 Every transform takes an HWC ``numpy`` array as :func:`zoobot.shared.images.load_image` returns it
 (uint8 for jpg/png, float32 in [0, 1] for FITS) and returns a CHW float32 tensor in [0, 1].
@@ -33,6 +34,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from zoobot.shared.datamodules import check_channels as _check_channels
+from zoobot.shared.datamodules import check_crop_bounds, default_transform_pair
+from zoobot.shared.datamodules import check_size as _check_size
 from zoobot.shared.images import to_channels
 
 __all__ = [
@@ -93,34 +97,6 @@ def fast_to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         total //= 3
         return total.astype(np.uint8)[:, :, None]
     return to_channels(image, channels)
-
-
-def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Validate the crop area-fraction and aspect-ratio bounds; return them as float pairs."""
-    out = []
-    for what, bounds, upper in (("crop_scale_bounds", crop_scale_bounds, 1.0),
-                                ("crop_ratio_bounds", crop_ratio_bounds, math.inf)):
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a (low, high) pair of numbers, got {bounds!r}") from None
-        if not 0 < low <= high <= upper:
-            raise ValueError(f"{what} must satisfy 0 < low <= high{' <= 1' if upper == 1 else ''}, got {bounds!r}")
-        out.append((low, high))
-    return out[0], out[1]
-
-
-def _check_size(resize_after_crop) -> int:
-    if isinstance(resize_after_crop, bool) or not isinstance(resize_after_crop, (int, np.integer)) \
-            or resize_after_crop < 1:
-        raise ValueError(f"resize_after_crop must be a positive int (pixels), got {resize_after_crop!r}")
-    return int(resize_after_crop)
-
-
-def _check_channels(channels) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
-    return int(channels)
 
 
 class _GalaxyTransform:
@@ -285,8 +261,5 @@ def default_transforms(greyscale: bool = False, resize_after_crop: int = 224, cr
     >>> evaluate.output_shape
     (1, 64, 64)
     """
-    channels = 1 if greyscale else 3
-    train = TrainTransform(channels, resize_after_crop, crop_scale_bounds, crop_ratio_bounds)
-    if test_time_augmentation:
-        return train, train
-    return train, EvalTransform(channels, resize_after_crop, crop_scale_bounds)
+    return default_transform_pair(TrainTransform, EvalTransform, greyscale, resize_after_crop, crop_scale_bounds,
+                                  crop_ratio_bounds, test_time_augmentation)

@@ -1,31 +1,18 @@
-"""Predict every galaxy of a catalog with a PyTorch model, and save the results (api.md 2.6, 4.4).
+"""Predict every galaxy of a catalog with a PyTorch model, and save the results
+(docs/components/predictions_and_representations.md).
 
-:func:`predict` works with any zoobot model: a :class:`~zoobot.pytorch.estimators.define_model.ZoobotTree`
-(Dirichlet concentrations per answer), the finetuned classifier (class probabilities), regressor
-(one value) and tree, or an encoder alone (features, e.g. a
-:class:`~zoobot.pytorch.training.representations.ZoobotEncoder`).
-
-How it runs:
-
-1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
-   checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
-   already finished, writes each newly finished chunk of ``chunk_size`` rows to
-   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
-3. all rows still to predict are read by **one** :class:`~zoobot.pytorch.datasets.GalaxyDataModule`
-   loader (its worker processes decode the next batches while the model runs, for the whole call)
-   that carries the row index of every image, so rows are matched by id. With test-time augmentation
-   the loader reads each row ``n_samples`` times in a row (a new augmentation each time);
-4. on one device a plain loop runs the model under ``torch.inference_mode``; Monte Carlo dropout
-   samples run the encoder once and only the (cheap) head ``n_samples`` times. With several devices
-   (``trainer_kwargs={'devices': 4}``) a Lightning Trainer shards the catalog (DDP); the results of
-   every process are gathered by row index, padded duplicates dropped.
+:func:`predict` works with any zoobot model: a ZoobotTree (Dirichlet concentrations per answer), the
+finetuned classifier (class probabilities), regressor (one value) and tree, or an encoder alone
+(features). The argument checks and the chunked, resumable writing are
+:mod:`zoobot.shared.prediction_runner`'s. What is PyTorch's own: :func:`describe_model`, **one**
+:class:`~zoobot.pytorch.datasets.GalaxyDataModule` loader for all rows (carrying each image's row index),
+and a plain loop under ``torch.inference_mode`` where Monte Carlo dropout runs the encoder once and the
+head ``n_samples`` times. With several devices (``trainer_kwargs={'devices': 4}``) a Lightning Trainer
+shards the catalog (DDP) and the results are gathered by row index.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -36,14 +23,18 @@ import torch
 from torch import nn
 
 from zoobot.shared import calibration
-from zoobot.shared.catalogs import validate_catalog
-from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
-from zoobot.shared.preprocessing import resolve_preprocessing
-from zoobot.shared.sharding import parse_shard
+from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.prediction_runner import (
+    ModelSpec,
+    check_predict_arguments,
+    plan_prediction,
+    requested_dropout,
+    run_chunked_prediction,
+)
+from zoobot.shared.validation import is_int
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
-_ON_BAD_IMAGE = ("record", "raise")
 _DROPOUT_TYPES = (nn.modules.dropout._DropoutNd,)
 # precisions (Lightning spelling) that run under autocast on a GPU
 _AUTOCAST = {"16-mixed": torch.float16, "16": torch.float16, 16: torch.float16,
@@ -69,6 +60,8 @@ def predict(
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
+    (Over 80 lines only for its numpydoc; the body is a dozen lines.)
+
     Parameters
     ----------
     catalog : pandas.DataFrame
@@ -85,7 +78,8 @@ def predict(
         One name per model output. Default: from the model (schema label columns, ``class_{i}``,
         ``prediction`` or ``feat_{i}``).
     save_loc : str or path-like, optional
-        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; api.md 4.4).
+        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; layout in
+        docs/components/predictions_and_representations.md).
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.pytorch.datasets.GalaxyDataModule`, e.g. ``batch_size``,
@@ -155,119 +149,48 @@ def predict(
     >>> predictions.shape  # doctest: +SKIP
     (1000, 34, 5)
     """
-    from zoobot.shared.prediction_runner import run_chunked_prediction
-
-    # 1. cheap checks, before any image is read
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    n_samples = int(n_samples)
-    if on_bad_image not in _ON_BAD_IMAGE:
-        raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if test_time_dropout not in (None, True, False):
-        raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
-    shard = parse_shard(shard)  # (rank, world_size) or None
-    if save_loc is not None:
-        from zoobot.shared.save_predictions import prediction_format
-
-        prediction_format(save_loc)  # E13 for an unknown extension
-    for name, value in (("datamodule_kwargs", datamodule_kwargs), ("trainer_kwargs", trainer_kwargs)):
-        if value is not None and not isinstance(value, dict):
-            raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
+    args = check_predict_arguments(
+        n_samples=n_samples, save_loc=save_loc, datamodule_kwargs=datamodule_kwargs, trainer_kwargs=trainer_kwargs,
+        test_time_dropout=test_time_dropout, test_time_augmentation=test_time_augmentation,
+        on_bad_image=on_bad_image, chunk_size=chunk_size, shard=shard)
     spec = describe_model(model)
-    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
-    label_cols = _resolve_label_cols(label_cols, spec)
-    datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
-    trainer_kwargs = dict(trainer_kwargs or {})
-    catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
-                               check_valid_paths=check_valid_paths)
-    datamodule_options.update(resolve_preprocessing(
-        getattr(model, "preprocessing", None), dict(datamodule_kwargs or {}), model_name=type(model).__name__,
-        file_locs=catalog["file_loc"], fallback_input_size=spec.input_size))
-
-    runner = _Runner(
-        spec=spec,
-        n_outputs=len(label_cols),
-        n_samples=n_samples,
-        dropout=_requested_dropout(model, test_time_dropout),
-        test_time_augmentation=bool(test_time_augmentation),
-        on_bad_image=on_bad_image,
-        datamodule_options=datamodule_options,
-        trainer_kwargs=trainer_kwargs,
-    )
-    metadata = {
-        "model_class": type(model).__name__,
-        "n_samples": n_samples,
-        "test_time_dropout": runner.dropout_active,
-        "test_time_augmentation": bool(test_time_augmentation),
-        "backend": "pytorch",
-        "concentration_scale": None if scale is None else scale.tolist(),
-    }
-    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
-                  chunk_size=int(chunk_size), shard=shard)
-    if save_loc is not None:
-        # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
-
+    plan = plan_prediction(catalog, spec, label_cols, args, check_valid_paths=check_valid_paths,
+                           calibrate=calibrate, layout="NCHW")
+    runner = _Runner(plan, requested_dropout(model, args.test_time_dropout))
+    common = plan.run_kwargs(save_loc, "pytorch", runner.dropout_active, lambda: _weight_records(model))
     if runner.distributed:
-        if shard is not None:
-            raise ValueError("shard runs one process per part; give one device per process (trainer_kwargs "
-                             "devices=1) and launch one process per part instead (docs/guides/scaling_out.md).")
-        # every process predicts its shard of the whole catalog, results are gathered by row index,
-        # then the chunked writer only takes them over (only the first process writes files)
-        everything, failures = runner.predict_distributed(catalog)
-        positions = pd.Index(catalog["id_str"])
+        return _predict_distributed(runner, plan, save_loc, common)
+    rows = calibration.scaled_rows(runner.predict_rows, plan.scale, spec.schema)
+    return run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
 
-        def gathered_rows(rows):
-            yield (np.arange(len(rows)), everything[positions.get_indexer(rows["id_str"])],
-                   failures[failures["id_str"].isin(set(rows["id_str"]))])
 
-        if not runner.is_global_zero:
-            common.pop("resume_key", None)
-        predictions = run_chunked_prediction(
-            catalog, calibration.scaled_rows(gathered_rows, scale, spec.schema),
-            save_loc=save_loc if runner.is_global_zero else None,
-            progress=runner.is_global_zero, **common
-        )
-        runner.barrier()
-    else:
-        predictions = run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
-                                             save_loc=save_loc, **common)
+def _predict_distributed(runner, plan, save_loc, common) -> np.ndarray:
+    """Every process predicts its shard of the whole catalog, the results are gathered by row index, then the
+    chunked writer only takes them over (only the first process writes files)."""
+    if plan.args.shard is not None:
+        raise ValueError("shard runs one process per part; give one device per process (trainer_kwargs "
+                         "devices=1) and launch one process per part instead (docs/guides/scaling_out.md).")
+    catalog = plan.catalog
+    everything, failures = runner.predict_distributed(catalog)
+    positions = pd.Index(catalog["id_str"])
+
+    def gathered_rows(rows):
+        yield (np.arange(len(rows)), everything[positions.get_indexer(rows["id_str"])],
+               failures[failures["id_str"].isin(set(rows["id_str"]))])
+
+    if not runner.is_global_zero:
+        common.pop("resume_key", None)
+    predictions = run_chunked_prediction(
+        catalog, calibration.scaled_rows(gathered_rows, plan.scale, plan.spec.schema),
+        save_loc=save_loc if runner.is_global_zero else None, progress=runner.is_global_zero, **common
+    )
+    runner.barrier()
     return predictions
 
 
 # ---------------------------------------------------------------------------------------------
 # what kind of model is it?
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ModelSpec:
-    """How :func:`predict` treats a model.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-    kind : {'tree', 'generic'}
-        'tree': outputs are Dirichlet concentrations (saved with vote fractions).
-    family : {'tree', 'classifier', 'regressor', 'features'}
-    label_cols : list of str
-        Default output names.
-    channels : int
-        Image channels the model takes.
-    input_size : int
-        Image side the model takes.
-    schema : Schema or None
-    """
-
-    model: nn.Module
-    kind: str
-    family: str
-    label_cols: list
-    channels: int
-    input_size: int
-    schema: object = None
 
 
 def _class_names(model) -> set:
@@ -333,7 +256,7 @@ def describe_model(model) -> ModelSpec:
 
 def _model_channels(model) -> int:
     channels = getattr(model, "channels", None)
-    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and channels in (1, 3):
+    if is_int(channels) and channels in (1, 3):
         return int(channels)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -344,81 +267,23 @@ def _model_channels(model) -> int:
 def _feature_dim(model, channels: int) -> int:
     for attr in ("encoder_dim", "num_features"):
         value = getattr(model, attr, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        if is_int(value) and value > 0:
             return int(value)
     from zoobot.pytorch.estimators.define_model import get_encoder_dim
 
     return get_encoder_dim(model, channels=channels)
 
 
-def _resolve_label_cols(label_cols, spec: ModelSpec) -> list:
-    if label_cols is None:
-        return list(spec.label_cols)
-    if isinstance(label_cols, str):
-        label_cols = [label_cols]
-    label_cols = [str(c) for c in label_cols]
-    if len(label_cols) != len(spec.label_cols):
-        what = f"schema {spec.schema.name!r}" if spec.schema is not None and spec.schema.name else type(spec.model).__name__
-        raise ValueError(
-            f"label_cols has width {len(label_cols)} but the model ({what}) predicts {len(spec.label_cols)} outputs: "
-            f"expected width {len(spec.label_cols)}, got width {len(label_cols)}. Pass label_cols=None to use "
-            f"the model's own names ({spec.label_cols[:3]}...)."
-        )
-    return label_cols
-
-
-def _datamodule_options(spec: ModelSpec, overrides: dict, test_time_augmentation: bool) -> dict:
-    """GalaxyDataModule keywords for prediction: the model's channels and size, user overrides on top."""
-    from zoobot.pytorch.datasets.galaxy_datamodule import available_cpus
-
-    for key in ("catalog", "train_catalog", "val_catalog", "test_catalog", "predict_catalog", "label_cols"):
-        if key in overrides:
-            raise ValueError(f"datamodule_kwargs may not set {key!r}: predict() passes the catalog itself.")
-    greyscale = spec.channels == 1
-    if "greyscale" in overrides and bool(overrides["greyscale"]) != greyscale:
-        got = 1 if overrides["greyscale"] else 3
-        raise ChannelMismatchError(
-            f"datamodule_kwargs greyscale={overrides['greyscale']!r} gives {got}-channel images but the model "
-            f"({type(spec.model).__name__}) expects {spec.channels} channels (NCHW). Fix: remove greyscale from "
-            f"datamodule_kwargs, or use greyscale={greyscale}."
-        )
-    if "test_time_augmentation" in overrides:
-        raise ValueError("Pass test_time_augmentation to predict() itself, not in datamodule_kwargs.")
-    options = dict(
-        greyscale=greyscale,
-        resize_after_crop=spec.input_size,
-        batch_size=256,
-        num_workers=min(4, available_cpus()),
-        test_time_augmentation=test_time_augmentation,
-    )
-    options.update(overrides)
-    return options
-
-
-def _resume_key(model: nn.Module, datamodule_options: dict) -> dict:
-    """What must match for an interrupted run's finished chunks to be reused: the exact weights
-    (a digest of every tensor) and the preprocessing options."""
-    digest = hashlib.sha1()
+def _weight_records(model: nn.Module):
+    """``(header, bytes)`` of every tensor of the model, for :func:`~zoobot.shared.prediction_runner.resume_key`."""
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{tensor.dtype}|{tensor.numel()}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
-    speed_only = ("batch_size", "num_workers", "prefetch_factor")
-    preprocessing = {k: repr(v) for k, v in sorted(datamodule_options.items()) if k not in speed_only}
-    return {"weights_sha1": digest.hexdigest(), "preprocessing": preprocessing}
+        yield f"{name}|{tensor.dtype}|{tensor.numel()}", tensor.view(torch.uint8).numpy().tobytes()
 
 
 # ---------------------------------------------------------------------------------------------
 # dropout control
 # ---------------------------------------------------------------------------------------------
-
-
-def _requested_dropout(model, test_time_dropout):
-    """True/False to force dropout on/off at inference; None to leave the model's layers as they are."""
-    if test_time_dropout is not None:
-        return bool(test_time_dropout)
-    own = getattr(model, "test_time_dropout", None)
-    return own if isinstance(own, bool) else None
 
 
 @contextlib.contextmanager
@@ -518,7 +383,7 @@ def _device_request(trainer_kwargs: dict) -> tuple[str, list, int]:
         indices = list(range(gpus)) if use_gpu else [0]
     elif isinstance(devices, (list, tuple)):
         indices = [int(d) for d in devices]
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool) and devices >= 1:
+    elif is_int(devices) and devices >= 1:
         indices = list(range(int(devices)))
     else:
         raise ValueError(f"trainer_kwargs['devices'] must be 'auto', a positive int or a list, got {devices!r}")
@@ -528,16 +393,16 @@ def _device_request(trainer_kwargs: dict) -> tuple[str, list, int]:
 class _Runner:
     """Runs one model over catalog chunks, on one device (plain loop) or several (Lightning DDP)."""
 
-    def __init__(self, spec, n_outputs, n_samples, dropout, test_time_augmentation, on_bad_image,
-                 datamodule_options, trainer_kwargs):
+    def __init__(self, plan, dropout):
+        spec = plan.spec
         self.spec = spec
-        self.n_outputs = n_outputs
-        self.n_samples = n_samples
+        self.n_outputs = len(plan.label_cols)
+        self.n_samples = plan.args.n_samples
         self.dropout = dropout
-        self.test_time_augmentation = test_time_augmentation
-        self.on_bad_image = on_bad_image
-        self.datamodule_options = datamodule_options
-        self.trainer_kwargs = trainer_kwargs
+        self.test_time_augmentation = plan.args.test_time_augmentation
+        self.on_bad_image = plan.args.on_bad_image
+        self.datamodule_options = plan.options
+        self.trainer_kwargs = trainer_kwargs = plan.args.trainer_kwargs
         self.accelerator, self.devices, self.nodes = _device_request(trainer_kwargs)
         self.distributed = len(self.devices) * self.nodes > 1
         with _inference_state(spec.model, dropout):

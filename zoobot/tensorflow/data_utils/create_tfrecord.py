@@ -1,4 +1,4 @@
-"""One galaxy -> one serialized ``tf.train.Example`` (the record layout of api.md 4.3).
+"""One galaxy -> one serialized ``tf.train.Example`` (the record layout in docs/components/loading_data.md).
 
 Features of every record:
 

