@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.shared import interrupts, save_predictions
+from zoobot.shared.save_predictions import partial_dir  # noqa: F401  (re-exported)
 from zoobot.shared.console import progress_bar
 from zoobot.shared.catalogs import validate_catalog
 from zoobot.shared.errors import ChannelMismatchError, format_examples
@@ -37,18 +38,6 @@ _MANIFEST = "manifest.json"
 #: Shortest interval between two trims of the C heap during a prediction (:func:`release_free_memory`).
 _TRIM_SECONDS = 0.1
 _FAILURE_COLUMNS = ["id_str", "file_loc", "error"]
-
-
-def partial_dir(save_loc) -> pathlib.Path:
-    """The folder of finished chunks of an unfinished run: ``<save_loc>.partial``.
-
-    Examples
-    --------
-    >>> partial_dir('out/preds.parquet').as_posix()
-    'out/preds.parquet.partial'
-    """
-    path = pathlib.Path(save_loc)
-    return path.with_name(path.name + ".partial")
 
 
 def run_chunked_prediction(

@@ -22,6 +22,8 @@ import pathlib
 import shutil
 from typing import Mapping, Sequence
 
+from zoobot.shared.validation import check_save_dir  # noqa: F401  (re-exported)
+
 __all__ = ["SaveDirInUseError", "RUN_FILES", "checkpoint_files", "claim_save_dir", "claim_save_dir_for_fit", "clear_run",
            "check_save_dir"]
 
@@ -169,18 +171,3 @@ def claim_save_dir_for_fit(save_dir, *, resuming: bool, overwrite: bool, last: s
 def _holds_another_run(save_dir, existing: Sequence[pathlib.Path]) -> str:
     shown = ", ".join(path.relative_to(save_dir).as_posix() for path in existing[:4])
     return f"{save_dir} already holds the checkpoints of another run ({shown}{', ...' if len(existing) > 4 else ''})"
-
-
-def check_save_dir(save_dir, what: str = "checkpoints, logs and config.json") -> None:
-    """Refuse a missing or empty ``save_dir`` (``''`` would silently write into the working directory).
-
-    Examples
-    --------
-    >>> check_save_dir('')
-    Traceback (most recent call last):
-    ...
-    ValueError: save_dir is required: the folder for checkpoints, logs and config.json (got ''; '' would write into the working directory - give a folder such as 'results/run').
-    """
-    if save_dir is None or not str(save_dir).strip():
-        raise ValueError(f"save_dir is required: the folder for {what} (got {save_dir!r}; '' would write into the "
-                         "working directory - give a folder such as 'results/run').")

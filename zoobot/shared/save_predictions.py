@@ -22,6 +22,7 @@ from zoobot.shared.errors import CatalogError, format_examples, missing_dependen
 
 __all__ = [
     "classifier_output_names",
+    "partial_dir",
     "save",
     "PredictionWriter",
     "ParquetAppender",
@@ -507,3 +508,15 @@ def _open_hdf5(path, n_rows, label_cols, n_samples, record):
 predictions_to_csv = save
 #: Upstream (v1) name of :func:`save` (writes the format the extension names, not only HDF5).
 predictions_to_hdf5 = save
+
+
+def partial_dir(save_loc) -> pathlib.Path:
+    """The folder of finished chunks of an unfinished run: ``<save_loc>.partial``.
+
+    Examples
+    --------
+    >>> partial_dir('out/preds.parquet').as_posix()
+    'out/preds.parquet.partial'
+    """
+    path = pathlib.Path(save_loc)
+    return path.with_name(path.name + ".partial")

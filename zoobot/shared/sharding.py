@@ -279,9 +279,7 @@ def merge_parts(save_loc, world_size: int | None = None, *, catalog: pd.DataFram
 
 
 def _check_parts_finished(paths) -> None:
-    from zoobot.shared.prediction_runner import partial_dir
-
-    unfinished = [p for p in paths if partial_dir(p).exists()]
+    unfinished = [p for p in paths if save_predictions.partial_dir(p).exists()]
     missing = [p for p in paths if not p.exists() and p not in unfinished]
     if unfinished:
         raise ValueError(

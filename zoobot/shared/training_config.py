@@ -27,9 +27,8 @@ import pandas as pd
 
 from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.checkpoints import version_metadata
-from zoobot.shared.run_dir import check_save_dir
 from zoobot.shared.schedules import normalise_scheduler_params, train_scheduler_params
-from zoobot.shared.validation import check_bool, check_choice, check_fraction, check_int, check_number
+from zoobot.shared.validation import check_bool, check_save_dir, check_choice, check_fraction, check_int, check_number
 
 __all__ = [
     "TrainConfig",

@@ -26,6 +26,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "available_cpus",
+    "check_save_dir",
 ]
 
 
@@ -184,3 +185,18 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def check_save_dir(save_dir, what: str = "checkpoints, logs and config.json") -> None:
+    """Refuse a missing or empty ``save_dir`` (``''`` would silently write into the working directory).
+
+    Examples
+    --------
+    >>> check_save_dir('')
+    Traceback (most recent call last):
+    ...
+    ValueError: save_dir is required: the folder for checkpoints, logs and config.json (got ''; '' would write into the working directory - give a folder such as 'results/run').
+    """
+    if save_dir is None or not str(save_dir).strip():
+        raise ValueError(f"save_dir is required: the folder for {what} (got {save_dir!r}; '' would write into the "
+                         "working directory - give a folder such as 'results/run').")

@@ -86,7 +86,11 @@ def _knots(rng: np.random.Generator, size: int, cell_px: float, clump: float) ->
 
 
 def _maps(lat: dict, size: int, rng: np.random.Generator):
-    """The old, disk and young maps (each summing to its flux share) and the half-light mask."""
+    """The old, disk and young maps (each summing to its flux share) and the half-light mask.
+
+    Over 80 lines on purpose: one rendering recipe, read top to bottom, whose components share the same
+    rotated coordinates; splitting it would only pass those arrays around (and risk changing the images).
+    """
     yy, xx, _ = _grid(size)
     s = float(size)
     cx = (size - 1) / 2.0 + lat["dx"] * s

@@ -125,8 +125,8 @@ def get_image_dataset(
     (tf.uint8, TensorShape([16]))
     """
     paths = _as_path_list(image_paths)
-    size = _positive_int(requested_img_size, "requested_img_size")
-    batch_size = _positive_int(batch_size, "batch_size")
+    size = check_int("requested_img_size", requested_img_size, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     formats = _resolve_formats(paths, file_format)
     is_fits = formats[0] == "fits"
 
@@ -194,10 +194,6 @@ def _as_path_list(image_paths) -> list[str]:
     if bad:
         raise TypeError(f"image_paths must hold str or path-like entries, got e.g. {format_examples(bad)}.")
     return [os.fspath(p) for p in paths]
-
-
-def _positive_int(value, name) -> int:
-    return check_int(name, value, minimum=1)
 
 
 def file_format_of(path: str) -> str | None:
