@@ -93,7 +93,10 @@ import tensorflow as tf
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
 from zoobot.tensorflow.estimators import define_model
+from zoobot.tensorflow.training import trainer as trainer_module
+from zoobot.tensorflow.training.callbacks import LABEL_ERROR_MARKER, NONFINITE_LOSS_MARKER, all_layers
 from zoobot.tensorflow.training.feature_cache import FeatureCache
+from zoobot.tensorflow.training.trainer import is_datamodule
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -122,9 +125,6 @@ logger = logging.getLogger(__name__)
 #: The metric ``get_trainer``'s checkpointing and early stopping watch.
 MONITOR = "finetuning/val_loss"
 
-# markers of in-graph errors, turned into Python exceptions by the Trainer
-LABEL_ERROR_MARKER = "ZOOBOT_LABEL_ERROR: "
-NONFINITE_LOSS_MARKER = "ZOOBOT_NONFINITE_LOSS"
 
 
 # =============================================================================================
@@ -297,9 +297,7 @@ def _is_batchnorm(layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
-def _all_layers(layer) -> list:
-    """``layer`` and every layer inside it, depth first."""
-    return list(layer._flatten_layers(include_self=True, recursive=True))
+_all_layers = all_layers
 
 
 def freeze_batchnorm_layers(model) -> None:
@@ -1184,7 +1182,7 @@ class FinetuneableZoobotAbstract(keras.Model):
             (E8) images outside [0, 1].
         """
         n_samples = _check_positive_int("n_samples", n_samples)
-        if _is_datamodule(x):
+        if is_datamodule(x):
             if getattr(x, "predict_catalog", None) is None:
                 raise ValueError("predict got a data module without predict_catalog; pass "
                                  "GalaxyDataModule(..., predict_catalog=catalog) or a dataset/array of images.")
@@ -1564,11 +1562,6 @@ def _first_images(data):
     return None  # generators and PyDatasets are not peeked (peeking would consume them)
 
 
-def _is_datamodule(data) -> bool:
-    return (not isinstance(data, tf.data.Dataset) and hasattr(data, "setup")
-            and hasattr(data, "train_dataloader") and hasattr(data, "predict_dataloader"))
-
-
 def _interactive() -> bool:
     import sys
 
@@ -1928,8 +1921,6 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     >>> trainer.checkpoint_callback.monitor
     'finetuning/val_loss'
     """
-    from zoobot.tensorflow.training import trainer as trainer_module
-
     from zoobot.shared.run_dir import check_save_dir
 
     check_save_dir(save_dir, "the finetuning checkpoints and logs")

@@ -30,13 +30,11 @@ What a run does, in order (the same as PyTorch):
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import math
 import os
 import pathlib
-import re
 import shutil
 import warnings
 
@@ -44,9 +42,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoobot.tensorflow.training.console import fit_verbosity
-from zoobot.shared import schemas as schemas_module
 from zoobot.shared import interrupts
+from zoobot.shared import schemas as schemas_module
 from zoobot.shared.run_dir import check_save_dir, claim_save_dir
 from zoobot.shared.schedules import (
     DEFAULT_TRAIN_CONCENTRATION_FLOOR,
@@ -61,9 +58,25 @@ from zoobot.shared.training_config import (
     write_run_config,
     write_split_catalogs,
 )
+from zoobot.shared.validation import available_cpus, check_int
+from zoobot.tensorflow.training.callbacks import (
+    AtomicBackupAndRestore,
+    CSVLogger,
+    EarlyStopping,
+    EpochMetrics,
+    ModelCheckpoint,
+    NonFiniteLossGuard,
+    RandomStateBackup,
+    all_layers,
+    atomic_save,
+    backup_epoch,
+    optimizer_step,
+    scalar,
+    skip_epochs,
+)
+from zoobot.tensorflow.training.console import fit_verbosity
 
-__all__ = ["train", "train_default_zoobot_from_scratch", "TrainingRun", "CheckpointRecord", "MetricsCSV",
-           "RandomStateBackup", "AtomicBackupAndRestore", "rename_metrics"]
+__all__ = ["train", "train_default_zoobot_from_scratch", "rename_metrics"]
 
 #: Metric that picks the best checkpoint and drives early stopping (Keras logs it as ``val_loss``).
 MONITOR = "validation/supervised_loss"
@@ -465,11 +478,10 @@ def _resolve_arguments(args: dict) -> dict:
         )
     for name, minimum in (("batch_size", 1), ("epochs", 1), ("patience", 0), ("nodes", 1), ("num_workers", 0),
                           ("prefetch_factor", 1), ("save_top_k", -1)):
-        _check_int(name, args[name], minimum)
-    _check_int("gpus", args["gpus"], -1)
-    _check_int("resize_after_crop (resize_size)", args["resize_after_crop"], 8)
-    if args["requested_img_size"] is not None:
-        _check_int("requested_img_size", args["requested_img_size"], 8)
+        check_int(name, args[name], minimum=minimum)
+    check_int("gpus", args["gpus"], minimum=-1)
+    check_int("resize_after_crop (resize_size)", args["resize_after_crop"], minimum=8)
+    check_int("requested_img_size", args["requested_img_size"], minimum=8, allow_none=True)
     if args["nodes"] > 1:
         raise NotImplementedError(
             f"nodes={args['nodes']}: multi-machine training is not implemented in the TensorFlow backend "
@@ -548,13 +560,6 @@ def _record_list(name: str, value) -> list:
     return locs
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-
-
 def _check_bounds(name: str, value) -> None:
     try:
         low, high = (float(v) for v in value)
@@ -607,7 +612,7 @@ def _catalog_datasets(args, global_batch_size):
         crop_ratio_bounds=args["crop_ratio_bounds"],
         resize_after_crop=args["resize_after_crop"],
         batch_size=global_batch_size,
-        num_workers=min(args["num_workers"], _available_cpus()),
+        num_workers=min(args["num_workers"], available_cpus()),
         prefetch_factor=args["prefetch_factor"],
         seed=args["random_state"],
         test_time_augmentation=args["always_augment"],
@@ -630,13 +635,6 @@ def _preprocessing_record(args, channels, train_catalog):
     return Preprocessing.for_training(
         args["resize_after_crop"], channels, args["crop_scale_bounds"], args["crop_ratio_bounds"],
         None if train_catalog is None else train_catalog["file_loc"])
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _shard_dataset(records, args, global_batch_size, train: bool):
@@ -744,7 +742,7 @@ def _check_first_batch(dataset, channels: int, schema, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. callbacks: checkpoints, metrics file, NaN guard
+# 3. metric names, the model's training recipe, calibration
 # ---------------------------------------------------------------------------------------------
 
 
@@ -780,147 +778,6 @@ def rename_metrics(logs: dict, split: str = "fit") -> dict:
     return out
 
 
-def _scalar(value) -> float:
-    try:
-        return float(np.asarray(value))
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-class CheckpointRecord(keras.callbacks.Callback):
-    """Keep the best ``save_top_k`` models by validation loss as ``.keras`` files, plus ``last.keras``.
-
-    Mirrors Lightning's ``ModelCheckpoint`` (``save_last=True``): attributes ``best_model_path``,
-    ``best_model_score``, ``best_k_models`` (path -> score), ``last_model_path``, ``dirpath``. Its state
-    is kept in ``dirpath/checkpoints.json`` so a resumed run continues the ranking.
-    """
-
-    def __init__(self, dirpath, filename="{epoch}", monitor=_KERAS_MONITOR, save_top_k=3,
-                 auto_insert_metric_name=True):
-        super().__init__()
-        self.dirpath = pathlib.Path(dirpath)
-        self.filename = filename
-        self.monitor = monitor
-        self.save_top_k = save_top_k
-        self.auto_insert_metric_name = auto_insert_metric_name
-        self.best_k_models: dict = {}
-        self.best_model_path = ""
-        self.best_model_score = None
-        self.last_model_path = ""
-        self._state_path = self.dirpath / "checkpoints.json"
-
-    def on_train_begin(self, logs=None):
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        if self._state_path.is_file():  # resuming: keep the ranking of the earlier epochs
-            state = json.loads(self._state_path.read_text())
-            self.best_k_models = {p: s for p, s in state.get("best_k_models", {}).items() if os.path.isfile(p)}
-            self._update_best()
-            last = self.dirpath / "last.keras"
-            self.last_model_path = str(last) if last.is_file() else ""
-
-    def format_checkpoint_name(self, epoch: int, logs: dict) -> str:
-        values = {"epoch": epoch, **rename_metrics(logs), **(logs or {})}
-
-        def replace(match):
-            key, spec = match.group(1), match.group(2) or ""
-            value = values.get(key, float("nan"))
-            text = format(value, spec) if spec else str(value)
-            return f"{key}={text}" if self.auto_insert_metric_name else text
-
-        return re.sub(r"\{([^{}:]+)(?::([^{}]*))?\}", replace, self.filename) + ".keras"
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        last = self.dirpath / "last.keras"
-        _atomic_save(self.model, last)
-        self.last_model_path = str(last)
-        score = _scalar(logs.get(self.monitor, float("nan")))
-        if self.save_top_k != 0 and math.isfinite(score):
-            path = str(self.dirpath / self.format_checkpoint_name(epoch, logs))
-            ranked = sorted(self.best_k_models.items(), key=lambda item: item[1])
-            if self.save_top_k < 0 or len(ranked) < self.save_top_k or score < ranked[-1][1]:
-                _atomic_save(self.model, pathlib.Path(path))
-                self.best_k_models[path] = score
-                if self.save_top_k > 0 and len(self.best_k_models) > self.save_top_k:
-                    worst = max(self.best_k_models, key=self.best_k_models.get)
-                    del self.best_k_models[worst]
-                    if worst != path and os.path.isfile(worst):
-                        os.remove(worst)
-        self._update_best()
-        self._state_path.write_text(json.dumps({"best_k_models": self.best_k_models}, indent=1))
-
-    def _update_best(self):
-        if self.best_k_models:
-            self.best_model_path = min(self.best_k_models, key=self.best_k_models.get)
-            self.best_model_score = self.best_k_models[self.best_model_path]
-
-
-def _atomic_save(model, path: pathlib.Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-class MetricsCSV(keras.callbacks.Callback):
-    """Write ``save_dir/logs/metrics.csv`` with the PyTorch metric names, one row per epoch.
-
-    Columns: ``epoch``, ``step``, ``lr``, then the renamed metrics. When resuming, rows of epochs
-    already restored from the backup are kept and later rows are replaced.
-    """
-
-    def __init__(self, path, wandb_logger=None):
-        super().__init__()
-        self.path = pathlib.Path(path)
-        self.wandb_logger = wandb_logger
-        self.rows: list = []
-
-    def on_train_begin(self, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        start = int(getattr(self.model, "_initial_epoch", None) or 0)
-        self.rows = [row for row in _read_rows(self.path) if _epoch_of(row) < start] if start else []
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, "step": int(self.model.optimizer.iterations.numpy()),
-               "lr": _scalar(self.model.optimizer.learning_rate.numpy())}
-        row.update({k: _scalar(v) for k, v in rename_metrics(logs).items() if k != "lr"})
-        self.rows.append(row)
-        self.write()
-        if self.wandb_logger is not None:
-            self.wandb_logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-
-    def add_row(self, row: dict) -> None:
-        self.rows.append(row)
-        self.write()
-        if self.wandb_logger is not None:
-            self.wandb_logger.log({k: v for k, v in row.items() if k != "epoch"})
-
-    def write(self) -> None:
-        columns = []
-        for row in self.rows:
-            columns.extend(k for k in row if k not in columns)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        os.replace(tmp, self.path)
-
-
-def _read_rows(path: pathlib.Path) -> list:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-def _epoch_of(row) -> float:
-    try:
-        return float(row.get("epoch", "nan"))
-    except ValueError:
-        return float("nan")
-
-
 def _warn_if_gpu_sized(model, architecture_name, channels, size, batch_size, train_catalog, steps_per_epoch,
                        epochs):
     from zoobot.shared.cpu_speed import warn_if_gpu_sized
@@ -932,125 +789,6 @@ def _warn_if_gpu_sized(model, architecture_name, channels, size, batch_size, tra
                       n_train=n_train, epochs=epochs, stacklevel=4)
 
 
-class _NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stop training with a ``FloatingPointError`` as soon as the training or validation loss is NaN or
-    infinite, naming the epoch and step (Keras' TerminateOnNaN would only stop silently)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        value = _scalar((logs or {}).get("loss", 0.0))
-        if not math.isfinite(value):
-            raise FloatingPointError(_non_finite_message("training loss", value, getattr(self, "_epoch", 0),
-                                                         int(self.model.optimizer.iterations.numpy()), batch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = _scalar((logs or {}).get(_KERAS_MONITOR, 0.0))
-        if not math.isfinite(value):
-            raise FloatingPointError(_non_finite_message(MONITOR, value, epoch,
-                                                         int(self.model.optimizer.iterations.numpy()), None))
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` whose backup is replaced atomically, so a crash or a full disk mid-write
-    leaves the previous backup readable.
-
-    The weights go to a new file named after the epoch; ``training_metadata.json`` (written to a
-    temporary file, then renamed) names that file and is the commit point. Keras' own callback
-    overwrites ``latest.weights.h5`` in place, and a torn write made the resumed run crash.
-    (Relies on the Keras 3 attributes ``_current_epoch``, ``_last_batch_seen`` and
-    ``_training_metadata_path``.)
-    """
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch_{self._current_epoch}_batch_{self._last_batch_seen}.weights.h5"
-        partial = os.path.join(self.backup_dir, "partial_" + name)
-        self.model.save_weights(partial, overwrite=True)
-        os.replace(partial, os.path.join(self.backup_dir, name))
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
-        tmp_metadata = self._training_metadata_path + ".tmp"
-        with open(tmp_metadata, "w") as f:
-            json.dump(metadata, f)
-        os.replace(tmp_metadata, self._training_metadata_path)  # the commit point
-        for old in os.listdir(self.backup_dir):
-            if old.endswith(".weights.h5") and old != name:
-                os.remove(os.path.join(self.backup_dir, old))
-
-    def _load_model(self):
-        if not os.path.isfile(self._training_metadata_path):
-            return
-        with open(self._training_metadata_path) as f:
-            metadata = json.load(f)
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
-        self.model._initial_epoch = metadata["epoch"]
-
-
-class RandomStateBackup(keras.callbacks.Callback):
-    """Save and restore the Keras random seed states (dropout masks) next to ``BackupAndRestore``'s backup.
-
-    Keras' backup holds the weights and the optimiser but not the seed generators of dropout layers; with
-    this callback a resumed run draws the same dropout masks as an uninterrupted one. Put it right after
-    ``BackupAndRestore`` (which sets the epoch to resume from in ``on_train_begin``).
-    """
-
-    def __init__(self, backup_dir):
-        super().__init__()
-        self.path = pathlib.Path(backup_dir) / "zoobot_random_state.json"
-
-    def _generators(self):
-        found, seen, stack = [], set(), [self.model]
-        while stack:
-            layer = stack.pop()
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            found.extend(getattr(layer, "_seed_generators", []) or [])
-            stack.extend(getattr(layer, "_layers", []) or [])
-        return sorted(found, key=lambda generator: generator.state.path)
-
-    def on_train_begin(self, logs=None):
-        start = int(getattr(self.model, "_initial_epoch", None) or 0)
-        if not start or not self.path.is_file():
-            return
-        saved = json.loads(self.path.read_text())
-        generators = self._generators()
-        if saved.get("epoch") != start or len(saved.get("states", [])) != len(generators):
-            warnings.warn(f"{self.path} does not match the backup (epoch {start}); dropout masks will differ from "
-                          "an uninterrupted run.", UserWarning, stacklevel=2)
-            return
-        for generator, state in zip(generators, saved["states"]):
-            generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
-
-    def on_epoch_end(self, epoch, logs=None):
-        states = [np.asarray(generator.state.numpy()).tolist() for generator in self._generators()]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"epoch": epoch + 1, "states": states}))
-        os.replace(tmp, self.path)
-
-
-def _backup_epoch(backup_dir: pathlib.Path) -> int:
-    """The epoch a ``BackupAndRestore`` backup resumes from (0 if there is none)."""
-    path = backup_dir / "training_metadata.json"
-    try:
-        return int(json.loads(path.read_text()).get("epoch", 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
-
-
-def _skip_epochs(dataset, epochs: int) -> None:
-    """Advance a dataset's per-iteration shuffle and augmentation seeds by ``epochs`` iterations, so that a
-    resumed run sees the same order and augmentations in each epoch as an uninterrupted one (each
-    iterator draws new seeds when it is created; no batch is read)."""
-    for _ in range(epochs):
-        iterator = iter(dataset)
-        del iterator
-
-
 def _train_encoder_like_timm(encoder) -> None:
     """Train the Keras encoder as timm's is trained in the PyTorch backend (issue 13, measured with
     ``benchmarks/bench_science.py``; docs/guides/training_recipe.md):
@@ -1060,7 +798,7 @@ def _train_encoder_like_timm(encoder) -> None:
     - no stochastic depth: Keras' EfficientNet hard-codes ``drop_connect_rate=0.2`` (its ``block*_drop``
       layers), timm's ``efficientnet_b0`` defaults to ``drop_path_rate=0``.
     """
-    for layer in encoder._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(encoder)[1:]:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
         elif isinstance(layer, keras.layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("_drop"):
@@ -1086,18 +824,8 @@ def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
         if os.path.isfile(path):
             # the saved file holds these weights only for the best one: rewrite each with its own weights
             model.load_weights(path)
-            _atomic_save(model, pathlib.Path(path))
+            atomic_save(model, path)
     model.set_weights(weights)
-
-
-def _non_finite_message(what: str, value: float, epoch: int, step: int, batch) -> str:
-    where = f"epoch {epoch}, step {step}"
-    if batch is not None:
-        where += f" (batch {batch} of the epoch)"
-    return (
-        f"The {what} became {value} at {where}: training stopped. Usual causes: a learning_rate too high for "
-        "this batch size, or corrupt labels/images. The last finite checkpoint is in the checkpoints folder."
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1105,242 +833,199 @@ def _non_finite_message(what: str, value: float, epoch: int, step: int, batch) -
 # ---------------------------------------------------------------------------------------------
 
 
-class TrainingRun:
-    """What :func:`train` returns next to the model (a light stand-in for a Lightning ``Trainer``).
-
-    Attributes
-    ----------
-    history : keras.callbacks.History
-        ``history.history`` maps Keras metric names to per-epoch values (of this call's epochs).
-    checkpoint_callback : CheckpointRecord
-        ``best_model_path``, ``best_model_score``, ``best_k_models``, ``last_model_path``.
-    callback_metrics : dict
-        The last epoch's metrics (PyTorch names), plus the test metrics.
-    test_metrics : dict or None
-        ``test/supervised_loss`` and the per-question test losses of the best model.
-    save_dir : pathlib.Path
-    strategy : tf.distribute.Strategy
-    metrics_path : pathlib.Path
-        ``save_dir/logs/metrics.csv``.
-    """
-
-    def __init__(self, history, checkpoint_callback, save_dir, strategy, metrics_path):
-        self.history = history
-        self.checkpoint_callback = checkpoint_callback
-        self.save_dir = pathlib.Path(save_dir)
-        self.strategy = strategy
-        self.metrics_path = pathlib.Path(metrics_path)
-        self.test_metrics = None
-        last = {k: v[-1] for k, v in (history.history if history is not None else {}).items() if v}
-        self.callback_metrics = {k: _scalar(v) for k, v in rename_metrics(last).items()}
-
-    @property
-    def current_epoch(self) -> int:
-        """Epochs completed (counting the epochs of a resumed run)."""
-        epochs = getattr(self.history, "epoch", None) or []
-        return int(epochs[-1]) + 1 if epochs else 0
-
-    def __repr__(self) -> str:
-        return (f"TrainingRun(save_dir={str(self.save_dir)!r}, best_model_path="
-                f"{self.checkpoint_callback.best_model_path!r}, epochs={self.current_epoch})")
-
-
-def _train(
-    *,
-    entry_point: str,
-    save_dir,
-    schema,
-    train_catalog,
-    val_catalog,
-    test_catalog,
-    architecture_name: str,
-    batch_size: int,
-    epochs: int,
-    patience: int,
-    color: bool,
-    resize_after_crop: int,
-    crop_scale_bounds,
-    crop_ratio_bounds,
-    nodes: int,
-    gpus: int,
-    num_workers: int,
-    prefetch_factor: int,
-    mixed_precision: bool,
-    random_state: int,
-    wandb_logger,
-    dropout_rate: float,
-    learning_rate: float,
-    betas,
-    weight_decay: float,
-    scheduler_params,
-    timm_kwargs,
-    sync_batchnorm: bool,
-    compile_encoder: bool,
-    save_top_k: int,
-    checkpoint_file_template,
-    auto_insert_metric_name: bool,
-    extra_callbacks,
-    check_valid_paths: bool,
-    resume: bool,
-    overwrite: bool = False,
-    train_records,
-    val_records,
-    test_records,
-    requested_img_size,
-    always_augment: bool,
-    eager: bool,
-    devices: list | None = None,
-):
-    """Fit, restore the best checkpoint, test. ``devices`` (a list of device names to mirror over)
-    overrides the GPU resolution (the tests mirror over two logical CPUs)."""
-    from zoobot.tensorflow.estimators.define_model import ZoobotTree
-
-    args = dict(locals())
-    save_dir = pathlib.Path(save_dir)
-    checkpoint_dir = save_dir / "checkpoints"
-    backup_dir = save_dir / "backup"
-    has_backup = backup_dir.is_dir() and any(backup_dir.iterdir())
-
-    # one run per save_dir: resume it, replace it (overwrite) or refuse, before any expensive work
-    config = _run_config({k: v for k, v in args.items() if k not in ("ZoobotTree",)})
-    resuming = claim_save_dir(save_dir, config, resume=resume, overwrite=overwrite, resumable=has_backup,
-                              ignore=_RESUMABLE_CHANGES)
-    if not resuming and backup_dir.exists():
-        shutil.rmtree(backup_dir)  # an empty backup folder: start afresh
-
-    # devices
-    if devices is None:
-        n_gpus = resolve_device_count(gpus, len(tf.config.list_physical_devices("GPU")), "tensorflow")
-        devices = [f"/gpu:{i}" for i in range(n_gpus)]
-    if len(devices) > 1:
-        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
-    elif len(devices) == 1:
-        strategy = tf.distribute.OneDeviceStrategy(devices[0])
-    else:
-        strategy = tf.distribute.get_strategy()
-    on_gpu = any("gpu" in str(d).lower() for d in devices)
-    use_mixed = False
-    if mixed_precision:
-        if on_gpu:
-            use_mixed = True
-        else:
-            warnings.warn(
-                "mixed_precision=True is ignored: training runs on the CPU, where zoobot trains in float32.",
-                UserWarning,
-                stacklevel=3,
-            )
-    if sync_batchnorm and len(devices) > 1:
-        warnings.warn(
-            "sync_batchnorm=True is ignored by the TensorFlow backend: Keras' MirroredStrategy keeps per-replica "
-            "BatchNorm statistics.",
-            UserWarning,
-            stacklevel=3,
-        )
-
-    keras.utils.set_random_seed(random_state)
-
-    n_replicas = max(strategy.num_replicas_in_sync, 1)
-    global_batch_size = batch_size * n_replicas
-    args["resize_after_crop"] = resize_after_crop
-    if train_records is not None:
-        train_ds = _shard_dataset(train_records, args, global_batch_size, train=True)
-        val_ds = _shard_dataset(val_records, args, global_batch_size, train=False)
-        test_ds = None if test_records is None else _shard_dataset(test_records, args, global_batch_size, train=False)
-    else:
-        train_ds, val_ds, test_ds = _catalog_datasets(args, global_batch_size)
-    channels = 3 if color else 1
-    catalogs = (train_catalog, val_catalog, test_catalog)
-    with _image_errors_named(catalogs):
-        _check_first_batch(train_ds, channels, schema, "training")
-    # Each epoch must see the same shuffle and augmentations whether or not the run was resumed. The
-    # dataset draws new seeds per iteration, so it is repeated (one iteration per epoch, whatever Keras
-    # does between epochs) after skipping the epochs a resumed run has already done.
-    steps_per_epoch = int(train_ds.cardinality())
-    if steps_per_epoch > 0:
-        if resuming:
-            _skip_epochs(train_ds, _backup_epoch(backup_dir))
-        fit_ds = train_ds.repeat()
-    else:  # unknown length (shards without a shard_config.json): Keras iterates until the data ends
-        steps_per_epoch, fit_ds = None, train_ds
-
-    previous_policy = keras.mixed_precision.global_policy()
-    try:
-        if use_mixed:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        with strategy.scope():
-            model = ZoobotTree(
-                output_dim=schema.n_answers,
-                schema=schema,
-                architecture_name=architecture_name,
-                channels=channels,
-                test_time_dropout=True,
-                compile_encoder=compile_encoder,
-                timm_kwargs=timm_kwargs,
-                dropout_rate=dropout_rate,
-                learning_rate=learning_rate,
-                betas=betas,
-                weight_decay=weight_decay,
-                scheduler_params=resolve_train_schedule(scheduler_params, epochs),
-            )
-            _train_encoder_like_timm(model.encoder)
-            model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
-            model.input_size = int(resize_after_crop)
-            model.preprocessing = _preprocessing_record(args, channels, train_catalog)
-            model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(eager))
-        if not on_gpu:  # GPU-sized settings on a CPU: say how long a batch will take
-            _warn_if_gpu_sized(model, architecture_name, channels, resize_after_crop, batch_size,
-                               train_catalog, steps_per_epoch, epochs)
-
-        checkpoint_callback = CheckpointRecord(
-            checkpoint_dir,
-            filename=checkpoint_file_template or "{epoch}",
-            monitor=_KERAS_MONITOR,
-            save_top_k=save_top_k,
-            auto_insert_metric_name=auto_insert_metric_name,
-        )
-        metrics_csv = MetricsCSV(save_dir / "logs" / "metrics.csv", wandb_logger=wandb_logger)
-        callbacks = [
-            # first, so that the other callbacks see the restored epoch in on_train_begin
-            AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=False),
-            RandomStateBackup(backup_dir),
-            _NonFiniteLossGuard(),
-            *model.scheduler_callbacks(),
-            checkpoint_callback,
-            keras.callbacks.EarlyStopping(monitor=_KERAS_MONITOR, mode="min", patience=patience),
-            metrics_csv,
-            # for the message of an interrupted run (zoobot.shared.interrupts)
-            keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: interrupts.note_epoch(epoch, epochs)),
-            *(extra_callbacks or []),
-        ]
-        # one line per epoch in a log file, with the losses PyTorch's line shows (per-question losses: metrics.csv)
-        verbose, progress_callbacks = fit_verbosity(True, epochs, keep=("val_loss", "loss", "learning_rate", "lr"))
+def _train(*, devices: list | None = None, **args):
+    """Fit, restore the best checkpoint, calibrate, test; returns ``(model, trainer)``. ``args`` are the checked
+    keywords of :func:`_resolve_arguments`; ``devices`` (device names to mirror over) overrides the GPU
+    resolution (the tests mirror over two logical CPUs)."""
+    args.setdefault("overwrite", False)
+    save_dir = pathlib.Path(args["save_dir"])
+    config = _run_config(args)
+    resuming = _claim_run(save_dir, config, args)
+    distribution = _Distribution(devices, args)
+    keras.utils.set_random_seed(args["random_state"])
+    datasets = _Datasets(args, distribution.n_replicas)
+    start_epoch = backup_epoch(save_dir / "backup") if resuming else 0
+    fit_ds, steps_per_epoch = datasets.for_fit(start_epoch)
+    with distribution.precision():
+        with distribution.strategy.scope():
+            model = _build_model(args)
+        if not distribution.on_gpu:  # GPU-sized settings on a CPU: say how long a batch will take
+            _warn_if_gpu_sized(model, args["architecture_name"], model.channels, args["resize_after_crop"],
+                               args["batch_size"], args["train_catalog"], steps_per_epoch, args["epochs"])
+        trainer = _assemble_trainer(save_dir, args, start_epoch)
+        trainer.strategy = distribution.strategy
         # the run is recorded when training starts, not before (a run that fails while set up leaves no trace)
         write_run_config(save_dir, config, backend="tensorflow")
-        if train_catalog is not None:
-            write_split_catalogs(save_dir, train_catalog, val_catalog, test_catalog)
-        with _image_errors_named(catalogs):
-            history = model.fit(fit_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                callbacks=callbacks + progress_callbacks, shuffle=False, verbose=verbose)
+        if args["train_catalog"] is not None:
+            write_split_catalogs(save_dir, args["train_catalog"], args["val_catalog"], args["test_catalog"])
+        _fit(model, trainer, fit_ds, datasets, steps_per_epoch)
+        _best_calibrated_and_tested(model, trainer, datasets)
+    return model, trainer
 
-        best_path = checkpoint_callback.best_model_path
-        if not best_path or not os.path.isfile(best_path):
-            best_path = checkpoint_callback.last_model_path or str(checkpoint_dir / "last.keras")
-        if os.path.isfile(best_path):
-            model.load_weights(best_path)
-        model.best_checkpoint_path = str(best_path)
-        with _image_errors_named(catalogs):
-            _calibrate(model, val_ds, save_dir, [best_path, checkpoint_callback.last_model_path])
-        run = TrainingRun(history, checkpoint_callback, save_dir, strategy, metrics_csv.path)
-        if test_ds is not None:
-            with _image_errors_named(catalogs):
-                results = model.evaluate(test_ds, return_dict=True, verbose=0)
-            test_metrics = {k: _scalar(v) for k, v in rename_metrics(results, split="test").items()}
-            run.test_metrics = test_metrics
-            run.callback_metrics.update(test_metrics)
-            last_epoch = history.epoch[-1] if history.epoch else 0
-            metrics_csv.add_row({"epoch": last_epoch, "step": int(model.optimizer.iterations.numpy()),
-                                 **test_metrics})
-    finally:
-        if use_mixed:
-            keras.mixed_precision.set_global_policy(previous_policy)
-    return model, run
+
+def _claim_run(save_dir: pathlib.Path, config: dict, args: dict) -> bool:
+    """One run per save_dir: resume it, replace it (overwrite) or refuse, before any expensive work."""
+    backup_dir = save_dir / "backup"
+    has_backup = backup_dir.is_dir() and any(backup_dir.iterdir())
+    resuming = claim_save_dir(save_dir, config, resume=args["resume"], overwrite=args["overwrite"],
+                              resumable=has_backup, ignore=_RESUMABLE_CHANGES)
+    if not resuming and backup_dir.exists():
+        shutil.rmtree(backup_dir)  # an empty backup folder: start afresh
+    return resuming
+
+
+class _Distribution:
+    """The devices of a run: its ``tf.distribute`` strategy and whether it trains in mixed precision."""
+
+    def __init__(self, devices, args):
+        if devices is None:
+            n_gpus = resolve_device_count(args["gpus"], len(tf.config.list_physical_devices("GPU")), "tensorflow")
+            devices = [f"/gpu:{i}" for i in range(n_gpus)]
+        if len(devices) > 1:
+            self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+        elif len(devices) == 1:
+            self.strategy = tf.distribute.OneDeviceStrategy(devices[0])
+        else:
+            self.strategy = tf.distribute.get_strategy()
+        self.n_replicas = max(self.strategy.num_replicas_in_sync, 1)
+        self.on_gpu = any("gpu" in str(d).lower() for d in devices)
+        self.mixed = bool(args["mixed_precision"]) and self.on_gpu
+        if args["mixed_precision"] and not self.on_gpu:
+            warnings.warn("mixed_precision=True is ignored: training runs on the CPU, where zoobot trains in float32.",
+                          UserWarning, stacklevel=4)
+        if args["sync_batchnorm"] and len(devices) > 1:
+            warnings.warn("sync_batchnorm=True is ignored by the TensorFlow backend: Keras' MirroredStrategy keeps "
+                          "per-replica BatchNorm statistics.", UserWarning, stacklevel=4)
+
+    @contextlib.contextmanager
+    def precision(self):
+        """The ``mixed_float16`` global policy while the run lasts (when asked for, on GPU); restored after."""
+        previous = keras.mixed_precision.global_policy()
+        try:
+            if self.mixed:
+                keras.mixed_precision.set_global_policy("mixed_float16")
+            yield
+        finally:
+            if self.mixed:
+                keras.mixed_precision.set_global_policy(previous)
+
+
+class _Datasets:
+    """The run's train/val/test ``tf.data`` pipelines (catalogs or TFRecord shards), first batch checked."""
+
+    def __init__(self, args, n_replicas: int):
+        self.catalogs = (args["train_catalog"], args["val_catalog"], args["test_catalog"])
+        global_batch_size = args["batch_size"] * n_replicas
+        if args["train_records"] is not None:
+            self.train = _shard_dataset(args["train_records"], args, global_batch_size, train=True)
+            self.val = _shard_dataset(args["val_records"], args, global_batch_size, train=False)
+            self.test = (None if args["test_records"] is None
+                         else _shard_dataset(args["test_records"], args, global_batch_size, train=False))
+        else:
+            self.train, self.val, self.test = _catalog_datasets(args, global_batch_size)
+        with self.errors_named():
+            _check_first_batch(self.train, 3 if args["color"] else 1, args["schema"], "training")
+
+    def errors_named(self):
+        """A decode error of the pipeline becomes the error of the unreadable file (:func:`_image_errors_named`)."""
+        return _image_errors_named(self.catalogs)
+
+    def for_fit(self, start_epoch: int):
+        """``(dataset, steps_per_epoch)`` for ``fit``. Each epoch must see the same shuffle and augmentations
+        whether or not the run was resumed: the dataset draws new seeds per iteration, so it is repeated (one
+        iteration per epoch, whatever Keras does between epochs) after skipping the epochs already done."""
+        steps_per_epoch = int(self.train.cardinality())
+        if steps_per_epoch <= 0:  # unknown length (shards without a shard_config.json): iterate until the data ends
+            return self.train, None
+        skip_epochs(self.train, start_epoch)
+        return self.train.repeat(), steps_per_epoch
+
+
+def _build_model(args):
+    """The ZoobotTree of the run, compiled (call inside the strategy's scope)."""
+    from zoobot.tensorflow.estimators.define_model import ZoobotTree
+
+    schema, channels = args["schema"], 3 if args["color"] else 1
+    model = ZoobotTree(
+        output_dim=schema.n_answers, schema=schema, architecture_name=args["architecture_name"], channels=channels,
+        test_time_dropout=True, compile_encoder=args["compile_encoder"], timm_kwargs=args["timm_kwargs"],
+        dropout_rate=args["dropout_rate"], learning_rate=args["learning_rate"], betas=args["betas"],
+        weight_decay=args["weight_decay"],
+        scheduler_params=resolve_train_schedule(args["scheduler_params"], args["epochs"]),
+    )
+    _train_encoder_like_timm(model.encoder)
+    model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
+    model.input_size = int(args["resize_after_crop"])
+    model.preprocessing = _preprocessing_record(args, channels, args["train_catalog"])
+    model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(args["eager"]))
+    return model
+
+
+def _assemble_trainer(save_dir: pathlib.Path, args: dict, start_epoch: int):
+    """A :class:`~zoobot.tensorflow.training.trainer.Trainer` holding the run's callbacks, in the order they run:
+    the backup first (the others see the restored epoch in ``on_train_begin``), then the loss guard, the
+    learning-rate schedule, the checkpoints, early stopping, the metrics file, the user's callbacks."""
+    from zoobot.tensorflow.training.trainer import Trainer
+
+    backup_dir = save_dir / "backup"
+    checkpoint_dir = save_dir / "checkpoints"
+    csv_logger = CSVLogger(save_dir, name="logs")
+    if start_epoch:
+        csv_logger.resume(start_epoch - 1)
+    checkpoints = ModelCheckpoint(
+        checkpoint_dir, filename=args["checkpoint_file_template"] or "{epoch}", monitor=_KERAS_MONITOR, mode="min",
+        save_top_k=args["save_top_k"], auto_insert_metric_name=args["auto_insert_metric_name"],
+        state_file=checkpoint_dir / "checkpoints.json", template_metrics=rename_metrics)
+    epochs = args["epochs"]
+    callbacks = [
+        AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        RandomStateBackup(backup_dir, start_epoch),
+        NonFiniteLossGuard(val_key=_KERAS_MONITOR, val_name=MONITOR),
+        checkpoints,
+        EarlyStopping(monitor=_KERAS_MONITOR, mode="min", patience=args["patience"]),
+        EpochMetrics(csv_logger, rename_metrics, wandb_logger=args["wandb_logger"]),
+        # for the message of an interrupted run (zoobot.shared.interrupts)
+        keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: interrupts.note_epoch(epoch, epochs)),
+        *(args["extra_callbacks"] or []),
+    ]
+    return Trainer(default_root_dir=save_dir, max_epochs=epochs, logger=csv_logger, callbacks=callbacks)
+
+
+def _fit(model, trainer, fit_ds, datasets: _Datasets, steps_per_epoch) -> None:
+    callbacks = list(trainer.callbacks)
+    callbacks[3:3] = model.scheduler_callbacks()  # the learning-rate schedule, after the loss guard
+    # one line per epoch in a log file, with the losses PyTorch's line shows (per-question losses: metrics.csv)
+    verbose, progress_callbacks = fit_verbosity(True, trainer.max_epochs,
+                                                keep=("val_loss", "loss", "learning_rate", "lr"))
+    with datasets.errors_named():
+        trainer.history = model.fit(fit_ds, validation_data=datasets.val, epochs=trainer.max_epochs,
+                                    steps_per_epoch=steps_per_epoch, callbacks=callbacks + progress_callbacks,
+                                    shuffle=False, verbose=verbose)
+    trainer.model = model
+    history = trainer.history
+    trainer.current_epoch = int(history.epoch[-1]) + 1 if history.epoch else 0
+    trainer.global_step = optimizer_step(model)
+    last = {k: v[-1] for k, v in history.history.items() if v}
+    trainer.callback_metrics = {k: scalar(v) for k, v in rename_metrics(last).items()}
+
+
+def _best_calibrated_and_tested(model, trainer, datasets: _Datasets) -> None:
+    """Load the best checkpoint's weights, calibrate them on the validation votes, evaluate them on the test split."""
+    checkpoints = trainer.checkpoint_callback
+    best_path = checkpoints.best_model_path
+    if not best_path or not os.path.isfile(best_path):
+        best_path = checkpoints.last_model_path or str(checkpoints.dirpath / "last.keras")
+    if os.path.isfile(best_path):
+        model.load_weights(best_path)
+    model.best_checkpoint_path = str(best_path)
+    with datasets.errors_named():
+        _calibrate(model, datasets.val, trainer.default_root_dir, [best_path, checkpoints.last_model_path])
+    if datasets.test is None:
+        return
+    with datasets.errors_named():
+        results = model.evaluate(datasets.test, return_dict=True, verbose=0)
+    trainer.test_metrics = {k: scalar(v) for k, v in rename_metrics(results, split="test").items()}
+    trainer.callback_metrics.update(trainer.test_metrics)
+    last_epoch = trainer.history.epoch[-1] if trainer.history.epoch else 0
+    metrics = next(c for c in trainer.callbacks if isinstance(c, EpochMetrics))
+    metrics.add_row({"epoch": last_epoch, "step": optimizer_step(model), **trainer.test_metrics})
