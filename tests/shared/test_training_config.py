@@ -95,8 +95,10 @@ def test_resolve_device_count():
         assert resolve_device_count(2, 0, "pytorch") == 0
     with pytest.warns(UserWarning, match="tensorflow sees 1 GPU.*on 1 GPU"):
         assert resolve_device_count(4, 1, "tensorflow") == 1
-    with pytest.raises(ValueError, match="gpus must be an integer >= 0"):
+    with pytest.raises(ValueError, match="^gpus must be >= -1, got -2$"):
         resolve_device_count(-2, 1, "pytorch")
+    with pytest.raises(TypeError, match="^gpus must be an integer, got bool: True$"):
+        resolve_device_count(True, 1, "pytorch")
 
 
 class FakeSchema:

@@ -273,7 +273,7 @@ def resolve_device_count(requested: int, available: int, backend: str) -> int:
 
     Raises
     ------
-    ValueError
+    TypeError, ValueError
         If ``requested`` is not an integer >= -1.
 
     Warns
@@ -288,8 +288,7 @@ def resolve_device_count(requested: int, available: int, backend: str) -> int:
     >>> resolve_device_count(-1, 4, 'pytorch')
     4
     """
-    if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < -1:
-        raise ValueError(f"gpus must be an integer >= 0 (or -1 for all available), got {requested!r}.")
+    requested = check_int("gpus", requested, minimum=-1)  # -1: all available
     available = max(int(available), 0)
     if requested == -1:
         return available
