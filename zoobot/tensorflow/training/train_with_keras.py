@@ -1,38 +1,24 @@
-"""Train a Zoobot model from scratch with Keras (api.md 3.6), the twin of ``train_with_pytorch_lightning``.
+"""Train a Zoobot model from scratch with Keras, the twin of ``train_with_pytorch_lightning``.
 
-Two public names share one implementation (:func:`_train`); each keeps its own defaults:
+:func:`train` (the user documentation's argument list, as PyTorch's, plus the TensorFlow-only TFRecord
+``*_records`` and upstream v1 keywords) and :func:`train_default_zoobot_from_scratch` (upstream v2's list and
+defaults) build one :class:`~zoobot.shared.training_config.TrainConfig`; :func:`_train` does the Keras part:
 
-- :func:`train` has the argument list of the user documentation (the "seed"), identical to the PyTorch
-  ``train`` (``model_architecture='efficientnet'``, ``resize_size=224``, ``batch_size=256``), plus the
-  TensorFlow-only ``train_records``/``val_records``/``test_records`` (train from TFRecord shards) and the
-  upstream v1 keywords ``requested_img_size``, ``always_augment``, ``eager``;
-- :func:`train_default_zoobot_from_scratch` has the upstream Zoobot v2 argument list
-  (``architecture_name='efficientnet_b0'``, ``resize_after_crop=224``, ``batch_size=128``).
+1. TensorFlow checks and the catalogs (E1-E5, split 70/10/20); claim ``save_dir`` (resume, overwrite or refuse);
+2. ``tf.data`` pipelines (GalaxyDataModule or TFRecord shards) and a ``ZoobotTree`` (in a ``MirroredStrategy``
+   scope with several GPUs), first batch checked (E7, E8, E10);
+3. ``fit`` with the callbacks of :mod:`zoobot.tensorflow.training.callbacks`, held by a
+   :class:`~zoobot.tensorflow.training.trainer.Trainer` (checkpoints, ``logs/metrics.csv``, early stopping, the
+   loss guard, ``backup/`` for ``resume=True``);
+4. the best weights restored, calibrated on the validation votes, tested; returns ``(model, trainer)``.
 
-What a run does, in order (the same as PyTorch):
-
-1. check the arguments and catalogs (E1-E5) before any model work; split one catalog 70/10/20;
-2. claim ``save_dir`` (:func:`zoobot.shared.run_dir.claim_save_dir`: resume, ``overwrite=True`` or refuse);
-   ``config.json`` and the split catalogs are written when training starts;
-3. build the ``tf.data`` pipelines (:class:`~zoobot.tensorflow.datasets.GalaxyDataModule`, or TFRecord
-   shards augmented with the same transforms) and a
-   :class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` - inside a ``MirroredStrategy`` scope
-   when more than one GPU is used; check the first batch (E7, E8, E10);
-4. fit: checkpoints in ``save_dir/checkpoints`` (the best ``save_top_k`` by ``validation/supervised_loss``
-   as ``epoch={epoch}.keras``, plus ``last.keras``), early stopping, gradient clipping at 0.3 (global
-   norm), metrics in ``save_dir/logs/metrics.csv`` with the PyTorch metric names, ``BackupAndRestore`` in
-   ``save_dir/backup`` (``resume=True`` continues an interrupted or finished run from it); a non-finite
-   loss stops training with a ``FloatingPointError`` naming the epoch and step;
-5. restore the best weights, fit the per-question concentration scale to the validation votes
-   (``zoobot.shared.calibration``; saved in the best and last ``.keras`` files and
-   ``save_dir/calibration.json``), evaluate them on the test split, and return ``(model, trainer)``.
+See docs/components/training.md and docs/reliability.md.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -43,22 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from zoobot.shared import interrupts
-from zoobot.shared import schemas as schemas_module
-from zoobot.shared.run_dir import check_save_dir, claim_save_dir
-from zoobot.shared.schedules import (
-    DEFAULT_TRAIN_CONCENTRATION_FLOOR,
-    resolve_train_schedule,
-    train_scheduler_params,
-)
-from zoobot.shared.training_config import (
-    merge_alias_kwargs,
-    prepare_catalogs,
-    resolve_architecture_name,
-    resolve_device_count,
-    write_run_config,
-    write_split_catalogs,
-)
-from zoobot.shared.validation import available_cpus, check_int
+from zoobot.shared.run_dir import claim_save_dir
+from zoobot.shared.schedules import DEFAULT_TRAIN_CONCENTRATION_FLOOR, resolve_train_schedule
+from zoobot.shared.training_config import TrainConfig, resolve_device_count, write_run_config, write_split_catalogs
+from zoobot.shared.validation import available_cpus, check_choice
 from zoobot.tensorflow.training.callbacks import (
     AtomicBackupAndRestore,
     CSVLogger,
@@ -81,26 +55,6 @@ __all__ = ["train", "train_default_zoobot_from_scratch", "rename_metrics"]
 #: Metric that picks the best checkpoint and drives early stopping (Keras logs it as ``val_loss``).
 MONITOR = "validation/supervised_loss"
 _KERAS_MONITOR = "val_loss"
-#: Arguments that may change between a run and its resumption (not compared on resume), as in PyTorch.
-_RESUMABLE_CHANGES = (
-    "epochs",
-    "patience",
-    "gpus",
-    "nodes",
-    "num_workers",
-    "prefetch_factor",
-    "mixed_precision",
-    "check_valid_paths",
-    "resume",
-    "overwrite",
-    "save_top_k",
-    "extra_callbacks",
-    "wandb_logger",
-    "sync_batchnorm",
-    "compile_encoder",
-    "entry_point",
-    "eager",
-)
 
 
 def train(
@@ -150,6 +104,8 @@ def train(
     eager=False,
 ):
     """Train a :class:`~zoobot.tensorflow.estimators.define_model.ZoobotTree` from scratch with Keras.
+
+    (Long only for its documented argument list: the body builds a TrainConfig and calls ``_train``.)
 
     The arguments, defaults and behaviour are those of
     ``zoobot.pytorch.training.train_with_pytorch_lightning.train``; see there for the full description.
@@ -230,7 +186,8 @@ def train(
     -------
     (model, trainer)
         ``model``: the ZoobotTree with the weights of the best checkpoint (lowest
-        ``validation/supervised_loss``), ``input_size`` set; ``trainer``: a :class:`TrainingRun`
+        ``validation/supervised_loss``), ``input_size`` set; ``trainer``: the
+        :class:`~zoobot.tensorflow.training.trainer.Trainer` that held the run's callbacks
         (``history``, ``checkpoint_callback.best_model_path``, ``callback_metrics``, ``test_metrics``).
 
     Raises
@@ -255,57 +212,8 @@ def train(
     ...     save_dir='results/run', schema=schemas.decals_dr5_ortho_schema, catalog=catalog,
     ...     model_architecture='efficientnet', gpus=2)  # doctest: +SKIP
     """
-    return _train(
-        **_resolve_arguments(
-            dict(
-                entry_point="train",
-                save_dir=save_dir,
-                schema=schema,
-                catalog=catalog,
-                train_catalog=train_catalog,
-                val_catalog=val_catalog,
-                test_catalog=test_catalog,
-                architecture_name=_merge_alias(
-                    model_architecture, "model_architecture", "efficientnet", architecture_name, "architecture_name"
-                ),
-                batch_size=batch_size,
-                epochs=epochs,
-                patience=patience,
-                color=color,
-                resize_after_crop=_merge_alias(resize_size, "resize_size", 224, resize_after_crop, "resize_after_crop"),
-                crop_scale_bounds=crop_scale_bounds,
-                crop_ratio_bounds=crop_ratio_bounds,
-                nodes=nodes,
-                gpus=gpus,
-                num_workers=num_workers,
-                prefetch_factor=prefetch_factor,
-                mixed_precision=mixed_precision,
-                random_state=random_state,
-                wandb_logger=wandb_logger,
-                dropout_rate=dropout_rate,
-                learning_rate=learning_rate,
-                betas=betas,
-                weight_decay=weight_decay,
-                scheduler_params=scheduler_params,
-                timm_kwargs=timm_kwargs,
-                sync_batchnorm=sync_batchnorm,
-                compile_encoder=compile_encoder,
-                save_top_k=save_top_k,
-                checkpoint_file_template=checkpoint_file_template,
-                auto_insert_metric_name=True,
-                extra_callbacks=extra_callbacks,
-                check_valid_paths=check_valid_paths,
-                resume=resume,
-                overwrite=overwrite,
-                train_records=train_records,
-                val_records=val_records,
-                test_records=test_records,
-                requested_img_size=requested_img_size,
-                always_augment=always_augment,
-                eager=eager,
-            )
-        )
-    )
+    arguments = dict(locals())  # exactly the parameters: nothing else is defined yet
+    return _train(TrainConfig.from_arguments("train", "tensorflow", **arguments))
 
 
 def train_default_zoobot_from_scratch(
@@ -360,6 +268,8 @@ def train_default_zoobot_from_scratch(
 ):
     """Train a ZoobotTree from scratch, with the upstream Zoobot v2 argument list and defaults.
 
+    (Long only for its documented argument list: the body builds a TrainConfig and calls ``_train``.)
+
     The same implementation as :func:`train` (see there for every argument and the behaviour); only
     the names and defaults differ: ``architecture_name='efficientnet_b0'``, ``resize_after_crop=224``,
     ``batch_size=128``.
@@ -391,6 +301,9 @@ def train_default_zoobot_from_scratch(
     >>> model, trainer = train_default_zoobot_from_scratch(
     ...     'results/run', schema, catalog=catalog, architecture_name='efficientnet_b0')  # doctest: +SKIP
     """
+    arguments = dict(locals())  # exactly the parameters: nothing else is defined yet
+    for name in ("train_urls", "val_urls", "test_urls", "cache_dir"):
+        del arguments[name]
     urls = {"train_urls": train_urls, "val_urls": val_urls, "test_urls": test_urls}
     given = [name for name, value in urls.items() if value is not None]
     if given:
@@ -406,144 +319,45 @@ def train_default_zoobot_from_scratch(
             UserWarning,
             stacklevel=2,
         )
-    return _train(
-        **_resolve_arguments(
-            dict(
-                entry_point="train_default_zoobot_from_scratch",
-                save_dir=save_dir,
-                schema=schema,
-                catalog=catalog,
-                train_catalog=train_catalog,
-                val_catalog=val_catalog,
-                test_catalog=test_catalog,
-                architecture_name=_merge_alias(
-                    architecture_name, "architecture_name", "efficientnet_b0", model_architecture, "model_architecture"
-                ),
-                batch_size=batch_size,
-                epochs=epochs,
-                patience=patience,
-                color=color,
-                resize_after_crop=_merge_alias(resize_after_crop, "resize_after_crop", 224, resize_size, "resize_size"),
-                crop_scale_bounds=crop_scale_bounds,
-                crop_ratio_bounds=crop_ratio_bounds,
-                nodes=nodes,
-                gpus=gpus,
-                num_workers=num_workers,
-                prefetch_factor=prefetch_factor,
-                mixed_precision=mixed_precision,
-                random_state=random_state,
-                wandb_logger=wandb_logger,
-                dropout_rate=dropout_rate,
-                learning_rate=learning_rate,
-                betas=betas,
-                weight_decay=weight_decay,
-                scheduler_params=scheduler_params,
-                timm_kwargs=timm_kwargs,
-                sync_batchnorm=sync_batchnorm,
-                compile_encoder=compile_encoder,
-                save_top_k=save_top_k,
-                checkpoint_file_template=checkpoint_file_template,
-                auto_insert_metric_name=auto_insert_metric_name,
-                extra_callbacks=extra_callbacks,
-                check_valid_paths=check_valid_paths,
-                resume=resume,
-                train_records=train_records,
-                val_records=val_records,
-                test_records=test_records,
-                requested_img_size=requested_img_size,
-                always_augment=always_augment,
-                eager=eager,
-            )
-        )
-    )
+    return _train(TrainConfig.from_arguments("train_default_zoobot_from_scratch", "tensorflow", **arguments))
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. arguments: aliases, checks, catalogs (no framework work yet)
+# 1. the TensorFlow checks (TrainConfig checked the rest; no framework work yet)
 # ---------------------------------------------------------------------------------------------
 
 
-def _merge_alias(canonical_value, canonical: str, default, alias_value, alias: str):
-    return merge_alias_kwargs({canonical: canonical_value, alias: alias_value}, canonical, alias, default)
-
-
-def _resolve_arguments(args: dict) -> dict:
-    """Check every argument and prepare the catalogs; returns the keywords of :func:`_train`."""
-    check_save_dir(args["save_dir"])  # None or '' (which would write into the working directory)
-    if not isinstance(args["schema"], schemas_module.Schema):
-        raise TypeError(
-            f"schema must be a zoobot.shared.schemas.Schema, got {type(args['schema']).__name__}. "
-            "Use e.g. schemas.decals_dr5_ortho_schema, schemas.get_schema(name) or "
-            "schemas.Schema(question_answer_pairs, dependencies)."
-        )
-    for name, minimum in (("batch_size", 1), ("epochs", 1), ("patience", 0), ("nodes", 1), ("num_workers", 0),
-                          ("prefetch_factor", 1), ("save_top_k", -1)):
-        check_int(name, args[name], minimum=minimum)
-    check_int("gpus", args["gpus"], minimum=-1)
-    check_int("resize_after_crop (resize_size)", args["resize_after_crop"], minimum=8)
-    check_int("requested_img_size", args["requested_img_size"], minimum=8, allow_none=True)
-    if args["nodes"] > 1:
+def _tensorflow_config(config: TrainConfig) -> TrainConfig:
+    """The TensorFlow checks on top of :class:`TrainConfig`'s (one machine, a Keras encoder, catalogs or
+    TFRecord shards), then the catalogs validated and split (E1-E5) - before any model work."""
+    if config.nodes > 1:
         raise NotImplementedError(
-            f"nodes={args['nodes']}: multi-machine training is not implemented in the TensorFlow backend "
+            f"nodes={config.nodes}: multi-machine training is not implemented in the TensorFlow backend "
             "(it would need tf.distribute.MultiWorkerMirroredStrategy and a TF_CONFIG cluster). Use nodes=1 "
             "(all GPUs of one machine via gpus=...), or the PyTorch backend for multi-node training."
         )
-    for name in ("crop_scale_bounds", "crop_ratio_bounds"):
-        _check_bounds(name, args[name])
-    if not 0 <= float(args["dropout_rate"]) < 1:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {args['dropout_rate']!r}.")
-    if not (isinstance(args["learning_rate"], (int, float)) and args["learning_rate"] > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {args['learning_rate']!r}.")
-    if args["extra_callbacks"] is not None and not isinstance(args["extra_callbacks"], (list, tuple)):
-        raise TypeError(f"extra_callbacks must be a list of Keras callbacks, got {type(args['extra_callbacks'])}.")
-    args["architecture_name"] = resolve_architecture_name(args["architecture_name"])
     from zoobot.tensorflow.estimators.define_model import ENCODER_NAMES
-    from zoobot.shared.errors import unknown_option_error
 
-    if args["architecture_name"] not in ENCODER_NAMES:
-        raise unknown_option_error("TensorFlow encoder architecture", args["architecture_name"], ENCODER_NAMES)
-    args["scheduler_params"] = train_scheduler_params(args["scheduler_params"])
-    args["crop_scale_bounds"] = tuple(float(v) for v in args["crop_scale_bounds"])
-    args["crop_ratio_bounds"] = tuple(float(v) for v in args["crop_ratio_bounds"])
-    args["betas"] = tuple(float(v) for v in args["betas"])
-
-    records = {k: args[k] for k in ("train_records", "val_records", "test_records")}
-    schema = args["schema"]
-    if any(v is not None for v in records.values()):
-        catalogs = [k for k in ("catalog", "train_catalog", "val_catalog", "test_catalog") if args[k] is not None]
-        if catalogs:
-            raise ValueError(
-                f"Pass either catalogs or TFRecord shards (train_records/val_records/test_records), not both: got "
-                f"{', '.join(catalogs)} and records."
+    check_choice("TensorFlow encoder architecture", config.architecture_name, ENCODER_NAMES)
+    records = {k: getattr(config, k) for k in ("train_records", "val_records", "test_records")}
+    if all(v is None for v in records.values()):
+        if config.requested_img_size is not None:
+            warnings.warn(
+                "requested_img_size is only used with TFRecord shards; catalog images are decoded at their own "
+                "size and cropped/resized to resize_size.",
+                UserWarning,
+                stacklevel=4,
             )
-        if records["train_records"] is None or records["val_records"] is None:
-            raise ValueError("Training from shards needs both train_records and val_records (test_records optional).")
-        for key, value in records.items():
-            if value is not None:
-                args[key] = _record_list(key, value)
-        args.pop("catalog")
-        args.update(train_catalog=None, val_catalog=None, test_catalog=None)
-        return args
-    if args["requested_img_size"] is not None:
-        warnings.warn(
-            "requested_img_size is only used with TFRecord shards; catalog images are decoded at their own size "
-            "and cropped/resized to resize_size.",
-            UserWarning,
-            stacklevel=3,
+        return config.with_split_catalogs()
+    catalogs = [k for k in ("catalog", "train_catalog", "val_catalog", "test_catalog") if getattr(config, k) is not None]
+    if catalogs:
+        raise ValueError(
+            f"Pass either catalogs or TFRecord shards (train_records/val_records/test_records), not both: got "
+            f"{', '.join(catalogs)} and records."
         )
-    train_catalog, val_catalog, test_catalog = prepare_catalogs(
-        schema.label_cols,
-        catalog=args.pop("catalog"),
-        train_catalog=args["train_catalog"],
-        val_catalog=args["val_catalog"],
-        test_catalog=args["test_catalog"],
-        random_state=args["random_state"],
-        check_valid_paths=args["check_valid_paths"],
-        label_kind="counts",
-        label_description=f"a vote-count column of schema {schema.name or 'given'}",
-    )
-    args.update(train_catalog=train_catalog, val_catalog=val_catalog, test_catalog=test_catalog)
-    return args
+    if records["train_records"] is None or records["val_records"] is None:
+        raise ValueError("Training from shards needs both train_records and val_records (test_records optional).")
+    return dataclasses.replace(config, **{k: _record_list(k, v) for k, v in records.items() if v is not None})
 
 
 def _record_list(name: str, value) -> list:
@@ -560,100 +374,67 @@ def _record_list(name: str, value) -> list:
     return locs
 
 
-def _check_bounds(name: str, value) -> None:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
-    if not (0 < low <= high) or not math.isfinite(high):
-        raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
-
-
-def _run_config(args: dict) -> dict:
-    """What ``config.json`` records: the arguments, with catalogs summarised by size and ids."""
-    config = {}
-    for key, value in args.items():
-        if key.endswith("_catalog"):
-            config[key] = None if value is None else {"rows": int(len(value)), "id_sha1": _ids_digest(value)}
-        elif key == "extra_callbacks":
-            config[key] = None if value is None else [type(c).__name__ for c in value]
-        elif key == "wandb_logger":
-            config[key] = None if value is None else type(value).__name__
-        elif key == "devices":
-            continue  # internal override (tests)
-        else:
-            config[key] = value
-    return config
-
-
-def _ids_digest(catalog) -> str:
-    digest = hashlib.sha1()
-    for id_str in catalog["id_str"].astype(str):
-        digest.update(id_str.encode() + b"\0")
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # 2. data
 # ---------------------------------------------------------------------------------------------
 
 
-def _catalog_datasets(args, global_batch_size):
+def _catalog_datasets(config: TrainConfig, global_batch_size: int):
     """(train, val, test or None) datasets from the catalogs, through the TF GalaxyDataModule."""
     from zoobot.tensorflow.datasets import GalaxyDataModule
 
     datamodule = GalaxyDataModule(
-        label_cols=list(args["schema"].label_cols),
-        train_catalog=args["train_catalog"],
-        val_catalog=args["val_catalog"],
-        test_catalog=args["test_catalog"],
-        greyscale=not args["color"],
-        crop_scale_bounds=args["crop_scale_bounds"],
-        crop_ratio_bounds=args["crop_ratio_bounds"],
-        resize_after_crop=args["resize_after_crop"],
+        label_cols=list(config.schema.label_cols),
+        train_catalog=config.train_catalog,
+        val_catalog=config.val_catalog,
+        test_catalog=config.test_catalog,
+        greyscale=not config.color,
+        crop_scale_bounds=config.crop_scale_bounds,
+        crop_ratio_bounds=config.crop_ratio_bounds,
+        resize_after_crop=config.resize_after_crop,
         batch_size=global_batch_size,
-        num_workers=min(args["num_workers"], available_cpus()),
-        prefetch_factor=args["prefetch_factor"],
-        seed=args["random_state"],
-        test_time_augmentation=args["always_augment"],
+        num_workers=min(config.num_workers, available_cpus()),
+        prefetch_factor=config.prefetch_factor,
+        seed=config.random_state,
+        test_time_augmentation=config.always_augment,
         check_valid_paths=False,  # checked already
     )
     datamodule.setup("fit")
     train_ds, val_ds = datamodule.train_dataloader(), datamodule.val_dataloader()
     test_ds = None
-    if args["test_catalog"] is not None:
+    if config.test_catalog is not None:
         datamodule.setup("test")
         test_ds = datamodule.test_dataloader()
     return train_ds, val_ds, test_ds
 
 
-def _preprocessing_record(args, channels, train_catalog):
+def _preprocessing_record(config: TrainConfig, channels: int, train_catalog):
     """What the model remembers of its images (:mod:`zoobot.shared.preprocessing`); shards hold PNG-encoded
     pixels of unknown origin, so their formats stay unknown."""
     from zoobot.shared.preprocessing import Preprocessing
 
     return Preprocessing.for_training(
-        args["resize_after_crop"], channels, args["crop_scale_bounds"], args["crop_ratio_bounds"],
+        config.resize_after_crop, channels, config.crop_scale_bounds, config.crop_ratio_bounds,
         None if train_catalog is None else train_catalog["file_loc"])
 
 
-def _shard_dataset(records, args, global_batch_size, train: bool):
+def _shard_dataset(records, config: TrainConfig, global_batch_size: int, train: bool):
     """Batches of (images NHWC float32 [0, 1], vote counts (B, n_answers)) from TFRecord shards,
     augmented with the same transforms as the catalog pipeline."""
     from zoobot.tensorflow.data_utils import tfrecord_datasets
     from zoobot.tensorflow.datasets.transforms import default_transforms, image_to_float
 
-    label_cols = list(args["schema"].label_cols)
+    label_cols = list(config.schema.label_cols)
     train_transform, eval_transform = default_transforms(
-        greyscale=not args["color"],
-        resize_after_crop=args["resize_after_crop"],
-        crop_scale_bounds=args["crop_scale_bounds"],
-        crop_ratio_bounds=args["crop_ratio_bounds"],
-        test_time_augmentation=args["always_augment"],
+        greyscale=not config.color,
+        resize_after_crop=config.resize_after_crop,
+        crop_scale_bounds=config.crop_scale_bounds,
+        crop_ratio_bounds=config.crop_ratio_bounds,
+        test_time_augmentation=config.always_augment,
     )
     transform = train_transform if train else eval_transform
-    requested = args["requested_img_size"]
-    seed = args["random_state"]
+    requested = config.requested_img_size
+    seed = config.random_state
     raw = tfrecord_datasets.get_dataset(records, label_cols, global_batch_size, shuffle=train, seed=seed)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
@@ -665,7 +446,7 @@ def _shard_dataset(records, args, global_batch_size, train: bool):
         labels = tf.stack([element[col] for col in label_cols], axis=-1)
         return transform(image, image_seed), labels
 
-    parallel = tf.data.AUTOTUNE if args["num_workers"] > 0 else None
+    parallel = tf.data.AUTOTUNE if config.num_workers > 0 else None
     dataset = tf.data.Dataset.zip((raw.unbatch(), seeds)).map(to_example, num_parallel_calls=parallel,
                                                               deterministic=True)
     dataset = dataset.batch(global_batch_size, drop_remainder=train)
@@ -674,7 +455,7 @@ def _shard_dataset(records, args, global_batch_size, train: bool):
         batches = rows // global_batch_size if train else -(-rows // global_batch_size)
         if batches > 0:
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(args["prefetch_factor"] if args["num_workers"] > 0 else tf.data.AUTOTUNE)
+    return dataset.prefetch(config.prefetch_factor if config.num_workers > 0 else tf.data.AUTOTUNE)
 
 
 def _shard_row_count(records):
@@ -833,42 +614,43 @@ def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _train(*, devices: list | None = None, **args):
-    """Fit, restore the best checkpoint, calibrate, test; returns ``(model, trainer)``. ``args`` are the checked
-    keywords of :func:`_resolve_arguments`; ``devices`` (device names to mirror over) overrides the GPU
-    resolution (the tests mirror over two logical CPUs)."""
-    args.setdefault("overwrite", False)
-    save_dir = pathlib.Path(args["save_dir"])
-    config = _run_config(args)
-    resuming = _claim_run(save_dir, config, args)
-    distribution = _Distribution(devices, args)
-    keras.utils.set_random_seed(args["random_state"])
-    datasets = _Datasets(args, distribution.n_replicas)
+def _train(config: TrainConfig, *, devices: list | None = None):
+    """Fit, restore the best checkpoint, calibrate, test: the Keras part of a run; returns ``(model, trainer)``.
+
+    The order: TensorFlow checks and catalogs (:func:`_tensorflow_config`), ``save_dir`` claim, devices, then
+    the model work. ``devices`` (device names to mirror over) overrides the GPU resolution (tests).
+    """
+    config = _tensorflow_config(config)
+    save_dir = pathlib.Path(config.save_dir)
+    resuming = _claim_run(save_dir, config)
+    distribution = _Distribution(devices, config)
+    keras.utils.set_random_seed(config.random_state)
+    datasets = _Datasets(config, distribution.n_replicas)
     start_epoch = backup_epoch(save_dir / "backup") if resuming else 0
     fit_ds, steps_per_epoch = datasets.for_fit(start_epoch)
     with distribution.precision():
         with distribution.strategy.scope():
-            model = _build_model(args)
+            model = _build_model(config)
         if not distribution.on_gpu:  # GPU-sized settings on a CPU: say how long a batch will take
-            _warn_if_gpu_sized(model, args["architecture_name"], model.channels, args["resize_after_crop"],
-                               args["batch_size"], args["train_catalog"], steps_per_epoch, args["epochs"])
-        trainer = _assemble_trainer(save_dir, args, start_epoch)
+            _warn_if_gpu_sized(model, config.architecture_name, model.channels, config.resize_after_crop,
+                               config.batch_size, config.train_catalog, steps_per_epoch, config.epochs)
+        trainer = _assemble_trainer(save_dir, config, start_epoch)
         trainer.strategy = distribution.strategy
         # the run is recorded when training starts, not before (a run that fails while set up leaves no trace)
         write_run_config(save_dir, config, backend="tensorflow")
-        if args["train_catalog"] is not None:
-            write_split_catalogs(save_dir, args["train_catalog"], args["val_catalog"], args["test_catalog"])
+        if config.train_catalog is not None:
+            write_split_catalogs(save_dir, config.train_catalog, config.val_catalog, config.test_catalog)
         _fit(model, trainer, fit_ds, datasets, steps_per_epoch)
         _best_calibrated_and_tested(model, trainer, datasets)
     return model, trainer
 
 
-def _claim_run(save_dir: pathlib.Path, config: dict, args: dict) -> bool:
+def _claim_run(save_dir: pathlib.Path, config: TrainConfig) -> bool:
     """One run per save_dir: resume it, replace it (overwrite) or refuse, before any expensive work."""
     backup_dir = save_dir / "backup"
     has_backup = backup_dir.is_dir() and any(backup_dir.iterdir())
-    resuming = claim_save_dir(save_dir, config, resume=args["resume"], overwrite=args["overwrite"],
-                              resumable=has_backup, ignore=_RESUMABLE_CHANGES)
+    resuming = claim_save_dir(save_dir, config, resume=config.resume, overwrite=config.overwrite,
+                              resumable=has_backup)
     if not resuming and backup_dir.exists():
         shutil.rmtree(backup_dir)  # an empty backup folder: start afresh
     return resuming
@@ -877,9 +659,9 @@ def _claim_run(save_dir: pathlib.Path, config: dict, args: dict) -> bool:
 class _Distribution:
     """The devices of a run: its ``tf.distribute`` strategy and whether it trains in mixed precision."""
 
-    def __init__(self, devices, args):
+    def __init__(self, devices, config: TrainConfig):
         if devices is None:
-            n_gpus = resolve_device_count(args["gpus"], len(tf.config.list_physical_devices("GPU")), "tensorflow")
+            n_gpus = resolve_device_count(config.gpus, len(tf.config.list_physical_devices("GPU")), "tensorflow")
             devices = [f"/gpu:{i}" for i in range(n_gpus)]
         if len(devices) > 1:
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
@@ -889,11 +671,11 @@ class _Distribution:
             self.strategy = tf.distribute.get_strategy()
         self.n_replicas = max(self.strategy.num_replicas_in_sync, 1)
         self.on_gpu = any("gpu" in str(d).lower() for d in devices)
-        self.mixed = bool(args["mixed_precision"]) and self.on_gpu
-        if args["mixed_precision"] and not self.on_gpu:
+        self.mixed = bool(config.mixed_precision) and self.on_gpu
+        if config.mixed_precision and not self.on_gpu:
             warnings.warn("mixed_precision=True is ignored: training runs on the CPU, where zoobot trains in float32.",
                           UserWarning, stacklevel=4)
-        if args["sync_batchnorm"] and len(devices) > 1:
+        if config.sync_batchnorm and len(devices) > 1:
             warnings.warn("sync_batchnorm=True is ignored by the TensorFlow backend: Keras' MirroredStrategy keeps "
                           "per-replica BatchNorm statistics.", UserWarning, stacklevel=4)
 
@@ -913,18 +695,18 @@ class _Distribution:
 class _Datasets:
     """The run's train/val/test ``tf.data`` pipelines (catalogs or TFRecord shards), first batch checked."""
 
-    def __init__(self, args, n_replicas: int):
-        self.catalogs = (args["train_catalog"], args["val_catalog"], args["test_catalog"])
-        global_batch_size = args["batch_size"] * n_replicas
-        if args["train_records"] is not None:
-            self.train = _shard_dataset(args["train_records"], args, global_batch_size, train=True)
-            self.val = _shard_dataset(args["val_records"], args, global_batch_size, train=False)
-            self.test = (None if args["test_records"] is None
-                         else _shard_dataset(args["test_records"], args, global_batch_size, train=False))
+    def __init__(self, config: TrainConfig, n_replicas: int):
+        self.catalogs = (config.train_catalog, config.val_catalog, config.test_catalog)
+        global_batch_size = config.batch_size * n_replicas
+        if config.train_records is not None:
+            self.train = _shard_dataset(config.train_records, config, global_batch_size, train=True)
+            self.val = _shard_dataset(config.val_records, config, global_batch_size, train=False)
+            self.test = (None if config.test_records is None
+                         else _shard_dataset(config.test_records, config, global_batch_size, train=False))
         else:
-            self.train, self.val, self.test = _catalog_datasets(args, global_batch_size)
+            self.train, self.val, self.test = _catalog_datasets(config, global_batch_size)
         with self.errors_named():
-            _check_first_batch(self.train, 3 if args["color"] else 1, args["schema"], "training")
+            _check_first_batch(self.train, 3 if config.color else 1, config.schema, "training")
 
     def errors_named(self):
         """A decode error of the pipeline becomes the error of the unreadable file (:func:`_image_errors_named`)."""
@@ -941,27 +723,27 @@ class _Datasets:
         return self.train.repeat(), steps_per_epoch
 
 
-def _build_model(args):
+def _build_model(config: TrainConfig):
     """The ZoobotTree of the run, compiled (call inside the strategy's scope)."""
     from zoobot.tensorflow.estimators.define_model import ZoobotTree
 
-    schema, channels = args["schema"], 3 if args["color"] else 1
+    schema, channels = config.schema, 3 if config.color else 1
     model = ZoobotTree(
-        output_dim=schema.n_answers, schema=schema, architecture_name=args["architecture_name"], channels=channels,
-        test_time_dropout=True, compile_encoder=args["compile_encoder"], timm_kwargs=args["timm_kwargs"],
-        dropout_rate=args["dropout_rate"], learning_rate=args["learning_rate"], betas=args["betas"],
-        weight_decay=args["weight_decay"],
-        scheduler_params=resolve_train_schedule(args["scheduler_params"], args["epochs"]),
+        output_dim=schema.n_answers, schema=schema, architecture_name=config.architecture_name, channels=channels,
+        test_time_dropout=True, compile_encoder=config.compile_encoder, timm_kwargs=config.timm_kwargs,
+        dropout_rate=config.dropout_rate, learning_rate=config.learning_rate, betas=config.betas,
+        weight_decay=config.weight_decay,
+        scheduler_params=resolve_train_schedule(config.scheduler_params, config.epochs),
     )
     _train_encoder_like_timm(model.encoder)
     model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
-    model.input_size = int(args["resize_after_crop"])
-    model.preprocessing = _preprocessing_record(args, channels, args["train_catalog"])
-    model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(args["eager"]))
+    model.input_size = int(config.resize_after_crop)
+    model.preprocessing = _preprocessing_record(config, channels, config.train_catalog)
+    model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(config.eager))
     return model
 
 
-def _assemble_trainer(save_dir: pathlib.Path, args: dict, start_epoch: int):
+def _assemble_trainer(save_dir: pathlib.Path, config: TrainConfig, start_epoch: int):
     """A :class:`~zoobot.tensorflow.training.trainer.Trainer` holding the run's callbacks, in the order they run:
     the backup first (the others see the restored epoch in ``on_train_begin``), then the loss guard, the
     learning-rate schedule, the checkpoints, early stopping, the metrics file, the user's callbacks."""
@@ -973,20 +755,20 @@ def _assemble_trainer(save_dir: pathlib.Path, args: dict, start_epoch: int):
     if start_epoch:
         csv_logger.resume(start_epoch - 1)
     checkpoints = ModelCheckpoint(
-        checkpoint_dir, filename=args["checkpoint_file_template"] or "{epoch}", monitor=_KERAS_MONITOR, mode="min",
-        save_top_k=args["save_top_k"], auto_insert_metric_name=args["auto_insert_metric_name"],
+        checkpoint_dir, filename=config.checkpoint_file_template or "{epoch}", monitor=_KERAS_MONITOR, mode="min",
+        save_top_k=config.save_top_k, auto_insert_metric_name=config.auto_insert_metric_name,
         state_file=checkpoint_dir / "checkpoints.json", template_metrics=rename_metrics)
-    epochs = args["epochs"]
+    epochs = config.epochs
     callbacks = [
         AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=False),
         RandomStateBackup(backup_dir, start_epoch),
         NonFiniteLossGuard(val_key=_KERAS_MONITOR, val_name=MONITOR),
         checkpoints,
-        EarlyStopping(monitor=_KERAS_MONITOR, mode="min", patience=args["patience"]),
-        EpochMetrics(csv_logger, rename_metrics, wandb_logger=args["wandb_logger"]),
+        EarlyStopping(monitor=_KERAS_MONITOR, mode="min", patience=config.patience),
+        EpochMetrics(csv_logger, rename_metrics, wandb_logger=config.wandb_logger),
         # for the message of an interrupted run (zoobot.shared.interrupts)
         keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: interrupts.note_epoch(epoch, epochs)),
-        *(args["extra_callbacks"] or []),
+        *(config.extra_callbacks or []),
     ]
     return Trainer(default_root_dir=save_dir, max_epochs=epochs, logger=csv_logger, callbacks=callbacks)
 
