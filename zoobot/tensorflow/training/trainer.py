@@ -34,7 +34,7 @@ from zoobot.shared.validation import check_int, check_number, is_int
 from zoobot.tensorflow.training.callbacks import (
     LABEL_ERROR_MARKER,
     NONFINITE_LOSS_MARKER,
-    TRAINER_STATE_ENTRY,
+    TRAINER_STATE_ENTRY,  # noqa: F401  (re-exported: read_trainer_state's entry)
     CSVLogger,
     EarlyStopping,
     FeatureReplayCallback,
@@ -42,7 +42,7 @@ from zoobot.tensorflow.training.callbacks import (
     NonFiniteLossGuard,
     log_to,
     optimizer_step,
-    read_trainer_state,
+    read_trainer_state,  # also re-exported: zoobot.tensorflow.training.trainer.read_trainer_state
     seed_generator_states,
     skip_epochs,
     to_number,
@@ -52,10 +52,6 @@ from zoobot.tensorflow.training.console import fit_verbosity
 __all__ = ["Trainer", "ModelCheckpoint", "EarlyStopping", "CSVLogger"]
 
 logger = logging.getLogger(__name__)
-
-# re-exported: the callbacks' home is zoobot.tensorflow.training.callbacks
-_REEXPORTED = (TRAINER_STATE_ENTRY, read_trainer_state)
-
 
 def is_datamodule(data) -> bool:
     """True for a data module (``setup``, ``train_dataloader``, ``predict_dataloader``), not a dataset."""
