@@ -201,9 +201,11 @@ def test_train_config_normalises_values_and_is_frozen():
         assert train_config(architecture_name="resnet_detectron").architecture_name == "resnet50"
 
 
+@pytest.mark.torch
 def test_train_config_defaults_are_those_of_train():
     import inspect
 
+    pytest.importorskip("torch")
     from zoobot.pytorch.training import train_with_pytorch_lightning as twpl
 
     params = inspect.signature(twpl.train).parameters
