@@ -16,6 +16,13 @@ Each backend, in its own process:
     .venv/bin/python benchmarks/bench_train.py                  # 224 px EfficientNet-B0, batch 32, 2 threads
     .venv/bin/python benchmarks/bench_train.py --quick
     .venv/bin/python benchmarks/bench_train.py --steps-per-epoch 5 --num-workers 1
+    .venv/bin/python benchmarks/bench_train.py --backends tf --trace-breakdown   # + where the first step goes
+
+Each epoch also records its first batch (``first_batch_s``): in the first epoch that is the graph's tracing
+and optimisation plus one step. ``--trace-breakdown`` (TensorFlow) splits it, on the model ``train`` builds,
+into Python tracing of ``train_step`` (``tf.function.get_concrete_function``), the first call (TensorFlow's
+graph optimisation and set-up, plus one step) and later steps, with TensorFlow's graph optimiser (grappler's
+meta optimiser) on and off.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ def _epoch_stats(events: list[dict], batch_size: int) -> list[dict]:
         epochs.append({"images": images, "seconds": seconds, "img_per_s": images / seconds,
                        "data_wait_s": wait, "step_s": seconds - wait,
                        "first_batch_wait_s": starts[0] - epoch["start"],
+                       "first_batch_s": ends[0] - starts[0],
                        # CPU time of the training process (all its threads; loader workers excluded)
                        "main_cpu_s": epoch["cpu_end"] - epoch["cpu_start"]})
     return epochs
@@ -160,7 +168,48 @@ def tf_worker(settings, catalogs, save_dir) -> dict:
                      f"model_architecture={s['architecture']!r}, batch_size={s['batch_size']}, "
                      f"epochs={s['warmup'] + s['repeats']}, resize_size={s['image_size']}, gpus=0, "
                      f"num_workers={s['num_workers']}, extra_callbacks=[timer])"))
+    if s.get("trace_breakdown"):
+        out["trace_breakdown"] = tf_trace_breakdown(s)
     return out
+
+
+def tf_trace_breakdown(settings) -> dict:
+    """Python tracing / first call / later steps of the ``train_step`` of the ZoobotTree ``train`` builds, on
+    random images, with grappler's meta optimiser on and then off (each in a fresh ``tf.function``)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+    from zoobot.shared.training_config import TrainConfig
+    from zoobot.tensorflow.training import train_with_keras
+
+    s = settings
+    config = TrainConfig(backend="tensorflow", save_dir="unused", schema=schema, architecture_name=s["architecture"],
+                         batch_size=s["batch_size"], resize_after_crop=s["image_size"])
+    model = train_with_keras._build_model(config)
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.random((s["batch_size"], s["image_size"], s["image_size"], 1), dtype=np.float32)),
+             tf.constant(rng.integers(0, 10, (s["batch_size"], schema.n_answers)).astype("float32")))
+    out = {}
+    for optimiser in ("on", "off"):
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": optimiser == "off"})
+        step = tf.function(model.train_step)
+        start = time.perf_counter()
+        concrete = step.get_concrete_function(batch)
+        trace = time.perf_counter() - start
+        first = _seconds(lambda: step(batch))
+        later = [_seconds(lambda: step(batch)) for _ in range(max(s["repeats"], 1))]
+        out[f"graph_optimiser_{optimiser}"] = {"python_trace_s": trace, "first_call_s": first,
+                                               "later_steps_s": C.summarise(later),
+                                               "graph_ops": len(concrete.graph.get_operations())}
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+    return out
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def make_catalogs(settings) -> dict:
@@ -178,8 +227,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="training batches per epoch (default 3; quick 2)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data-loading workers passed to train() (default: --threads)")
+    parser.add_argument("--trace-breakdown", action="store_true",
+                        help="TensorFlow: also split the first step into tracing, graph optimisation and the step")
     args = parser.parse_args(argv)
     settings = C.resolve_settings(args)
+    settings["trace_breakdown"] = bool(args.trace_breakdown)
     settings["steps_per_epoch"] = args.steps_per_epoch or (2 if args.quick else 3)
     settings["num_workers"] = args.threads if args.num_workers is None else args.num_workers
     peer = None if args.worker else C.check_peer_python(args.peer_python)
@@ -213,6 +265,24 @@ def main(argv=None) -> dict:
         ["run", "train img/s", "ceiling fwd+bwd img/s (before)", "train / ceiling", "paired ceiling img/s",
          "train / paired ceiling", "steps only / ceiling", "data-wait fraction", "img per training-process CPU-s",
          "CPU efficiency / ceiling"], rows)}
+    first_rows = []
+    for backend, r in results.items():
+        epochs = r.get("epochs") or []
+        if len(epochs) > 1 and "first_batch_s" in epochs[0]:
+            later = C.summarise([e["first_batch_s"] for e in epochs[1:]])
+            first_rows.append([names[backend], epochs[0]["first_batch_s"], later,
+                               epochs[0]["first_batch_s"] - later["median"], epochs[0]["seconds"]])
+    if first_rows:
+        tables["First epoch: the first batch (tracing + graph optimisation + one step) against later first batches"] = \
+            C.markdown_table(["run", "epoch 1 first batch s", "later epochs' first batch s", "difference s (~tracing)",
+                              "epoch 1 training s"], first_rows)
+    breakdown = results.get("tf", {}).get("trace_breakdown")
+    if breakdown:
+        tables["TensorFlow train_step: where the first step goes"] = C.markdown_table(
+            ["graph optimiser (grappler meta)", "Python tracing s", "first call s (optimisation + set-up + step)",
+             "later steps s", "graph ops"],
+            [[k.rsplit("_", 1)[-1], v["python_trace_s"], v["first_call_s"], v["later_steps_s"], v["graph_ops"]]
+             for k, v in breakdown.items()])
     notes = ["train img/s = training images of an epoch / (epoch start -> end of its last training batch), "
              "validation excluded; steps only = the same minus the time spent waiting for the next batch",
              "ceiling (before) = --repeats batches before training; paired ceiling = one ceiling batch right after "

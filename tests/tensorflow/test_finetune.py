@@ -506,6 +506,22 @@ def test_signatures_identical_to_pytorch():
     assert finetune.MONITOR == torch_finetune.MONITOR
 
 
+def test_finetune_dirichlet_loss_and_its_deprecated_name():
+    """Issue 14.3: three public functions were called dirichlet_loss; the finetuning one is now
+    finetune_dirichlet_loss, and the old name warns with the new one and gives the same value."""
+    from zoobot.tensorflow.training import losses
+
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(0.5, 5, (4, 3)).astype("float32")
+    counts = rng.integers(0, 6, (4, 3)).astype("float32")
+    groups = [(0, 1), (2, 2)]
+    expected = np.asarray(losses.calculate_multiquestion_loss(counts, alpha, groups)).sum(axis=1).mean()
+    value = float(finetune.finetune_dirichlet_loss(alpha, counts, groups))
+    assert value == pytest.approx(expected, rel=1e-6)
+    with pytest.warns(DeprecationWarning, match="use finetune_dirichlet_loss"):
+        assert float(finetune.dirichlet_loss(alpha, counts, groups)) == value
+
+
 # ------------------------------------------------------------------------------------------------
 # pretraining helps (slow)
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from zoobot.shared.errors import CatalogError  # noqa: E402
 from zoobot.shared.synthetic import make_synthetic_catalog  # noqa: E402
 from zoobot.tensorflow.estimators.define_model import ZoobotTree, load_zoobot_model  # noqa: E402
 from zoobot.tensorflow.training import train_with_keras  # noqa: E402
+from zoobot.tensorflow.training.callbacks import NonFiniteLossGuard  # noqa: E402
 
 SCHEMA = schemas.decals_dr5_ortho_schema
 FAST = dict(model_architecture="tiny_cnn", batch_size=8, resize_size=32, gpus=0, num_workers=1, prefetch_factor=1)
@@ -130,7 +131,7 @@ def test_non_finite_loss_raises_floating_point_error():
     images = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
     labels = np.array([[1.0, np.inf]] * 4, dtype=np.float32)  # (NaN votes would count as unanswered)
     with pytest.raises(FloatingPointError, match=r"training loss became nan at epoch 0, step 1"):
-        model.fit(images, labels, batch_size=4, epochs=1, verbose=0, callbacks=[train_with_keras._NonFiniteLossGuard()])
+        model.fit(images, labels, batch_size=4, epochs=1, verbose=0, callbacks=[NonFiniteLossGuard()])
 
 
 def test_metric_names_match_pytorch():

@@ -57,6 +57,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from zoobot.shared.validation import check_int
+
 __all__ = ["FeatureCache", "FeatureReplay", "image_fingerprints", "is_deterministic_transform", "encode_rows",
            "MIN_HIT_RATE", "DEFAULT_MAX_BYTES"]
 
@@ -125,9 +127,7 @@ class FeatureCache:
     STAGES = ("train", "val")
 
     def __init__(self, feature_dim: int, max_bytes: int = DEFAULT_MAX_BYTES):
-        if isinstance(feature_dim, bool) or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1:
-            raise ValueError(f"feature_dim must be a positive int, got {feature_dim!r}")
-        self.feature_dim = int(feature_dim)
+        self.feature_dim = check_int("feature_dim", feature_dim, minimum=1)
         self.max_rows = max(int(max_bytes) // (4 * self.feature_dim), 0)
         #: Per-epoch statistics of the last fit, ``[{'epoch': e, 'train': stats, 'val': stats}, ...]``.
         self.history: list[dict] = []

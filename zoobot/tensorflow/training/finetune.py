@@ -79,7 +79,6 @@ import contextvars
 import inspect
 import json
 import logging
-import math
 import os
 import pathlib
 import re
@@ -92,8 +91,13 @@ import tensorflow as tf
 
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
+from zoobot.shared.training_config import FinetuneConfig
+from zoobot.shared.validation import check_fraction, check_int
 from zoobot.tensorflow.estimators import define_model, pretrained_encoders
+from zoobot.tensorflow.training import trainer as trainer_module
+from zoobot.tensorflow.training.callbacks import LABEL_ERROR_MARKER, NONFINITE_LOSS_MARKER, all_layers
 from zoobot.tensorflow.training.feature_cache import FeatureCache
+from zoobot.tensorflow.training.trainer import is_datamodule
 
 __all__ = [
     "FinetuneableZoobotAbstract",
@@ -112,6 +116,7 @@ __all__ = [
     "cross_entropy_loss",
     "mse_loss",
     "l1_loss",
+    "finetune_dirichlet_loss",
     "dirichlet_loss",
     "run_finetuning",
     "MONITOR",
@@ -122,9 +127,6 @@ logger = logging.getLogger(__name__)
 #: The metric ``get_trainer``'s checkpointing and early stopping watch.
 MONITOR = "finetuning/val_loss"
 
-# markers of in-graph errors, turned into Python exceptions by the Trainer
-LABEL_ERROR_MARKER = "ZOOBOT_LABEL_ERROR: "
-NONFINITE_LOSS_MARKER = "ZOOBOT_NONFINITE_LOSS"
 
 
 # =============================================================================================
@@ -201,8 +203,11 @@ def l1_loss(y_pred, y) -> tf.Tensor:
     return tf.reduce_mean(tf.abs(y_pred - tf.cast(y, tf.float32)))
 
 
-def dirichlet_loss(y_pred, y, question_index_groups) -> tf.Tensor:
-    """Dirichlet-multinomial loss (api.md 1.5): sum over questions, mean over galaxies [U2 order: predictions first].
+def finetune_dirichlet_loss(y_pred, y, question_index_groups) -> tf.Tensor:
+    """Dirichlet-multinomial loss of a finetuned tree head: summed over questions, mean over galaxies (a scalar).
+
+    Predictions first, as the other finetuning losses. The per-galaxy, per-question losses are
+    ``zoobot.tensorflow.training.losses.calculate_multiquestion_loss`` (labels first).
 
     Parameters
     ----------
@@ -215,7 +220,7 @@ def dirichlet_loss(y_pred, y, question_index_groups) -> tf.Tensor:
 
     Examples
     --------
-    >>> float(dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)]))  # no votes
+    >>> float(finetune_dirichlet_loss(np.ones((2, 3), 'float32'), np.zeros((2, 3), 'float32'), [(0, 2)]))  # no votes
     0.0
     """
     from zoobot.tensorflow.training import losses
@@ -225,17 +230,17 @@ def dirichlet_loss(y_pred, y, question_index_groups) -> tf.Tensor:
     return tf.reduce_mean(per_galaxy)
 
 
-def _check_fraction(what: str, value, upper_open: bool = True) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
-        raise ValueError(f"{what} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
-    return float(value)
+def dirichlet_loss(y_pred, y, question_index_groups) -> tf.Tensor:
+    """Deprecated name of :func:`finetune_dirichlet_loss` (three public functions were called ``dirichlet_loss``).
 
-
-def _check_positive_int(what: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return int(value)
+    Warns
+    -----
+    DeprecationWarning
+        Naming ``finetune_dirichlet_loss``.
+    """
+    warnings.warn("zoobot.tensorflow.training.finetune.dirichlet_loss is deprecated: use finetune_dirichlet_loss "
+                  "(the same loss: summed over questions, mean over galaxies).", DeprecationWarning, stacklevel=2)
+    return finetune_dirichlet_loss(y_pred, y, question_index_groups)
 
 
 @keras.saving.register_keras_serializable(package="zoobot")
@@ -260,9 +265,9 @@ class LinearHead(keras.layers.Layer):
 
     def __init__(self, input_dim: int, output_dim: int, dropout_prob: float = 0.5, activation=None):
         super().__init__(name="linear_head")
-        self.input_dim = _check_positive_int("input_dim", input_dim)
-        self.output_dim = _check_positive_int("output_dim", output_dim)
-        self.dropout_prob = _check_fraction("dropout_prob", dropout_prob)
+        self.input_dim = check_int("input_dim", input_dim, minimum=1)
+        self.output_dim = check_int("output_dim", output_dim, minimum=1)
+        self.dropout_prob = check_fraction("dropout_prob", dropout_prob, allow_one=False)
         self.activation = keras.activations.get(activation) if activation is not None else None
         self.dropout = keras.layers.Dropout(self.dropout_prob, name="head_dropout")
         self.dense = keras.layers.Dense(self.output_dim, name="head_dense")
@@ -297,9 +302,7 @@ def _is_batchnorm(layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
-def _all_layers(layer) -> list:
-    """``layer`` and every layer inside it, depth first."""
-    return list(layer._flatten_layers(include_self=True, recursive=True))
+_all_layers = all_layers
 
 
 def freeze_batchnorm_layers(model) -> None:
@@ -563,7 +566,6 @@ class LayerwiseAdamW(keras.optimizers.Adam):
 # 4. the shared keras.Model
 # =============================================================================================
 
-_TRAINING_MODES = {"head_only": 0, "full": -1}
 
 # the .keras file being loaded (named in messages), and whether its versions were checked already
 _LOADING_PATH = contextvars.ContextVar("zoobot_finetune_loading_path", default=None)
@@ -728,76 +730,18 @@ class FinetuneableZoobotAbstract(keras.Model):
                 "FinetuneableZoobotAbstract is abstract: use FinetuneableZoobotClassifier, "
                 "FinetuneableZoobotRegressor or FinetuneableZoobotTree."
             )
-        n_blocks = self._resolve_n_blocks(n_blocks, n_layers, training_mode)
-        if layer_decay is not None:
-            if lr_decay != 0.75 and lr_decay != layer_decay:
-                raise TypeError(f"Got both lr_decay={lr_decay!r} and its other spelling layer_decay={layer_decay!r}; "
-                                "pass only one of them.")
-            lr_decay = layer_decay
-        if checkpoint_loc is not None:
-            if zoobot_checkpoint_loc is not None and str(zoobot_checkpoint_loc) != str(checkpoint_loc):
-                raise TypeError("Got both zoobot_checkpoint_loc and its other spelling checkpoint_loc; pass only one.")
-            zoobot_checkpoint_loc = checkpoint_loc
-        for what, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-                raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
-        dropout_prob = _check_fraction("dropout_prob", dropout_prob)
-        if cache_features not in (None, True, False):
-            raise ValueError(f"cache_features must be None (automatic), True or False, got {cache_features!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        cosine_params = None
-        if cosine_schedule:
-            from zoobot.shared.schedules import normalise_scheduler_params
-
-            cosine_params = normalise_scheduler_params({
-                "name": "cosine", "warmup_epochs": warmup_epochs, "max_epochs": max_cosine_epochs,
-                "min_lr_factor": max_learning_rate_reduction_factor})
-
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config = FinetuneConfig.from_arguments(stacklevel=4, **arguments)  # aliases resolved, values checked
         super().__init__(name=_snake(type(self).__name__))
-        self.cosine_params = cosine_params
-        keras.utils.set_random_seed(int(seed))
-        source, info = self._build_encoder(name, encoder, zoobot_checkpoint_loc)
-        self.encoder_name = name
-        self.channels = int(_encoder_channels(self.encoder) or info.get("channels") or 3)
-        if encoder_dim is not None:
-            encoder_dim = _check_positive_int("encoder_dim", encoder_dim)
-            known = _known_output_dim(self.encoder)
-            if known is not None and known != encoder_dim:
-                raise ValueError(f"encoder_dim={encoder_dim} but the encoder's output shape has {known} features.")
-            self.encoder_dim = encoder_dim
-        else:
-            self.encoder_dim = define_model.get_encoder_dim(self.encoder, channels=self.channels)
-        self.architecture = info.get("architecture") or _encoder_architecture(self.encoder)
-        self.input_size = int(info.get("input_size") or _encoder_input_size(self.encoder) or 224)
-        #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
-        #: by ``Trainer.fit`` on a GalaxyDataModule, saved in the ``.keras`` config, used by ``predict``. Until
-        #: fitted, a model finetuned from a ZoobotTree file carries that model's record.
-        self.preprocessing = info.get("preprocessing")
-
-        self.learning_rate = float(learning_rate)
-        self.lr_decay = float(lr_decay)
-        self.weight_decay = float(weight_decay)
-        self.dropout_prob = dropout_prob
-        self.always_train_batchnorm = bool(always_train_batchnorm)
-        self.from_scratch = bool(from_scratch)
-        self.prog_bar = bool(prog_bar)
-        self.visualize_images = bool(visualize_images)
-        self.seed = int(seed)
-        self.cache_features = cache_features
-
+        config.apply_to(self)  # learning_rate, lr_decay, ..., seed, cache_features, cosine_params
+        keras.utils.set_random_seed(config.seed)
+        source, info = self._build_encoder(config)
+        self._describe_encoder(config, info)
         self.blocks = get_encoder_blocks(self.encoder)
-        self.n_blocks = self._check_n_blocks(n_blocks)
+        self.n_blocks = self._check_n_blocks(config.n_blocks)
         self._freeze()
-        if cache_features is True and not self.encoder_is_frozen:
-            raise ValueError(
-                "cache_features=True needs a frozen encoder (n_blocks=0, from_scratch=False, "
-                f"always_train_batchnorm=False); got n_blocks={n_blocks}, from_scratch={from_scratch}, "
-                f"always_train_batchnorm={always_train_batchnorm}."
-            )
-        use_cache = cache_features is not False and self.encoder_is_frozen
+        config.check_cache_features(self.encoder_is_frozen)
+        use_cache = config.cache_features is not False and self.encoder_is_frozen
         self.feature_cache = FeatureCache(self.encoder_dim) if use_cache else None
         #: True while the Trainer feeds replayed features instead of images (see ``use_replayed_features``).
         self.replaying_features = False
@@ -806,82 +750,46 @@ class FinetuneableZoobotAbstract(keras.Model):
         #: Forward passes per image in ``predict`` (``predict(..., n_samples=n)`` sets it).
         self.predict_n_samples = 1
         self.loss_tracker = keras.metrics.Mean(name="loss")
-
-        from zoobot.shared.training_config import to_jsonable
-
-        self.hparams = to_jsonable({
-            "name": name,
-            "zoobot_checkpoint_loc": None if zoobot_checkpoint_loc is None else os.fspath(zoobot_checkpoint_loc),
-            "encoder_source": source,
-            "architecture": self.architecture,
-            "channels": self.channels,
-            "input_size": self.input_size,
-            "encoder_dim": self.encoder_dim,
-            "n_blocks": n_blocks,
-            "lr_decay": self.lr_decay,
-            "weight_decay": self.weight_decay,
-            "learning_rate": self.learning_rate,
-            "dropout_prob": self.dropout_prob,
-            "always_train_batchnorm": self.always_train_batchnorm,
-            "cosine_schedule": bool(cosine_schedule),
-            "warmup_epochs": warmup_epochs,
-            "max_cosine_epochs": max_cosine_epochs,
-            "max_learning_rate_reduction_factor": max_learning_rate_reduction_factor,
-            "from_scratch": self.from_scratch,
-            "prog_bar": self.prog_bar,
-            "visualize_images": self.visualize_images,
-            "seed": self.seed,
-            "cache_features": cache_features,
-        })
+        self.hparams = config.hparams(source=source, architecture=self.architecture, channels=self.channels,
+                                      input_size=self.input_size, encoder_dim=self.encoder_dim)
 
     # ------------------------------------------------------------------------- construction
-    @staticmethod
-    def _resolve_n_blocks(n_blocks, n_layers, training_mode) -> int:
-        if n_layers not in (0, None):
-            warnings.warn("n_layers is deprecated: use n_blocks (the number of encoder blocks to finetune).",
-                          DeprecationWarning, stacklevel=4)
-            if n_blocks not in (0, n_layers):
-                raise TypeError(f"Got both n_blocks={n_blocks!r} and its old spelling n_layers={n_layers!r}; "
-                                "pass only n_blocks.")
-            n_blocks = n_layers
-        if training_mode is not None:
-            if training_mode not in _TRAINING_MODES:
-                raise unknown_option_error("training_mode", training_mode, list(_TRAINING_MODES))
-            if n_blocks not in (0, _TRAINING_MODES[training_mode]):
-                raise TypeError(f"Got n_blocks={n_blocks!r} and training_mode={training_mode!r}; pass only one.")
-            n_blocks = _TRAINING_MODES[training_mode]
-        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < -1:
-            raise ValueError(f"n_blocks must be an int >= 0, or -1 for all blocks; got {n_blocks!r}")
-        return int(n_blocks)
-
-    def _build_encoder(self, name, encoder, zoobot_checkpoint_loc) -> tuple[str, dict]:
-        given = [what for what, value in (("name", name), ("encoder", encoder),
-                                          ("zoobot_checkpoint_loc", zoobot_checkpoint_loc)) if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "Give exactly one encoder source: name= (a pretrained encoder with Keras weights, e.g. "
-                "'local-dir:/folder/with/encoder.keras', or an architecture such as 'tiny_cnn'), encoder= (a Keras "
-                f"model) or zoobot_checkpoint_loc= (a ZoobotTree .keras file); got "
-                f"{', '.join(given) if given else 'none'}."
-            )
-        if name is not None:
-            self.encoder = define_model.create_encoder(name, pretrained=True)
-            return "name", _registry_info(name)
-        if encoder is not None:
+    def _build_encoder(self, config: FinetuneConfig) -> tuple[str, dict]:
+        """Set ``self.encoder`` from the one source given; returns which, and what is known of the encoder."""
+        source = config.encoder_source()
+        if source == "name":
+            self.encoder = define_model.create_encoder(config.name, pretrained=True)
+            return source, _registry_info(config.name)
+        if source == "encoder":
+            encoder = config.encoder
             if not isinstance(encoder, keras.layers.Layer):
                 raise TypeError(f"encoder must be a Keras model or layer, got {type(encoder).__name__}"
                                 + (" (a PyTorch module? use zoobot.pytorch.training.finetune)"
                                    if hasattr(encoder, "parameters") else ""))
             self.encoder = encoder
-            return "encoder", {}
-        model = _load_zoobot_file(zoobot_checkpoint_loc)
-        self.encoder = _encoder_of(model, zoobot_checkpoint_loc)
-        return "zoobot_checkpoint_loc", {
+            return source, {}
+        model = _load_zoobot_file(config.zoobot_checkpoint_loc)
+        self.encoder = _encoder_of(model, config.zoobot_checkpoint_loc)
+        return source, {
             "architecture": getattr(model, "architecture_name", None) or getattr(model, "architecture", None),
             "channels": getattr(model, "channels", None),
             "input_size": getattr(model, "input_size", None),
             "preprocessing": getattr(model, "preprocessing", None),
         }
+
+    def _describe_encoder(self, config: FinetuneConfig, info: dict) -> None:
+        """Channels, feature dimension, architecture, input size and preprocessing record of the encoder."""
+        self.encoder_name = config.name
+        self.channels = int(_encoder_channels(self.encoder) or info.get("channels") or 3)
+        self.encoder_dim = config.check_encoder_dim(_known_output_dim(self.encoder))
+        if self.encoder_dim is None:
+            self.encoder_dim = define_model.get_encoder_dim(self.encoder, channels=self.channels)
+        self.architecture = info.get("architecture") or _encoder_architecture(self.encoder)
+        self.input_size = int(info.get("input_size") or _encoder_input_size(self.encoder) or 224)
+        #: How the training images were prepared (:class:`zoobot.shared.preprocessing.Preprocessing`): set
+        #: by ``Trainer.fit`` on a GalaxyDataModule, saved in the ``.keras`` config, used by ``predict``. Until
+        #: fitted, a model finetuned from a ZoobotTree file carries that model's record.
+        self.preprocessing = info.get("preprocessing")
 
     def _check_n_blocks(self, n_blocks: int) -> int:
         if self.from_scratch:
@@ -1188,8 +1096,8 @@ class FinetuneableZoobotAbstract(keras.Model):
         PixelScaleError
             (E8) images outside [0, 1].
         """
-        n_samples = _check_positive_int("n_samples", n_samples)
-        if _is_datamodule(x):
+        n_samples = check_int("n_samples", n_samples, minimum=1)
+        if is_datamodule(x):
             if getattr(x, "predict_catalog", None) is None:
                 raise ValueError("predict got a data module without predict_catalog; pass "
                                  "GalaxyDataModule(..., predict_catalog=catalog) or a dataset/array of images.")
@@ -1569,11 +1477,6 @@ def _first_images(data):
     return None  # generators and PyDatasets are not peeked (peeking would consume them)
 
 
-def _is_datamodule(data) -> bool:
-    return (not isinstance(data, tf.data.Dataset) and hasattr(data, "setup")
-            and hasattr(data, "train_dataloader") and hasattr(data, "predict_dataloader"))
-
-
 def _interactive() -> bool:
     import sys
 
@@ -1628,9 +1531,8 @@ class FinetuneableZoobotClassifier(FinetuneableZoobotAbstract):
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights=None,
                  run_linear_sanity_check: bool = False, **kwargs):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r} (binary tasks use num_classes=2)")
-        label_smoothing = _check_fraction("label_smoothing", label_smoothing)
+        num_classes = check_int("num_classes", num_classes, minimum=2)  # binary tasks use num_classes=2
+        label_smoothing = check_fraction("label_smoothing", label_smoothing, allow_one=False)
         weights = None
         if class_weights is not None:
             weights = np.asarray(class_weights, dtype=np.float32)
@@ -1869,7 +1771,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
                              f"votes); got {format_examples(sorted(set(values[bad].tolist())))}.")
 
     def compute_loss_value(self, output, y):
-        return dirichlet_loss(output, y, self.question_index_groups)
+        return finetune_dirichlet_loss(output, y, self.question_index_groups)
 
     def predict_output(self, x):
         return self(x, training=False)
@@ -1933,8 +1835,6 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     >>> trainer.checkpoint_callback.monitor
     'finetuning/val_loss'
     """
-    from zoobot.tensorflow.training import trainer as trainer_module
-
     from zoobot.shared.run_dir import check_save_dir
 
     check_save_dir(save_dir, "the finetuning checkpoints and logs")

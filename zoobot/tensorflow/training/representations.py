@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
+from zoobot.shared.validation import check_int
 
 __all__ = ["ZoobotEncoder", "get_representations"]
 
@@ -192,8 +193,7 @@ def get_representations(catalog, model, save_loc=None, batch_size=256, datamodul
             f"representations file extension (save_loc={os.fspath(save_loc)!r})",
             pathlib.Path(os.fspath(save_loc)).suffix, _TABLE_EXTENSIONS,
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     encoder = _as_encoder(model)
     options = {"batch_size": int(batch_size), **dict(datamodule_kwargs or {})}
     features = predict(catalog, encoder, n_samples=1, datamodule_kwargs=options, trainer_kwargs=trainer_kwargs,
