@@ -15,7 +15,7 @@ from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.validation import available_cpus, check_int, is_int
 
 __all__ = ["available_cpus", "loader_settings", "pair", "prepare_catalogs", "default_transform_pair",
-           "check_transform_overrides", "check_crop_bounds", "check_size", "check_channels"]
+           "check_transform_overrides", "check_crop_bounds", "check_size", "check_channels", "CentreCropGeometry"]
 
 
 def loader_settings(batch_size, num_workers, prefetch_factor, stacklevel: int = 3) -> tuple[int, int, int | None]:
@@ -144,3 +144,24 @@ def check_channels(channels) -> int:
     if not is_int(channels) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels!r}")
     return int(channels)
+
+
+class CentreCropGeometry:
+    """The deterministic centre crop of both backends' ``EvalTransform``: checked settings and crop size.
+
+    The crop keeps the mean of the training ``crop_scale_bounds`` as its area fraction, so evaluation sees
+    galaxies at the scale training did; ``min_source_size`` is the smallest image that needs no upsampling.
+
+    Examples
+    --------
+    >>> g = CentreCropGeometry(channels=3, resize_after_crop=64, crop_scale_bounds=(0.7, 0.8))
+    >>> round(g.side_fraction, 4), g.min_source_size
+    (0.866, 74)
+    """
+
+    def __init__(self, channels: int = 1, resize_after_crop: int = 224, crop_scale_bounds=(0.7, 0.8)):
+        self.channels = check_channels(channels)
+        self.resize_after_crop = check_size(resize_after_crop)
+        self.crop_scale_bounds, _ = check_crop_bounds(crop_scale_bounds, (1.0, 1.0))
+        self.side_fraction = math.sqrt(sum(self.crop_scale_bounds) / 2)
+        self.min_source_size = math.ceil(self.resize_after_crop / self.side_fraction)

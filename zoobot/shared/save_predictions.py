@@ -23,6 +23,7 @@ from zoobot.shared.errors import CatalogError, format_examples, missing_dependen
 __all__ = [
     "classifier_output_names",
     "partial_dir",
+    "write_table",
     "save",
     "PredictionWriter",
     "ParquetAppender",
@@ -520,3 +521,23 @@ def partial_dir(save_loc) -> pathlib.Path:
     """
     path = pathlib.Path(save_loc)
     return path.with_name(path.name + ".partial")
+
+
+def write_table(table: pd.DataFrame, save_loc) -> pathlib.Path:
+    """Write a table to ``.csv`` or ``.parquet`` atomically (a temporary file, then a rename).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> write_table(pd.DataFrame({'id_str': ['a']}), pathlib.Path(tempfile.mkdtemp()) / 't.csv').name
+    't.csv'
+    """
+    save_loc = pathlib.Path(save_loc)
+    save_loc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save_loc.with_name(f".{save_loc.name}.tmp")
+    if save_loc.suffix.lower() == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    os.replace(tmp, save_loc)
+    return save_loc

@@ -128,13 +128,13 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
         return None
     if name == "plateau":
         patience = params.get("patience", PLATEAU_DEFAULTS["patience"])
-        _check_int("patience", patience, minimum=0)
+        _check_whole_number("patience", patience, minimum=0)
         return {"name": "plateau", "patience": int(patience)}
 
     out = {"name": "cosine", **COSINE_DEFAULTS}
     out.update({k: v for k, v in params.items() if k != "name"})
-    _check_int("warmup_epochs", out["warmup_epochs"], minimum=0)
-    _check_int("max_epochs", out["max_epochs"], minimum=1)
+    _check_whole_number("warmup_epochs", out["warmup_epochs"], minimum=0)
+    _check_whole_number("max_epochs", out["max_epochs"], minimum=1)
     if out["warmup_epochs"] >= out["max_epochs"]:
         raise ValueError(
             f"scheduler_params: warmup_epochs={out['warmup_epochs']} must be smaller than "
@@ -154,7 +154,7 @@ def normalise_scheduler_params(params: Mapping | None) -> dict | None:
     return out
 
 
-def _check_int(key: str, value, minimum: int) -> None:
+def _check_whole_number(key: str, value, minimum: int) -> None:
     # configs read back from JSON/YAML may hold 5.0 for 5
     if is_number(value) and float(value).is_integer():
         value = int(value)

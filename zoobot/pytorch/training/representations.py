@@ -31,6 +31,7 @@ from torch import nn
 
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 from zoobot.shared.validation import check_int
+from zoobot.shared.save_predictions import write_table as _write_table
 
 __all__ = ["ZoobotEncoder", "get_representations"]
 
@@ -239,16 +240,3 @@ def _is_global_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def _write_table(table: pd.DataFrame, save_loc) -> pathlib.Path:
-    """Write atomically (temporary file, then rename)."""
-    save_loc = pathlib.Path(save_loc)
-    save_loc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save_loc.with_name(f".{save_loc.name}.tmp")
-    if save_loc.suffix.lower() == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        table.to_parquet(tmp, index=False)
-    os.replace(tmp, save_loc)
-    return save_loc

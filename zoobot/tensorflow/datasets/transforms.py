@@ -29,7 +29,7 @@ from typing import Callable
 import tensorflow as tf
 
 from zoobot.shared.datamodules import check_channels as _check_channels
-from zoobot.shared.datamodules import check_crop_bounds, default_transform_pair
+from zoobot.shared.datamodules import CentreCropGeometry, check_crop_bounds, default_transform_pair
 from zoobot.shared.datamodules import check_size as _check_size
 from zoobot.shared.errors import unknown_option_error
 
@@ -230,7 +230,7 @@ class TrainTransform(_GalaxyTransform):
                 f"crop_scale_bounds={self.crop_scale_bounds}, crop_ratio_bounds={self.crop_ratio_bounds})")
 
 
-class EvalTransform(_GalaxyTransform):
+class EvalTransform(CentreCropGeometry, _GalaxyTransform):
     """Deterministic transform for validation, test and prediction: centre crop + antialiased resize.
 
     The crop keeps the area fraction ``mean(crop_scale_bounds)`` (the average training crop), so the
@@ -243,13 +243,6 @@ class EvalTransform(_GalaxyTransform):
     crop_scale_bounds : (float, float)
         The training crop bounds; their mean is used.
     """
-
-    def __init__(self, channels: int = 1, resize_after_crop: int = 224, crop_scale_bounds=(0.7, 0.8)):
-        self.channels = _check_channels(channels)
-        self.resize_after_crop = _check_size(resize_after_crop)
-        self.crop_scale_bounds, _ = check_crop_bounds(crop_scale_bounds, (1.0, 1.0))
-        self.side_fraction = math.sqrt(sum(self.crop_scale_bounds) / 2)
-        self.min_source_size = math.ceil(self.resize_after_crop / self.side_fraction)
 
     def __call__(self, image: tf.Tensor, seed=None) -> tf.Tensor:  # seed accepted for a uniform call, unused
         x = self._checked(image)

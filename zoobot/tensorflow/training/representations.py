@@ -26,6 +26,7 @@ import pandas as pd
 
 from zoobot.shared.errors import ChannelMismatchError, unknown_option_error
 from zoobot.shared.validation import check_int
+from zoobot.shared.save_predictions import write_table as _write_table
 
 __all__ = ["ZoobotEncoder", "get_representations"]
 
@@ -234,16 +235,3 @@ def _as_encoder(model) -> ZoobotEncoder:
         f"model must be a ZoobotEncoder, a zoobot model, an encoder model, a .keras file or a pretrained "
         f"encoder name; got {type(model).__name__}."
     )
-
-
-def _write_table(table: pd.DataFrame, save_loc) -> pathlib.Path:
-    """Write atomically (temporary file, then rename)."""
-    save_loc = pathlib.Path(save_loc)
-    save_loc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save_loc.with_name(f".{save_loc.name}.tmp")
-    if save_loc.suffix.lower() == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        table.to_parquet(tmp, index=False)
-    os.replace(tmp, save_loc)
-    return save_loc
