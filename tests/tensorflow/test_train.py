@@ -111,7 +111,7 @@ def test_train_from_shards(dr5_catalog, tmp_path):
 
 
 def test_argument_errors_before_any_training(dr5_catalog, tmp_path):
-    with pytest.raises(NotImplementedError, match="nodes=2"):
+    with pytest.raises(RuntimeError, match="nodes=2 needs a cluster description: set TF_CONFIG"):
         train_with_keras.train(tmp_path, SCHEMA, catalog=dr5_catalog, **{**FAST, "nodes": 2})
     with pytest.raises(CatalogError, match="bar-dr5_weak"):
         train_with_keras.train(tmp_path, SCHEMA, catalog=dr5_catalog.drop(columns=["bar-dr5_weak"]), **FAST)

@@ -123,5 +123,4 @@ class MultiWorkerModelMixin:
     def _reduceable(self, logs):
         if not self._in_multi_worker():
             return logs
-        return {name: tf.reshape(value, [1]) if getattr(value, "shape", None) == () else value
-                for name, value in logs.items()}
+        return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v, logs)

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from zoobot.shared import interrupts
 from zoobot.shared.run_dir import claim_save_dir
+from zoobot.tensorflow.distributed import cluster_resolver, multi_worker_strategy, worker_save_dir
 from zoobot.shared.schedules import DEFAULT_TRAIN_CONCENTRATION_FLOOR, resolve_train_schedule
 from zoobot.shared.training_config import TrainConfig, resolve_device_count, write_run_config, write_split_catalogs
 from zoobot.shared.validation import available_cpus, check_choice
@@ -135,7 +136,9 @@ def train(
     crop_scale_bounds, crop_ratio_bounds : (float, float)
         Random resized crop augmentation (area fraction and aspect ratio ranges).
     nodes : int
-        Machines. Only 1 is supported with Keras (``NotImplementedError`` otherwise).
+        Machines (workers). More than 1: ``tf.distribute.MultiWorkerMirroredStrategy`` over the cluster in
+        ``TF_CONFIG`` or SLURM's variables; every worker runs the same call, only the chief (worker 0) writes
+        ``save_dir`` (docs/guides/scaling_out.md).
     gpus : int
         Maximum GPUs to use; fewer available: those are used, with a warning (none: CPU). More than
         one: ``tf.distribute.MirroredStrategy`` (the model is built inside its scope).
@@ -197,8 +200,10 @@ def train(
     ValueError
         Neither/both of ``catalog`` and ``train_catalog``+``val_catalog``; catalogs and records together;
         bad argument values; an unknown architecture (E13); resuming a run recorded with other arguments.
+    RuntimeError
+        ``nodes > 1`` without a ``TF_CONFIG``/SLURM cluster of that size.
     NotImplementedError
-        ``nodes > 1``.
+        Resuming a ``nodes > 1`` run.
     TypeError
         Both spellings of an aliased keyword given with different values.
     FloatingPointError
@@ -292,7 +297,7 @@ def train_default_zoobot_from_scratch(
     Raises
     ------
     NotImplementedError
-        If any ``*_urls`` is given, or ``nodes > 1``.
+        If any ``*_urls`` is given, or a ``nodes > 1`` run is resumed.
     ValueError, TypeError, CatalogError, FileNotFoundError, FloatingPointError
         As :func:`train`.
 
@@ -331,11 +336,7 @@ def _tensorflow_config(config: TrainConfig) -> TrainConfig:
     """The TensorFlow checks on top of :class:`TrainConfig`'s (one machine, a Keras encoder, catalogs or
     TFRecord shards), then the catalogs validated and split (E1-E5) - before any model work."""
     if config.nodes > 1:
-        raise NotImplementedError(
-            f"nodes={config.nodes}: multi-machine training is not implemented in the TensorFlow backend "
-            "(it would need tf.distribute.MultiWorkerMirroredStrategy and a TF_CONFIG cluster). Use nodes=1 "
-            "(all GPUs of one machine via gpus=...), or the PyTorch backend for multi-node training."
-        )
+        cluster_resolver(config.nodes)  # TF_CONFIG or SLURM must describe `nodes` workers (clear error if not)
     from zoobot.tensorflow.estimators.define_model import ENCODER_NAMES
 
     check_choice("TensorFlow encoder architecture", config.architecture_name, ENCODER_NAMES)
@@ -617,15 +618,28 @@ def _calibrate(model, val_ds, save_dir, checkpoint_paths) -> None:
 def _train(config: TrainConfig, *, devices: list | None = None):
     """Fit, restore the best checkpoint, calibrate, test: the Keras part of a run; returns ``(model, trainer)``.
 
-    The order: TensorFlow checks and catalogs (:func:`_tensorflow_config`), ``save_dir`` claim, devices, then
-    the model work. ``devices`` (device names to mirror over) overrides the GPU resolution (tests).
+    The order: TensorFlow checks and catalogs (:func:`_tensorflow_config`), devices (a multi-worker strategy
+    when ``nodes > 1``), ``save_dir`` claim, then the model work. ``devices`` (device names to mirror over)
+    overrides the GPU resolution (tests).
     """
     config = _tensorflow_config(config)
-    save_dir = pathlib.Path(config.save_dir)
-    resuming = _claim_run(save_dir, config)
     distribution = _Distribution(devices, config)
+    # on several workers only the chief writes save_dir; the others write to a temporary folder
+    with worker_save_dir(config.save_dir, distribution.strategy) as run_dir:
+        return _train_in(pathlib.Path(run_dir), config, distribution)
+
+
+def _train_in(save_dir: pathlib.Path, config: TrainConfig, distribution):
+    """The run, writing into ``save_dir`` (the chief's real folder, or another worker's temporary one)."""
+    resuming = _claim_run(save_dir, config)
+    if resuming and config.nodes > 1:
+        raise NotImplementedError(
+            f"{save_dir} holds a run to resume, but resuming a multi-worker (nodes={config.nodes}) run is not "
+            "supported yet: the other workers cannot restore the chief's backup. Pass overwrite=True to start "
+            "afresh, or resume it with nodes=1."
+        )
     keras.utils.set_random_seed(config.random_state)
-    datasets = _Datasets(config, distribution.n_replicas)
+    datasets = _Datasets(config, distribution.n_replicas, shard_by_data=config.nodes > 1)
     start_epoch = backup_epoch(save_dir / "backup") if resuming else 0
     fit_ds, steps_per_epoch = datasets.for_fit(start_epoch)
     with distribution.precision():
@@ -663,7 +677,9 @@ class _Distribution:
         if devices is None:
             n_gpus = resolve_device_count(config.gpus, len(tf.config.list_physical_devices("GPU")), "tensorflow")
             devices = [f"/gpu:{i}" for i in range(n_gpus)]
-        if len(devices) > 1:
+        if config.nodes > 1:  # every worker mirrors over its local devices (docs/guides/scaling_out.md)
+            self.strategy = multi_worker_strategy(config.nodes)
+        elif len(devices) > 1:
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
         elif len(devices) == 1:
             self.strategy = tf.distribute.OneDeviceStrategy(devices[0])
@@ -695,7 +711,7 @@ class _Distribution:
 class _Datasets:
     """The run's train/val/test ``tf.data`` pipelines (catalogs or TFRecord shards), first batch checked."""
 
-    def __init__(self, config: TrainConfig, n_replicas: int):
+    def __init__(self, config: TrainConfig, n_replicas: int, shard_by_data: bool = False):
         self.catalogs = (config.train_catalog, config.val_catalog, config.test_catalog)
         global_batch_size = config.batch_size * n_replicas
         if config.train_records is not None:
@@ -705,6 +721,11 @@ class _Datasets:
                          else _shard_dataset(config.test_records, config, global_batch_size, train=False))
         else:
             self.train, self.val, self.test = _catalog_datasets(config, global_batch_size)
+        if shard_by_data:  # several workers: each takes every n-th example of the same global batches
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            self.train, self.val, self.test = (None if d is None else d.with_options(options)
+                                               for d in (self.train, self.val, self.test))
         with self.errors_named():
             _check_first_batch(self.train, 3 if config.color else 1, config.schema, "training")
 
