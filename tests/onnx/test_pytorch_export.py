@@ -160,3 +160,40 @@ def test_export_from_a_checkpoint_file(tmp_path, png_catalog, fixture):
 def test_export_refuses_what_it_cannot_export(tmp_path):
     with pytest.raises(TypeError, match="torch.nn.Module or a .ckpt path"):
         export_onnx(42, tmp_path / "x.onnx")
+
+
+def test_committed_fixture_is_the_export_of_the_checkpoint_fixture(tmp_path, jpg_catalog):
+    """tests/fixtures/onnx_zoobot_tree_tiny_cnn_32px.onnx (used without torch) = export of the .ckpt fixture."""
+    checkpoint = tmp_path / "tree.ckpt"
+    with gzip.open(FIXTURES / "pytorch_zoobot_tree_tiny_cnn_32px.ckpt.gz", "rb") as src, open(checkpoint, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    fresh = export_onnx(checkpoint, tmp_path / "fresh.onnx")
+    committed = onnx_predict(jpg_catalog, FIXTURES / "onnx_zoobot_tree_tiny_cnn_32px.onnx", test_time_dropout=False)
+    np.testing.assert_allclose(committed, onnx_predict(jpg_catalog, fresh, test_time_dropout=False), rtol=1e-6)
+
+
+def test_large_jpegs_decoded_at_reduced_scale_match_pytorch(tmp_path):
+    """300 px jpgs for a 32 px model: both paths decode at 1/4 scale (Pillow draft) and agree."""
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        path = tmp_path / f"big_{i}.jpg"
+        smooth = np.kron(rng.integers(0, 255, (30, 30, 3)), np.ones((10, 10, 1))).astype(np.uint8)
+        Image.fromarray(smooth).save(path, quality=90)
+        rows.append({"id_str": f"big_{i}", "file_loc": str(path)})
+    catalog = pd.DataFrame(rows)
+    from zoobot.onnx.images import ImagePlan, prepare_image
+
+    plan = ImagePlan(3, 32, (0.6, 0.8))
+    assert plan.min_source_size == 39  # > 300 / 8, <= 300 / 4: decoded at 1/4 scale, 75 px
+    with Image.open(rows[0]["file_loc"]) as img:
+        img.draft("RGB", (plan.min_source_size, plan.min_source_size))
+        assert img.size == (75, 75)
+    assert prepare_image(rows[0]["file_loc"], ImagePlan(3, 32, (0.6, 0.8))).shape == (3, 32, 32)
+    model = _record(_models()["Classifier"].eval(), 3)
+    path = export_onnx(model, tmp_path / "clf.onnx")
+    want = torch_predict(catalog, model, datamodule_kwargs=FAST)
+    np.testing.assert_allclose(onnx_predict(catalog, path), want, rtol=1e-4, atol=1e-7)
