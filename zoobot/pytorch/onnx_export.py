@@ -111,7 +111,7 @@ def _torch_export(graph: _Graph, example: tuple, out_path: pathlib.Path, has_hea
     outputs = ["predictions", "features"] if has_head else ["features"]
     axes = {"image": {0: "batch"}, "features": {0: "batch"}}
     if has_head:
-        axes.update({"dropout_mask": {0: "samples", 1: "batch"}, "predictions": {0: "batch", 2: "samples"}})
+        axes.update({"dropout_mask": {0: "samples", 1: "mask_batch"}, "predictions": {0: "batch", 2: "samples"}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation and tracer notices
         torch.onnx.export(graph, example, str(out_path), input_names=names, output_names=outputs,
