@@ -160,3 +160,13 @@ def test_predicting_imports_neither_framework(jpg_catalog, tmp_path):
     assert (tmp_path / "a.parquet").exists() and (tmp_path / "b.parquet").exists()
     assert (tmp_path / "b_friendly.parquet").exists()
     np.testing.assert_allclose(load(tmp_path / "b.parquet")[1].shape, (len(jpg_catalog), 34, 2))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from zoobot.onnx import images, metadata, runtime
+
+    for module in (metadata, runtime, images):
+        failures, tried = doctest.testmod(module)
+        assert failures == 0 and tried > 0, module.__name__

@@ -108,7 +108,7 @@ def _resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
 
     if plane.shape == (size, size):
         return plane
-    return np.asarray(Image.fromarray(plane, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(plane).resize((size, size), Image.BILINEAR), dtype=np.float32)  # float32: mode F
 
 
 def prepare_image(file_loc, plan: ImagePlan, id_str=None) -> np.ndarray:

@@ -44,7 +44,8 @@ import json
 import os
 from typing import Mapping
 
-__all__ = ["FORMAT", "KEYS", "model_metadata", "write_metadata", "read_metadata", "parse_metadata"]
+__all__ = ["FORMAT", "KEYS", "model_metadata", "metadata_of_model", "write_metadata", "read_metadata",
+           "parse_metadata", "relative_difference"]
 
 #: Version of the graph contract and metadata layout.
 FORMAT = 1
@@ -98,6 +99,36 @@ def model_metadata(*, backend: str, model_class: str, family: str, kind: str, la
         "zoobot_test_time_dropout": bool(test_time_dropout),
         "zoobot_encoder_dim": int(encoder_dim),
     }
+
+
+def metadata_of_model(model, spec, *, backend: str, input_layout: str, dropout_rate: float, encoder_dim: int) -> dict:
+    """:func:`model_metadata` of a framework model described by its backend's ``describe_model`` (``spec``):
+    its class, preprocessing record, calibration scale (tree models) and ``test_time_dropout`` default."""
+    from zoobot.shared import calibration
+
+    own = getattr(model, "test_time_dropout", None)
+    scale = calibration.model_scale(model, True) if spec.kind == "tree" else None
+    return model_metadata(
+        backend=backend, model_class=type(model).__name__, family=spec.family, kind=spec.kind,
+        label_cols=spec.label_cols, schema=spec.schema, channels=spec.channels, input_size=spec.input_size,
+        input_layout=input_layout, preprocessing=getattr(model, "preprocessing", None), calibration=scale,
+        dropout_rate=dropout_rate, test_time_dropout=bool(own) if isinstance(own, bool) else False,
+        encoder_dim=encoder_dim,
+    )
+
+
+def relative_difference(got, want) -> float:
+    """Largest absolute difference of two arrays relative to the largest ``|want|`` (the export check).
+
+    Examples
+    --------
+    >>> relative_difference([1.0, 2.0], [1.0, 4.0])
+    0.5
+    """
+    import numpy as np
+
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-12))
 
 
 def write_metadata(onnx_path, metadata: Mapping) -> None:

@@ -84,21 +84,6 @@ def _describe(model: nn.Module):
     return describe_model(model)
 
 
-def _metadata(model, spec, dropout_rate: float, encoder_dim: int) -> dict:
-    from zoobot.onnx.metadata import model_metadata
-    from zoobot.shared import calibration
-
-    own = getattr(model, "test_time_dropout", None)
-    scale = calibration.model_scale(model, True) if spec.kind == "tree" else None
-    return model_metadata(
-        backend="pytorch", model_class=type(model).__name__, family=spec.family, kind=spec.kind,
-        label_cols=spec.label_cols, schema=spec.schema, channels=spec.channels, input_size=spec.input_size,
-        input_layout="NCHW", preprocessing=getattr(model, "preprocessing", None), calibration=scale,
-        dropout_rate=dropout_rate, test_time_dropout=bool(own) if isinstance(own, bool) else False,
-        encoder_dim=encoder_dim,
-    )
-
-
 def _graph_of(model, spec) -> tuple[_Graph, float]:
     if spec.family == "features":  # an encoder (e.g. a ZoobotEncoder): the whole model gives the features
         return _Graph(model, None, "features"), 0.0
@@ -120,6 +105,7 @@ def _torch_export(graph: _Graph, example: tuple, out_path: pathlib.Path, has_hea
 
 def _check(out_path, graph, example, has_head) -> float:
     """Largest difference between ONNX Runtime and PyTorch, relative to the largest output."""
+    from zoobot.onnx.metadata import relative_difference
     from zoobot.onnx.runtime import open_session
 
     session = open_session(out_path)
@@ -133,7 +119,7 @@ def _check(out_path, graph, example, has_head) -> float:
     worst = 0.0
     for g, w in zip(got, want):
         w = w.numpy()
-        worst = max(worst, float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-12)))
+        worst = max(worst, relative_difference(g, w))
     return worst
 
 
@@ -175,7 +161,7 @@ def export_onnx(model_or_checkpoint_path, out_path, *, batch_size: int = 2, chec
     >>> export_onnx(model, 'rings.onnx').name  # doctest: +SKIP
     'rings.onnx'
     """
-    from zoobot.onnx.metadata import write_metadata
+    from zoobot.onnx.metadata import metadata_of_model, write_metadata
 
     model = _as_model(model_or_checkpoint_path)
     out_path = pathlib.Path(os.fspath(out_path))
@@ -203,7 +189,8 @@ def export_onnx(model_or_checkpoint_path, out_path, *, batch_size: int = 2, chec
                 out_path.unlink(missing_ok=True)
                 raise RuntimeError(f"ONNX Runtime and PyTorch disagree on {type(model).__name__} by {worst:.2g} "
                                    "(relative to the largest output; 1e-4 allowed); nothing was written.")
-        write_metadata(out_path, _metadata(model, spec, rate, encoder_dim))
+        write_metadata(out_path, metadata_of_model(model, spec, backend="pytorch", input_layout="NCHW",
+                                                     dropout_rate=rate, encoder_dim=encoder_dim))
     finally:
         model.train(was_training)
     return out_path

@@ -105,6 +105,7 @@ def _convert(function, signature, names, out_path: pathlib.Path) -> None:
 
 
 def _check(out_path, function, example: dict) -> float:
+    from zoobot.onnx.metadata import relative_difference
     from zoobot.onnx.runtime import open_session
 
     got = open_session(out_path).run(None, example)
@@ -113,23 +114,8 @@ def _check(out_path, function, example: dict) -> float:
     worst = 0.0
     for name, g in zip(names, got):
         w = np.asarray(want[name])
-        worst = max(worst, float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-12)))
+        worst = max(worst, relative_difference(g, w))
     return worst
-
-
-def _metadata(model, spec, rate, encoder_dim) -> dict:
-    from zoobot.onnx.metadata import model_metadata
-    from zoobot.shared import calibration
-
-    own = getattr(model, "test_time_dropout", None)
-    scale = calibration.model_scale(model, True) if spec.kind == "tree" else None
-    return model_metadata(
-        backend="tensorflow", model_class=type(model).__name__, family=spec.family, kind=spec.kind,
-        label_cols=spec.label_cols, schema=spec.schema, channels=spec.channels, input_size=spec.input_size,
-        input_layout="NHWC", preprocessing=getattr(model, "preprocessing", None), calibration=scale,
-        dropout_rate=rate, test_time_dropout=bool(own) if isinstance(own, bool) else False,
-        encoder_dim=encoder_dim,
-    )
 
 
 def export_onnx(model_or_checkpoint_path, out_path, *, batch_size: int = 2, check: bool = True) -> pathlib.Path:
@@ -170,7 +156,7 @@ def export_onnx(model_or_checkpoint_path, out_path, *, batch_size: int = 2, chec
     >>> export_onnx(model, 'rings.onnx').name  # doctest: +SKIP
     'rings.onnx'
     """
-    from zoobot.onnx.metadata import write_metadata
+    from zoobot.onnx.metadata import metadata_of_model, write_metadata
     from zoobot.tensorflow.predictions.predict_on_catalog import describe_model
 
     model = _as_model(model_or_checkpoint_path)
@@ -192,6 +178,7 @@ def export_onnx(model_or_checkpoint_path, out_path, *, batch_size: int = 2, chec
             if worst > 1e-4:
                 raise RuntimeError(f"ONNX Runtime and TensorFlow disagree on {type(model).__name__} by {worst:.2g} "
                                    "(relative to the largest output; 1e-4 allowed); nothing was written.")
-        write_metadata(tmp, _metadata(model, spec, rate, int(features.shape[1])))
+        write_metadata(tmp, metadata_of_model(model, spec, backend="tensorflow", input_layout="NHWC",
+                                                dropout_rate=rate, encoder_dim=int(features.shape[1])))
         shutil.move(str(tmp), str(out_path))
     return out_path
