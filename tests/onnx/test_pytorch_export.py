@@ -197,3 +197,23 @@ def test_large_jpegs_decoded_at_reduced_scale_match_pytorch(tmp_path):
     path = export_onnx(model, tmp_path / "clf.onnx")
     want = torch_predict(catalog, model, datamodule_kwargs=FAST)
     np.testing.assert_allclose(onnx_predict(catalog, path), want, rtol=1e-4, atol=1e-7)
+
+
+def test_fits_images_match_pytorch(tmp_path):
+    """FITS cutouts (float pixels, percentile scaling) take the same path: crop, then resize in float."""
+    import pandas as pd
+    from astropy.io import fits
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(3):
+        path = tmp_path / f"cutout_{i}.fits"
+        fits.PrimaryHDU(rng.normal(10, 3, (3, 50, 50)).astype(np.float32)).writeto(path)
+        rows.append({"id_str": f"cutout_{i}", "file_loc": str(path)})
+    catalog = pd.DataFrame(rows)
+    model = _models()["FinetuneTree"].eval()
+    carry_record(model, Preprocessing(input_size=32, channels=3, crop_scale_bounds=(0.7, 0.8),
+                                      crop_ratio_bounds=(0.9, 1.1), image_formats=("fits",), fits_scaling="asinh"))
+    path = export_onnx(model, tmp_path / "fits.onnx")
+    want = torch_predict(catalog, model, datamodule_kwargs=FAST)
+    np.testing.assert_allclose(onnx_predict(catalog, path), want, rtol=1e-4)
