@@ -217,3 +217,15 @@ def test_fits_images_match_pytorch(tmp_path):
     path = export_onnx(model, tmp_path / "fits.onnx")
     want = torch_predict(catalog, model, datamodule_kwargs=FAST)
     np.testing.assert_allclose(onnx_predict(catalog, path), want, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_round_trip(tmp_path, jpg_catalog):
+    """A real architecture (batch norm, SiLU, squeeze-excitation) at 64 px."""
+    torch.manual_seed(0)
+    model = ZoobotTree(SCHEMA.n_answers, schema=SCHEMA, architecture_name="efficientnet_b0", channels=3)
+    _record(model.eval(), 3, size=64)
+    path = export_onnx(model, tmp_path / "effnet.onnx")
+    catalog = jpg_catalog.iloc[:6]
+    want = torch_predict(catalog, model, test_time_dropout=False, datamodule_kwargs=FAST)
+    np.testing.assert_allclose(onnx_predict(catalog, path, test_time_dropout=False), want, rtol=1e-4)

@@ -123,3 +123,17 @@ def test_export_from_a_keras_file(tmp_path, png_catalog):
     want = tf_predict(png_catalog, model, datamodule_kwargs=FAST, test_time_dropout=False)
     got = onnx_predict(png_catalog, path, test_time_dropout=False)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_round_trip(tmp_path, png_catalog):
+    """A real architecture (batch norm, swish, squeeze-excitation) at 64 px, through tf2onnx."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = ZoobotTree(SCHEMA.n_answers, schema=SCHEMA, architecture_name="efficientnet_b0", channels=3)
+    _record(model, 3, size=64)
+    path = export_onnx(model, tmp_path / "effnet.onnx")
+    catalog = png_catalog.iloc[:6]
+    want = tf_predict(catalog, model, test_time_dropout=False, datamodule_kwargs=FAST)
+    np.testing.assert_allclose(onnx_predict(catalog, path, test_time_dropout=False), want, rtol=1e-4)
