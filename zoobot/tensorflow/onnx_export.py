@@ -76,7 +76,9 @@ def _functions(model, spec):
 
 
 def _convert(function, signature, names, out_path: pathlib.Path) -> None:
-    """tf2onnx conversion; graph inputs and outputs renamed to the contract's names."""
+    """Freeze the traced function (variables and captured tensors, e.g. the mean and variance of Keras'
+    EfficientNet input normalisation, become constants), convert it with tf2onnx and give the graph's
+    inputs and outputs the contract's names."""
     try:
         import tf2onnx
     except ImportError:
@@ -84,18 +86,16 @@ def _convert(function, signature, names, out_path: pathlib.Path) -> None:
 
         raise missing_dependency("tf2onnx", "Exporting a TensorFlow model to ONNX", "onnx-export") from None
     import onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    traced = tf.function(function, input_signature=signature)
-    proto, _ = tf2onnx.convert.from_function(traced, input_signature=signature, opset=OPSET)
-    renames = {}
-    for graph_input in proto.graph.input:
-        renames[graph_input.name] = graph_input.name.split(":")[0]
-    concrete = traced.get_concrete_function()
-    flat_names = [t.name for t in tf.nest.flatten(concrete.structured_outputs, expand_composites=True)]
-    structured = tf.nest.flatten(dict(zip(sorted(names), sorted(names))))  # dict outputs flatten in key order
-    by_tensor = dict(zip(flat_names, structured))
-    for graph_output, fallback in zip(proto.graph.output, structured):
-        renames[graph_output.name] = by_tensor.get(graph_output.name, fallback)
+    frozen = convert_variables_to_constants_v2(tf.function(function, input_signature=signature).get_concrete_function())
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
+    outputs = [t.name for t in frozen.outputs]
+    proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
+                                              opset=OPSET)
+    # outputs come in the order of the flattened dict (sorted keys); inputs in the signature's order
+    renames = dict(zip(outputs, sorted(names)))
+    renames.update(zip(inputs, [spec.name for spec in signature]))
     for value in list(proto.graph.input) + list(proto.graph.output):
         value.name = renames.get(value.name, value.name)
     for node in proto.graph.node:
