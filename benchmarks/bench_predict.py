@@ -20,6 +20,20 @@ disk) does not depend on the encoder. Target: peak RSS grows < 10 % from 10k to 
     .venv/bin/python benchmarks/bench_predict.py --quick
     .venv/bin/python benchmarks/bench_predict.py --skip-memory --n-images 320
     .venv/bin/python benchmarks/bench_predict.py --skip-speed --memory-rows 1000,10000,100000
+
+Engine axis (issue 16, ``--engines``): in ONE process per channel count, so that the ratios come from one run,
+
+1. forward ceilings on random batches: PyTorch (channels_last, the encoder + head) and ONNX Runtime (the same
+   weights exported by ``zoobot.pytorch.onnx_export.export_onnx``), with the largest relative difference;
+2. the decode ceiling: :class:`zoobot.onnx.images.BatchReader` reading the jpgs with no model (threads),
+   and the same images read by a process pool (threads vs processes); per-core rate with one thread;
+3. end to end, jpgs -> parquet: today's PyTorch ``predict`` and ``zoobot.onnx.predict``, and the largest
+   relative difference of their outputs;
+4. ratios: ONNX end-to-end / PyTorch end-to-end (target >= 2) and ONNX end-to-end / min(decode ceiling,
+   ONNX forward ceiling) (target >= 0.8).
+
+    nice -n 10 .venv/bin/python benchmarks/bench_predict.py --engines torch,onnx --channels 1,3 --skip-speed \
+        --skip-memory --n-images 256 --repeats 2
 """
 from __future__ import annotations
 
@@ -161,6 +175,128 @@ def memory_worker(backend: str, settings, n_rows: int, tmp: pathlib.Path) -> dic
             "call": "predict_on_catalog.predict(catalog, tiny_cnn ZoobotTree, n_samples=1, save_loc=path.parquet)"}
 
 
+# ---------------------------------------------------------------------------------------------------------
+# engine axis (issue 16): PyTorch vs ONNX Runtime, one process per channel count
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _best_rate(fn, repeats: int, warmup: int) -> dict:
+    return C.measure(fn, repeats, warmup)
+
+
+def _max_relative(a, b) -> float:
+    import numpy as np
+
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _decode_rates(catalog, plan, settings) -> dict:
+    """Images/s of reading + preprocessing alone: threads (as predict reads), one thread, a process pool."""
+    import concurrent.futures
+
+    from zoobot.onnx.images import BatchReader, prepare_image
+
+    locs, ids = catalog["file_loc"].tolist(), catalog["id_str"].tolist()
+
+    def threads(n):
+        def run():
+            for _ in BatchReader(locs, ids, plan, settings["batch_size"], n):
+                pass
+            return len(locs)
+        return run
+
+    def processes():
+        with concurrent.futures.ProcessPoolExecutor(settings["threads"]) as pool:
+            for _ in pool.map(prepare_image, locs, [plan] * len(locs), chunksize=8):
+                pass
+        return len(locs)
+
+    return {"threads": _best_rate(threads(settings["threads"]), settings["repeats"], settings["warmup"]),
+            "one_thread": _best_rate(threads(0), settings["repeats"], settings["warmup"]),
+            "processes": _best_rate(processes, settings["repeats"], settings["warmup"])}
+
+
+def engines_worker(settings, catalog, tmp: pathlib.Path, channels: int) -> dict:
+    """Forward ceilings, decode ceiling and end-to-end prediction of both engines, in this process."""
+    import numpy as np
+
+    torch = C.setup_torch(settings["threads"])
+    from zoobot.onnx import OnnxModel
+    from zoobot.onnx import predict as onnx_predict
+    from zoobot.onnx.images import ImagePlan
+    from zoobot.pytorch.estimators.define_model import ZoobotTree
+    from zoobot.pytorch.onnx_export import export_onnx
+    from zoobot.pytorch.predictions.predict_on_catalog import predict as torch_predict
+    from zoobot.shared.preprocessing import Preprocessing, carry_record
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+
+    s, size, batch = settings, settings["image_size"], settings["batch_size"]
+    torch.manual_seed(0)
+    model = ZoobotTree(schema.n_answers, schema=schema, architecture_name=s["architecture"], channels=channels)
+    carry_record(model, Preprocessing(input_size=size, channels=channels, crop_scale_bounds=(0.7, 0.8),
+                                      crop_ratio_bounds=(0.9, 1.1), image_formats=("jpg",)))
+    model.eval()
+    path = export_onnx(model, tmp / "model.onnx")
+    onnx_model = OnnxModel(path, num_threads=s["threads"])
+    x = torch.rand(batch, channels, size, size)
+    ones = np.ones((1, batch, onnx_model.encoder_dim), np.float32)
+
+    def torch_forward():  # what predict runs per batch: channels_last encoder, head, no dropout
+        with torch.inference_mode(), model._mc_dropout(False):
+            model(x)
+        return batch
+
+    def onnx_forward():
+        onnx_model.session.run(["predictions"], {"image": x.numpy(), "dropout_mask": ones})
+        return batch
+
+    with torch.inference_mode(), model._mc_dropout(False):
+        reference = model(x).numpy()
+    forward_diff = _max_relative(onnx_model.session.run(["predictions"], {"image": x.numpy(),
+                                                                          "dropout_mask": ones})[0][..., 0], reference)
+    out = {"channels": channels,
+           "forward": {"torch": _best_rate(torch_forward, s["repeats"], s["warmup"]),
+                       "onnx": _best_rate(onnx_forward, s["repeats"], s["warmup"])},
+           "forward_max_relative_difference": forward_diff}
+    plan = ImagePlan(channels, size, (0.7, 0.8), "NCHW")
+    out["decode"] = _decode_rates(catalog, plan, s)
+
+    def run_torch():
+        torch_predict(catalog, model, save_loc=tmp / "torch.parquet", test_time_dropout=False,
+                      datamodule_kwargs={"batch_size": batch, "num_workers": s["num_workers"]})
+        return len(catalog)
+
+    def run_onnx():
+        onnx_predict(catalog, onnx_model, save_loc=tmp / "onnx.parquet", test_time_dropout=False, batch_size=batch,
+                     num_workers=s["threads"])
+        return len(catalog)
+
+    out["end_to_end"] = {"torch": _best_rate(run_torch, s["repeats"], s["warmup"]),
+                         "onnx": _best_rate(run_onnx, s["repeats"], s["warmup"])}
+    from zoobot.shared.load_predictions import load
+
+    out["end_to_end_max_relative_difference"] = _max_relative(load(tmp / "onnx.parquet")[1],
+                                                             load(tmp / "torch.parquet")[1])
+    out["calls"] = {"torch": f"predict_on_catalog.predict(catalog, model, save_loc=.parquet, test_time_dropout=False, "
+                             f"datamodule_kwargs={{'batch_size': {batch}, 'num_workers': {s['num_workers']}}})",
+                    "onnx": f"zoobot.onnx.predict(catalog, 'model.onnx', save_loc=.parquet, test_time_dropout=False, "
+                            f"batch_size={batch}, num_workers={s['threads']}) with num_threads={s['threads']}"}
+    return out
+
+
+def engine_table(runs: list) -> list:
+    rows = []
+    for r in runs:
+        med = {k: v["median"] for k, v in r["forward"].items()}
+        e2e = {k: v["median"] for k, v in r["end_to_end"].items()}
+        decode = r["decode"]["threads"]["median"]
+        rows.append([r["channels"], med["torch"], med["onnx"], r["forward_max_relative_difference"], decode,
+                     r["decode"]["one_thread"]["median"], r["decode"]["processes"]["median"], e2e["torch"],
+                     e2e["onnx"], e2e["onnx"] / e2e["torch"], e2e["onnx"] / min(decode, med["onnx"]),
+                     r["end_to_end_max_relative_difference"]])
+    return rows
+
+
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = C.make_parser(__doc__.splitlines()[0])
@@ -172,6 +308,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-speed", action="store_true", help="only the memory part")
     parser.add_argument("--skip-memory", action="store_true", help="only the speed part")
     parser.add_argument("--memory-rows-worker", type=int, default=None, help="(internal) one memory run")
+    parser.add_argument("--engines", default=None,
+                        help="engine axis: 'torch,onnx' compares PyTorch and ONNX Runtime (forward ceilings, decode "
+                             "ceiling, end to end), one process per --channels value")
+    parser.add_argument("--channels", default="1,3", help="channel counts of the engine axis")
+    parser.add_argument("--channels-worker", type=int, default=None, help="(internal) one engine-axis run")
     args = parser.parse_args(argv)
     settings = C.resolve_settings(args)
     settings["n_images"] = args.n_images or (16 if args.quick else 192)
@@ -187,6 +328,9 @@ def main(argv=None) -> dict:
             tmp = pathlib.Path(tmp)
             if args.memory_rows_worker is not None:
                 result = memory_worker(args.worker, settings, args.memory_rows_worker, tmp)
+            elif args.channels_worker is not None:
+                catalog, _ = C.synthetic_catalog(settings["data_dir"], settings["n_images"], settings["source_size"])
+                result = engines_worker(settings, catalog[["id_str", "file_loc"]], tmp, args.channels_worker)
             else:
                 catalog, _ = C.synthetic_catalog(settings["data_dir"], settings["n_images"], settings["source_size"])
                 work = torch_speed if args.worker == "torch" else tf_speed
@@ -242,6 +386,22 @@ def main(argv=None) -> dict:
         tables[title] = C.markdown_table(
             ["backend", "rows", "img/s", "RSS before predict MiB", "peak RSS MiB", "peak - before MiB",
              "peak growth vs previous size", "largest loader child MiB", "returned array MiB"], rows)
+    if args.engines:
+        if sorted(e.strip() for e in args.engines.split(",")) != ["onnx", "torch"]:
+            C.usage_error(f"--engines: only 'torch,onnx' is measured, got {args.engines!r}")
+        C.synthetic_catalog(settings["data_dir"], settings["n_images"], settings["source_size"],
+                            n_workers=settings["threads"])
+        runs = [C.run_worker(__file__, "torch", argv, settings["threads"], extra=["--channels-worker", c.strip()])
+                for c in args.channels.split(",")]
+        results["engines"] = runs
+        title = (f"Engines: PyTorch vs ONNX Runtime, {settings['architecture']} {settings['image_size']} px, batch "
+                 f"{settings['batch_size']}, {settings['threads']} threads, {settings['n_images']} jpgs of "
+                 f"{settings['source_size']} px -> parquet (img/s, medians)")
+        tables[title] = C.markdown_table(
+            ["channels", "PyTorch fwd", "ONNX fwd", "fwd max rel diff", "decode ceiling (threads)",
+             "decode, 1 thread", "decode, process pool", "PyTorch predict e2e", "ONNX predict e2e",
+             "ONNX e2e / PyTorch e2e", "ONNX e2e / min(decode, ONNX fwd)", "e2e max rel diff"],
+            engine_table(runs))
     notes = ["paired ceiling = the encoder forward measured right before each timed predict call; n1 / paired "
              "ceiling = median of the per-call ratios (robust to load that changes during the run); CPU-s of the "
              "predicting process exclude PyTorch loader workers but include TensorFlow's tf.data threads",

@@ -24,6 +24,7 @@ MODULES = {
     "training.finetune": "training.finetune",
     "predictions.predict_on_catalog": "predictions.predict_on_catalog",
     "training.representations": "training.representations",
+    "onnx_export": "onnx_export",
 }
 #: Functions with a backend word in their name: (module key, PyTorch name, TensorFlow name).
 RENAMED = [

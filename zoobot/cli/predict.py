@@ -56,6 +56,9 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=N
               help="Finetuned model on the Hugging Face hub (hf-hub:owner/repo; needs network once).")
 @click.option("--model-class", type=click.Choice(_MODEL_CLASSES), default="tree", show_default=True,
               help="With --name: which finetuned model the hub repository holds.")
+@click.option("--model", "onnx_model", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              default=None, help="Exported .onnx model (`zoobot export --format onnx`): predicts with ONNX Runtime, "
+                                 "no deep-learning framework needed (docs/guides/onnx.md).")
 @click.option("--save-loc", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Output file; .parquet (recommended), .csv or .hdf5.")
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
@@ -76,7 +79,7 @@ def _datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model=N
               help="Predict only part R of N (a stable hash of id_str) into <stem>.part-R-of-N<suffix>; 'auto' "
                    "reads R and N from torchrun/SLURM/TF_CONFIG. Then `zoobot merge-predictions`.")
 @common_options
-def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples, batch_size, num_workers,
+def predict_command(catalog, checkpoint, name, model_class, onnx_model, save_loc, n_samples, batch_size, num_workers,
                     resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite, shard):
     """Predict every galaxy of a catalog and write one row per id_str.
 
@@ -85,6 +88,9 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
       zoobot predict --catalog galaxies.csv --checkpoint results/run/checkpoints/last.ckpt \\
           --save-loc predictions.parquet --n-samples 5 --summary
     """
+    if onnx_model is not None:  # ONNX Runtime: no framework is imported on this path
+        return _predict_onnx(catalog, checkpoint, name, onnx_model, save_loc, n_samples, batch_size, num_workers,
+                             resize_size, tta, no_test_time_dropout, summary, skip_missing, overwrite, shard)
     _check_source(checkpoint, name)
     from zoobot.shared.save_predictions import prediction_format
     from zoobot.shared.sharding import parse_shard, part_path
@@ -124,6 +130,26 @@ def predict_command(catalog, checkpoint, name, model_class, save_loc, n_samples,
         predictions_to_summary(save_loc, schema)
         friendly, advanced = summary_paths(save_loc)
         click.echo(f"Summary tables: {friendly} and {advanced}")
+
+
+def _predict_onnx(catalog, checkpoint, name, onnx_model, save_loc, n_samples, batch_size, num_workers, resize_size,
+                  tta, no_test_time_dropout, summary, skip_missing, overwrite, shard):
+    if checkpoint is not None or name is not None:
+        raise click.UsageError("Give one of --checkpoint PATH, --name NAME or --model X.onnx.")
+    if tta or resize_size is not None:
+        raise click.UsageError("--tta and --resize-size do not apply to an .onnx model (its input size is fixed).")
+    from zoobot.onnx.cli import predict_with_onnx
+    from zoobot.shared.save_predictions import prediction_format
+    from zoobot.shared.sharding import parse_shard
+
+    prediction_format(save_loc)  # unknown extension: E13 before any work
+    try:
+        shard = parse_shard(shard)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--shard") from None
+    predict_with_onnx(_read_catalog(catalog, skip_missing), onnx_model, save_loc, n_samples=n_samples,
+                      batch_size=batch_size, num_workers=num_workers, no_test_time_dropout=no_test_time_dropout,
+                      summary=summary, skip_missing=skip_missing, overwrite=overwrite, shard=shard)
 
 
 @click.command("representations")
