@@ -1,42 +1,12 @@
-"""What an exported ``.onnx`` model carries besides its weights (docs/guides/onnx.md).
+"""What an exported ``.onnx`` model carries besides its weights: the graph contract and ``metadata_props``.
 
-Every zoobot ONNX file has the same graph contract, whichever backend exported it:
-
-- input ``image``: float32 pixels in [0, 1], ``(B, C, H, W)`` (PyTorch export, ``input_layout='NCHW'``)
-  or ``(B, H, W, C)`` (TensorFlow export, ``'NHWC'``);
-- input ``dropout_mask`` (models with a head only): float32 ``(S, B, D)`` or ``(S, 1, D)``, multiplied
-  into the pooled features before the head's linear layer. Ones give the deterministic prediction;
-  ``S`` Bernoulli masks scaled by ``1 / (1 - p)`` give ``S`` Monte Carlo dropout samples, with the
-  encoder run once;
-- output ``predictions``: ``(B, outputs, S)``, what the framework's ``predict`` returns (softmax
-  probabilities for a classifier, concentrations for a tree model before calibration);
-- output ``features``: ``(B, D)`` pooled encoder features (representations).
-
-and these ``metadata_props`` (JSON values), read with :func:`read_metadata`:
-
-=========================  =========================================================
-key                        value
-=========================  =========================================================
-``zoobot_onnx_format``     version of this contract (1)
-``zoobot_version``         zoobot version that exported the file
-``zoobot_backend``         'pytorch' or 'tensorflow'
-``zoobot_model_class``     e.g. 'ZoobotTree', 'FinetuneableZoobotClassifier'
-``zoobot_family``          'tree', 'classifier', 'regressor' or 'features'
-``zoobot_kind``            file layout of the predictions: 'tree' or 'generic'
-``zoobot_label_cols``      one name per output
-``zoobot_schema``          the decision tree (``Schema.to_dict()``) or null
-``zoobot_channels``        1 or 3
-``zoobot_input_size``      side in pixels of the model input
-``zoobot_input_layout``    'NCHW' or 'NHWC'
-``zoobot_preprocessing``   the preprocessing record (docs/components/preprocessing.md) or null
-``zoobot_calibration``     per-question concentration scale (tree models) or null
-``zoobot_dropout_rate``    the head's dropout probability (0 for encoders)
-``zoobot_test_time_dropout``  whether the model samples with MC dropout by default
-``zoobot_encoder_dim``     D, the width of ``features``
-=========================  =========================================================
-
-This module is framework-free; writing the metadata needs the ``onnx`` package, reading it only
-``onnxruntime``.
+Every zoobot ONNX file has inputs ``image`` (float32 in [0, 1], NCHW from PyTorch, NHWC from TensorFlow)
+and, for models with a head, ``dropout_mask`` (S Bernoulli masks for Monte Carlo dropout, the encoder run
+once); outputs ``predictions`` ``(B, outputs, S)`` and ``features`` ``(B, D)``. The metadata keys
+(``zoobot_label_cols``, ``zoobot_schema``, ``zoobot_channels``, ``zoobot_input_size``,
+``zoobot_preprocessing``, ``zoobot_calibration``, ...) are listed in docs/guides/onnx.md; read them with
+:func:`read_metadata`. This module is framework-free; writing the metadata needs the ``onnx`` package,
+reading it only ``onnxruntime``.
 """
 from __future__ import annotations
 

@@ -175,8 +175,8 @@ def predict(catalog, model, n_samples=1, label_cols=None, save_loc=None, *, test
             batch_size=32, num_workers=None, num_threads=None, providers=None, seed=None) -> np.ndarray:
     """Predict the galaxies of a catalog with an exported ``.onnx`` model; optionally save them.
 
-    Same results and files as the framework's ``predict`` for the model the file came from (api.md 2.6,
-    4.4), without PyTorch or TensorFlow.
+    Same results and files as the framework's ``predict`` for the model the file came from
+    (docs/guides/onnx.md), without PyTorch or TensorFlow.
 
     Parameters
     ----------
