@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from zoobot.shared.errors import ChannelMismatchError, ImageLoadError
-from zoobot.shared.images import load_image, to_channels
+from zoobot.shared.images import fast_to_channels, load_image
 from zoobot.shared.preprocessing import FitsScaling
 
 __all__ = ["ImagePlan", "BatchReader", "prepare_image", "RECORDABLE_ERRORS"]
@@ -89,19 +89,6 @@ class ImagePlan:
         return (c, s, s) if self.layout == "NCHW" else (s, s, c)
 
 
-def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 RGB -> grey as ``(R + G + B + 1) // 3`` in uint16 (= the rounded mean, exactly); else
-    :func:`zoobot.shared.images.to_channels`."""
-    if channels == 1 and image.dtype == np.uint8 and image.shape[2] == 3:
-        total = image[:, :, 0].astype(np.uint16)
-        total += image[:, :, 1]
-        total += image[:, :, 2]
-        total += 1
-        total //= 3
-        return total.astype(np.uint8)[:, :, None]
-    return to_channels(image, channels)
-
-
 def _resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
     """Antialiased bilinear resize of one float32 plane to ``size`` x ``size`` (Pillow float mode)."""
     from PIL import Image
@@ -125,7 +112,7 @@ def prepare_image(file_loc, plan: ImagePlan, id_str=None) -> np.ndarray:
     (1, 64, 64)
     """
     image = load_image(file_loc, plan.fits_scaling, id_str=id_str, target_size=plan.min_source_size)
-    image = _to_channels(image, plan.channels)
+    image = fast_to_channels(image, plan.channels)
     height, width = image.shape[:2]
     crop_h = max(round(height * plan.side_fraction), 1)
     crop_w = max(round(width * plan.side_fraction), 1)
