@@ -1829,16 +1829,9 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
         self.built = True
 
     # ------------------------------------------------------------------------- calibration
-    @property
-    def calibration(self) -> dict | None:
-        """Post-hoc calibration record (zoobot.shared.calibration) of the current weights; None: uncalibrated."""
-        text = getattr(self, "_zoobot_calibration_json", None)
-        return json.loads(text) if text else None
-
-    @calibration.setter
-    def calibration(self, record) -> None:
-        # kept as JSON text: Keras would wrap a dict attribute in its own tracked structure
-        self._zoobot_calibration_json = json.dumps(record) if record else None
+    #: post-hoc calibration record (zoobot.shared.calibration) of the current weights; None: uncalibrated
+    #: (the same property as ZoobotTree's: stored as JSON text, which Keras does not track)
+    calibration = define_model.ZoobotTree.calibration
 
     @property
     def concentration_scale(self):
