@@ -22,6 +22,12 @@ checkpoint itself stores is reported too) per question and pooled:
 
     .venv/bin/python benchmarks/bench_science.py --data-dir /work/cache/science   # 64 px, b0, 15 epochs
     .venv/bin/python benchmarks/bench_science.py --quick                          # tiny_cnn, seconds
+    .venv/bin/python benchmarks/bench_science.py --data-dir /work/cache/science --ceiling   # no training
+
+``--ceiling`` trains nothing: it regenerates each galaxy's latent parameters and fits scikit-learn regressions
+from them (perfect perception) and from pixel statistics of the jpgs to the training votes, to show what limits
+a model of these sets (docs/benchmarks.md section 9). ``--tta N`` adds a row of test-time augmentation;
+``--ema DECAY`` trains with an exponential moving average of the weights (PyTorch).
 """
 from __future__ import annotations
 
@@ -82,28 +88,52 @@ def _train_kwargs(settings) -> dict:
     return kwargs
 
 
-def _predict_raw(predict, catalog, model) -> list:
-    """One deterministic pass; raw (uncalibrated) concentrations where ``predict`` can calibrate."""
+def _ema_callbacks(backend: str, decay) -> list:
+    """``--ema DECAY``: an exponential moving average of the weights, used for validation, checkpoints and the
+    returned model (PyTorch: Lightning's ``EMAWeightAveraging``); an empty list without it."""
+    if decay is None:
+        return []
+    if backend != "torch":
+        raise SystemExit("--ema is implemented for the torch backend only")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return [EMAWeightAveraging(decay=float(decay))]
+
+
+def _predict_raw(predict, catalog, model, tta: int = 0) -> list:
+    """One deterministic pass; raw (uncalibrated) concentrations where ``predict`` can calibrate. With ``tta``
+    > 0: the mean concentrations of ``tta`` passes through the random training augmentations instead."""
     options = {"test_time_dropout": False}
     if "calibrate" in inspect.signature(predict).parameters:
         options["calibrate"] = False
+    if tta:
+        samples = predict(catalog[["id_str", "file_loc"]], model, n_samples=tta, test_time_augmentation=True,
+                          **options)
+        return samples.mean(axis=-1).tolist()
     return predict(catalog[["id_str", "file_loc"]], model, n_samples=1, **options)[..., 0].tolist()
 
 
-def _run_backend(train, predict, settings, catalogs, save_dir) -> dict:
+def _run_backend(train, predict, settings, catalogs, save_dir, backend) -> dict:
     from zoobot.shared.schemas import decals_dr5_ortho_schema
 
     kwargs = _train_kwargs(settings)
+    callbacks = _ema_callbacks(backend, settings.get("ema"))
+    if callbacks:
+        kwargs["extra_callbacks"] = callbacks
     start, cpu_start = time.perf_counter(), time.process_time()
     model, _ = train(save_dir, decals_dr5_ortho_schema, train_catalog=catalogs["train"],
                      val_catalog=catalogs["val"], **kwargs)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     epochs_run = _epochs_run(pathlib.Path(save_dir))
     concentrations = {split: _predict_raw(predict, catalogs[split], model) for split in EVAL_SPLITS}
+    tta = settings.get("tta") or 0
+    tta_concentrations = ({split: _predict_raw(predict, catalogs[split], model, tta) for split in EVAL_SPLITS}
+                          if tta else None)
     scale = getattr(model, "concentration_scale", None)
+    kwargs.pop("extra_callbacks", None)
     return {"train_wall_s": wall, "train_cpu_s": cpu, "epochs_run": epochs_run, "train_kwargs": kwargs,
-            "stored_scale": None if scale is None else [float(s) for s in scale],
-            "_concentrations": concentrations}
+            "ema": settings.get("ema"), "stored_scale": None if scale is None else [float(s) for s in scale],
+            "_concentrations": concentrations, "_tta_concentrations": tta_concentrations}
 
 
 def _epochs_run(save_dir: pathlib.Path):
@@ -122,7 +152,7 @@ def torch_worker(settings, catalogs, save_dir) -> dict:
     from zoobot.pytorch.predictions.predict_on_catalog import predict
     from zoobot.pytorch.training.train_with_pytorch_lightning import train
 
-    return _run_backend(train, predict, settings, catalogs, save_dir)
+    return _run_backend(train, predict, settings, catalogs, save_dir, "torch")
 
 
 def tf_worker(settings, catalogs, save_dir) -> dict:
@@ -130,7 +160,7 @@ def tf_worker(settings, catalogs, save_dir) -> dict:
     from zoobot.tensorflow.predictions.predict_on_catalog import predict
     from zoobot.tensorflow.training.train_with_keras import train
 
-    return _run_backend(train, predict, settings, catalogs, save_dir)
+    return _run_backend(train, predict, settings, catalogs, save_dir, "tf")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,6 +219,136 @@ def baselines(catalogs, schema) -> dict:
         scored = evaluate(catalogs, split, dummy, schema)
         out[split] = {name: scored[name] for name in ("constant_dirichlet", "train_mean", "truth")}
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# ceilings (--ceiling): how much of the truth is learnable from 2,000 galaxies' votes, and from what
+# ------------------------------------------------------------------------------------------------
+
+#: what ``galaxy_features`` says a volunteer sees (zoobot.shared.synthetic.answers), plus size, S/N and PSF
+_LATENT_FEATURES = ("v", "is_disk", "cos_i", "fade", "bt", "q_proj", "edge_on", "arm_vis", "bar_vis", "ring_vis",
+                    "boxy", "stage", "clump_vis", "small")
+
+
+def latent_features(catalog, split: str):
+    """(galaxy, feature) latent parameters of a bench split, regenerated galaxy by galaxy from its seed (the
+    generator is deterministic per galaxy; checked against the catalog's true probabilities)."""
+    import numpy as np
+
+    from zoobot.shared.metrics import true_probabilities
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+    from zoobot.shared.synthetic import synthetic_galaxy
+    from zoobot.shared.synthetic.answers import galaxy_features
+
+    _, seed, prior = SPLITS[split]
+    rows, probs = [], []
+    for index in range(len(catalog)):
+        galaxy = synthetic_galaxy(index, seed=seed, image_size=8, schema=schema, prior=prior)  # latents only matter
+        f, lat = galaxy_features(galaxy.latents), galaxy.latents
+        arms = f["arms"] or {}
+        rows.append([float(f[k]) for k in _LATENT_FEATURES]
+                    + [arms.get("m", 0), arms.get("pitch_deg", 0.0), arms.get("amp", 0.0), lat["log_snr"], lat["re"],
+                       lat["psf"]] + [f["artifact"] == kind for kind in ("star", "trail", "empty")])
+        probs.append(galaxy.probabilities)
+    if not np.allclose(np.array(probs), true_probabilities(catalog, schema)):
+        raise RuntimeError(f"regenerated latents of {split} do not give the catalog's true probabilities: "
+                           "the cache was made by another generator version")
+    return np.array(rows, dtype=np.float64)
+
+
+def pixel_features(catalog):
+    """(galaxy, feature) statistics any astronomer measures on the jpg: flux, size, peak, half-light area and the
+    axis ratio of the flux-weighted second moments (all light, and the brightest pixels above 20 % of the peak),
+    inside a Gaussian window of 12 px around the centre; plus a colour ratio and the pixel spread."""
+    import numpy as np
+
+    from zoobot.shared.images import load_image
+
+    def stats(image):
+        image = np.asarray(image, dtype=np.float64)
+        grey = image.mean(axis=-1)
+        light = np.clip(grey - np.median(grey), 0.0, None)
+        y, x = np.indices(light.shape, dtype=np.float64)
+        centre = (np.array(light.shape) - 1) / 2
+        window = np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * 12.0 ** 2))
+        out = []
+        for threshold in (0.0, 0.2):
+            w = np.where(light > threshold * light.max(), light, 0.0) * window
+            total = w.sum() + 1e-9
+            cy, cx = (w * y).sum() / total, (w * x).sum() / total
+            qyy, qxx = (w * (y - cy) ** 2).sum() / total, (w * (x - cx) ** 2).sum() / total
+            qxy = (w * (y - cy) * (x - cx)).sum() / total
+            half_trace, spread = (qxx + qyy) / 2, np.sqrt(((qxx - qyy) / 2) ** 2 + qxy ** 2)
+            axis_ratio = np.sqrt(max(half_trace - spread, 1e-9) / max(half_trace + spread, 1e-9))
+            out += [total, axis_ratio, 2 * half_trace, light.max(), float((light > 0.5 * light.max()).sum())]
+        return out + [image[..., 0].mean() / (image[..., 2].mean() + 1.0), grey.std()]
+
+    return np.array([stats(load_image(loc)) for loc in catalog["file_loc"]], dtype=np.float64)
+
+
+def _fit_per_question(x_train, targets, weights, x_tests, schema, leaf: int) -> list:
+    """One multi-output ExtraTrees regression per question (targets: that question's answers; weights:
+    (galaxy, question), 0 leaves a galaxy out), predictions renormalised to sum to 1 per question."""
+    import numpy as np
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    outs = [np.zeros((len(x), schema.n_answers)) for x in x_tests]
+    for q, (start, end) in enumerate(schema.question_index_groups):
+        keep = weights[:, q] > 0
+        model = ExtraTreesRegressor(n_estimators=100, min_samples_leaf=leaf, n_jobs=2, random_state=0)
+        model.fit(x_train[keep], targets[keep, start:end + 1], sample_weight=weights[keep, q])
+        for out, x in zip(outs, x_tests):
+            p = np.clip(model.predict(x), 1e-3, None)
+            out[:, start:end + 1] = p / p.sum(axis=1, keepdims=True)
+    return outs
+
+
+def ceilings(catalogs) -> dict:
+    """Reach-weighted truth MAE per question (test and shifted sets) of predictors that bound what a model
+    trained on these 2,000 galaxies can reach: regressions from the latents (perfect perception) to the truth and
+    to the training votes, from pixel statistics to the training votes, each galaxy's own votes, the train mean."""
+    import numpy as np
+
+    from zoobot.shared.metrics import train_mean_fractions, true_probabilities, truth_mae, vote_counts
+    from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
+
+    splits = ("train", "test", "shifted")
+    truth = {s: true_probabilities(catalogs[s], schema) for s in splits}
+    counts = {s: vote_counts(catalogs[s], schema) for s in splits}
+    groups = schema.question_index_groups
+    totals = {s: np.stack([counts[s][:, a:b + 1].sum(axis=1) for a, b in groups], axis=1) for s in splits}
+
+    def own_fractions(s):
+        per_answer = np.concatenate([np.repeat(totals[s][:, [q]], b - a + 1, axis=1) for q, (a, b) in enumerate(groups)],
+                                    axis=1)
+        return np.where(per_answer > 0, counts[s] / np.maximum(per_answer, 1), np.nan)
+
+    latents = {s: latent_features(catalogs[s], s) for s in splits}
+    pixels = {s: pixel_features(catalogs[s]) for s in splits}
+    votes = np.nan_to_num(own_fractions("train"))
+    everyone = np.ones_like(totals["train"], dtype=np.float64)
+    predictions = {
+        "latents -> true probabilities (perfect perception, noiseless labels)":
+            _fit_per_question(latents["train"], truth["train"], everyone, [latents["test"], latents["shifted"]],
+                              schema, leaf=5),
+        "latents -> training votes (perfect perception, the same labels as the CNN)":
+            _fit_per_question(latents["train"], votes, totals["train"].astype(float),
+                              [latents["test"], latents["shifted"]], schema, leaf=5),
+        "pixel statistics -> training votes (12 moments of the jpg)":
+            _fit_per_question(pixels["train"], votes, totals["train"].astype(float),
+                              [pixels["test"], pixels["shifted"]], schema, leaf=10),
+        "each galaxy's own votes (label noise)": [own_fractions("test"), own_fractions("shifted")],
+    }
+    mean = train_mean_fractions(counts["train"], schema)
+    predictions["train mean"] = [np.broadcast_to(mean, truth[s].shape) for s in ("test", "shifted")]
+    return {name: {s: truth_mae(p, truth[s], schema).to_dict() for s, p in zip(("test", "shifted"), preds)}
+            for name, preds in predictions.items()}
+
+
+def ceiling_table(results: dict, split: str) -> str:
+    questions = list(next(iter(results.values()))[split])
+    return C.markdown_table(["predictor", *[q.replace("-dr5", "") for q in questions]],
+                            [[name, *[r[split][q] for q in questions]] for name, r in results.items()])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,7 +417,8 @@ def _save_concentrations(out: pathlib.Path, backend: str, concentrations: dict) 
     np.savez_compressed(_concentrations_file(out, backend), **{k: np.asarray(v) for k, v in concentrations.items()})
 
 
-def _run_name(backend: str, label: str) -> str:
+def _run_name(backend: str, label: str, suffix: str = "") -> str:
+    label = ", ".join(part for part in (label, suffix) if part)
     return f"{NAMES[backend]} [{label}]" if label else NAMES[backend]
 
 
@@ -272,10 +433,10 @@ def _load_runs(spec: str) -> dict:
     runs = {}
     for key, result in previous["results"].items():
         backend = result.get("backend", key)
-        saved = np.load(_concentrations_file(pathlib.Path(path), backend))
+        saved = np.load(_concentrations_file(pathlib.Path(path), result.get("concentrations_key", backend)))
         result = {k: v for k, v in result.items() if k != "scores"}
         result.update(backend=backend, _concentrations={split: saved[split] for split in saved.files})
-        runs[_run_name(backend, label)] = result
+        runs[_run_name(backend, label, result.get("label_suffix", ""))] = result
     return runs
 
 
@@ -286,6 +447,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-kwargs", default="{}",
                         help="JSON dict of extra train() keywords, e.g. '{\"learning_rate\": 0.002}'")
     parser.add_argument("--label", default="", help="name of this run in the tables")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="train with an exponential moving average of the weights (torch only)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="no training: the reach-weighted truth MAE of regressions from the generator's latents "
+                             "and from pixel statistics (scikit-learn), what bounds any model of these sets")
+    parser.add_argument("--tta", type=int, default=0, metavar="N",
+                        help="also score the mean of N predictions through the training augmentations "
+                             "(test-time augmentation), as an extra row")
     parser.add_argument("--rescore", nargs="+", default=None, metavar="JSON[=LABEL]",
                         help="score the raw concentrations saved by earlier runs (their --out files) again, "
                              "without training, in one set of tables (e.g. before=... after=...)")
@@ -297,6 +466,7 @@ def main(argv=None) -> dict:
             settings[key] = preset[key]
     settings["epochs"] = args.epochs or preset["epochs"]
     settings["label"] = args.label
+    settings["ema"], settings["tta"] = args.ema, args.tta
     try:
         settings["train_kwargs"] = json.loads(args.train_kwargs)
     except json.JSONDecodeError as err:
@@ -312,6 +482,13 @@ def main(argv=None) -> dict:
 
     from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
 
+    if args.ceiling:
+        results = ceilings(catalogs)
+        tables = {f"Ceilings: truth MAE per question, {split} set": ceiling_table(results, split)
+                  for split in ("test", "shifted")}
+        return C.finish(__file__, args, argv, settings, tables, results,
+                        ["regressions: scikit-learn ExtraTreesRegressor (100 trees) per question on the 2,000 "
+                         "training galaxies, weighted by the question's votes; MAE as in the other tables"])
     out = pathlib.Path(args.out) if args.out else C.default_out(__file__)
     runs = {}
     for path in args.rescore or []:
@@ -319,8 +496,14 @@ def main(argv=None) -> dict:
     for backend in [] if args.rescore else settings["backends"]:
         result = C.run_worker(__file__, backend, argv, settings["threads"])
         result["backend"] = backend
+        tta = result.pop("_tta_concentrations", None)
         _save_concentrations(out, backend, result["_concentrations"])
         runs[_run_name(backend, args.label)] = result
+        if tta:
+            _save_concentrations(out, f"{backend}_tta{settings['tta']}", tta)
+            suffix = f"TTA x{settings['tta']}"
+            runs[_run_name(backend, args.label, suffix)] = {**result, "_concentrations": tta, "label_suffix": suffix,
+                                                            "concentrations_key": f"{backend}_tta{settings['tta']}"}
     for result in runs.values():
         result["scores"] = score(catalogs, result.pop("_concentrations"), schema)
     base = baselines(catalogs, schema)

@@ -188,6 +188,39 @@ def test_science_quick_torch(tmp_path, data_dir):
     assert (tmp_path / "science_torch_concentrations.npz").is_file()
 
 
+@pytest.mark.torch
+def test_science_quick_tta_and_ema_torch(tmp_path, data_dir):
+    """--tta 2 adds a row scored from the mean of 2 augmented passes (saved apart, and --rescore reads it back);
+    --ema trains through Lightning's EMAWeightAveraging."""
+    import numpy as np
+
+    out = tmp_path / "science.json"
+    payload = check_payload(run_script("bench_science", out, data_dir, "--backends", "torch", "--tta", "2",
+                                       "--ema", "0.9", "--label", "x"), out, "bench_science")
+    assert set(payload["results"]) == {"PyTorch train() [x]", "PyTorch train() [x, TTA x2]"}
+    assert payload["results"]["PyTorch train() [x]"]["ema"] == 0.9
+    plain, tta = (np.load(tmp_path / f"science_{key}_concentrations.npz")["test"] for key in ("torch", "torch_tta2"))
+    assert plain.shape == tta.shape and not np.allclose(plain, tta)  # random augmentations change the output
+    rescored = check_payload(run_script("bench_science", tmp_path / "again.json", data_dir, "--rescore", str(out)),
+                             tmp_path / "again.json", "bench_science")
+    assert rescored["results"]["PyTorch train() [x, TTA x2]"]["scores"] == \
+        payload["results"]["PyTorch train() [x, TTA x2]"]["scores"]
+
+
+def test_science_ceiling_quick(tmp_path, data_dir):
+    """bench_science --ceiling (no training): regenerated latents reproduce the truth (else it stops), a regression
+    from them beats the train mean by far, and each galaxy's own votes miss the truth by the multinomial noise."""
+    out = tmp_path / "ceiling.json"
+    payload = check_payload(run_script("bench_science", out, data_dir, "--ceiling"), out, "bench_science")
+    rows = {name.split(" (")[0]: scores for name, scores in payload["results"].items()}
+    assert set(rows) == {"latents -> true probabilities", "latents -> training votes", "pixel statistics -> training votes",
+                         "each galaxy's own votes", "train mean"}
+    for split in ("test", "shifted"):
+        pooled = {name: scores[split]["pooled"] for name, scores in rows.items()}
+        assert pooled["latents -> true probabilities"] < 0.5 * pooled["train mean"], pooled
+        assert 0.01 < pooled["each galaxy's own votes"] < 0.15, pooled  # 5 or 40 votes per galaxy
+
+
 @pytest.mark.tf
 def test_predict_quick_tf(tmp_path, data_dir):
     out = tmp_path / "predict.json"

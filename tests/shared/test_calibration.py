@@ -81,3 +81,18 @@ def test_bad_inputs_are_named():
         calibration.fit_concentration_scale(np.ones((2, 5)), np.zeros((2, 5)), SCHEMA)
     with pytest.raises(ValueError, match="calibrate must be True or False"):
         calibration.model_scale(object(), "yes")
+
+
+def test_fit_record_from_batches_equals_one_fit_of_the_concatenation():
+    """The per-epoch route of finetuned trees (batches of any array type) gives the record of one fit to all rows;
+    no galaxies: no record."""
+    rng = np.random.default_rng(3)
+    alpha = rng.uniform(0.5, 20.0, (30, 4))
+    counts = rng.integers(0, 10, (30, 4)).astype(float)
+    groups = [(0, 1), (2, 3)]
+    batches = [(alpha[i:i + 8].tolist(), counts[i:i + 8]) for i in range(0, 30, 8)]  # lists too
+    got = calibration.fit_record_from_batches(batches, ["a", "b"], groups)
+    assert got == calibration.fit_record(counts, alpha, ["a", "b"], groups)
+    assert got["n_galaxies"] == 30
+    assert calibration.fit_record_from_batches([], ["a", "b"], groups) is None
+    assert calibration.fit_record_from_batches([(np.zeros((0, 4)), np.zeros((0, 4)))], ["a", "b"], groups) is None

@@ -29,7 +29,7 @@ from scipy.special import gammaln
 from zoobot.shared.losses_reference import check_question_index_groups
 
 __all__ = ["fit_concentration_scale", "apply_concentration_scale", "calibration_record", "scale_from_record",
-           "fit_record", "model_scale", "scaled_rows", "CHECKPOINT_KEY", "SCALE_BOUNDS"]
+           "fit_record", "fit_record_from_batches", "model_scale", "scaled_rows", "CHECKPOINT_KEY", "SCALE_BOUNDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,38 @@ def fit_record(counts, concentrations, question_names, question_index_groups, sa
             "range %.3f-%.3f), written to %s", record["n_galaxies"], float(np.median(scale)), float(scale.min()),
             float(scale.max()), path)
     return record
+
+
+def fit_record_from_batches(batches, question_names, question_index_groups) -> dict | None:
+    """:func:`fit_record` of ``(concentrations, counts)`` batches, e.g. one validation epoch of a finetuned tree.
+
+    Parameters
+    ----------
+    batches : iterable of (array-like, array-like)
+        Per batch: concentrations (galaxy, answer) and vote counts (galaxy, answer), any array type
+        ``numpy.asarray`` reads (framework tensors on the CPU included).
+    question_names, question_index_groups
+        As in :func:`fit_record`.
+
+    Returns
+    -------
+    dict or None
+        The checkpoint record; None when there were no galaxies (nothing to fit on).
+
+    Examples
+    --------
+    >>> record = fit_record_from_batches([(np.full((4, 2), 5.0), np.array([[3, 0], [0, 3], [3, 0], [0, 3]]))],
+    ...                                  ['ring'], [(0, 1)])
+    >>> record['n_galaxies'], round(record['concentration_scale']['ring'], 2) < 1  # votes are surer than 50/50 says
+    (4, True)
+    """
+    alphas, counts = [], []
+    for alpha, count in batches:
+        alphas.append(np.asarray(alpha, dtype=np.float64))
+        counts.append(np.asarray(count, dtype=np.float64))
+    if not alphas or sum(len(a) for a in alphas) == 0:
+        return None
+    return fit_record(np.concatenate(counts), np.concatenate(alphas), question_names, question_index_groups)
 
 
 def model_scale(model, calibrate) -> np.ndarray | None:

@@ -1735,6 +1735,43 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
         self._save_all_hparams({"schema": schema.to_dict()})
         self.built = True
 
+    # ------------------------------------------------------------------------- calibration
+    #: post-hoc calibration record (zoobot.shared.calibration) of the current weights; None: uncalibrated
+    #: (the same property as ZoobotTree's: stored as JSON text, which Keras does not track)
+    calibration = define_model.ZoobotTree.calibration
+
+    @property
+    def concentration_scale(self):
+        """Per-question scale ``predict_on_catalog.predict`` applies (None when uncalibrated)."""
+        from zoobot.shared.calibration import scale_from_record
+
+        return scale_from_record(self.calibration, [q.text for q in self.schema.questions])
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; with ``validation_data``, the calibration is refitted after every epoch,
+        before any checkpoint callback saves."""
+        if kwargs.get("validation_data") is not None:
+            kwargs["callbacks"] = [_ValidationCalibration(kwargs["validation_data"]), *(kwargs.get("callbacks") or [])]
+        return super().fit(*args, **kwargs)
+
+    def get_config(self):
+        from zoobot.shared.calibration import CHECKPOINT_KEY
+
+        config = super().get_config()
+        if self.calibration:
+            config[CHECKPOINT_KEY] = self.calibration
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        from zoobot.shared.calibration import CHECKPOINT_KEY
+
+        config = dict(config)
+        record = config.pop(CHECKPOINT_KEY, None)
+        model = super().from_config(config)
+        model.calibration = record
+        return model
+
     def _dict_label_keys(self, batch: dict) -> list[str]:
         missing = [c for c in self.label_cols if c not in batch]
         if missing:
@@ -1778,6 +1815,32 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
 
 
 _FINETUNE_CLASS_NAMES = ("FinetuneableZoobotClassifier", "FinetuneableZoobotRegressor", "FinetuneableZoobotTree")
+
+
+class _ValidationCalibration(keras.callbacks.Callback):
+    """Refit a finetuned tree's concentration scale on the validation data at the end of each epoch
+    (:func:`zoobot.shared.calibration.fit_record_from_batches`), as the PyTorch twin does in
+    ``on_validation_epoch_end``."""
+
+    def __init__(self, validation_data):
+        super().__init__()
+        if isinstance(validation_data, (tuple, list)):  # (x, y) arrays, as keras.Model.fit accepts them
+            validation_data = tf.data.Dataset.from_tensor_slices(tuple(validation_data[:2])).batch(256)
+        self.validation_data = validation_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        from zoobot.shared.calibration import fit_record_from_batches
+
+        model = self.model
+        model.calibration = fit_record_from_batches(
+            ((self._concentrations(model, x), model._prepare_labels(y))
+             for x, y in map(model._unpack, self.validation_data)),
+            [q.text for q in model.schema.questions], model.question_index_groups)
+
+    @staticmethod
+    def _concentrations(model, x):
+        features = x if model.replaying_features else model.encode(x, training=False)
+        return model.output_from_features(features, training=False)
 
 
 # =============================================================================================
