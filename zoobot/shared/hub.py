@@ -14,7 +14,7 @@ import pathlib
 from zoobot.shared.errors import missing_dependency, unknown_option_error
 
 __all__ = ["WEIGHT_FILES", "parse_encoder_name", "hub_cache_dir", "hub_offline", "cached_hub_snapshot",
-           "download_hub_snapshot"]
+           "download_hub_snapshot", "parse_encoder_source", "registry_cfg"]
 
 logger = logging.getLogger("zoobot.pretrained")
 
@@ -59,11 +59,38 @@ def parse_encoder_name(name: str) -> tuple[str, str]:
     >>> parse_encoder_name('efficientnet')
     ('timm', 'efficientnet_b0')
     """
+    parsed = parse_encoder_source(name, _accepted_names_hint())
+    if parsed is not None:
+        return parsed
+    from zoobot.shared.training_config import resolve_architecture_name
+
+    architecture = resolve_architecture_name(name.strip())
+    import timm
+
+    if timm.is_model(architecture):
+        return "timm", architecture
+    raise unknown_option_error("encoder name", name, _accepted_names())
+
+
+def parse_encoder_source(name, hint: str) -> tuple[str, str] | None:
+    """The framework-free part of parsing an encoder name, shared by both backends.
+
+    Returns ``('hf-hub', 'owner/repo[@revision]')``, ``('local-dir', folder)``, ``('tiny_cnn', 'tiny_cnn')``
+    or ``('registry', name)``; ``None`` for a plain architecture name, which each backend resolves itself.
+    ``hint`` (the accepted names) ends the error for an empty name.
+
+    Examples
+    --------
+    >>> parse_encoder_source('local-dir:/models/enc', '')
+    ('local-dir', '/models/enc')
+    >>> parse_encoder_source('resnet18', '') is None
+    True
+    """
     if not isinstance(name, str):
         raise TypeError(f"The encoder name must be a string, got {type(name).__name__}: {name!r}")
     name = name.strip()
     if not name:
-        raise ValueError("The encoder name is empty. " + _accepted_names_hint())
+        raise ValueError("The encoder name is empty. " + hint)
     prefix, sep, rest = name.partition(":")
     if sep and len(prefix) > 1:  # 'C:\\...' is a Windows path, not a prefix
         source = prefix.lower().replace("_", "-")
@@ -81,20 +108,12 @@ def parse_encoder_name(name: str) -> tuple[str, str]:
         raise unknown_option_error("encoder name prefix", prefix + ":", ["hf-hub:", "hf_hub:", "local-dir:"])
     if name == "tiny_cnn":
         return "tiny_cnn", name
-    registry_cfg = _registry_cfg(name)
-    if registry_cfg is not None:
+    if registry_cfg(name) is not None:
         return "registry", name
-    from zoobot.shared.training_config import resolve_architecture_name
-
-    architecture = resolve_architecture_name(name)
-    import timm
-
-    if timm.is_model(architecture):
-        return "timm", architecture
-    raise unknown_option_error("encoder name", name, _accepted_names())
+    return None
 
 
-def _registry_cfg(name: str):
+def registry_cfg(name: str):
     """The registry entry for a short name, or None when the registry does not know it."""
     try:
         from zoobot.shared import pretrained

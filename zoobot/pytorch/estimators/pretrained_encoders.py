@@ -29,7 +29,7 @@ from zoobot.pytorch.estimators.encoders import (  # noqa: F401  (re-exported: ch
 )
 from zoobot.shared.hub import (  # noqa: F401  (re-exported: the documented place of the cache helpers)
     WEIGHT_FILES,
-    _registry_cfg,
+    registry_cfg as _registry_cfg,
     cached_hub_snapshot,
     download_hub_snapshot,
     hub_cache_dir,

@@ -29,6 +29,7 @@ from zoobot.shared.zoobot_tree_args import (
     check_output_dim,
     resolve_tree_description,
 )
+from zoobot.shared.hub import registry_cfg as _registry_cfg
 from zoobot.shared.validation import check_fraction, check_int
 from zoobot.tensorflow.distributed import MultiWorkerModelMixin
 from zoobot.tensorflow._compat import (  # noqa: F401  (old names, given here as before)
@@ -165,16 +166,6 @@ def _registry():
     return registry
 
 
-def _registry_cfg(name: str):
-    registry = _registry()
-    if registry is None:
-        return None
-    try:
-        return registry.get_pretrained_cfg(name)
-    except (KeyError, ValueError):
-        return None
-
-
 def _accepted_encoder_names() -> list:
     registry = _registry()
     names = []
@@ -188,33 +179,13 @@ def _accepted_encoder_names() -> list:
 
 def _parse_encoder_name(name) -> tuple:
     """``(source, identifier)``: source in 'tiny_cnn', 'keras', 'local-dir', 'hf-hub', 'registry'."""
+    from zoobot.shared.hub import parse_encoder_source
     from zoobot.shared.training_config import resolve_architecture_name
 
-    if not isinstance(name, str):
-        raise TypeError(f"The encoder name must be a string, got {type(name).__name__}: {name!r}")
-    name = name.strip()
-    if not name:
-        raise ValueError("The encoder name is empty. Accepted: " + ", ".join(_accepted_encoder_names()))
-    prefix, sep, rest = name.partition(":")
-    if sep and len(prefix) > 1:
-        source = prefix.lower().replace("_", "-")
-        if source == "hf-hub":
-            if rest.count("/") != 1 or rest.startswith("/") or rest.split("@")[0].endswith("/"):
-                raise ValueError(
-                    f"Encoder name {name!r}: after 'hf-hub:' give a Hub repo id 'owner/repo', "
-                    "e.g. 'hf-hub:mwalmsley/zoobot-encoder-convnext_nano'."
-                )
-            return "hf-hub", rest
-        if source == "local-dir":
-            if not rest:
-                raise ValueError(f"Encoder name {name!r}: give a folder after 'local-dir:'.")
-            return "local-dir", rest
-        raise unknown_option_error("encoder name prefix", prefix + ":", ["hf-hub:", "hf_hub:", "local-dir:"])
-    if name == "tiny_cnn":
-        return "tiny_cnn", name
-    if _registry_cfg(name) is not None:
-        return "registry", name
-    architecture = resolve_architecture_name(name)
+    parsed = parse_encoder_source(name, "Accepted: " + ", ".join(_accepted_encoder_names()))
+    if parsed is not None:
+        return parsed
+    architecture = resolve_architecture_name(name.strip())
     if architecture in ENCODER_NAMES:
         return "keras", architecture
     raise unknown_option_error("encoder name (TensorFlow)", name, _accepted_encoder_names())

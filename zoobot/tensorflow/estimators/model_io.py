@@ -21,7 +21,7 @@ import tensorflow as tf
 from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, check_pixel_range, unknown_option_error
 
-__all__ = ["load_zoobot_model", "check_images"]
+__all__ = ["load_zoobot_model", "check_images", "read_keras_config"]
 
 # the loading path of the .keras file being deserialised, named in E11 messages
 _LOADING_PATH = contextvars.ContextVar("zoobot_keras_loading_path", default=None)
@@ -108,7 +108,8 @@ def check_images(images, channels, where="the data") -> None:
     check_pixel_range(float(tf.reduce_min(values)), float(tf.reduce_max(values)), layout="NHWC")
 
 
-def _read_keras_config(path: pathlib.Path) -> dict:
+def read_keras_config(path: pathlib.Path) -> dict:
+    """The ``config.json`` inside a ``.keras`` file (a zip), or a ValueError naming the file."""
     try:
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read("config.json"))
@@ -118,7 +119,7 @@ def _read_keras_config(path: pathlib.Path) -> dict:
 
 def _check_keras_file_version(path: pathlib.Path) -> None:
     """E11 for zoobot models (their config records the versions); other Keras files are not checked."""
-    config = _read_keras_config(path)
+    config = read_keras_config(path)
     registered = str(config.get("registered_name") or "")
     if registered.startswith("zoobot>"):
         checkpoints.check_format_version(config.get("config") or {}, path)
@@ -148,7 +149,7 @@ def load_zoobot_model(path, compile=True) -> keras.Model:
         raise FileNotFoundError(f"No .keras file at {path}")
     if path.suffix != ".keras":
         raise unknown_option_error("model file extension", path.suffix, [".keras"])
-    config = _read_keras_config(path)
+    config = read_keras_config(path)
     registered = str(config.get("registered_name") or "")
     zoobot_model = registered.startswith("zoobot>")
     token = _LOADING_PATH.set(str(path))
@@ -173,3 +174,6 @@ def _versions_checked():
         yield
     finally:
         _VERSIONS_CHECKED.reset(token)
+
+
+_read_keras_config = read_keras_config  # the name define_model re-exports

@@ -77,13 +77,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import json
 import logging
 import os
 import pathlib
 import re
 import warnings
-import zipfile
 
 import keras
 import numpy as np
@@ -94,6 +92,7 @@ from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_
 from zoobot.shared.training_config import FinetuneConfig
 from zoobot.shared.validation import check_fraction, check_int
 from zoobot.tensorflow.estimators import define_model, pretrained_encoders
+from zoobot.tensorflow.estimators.model_io import read_keras_config as _read_keras_config
 from zoobot.tensorflow.training import trainer as trainer_module
 from zoobot.tensorflow.training.callbacks import LABEL_ERROR_MARKER, NONFINITE_LOSS_MARKER, all_layers
 from zoobot.tensorflow.training.feature_cache import FeatureCache
@@ -1351,14 +1350,6 @@ def _copy_weights(source, target, path, strict: bool) -> None:
             continue
         for a, b in zip(src_w, dst_w):
             b.assign(a)
-
-
-def _read_keras_config(path: pathlib.Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a readable .keras file ({err}).") from None
 
 
 def _load_zoobot_file(checkpoint_loc):
