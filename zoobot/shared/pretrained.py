@@ -1,16 +1,13 @@
 """Registry of zoobot's pretrained encoders and the metadata needed to use them.
 
 The encoders released with Zoobot live on the Hugging Face Hub as ``mwalmsley/zoobot-encoder-<timm
-name>`` (timm models trained on Galaxy Zoo votes). Each entry records where the weights are, which
-timm architecture reads them, how many channels and what input size and pixel scale the model expects,
-which file each backend loads, and how to cite it. Backends (``create_encoder``, the finetuning
-classes) read this registry; nothing here downloads anything.
+name>``. Each entry records where the weights are, which architecture reads them, the channels, input
+size and pixel scale expected, which backends load it and how to cite it. Nothing here downloads.
 
 Names accepted everywhere a pretrained model is named:
 
 - a short registry name, e.g. ``'zoobot-encoder-convnext_nano'`` (see :func:`list_pretrained`);
-- ``'hf-hub:owner/repo'`` (or the legacy ``'hf_hub:owner/repo'`` of the seed documents, normalised to
-  ``'hf-hub:'``). Repos in the registry get their registry entry; any other repo is accepted too, with
+- ``'hf-hub:owner/repo'`` (or the legacy ``'hf_hub:owner/repo'``, normalised to ``'hf-hub:'``). Repos in the registry get their registry entry; any other repo is accepted too, with
   ``architecture=None``: the backend then reads it from the repo's ``config.json``;
 - ``'local-dir:/path/to/folder'``, a folder holding the same files as a hub repo.
 

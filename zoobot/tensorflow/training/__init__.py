@@ -1,4 +1,4 @@
-"""Training with Keras (api.md 3.5-3.7).
+"""Training with Keras (docs/guides/training_from_scratch_tensorflow.md, docs/guides/finetuning.md).
 
 - ``losses``: the Dirichlet-multinomial loss (``get_multiquestion_loss``, seed snippet
   ``from zoobot.tensorflow.training import losses``);

@@ -1,53 +1,18 @@
 """Fast finetuning with a frozen encoder: compute each image's features once, reuse them every epoch (Keras).
 
-The twin of :mod:`zoobot.pytorch.training.feature_cache`. When no encoder weight trains
-(``n_blocks=0``), the encoder is a fixed function: the same image always gives the same features.
-Running it every epoch is most of the cost of finetuning a head on a laptop. The finetuning models
-(``cache_features=None``, the default, or ``True``) avoid it in one of two ways, chosen by the
-:class:`~zoobot.tensorflow.training.trainer.Trainer` at the start of each ``fit``.
+The twin of :mod:`zoobot.pytorch.training.feature_cache`. With ``n_blocks=0`` the encoder is a fixed
+function of the image, and running it every epoch is most of the cost of finetuning a head. Two ways
+avoid it, chosen at the start of each ``fit``:
 
-1. Feature replay (:class:`FeatureReplay`): no image is read after the first pass
--------------------------------------------------------------------------------
-Taken when the encoder is frozen, the fit's data comes from zoobot's TF
-:class:`~zoobot.tensorflow.datasets.GalaxyDataModule` (``trainer.fit(model, datamodule)``), its
-training and validation transforms are known to be deterministic (:func:`is_deterministic_transform`:
-zoobot's ``EvalTransform``, or no transform) and the features fit under :class:`FeatureCache`'s
-``max_bytes``. The default ``TrainTransform`` is random, so ask for it::
+1. :class:`FeatureReplay` (run by ``FeatureReplayCallback``): the fit's data comes from zoobot's
+   ``GalaxyDataModule`` with deterministic transforms (:func:`is_deterministic_transform`, e.g.
+   ``train_transform=EvalTransform(...)``); every train and val row is encoded once when the first
+   epoch begins and Keras then trains the head on ``(features, labels)`` datasets with the same shuffling.
+2. :class:`FeatureCache`, every other case: keyed by a 64-bit fingerprint of each image's exact bytes
+   (:func:`image_fingerprints`), inside the compiled steps, so stale features are never served; with
+   random augmentations lookups miss and caching switches itself off (hit rate below :data:`MIN_HIT_RATE`).
 
-    datamodule = GalaxyDataModule(label_cols, catalog=catalog, batch_size=64,
-                                  train_transform=EvalTransform(channels=3, resize_after_crop=224))
-
-When the first epoch begins (after every other callback's ``on_epoch_begin``, so anyone timing epochs
-sees it inside epoch 1) the encoder runs once (inference mode, compiled with a fixed input signature,
-a progress bar) over every train and val row, through the data module's own loading and transforms
-(same failure handling). Keras is given ``(features, labels)`` datasets with the image pipelines'
-shuffling (the data module's seed, a new order each epoch), batch size and drop-remainder rule, and
-the train/test steps run the head alone. Loss, metrics, logging, callbacks, checkpoints, early
-stopping and the returned history are unchanged; ``test``/``predict`` after ``fit`` read images as
-usual. Memory: ``n_rows x feature_dim x 4`` bytes for train + val, freed at the end of ``fit``. The
-INFO log says which path was taken and why.
-
-2. Content-keyed cache (:class:`FeatureCache`): every other case
-----------------------------------------------------------------
-User ``tf.data`` datasets, custom or random transforms. Batches carry no sample index
-(``(images, labels)`` as from any ``tf.data`` pipeline), so the cache is keyed by the image itself: a
-64-bit fingerprint of its exact bytes (:func:`image_fingerprints`, ``tf.fingerprint`` / farmhash64),
-computed inside the graph. A hit therefore means the encoder would see bitwise the same input, and the
-cached features are what it would compute. Consequences:
-
-- it needs no cooperation from the data pipeline: any dataset, any shuffling, tuple or dict batches;
-- it can never train on stale features: with random augmentations (the default
-  ``GalaxyDataModule`` training transform) the images differ every epoch, lookups miss, and the
-  Trainer switches caching of training images off (from the start for the default random
-  ``TrainTransform``; otherwise after the second epoch, when the hit rate is below
-  :data:`MIN_HIT_RATE`);
-- validation images (always deterministic) are cached too.
-
-Everything happens inside the compiled train/test steps (``tf.lookup`` hash tables, ``tf.cond``), so
-the encoder appears once in the graph and runs only on the images of a batch not seen before. The
-images are still read and decoded by the data pipeline in later epochs; only the encoder's forward
-pass is skipped. Memory: ``n_images x feature_dim x 4`` bytes per stage (e.g. 5 MB for 1,000 galaxies
-and EfficientNetB0's 1280 features), capped by ``max_bytes``.
+Details and measurements: docs/guides/finetuning.md ("Fast head-only finetuning: feature replay").
 """
 from __future__ import annotations
 

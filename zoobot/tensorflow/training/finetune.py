@@ -1,76 +1,15 @@
-"""Finetune a pretrained Zoobot encoder on your own labels, with Keras (api.md 3.7).
+"""Finetune a pretrained Zoobot encoder on your own labels, with Keras (docs/guides/finetuning.md).
 
 The twin of :mod:`zoobot.pytorch.training.finetune`: the same classes, arguments, defaults and
-behaviour, as ``keras.Model`` subclasses. The usual case: a few hundred labelled galaxies, a
-pretrained encoder, a laptop::
-
-    from zoobot.tensorflow.training import finetune
-
-    model = finetune.FinetuneableZoobotClassifier(
-        zoobot_checkpoint_loc='pretrained/checkpoints/best.keras', num_classes=2, n_blocks=0)
-    trainer = finetune.get_trainer(save_dir, accelerator='cpu', max_epochs=100)
-    trainer.fit(model, datamodule)      # compiles the model itself: never call compile
-    best = finetune.FinetuneableZoobotClassifier.load_from_checkpoint(
-        trainer.checkpoint_callback.best_model_path)
-    probabilities = best.predict(pred_dataset)                                      # (N, 2)
-
-Read top to bottom:
-
-1. loss helpers and :class:`LinearHead`;
-2. encoder blocks: which Keras layers ``n_blocks`` unfreezes, per architecture;
-3. :class:`LayerwiseAdamW`, the optimiser giving each block its own learning rate;
-4. :class:`FinetuneableZoobotAbstract`: the encoder (exactly one of ``name``, ``encoder``,
-   ``zoobot_checkpoint_loc``), freezing, the train/test/predict steps (with the
-   :class:`~zoobot.tensorflow.training.feature_cache.FeatureCache` of a frozen encoder),
-   ``predict``, ``.keras`` files;
-5. the three tasks: :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
-   :class:`FinetuneableZoobotTree`;
-6. :func:`get_trainer` (the :class:`~zoobot.tensorflow.training.trainer.Trainer` does the fitting),
-   :func:`load_pretrained_zoobot` and the upstream :func:`run_finetuning`.
-
-Which weights train
--------------------
-The encoder is cut into *blocks* by Keras layer-name prefix (table below, input side first). The
-head always trains at ``learning_rate``. The top ``n_blocks`` blocks train too, block ``i``
-(``i = 0`` the one nearest the head) at ``learning_rate * lr_decay**i``; ``n_blocks=-1`` trains
-every block; ``from_scratch=True`` trains everything at ``learning_rate``. Layers of frozen blocks
-get ``trainable = False``, so their BatchNorm layers run in inference mode (statistics fixed) and
-their dropout layers are off during training, as PyTorch's ``eval()`` -- unless
-``always_train_batchnorm=True``: then the BatchNorm layers of frozen blocks keep updating their
-statistics and their affine weights train at the lowest learning rate of the trained blocks
-(``learning_rate`` if none). Each weight gets its own learning rate inside one AdamW
-(:class:`LayerwiseAdamW`), exactly as PyTorch's parameter groups; gradients are never rescaled
-(which would not change Adam's steps).
-
-==============  ==============================================================================
-architecture    blocks, input side first (layers between blocks join the block before them)
-==============  ==============================================================================
-EfficientNet    ``stem``, ``block1`` .. ``block7`` (V2: .. ``block6``), ``top`` (``top_conv``/``top_bn``)
-ResNet          ``conv1`` (+ ``pool1``), ``conv2`` .. ``conv5``
-ConvNeXt        ``stem``, ``stage_0`` .. ``stage_3`` (``downsampling_block_i`` opens ``stage_{i+1}``;
-                the final LayerNormalization joins ``stage_3``)
-tiny_cnn        ``block1`` .. ``block4``
-==============  ==============================================================================
-
-Fast frozen encoder (``cache_features``)
-----------------------------------------
-With a frozen encoder (``n_blocks=0``) the features of an image never change, so by default
-(``cache_features=None``) they are computed once and reused: see
-:mod:`zoobot.tensorflow.training.feature_cache`. With a ``GalaxyDataModule`` whose training
-transform is deterministic (``train_transform=EvalTransform(...)``) every image is read and encoded
-once, at the start of the first epoch, and later epochs train the head on the stored features
-without reading any image (*feature replay*). Otherwise images are recognised by their exact
-content, so stale features are never served: with random augmentations (the default) nothing can
-be reused and the cache switches itself off. **For the speed-up give the data module a
-deterministic training transform.** ``cache_features=True`` insists (error if the encoder trains;
-warning if nothing could be reused); ``False`` never caches.
-
-Checkpoints
------------
-``.keras`` files. Their config holds the hyperparameters as JSON primitives (plus
-``zoobot_version`` and ``format_version``, checked on load: E11) and the encoder's Keras
-architecture, so :meth:`~FinetuneableZoobotAbstract.load_from_checkpoint` rebuilds any encoder --
-also a custom ``encoder=`` -- offline, without downloading anything.
+behaviour, as ``keras.Model`` subclasses. Read top to bottom: loss helpers and :class:`LinearHead`;
+the encoder blocks that ``n_blocks`` unfreezes, per architecture; :class:`LayerwiseAdamW` (one learning
+rate per block inside one AdamW); :class:`FinetuneableZoobotAbstract` (the encoder from exactly one of
+``name``, ``encoder``, ``zoobot_checkpoint_loc``; freezing; the train/test/predict steps; ``.keras``
+files); the three tasks :class:`FinetuneableZoobotClassifier`, :class:`FinetuneableZoobotRegressor`,
+:class:`FinetuneableZoobotTree`; then :func:`get_trainer` (a
+:class:`~zoobot.tensorflow.training.trainer.Trainer` fits), :func:`load_pretrained_zoobot` and the
+upstream :func:`run_finetuning`. Which weights train, feature replay and the checkpoint format are in
+docs/guides/finetuning.md ("How finetuning works inside (TensorFlow)").
 """
 from __future__ import annotations
 
@@ -1695,7 +1634,7 @@ class FinetuneableZoobotTree(FinetuneableZoobotAbstract):
     Notes
     -----
     Head: dropout (``dropout_prob``, off at prediction) -> dense -> ``1 + 100 * sigmoid``. Loss of
-    api.md 1.5 (sum over questions, mean over galaxies). ``predict`` returns concentrations
+    the Dirichlet-multinomial loss (sum over questions, mean over galaxies). ``predict`` returns concentrations
     (N, n_answers). Logged: ``finetuning/{train,val,test}_loss``.
 
     Examples
@@ -1946,7 +1885,7 @@ _RUN_TRAINER_KEYS = {"max_epochs", "epochs", "n_epochs", "patience", "accelerato
 
 
 def run_finetuning(config, encoder, train_dataset, val_dataset, test_dataset, save_dir):
-    """Finetune ``encoder`` on datasets in one call [U1]: a thin wrapper around the finetuning classes.
+    """Finetune ``encoder`` on datasets in one call (upstream 1.x): a thin wrapper around the finetuning classes.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Representations: the encoder's features of every galaxy in a catalog (api.md 3.7, 2.6, 4.4).
+"""Representations: the encoder's features of every galaxy in a catalog (docs/components/predictions_and_representations.md).
 
 The twin of :mod:`zoobot.pytorch.training.representations`. A trained encoder turns each image into a
 vector (e.g. 1280 numbers for EfficientNet-B0) that sums up its morphology; use it for similarity

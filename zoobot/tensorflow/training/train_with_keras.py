@@ -178,12 +178,12 @@ def train(
         train and val are required together, and no catalog may be given. Shards hold
         ``schema.label_cols``.
     requested_img_size : int, optional, keyword-only
-        [U1] With shards: resize the stored images to this size before augmentation. With catalogs
+        (Upstream 1.x.) With shards: resize the stored images to this size before augmentation. With catalogs
         images are decoded at their own size (the argument is then unused, with a warning).
     always_augment : bool, keyword-only
-        [U1] Augment validation and test images too (test-time augmentation).
+        (Upstream 1.x.) Augment validation and test images too (test-time augmentation).
     eager : bool, keyword-only
-        [U1] Run Keras eagerly (``run_eagerly=True``), for debugging.
+        (Upstream 1.x.) Run Keras eagerly (``run_eagerly=True``), for debugging.
 
     Returns
     -------
@@ -441,7 +441,7 @@ def _shard_dataset(records, config: TrainConfig, global_batch_size: int, train: 
 
     def to_example(element, image_seed):
         image = element["matrix"]
-        if requested is not None:  # [U1] the size images are loaded at, before augmentation
+        if requested is not None:  # (upstream 1.x) the size images are loaded at, before augmentation
             image = tf.clip_by_value(tf.image.resize(image_to_float(image), (requested, requested), antialias=True),
                                      0.0, 1.0)
         labels = tf.stack([element[col] for col in label_cols], axis=-1)
