@@ -24,12 +24,12 @@ from torch import nn
 
 from zoobot.shared import calibration
 from zoobot.shared.errors import unknown_option_error
+from zoobot.shared import prediction_runner  # run_chunked_prediction is called through the module (tests swap it)
 from zoobot.shared.prediction_runner import (
     ModelSpec,
     check_predict_arguments,
     plan_prediction,
     requested_dropout,
-    run_chunked_prediction,
 )
 from zoobot.shared.validation import is_int
 
@@ -161,7 +161,7 @@ def predict(
     if runner.distributed:
         return _predict_distributed(runner, plan, save_loc, common)
     rows = calibration.scaled_rows(runner.predict_rows, plan.scale, spec.schema)
-    return run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
+    return prediction_runner.run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
 
 
 def _predict_distributed(runner, plan, save_loc, common) -> np.ndarray:
@@ -180,7 +180,7 @@ def _predict_distributed(runner, plan, save_loc, common) -> np.ndarray:
 
     if not runner.is_global_zero:
         common.pop("resume_key", None)
-    predictions = run_chunked_prediction(
+    predictions = prediction_runner.run_chunked_prediction(
         catalog, calibration.scaled_rows(gathered_rows, plan.scale, plan.spec.schema),
         save_loc=save_loc if runner.is_global_zero else None, progress=runner.is_global_zero, **common
     )

@@ -23,12 +23,12 @@ import tensorflow as tf
 
 from zoobot.shared import calibration
 from zoobot.shared.errors import ImageLoadError, unknown_option_error
+from zoobot.shared import prediction_runner  # run_chunked_prediction is called through the module (tests swap it)
 from zoobot.shared.prediction_runner import (
     ModelSpec,
     check_predict_arguments,
     plan_prediction,
     requested_dropout,
-    run_chunked_prediction,
 )
 from zoobot.shared.validation import is_int
 
@@ -157,7 +157,7 @@ def predict(
     runner = _Runner(plan, requested_dropout(model, args.test_time_dropout), device)
     common = plan.run_kwargs(save_loc, "tensorflow", runner.dropout_active, lambda: _weight_records(model))
     rows = calibration.scaled_rows(runner.predict_rows, plan.scale, spec.schema)
-    return run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
+    return prediction_runner.run_chunked_prediction(plan.catalog, rows, save_loc=save_loc, **common)
 
 
 # ---------------------------------------------------------------------------------------------
