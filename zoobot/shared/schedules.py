@@ -43,6 +43,8 @@ _KEYS = {
 def normalise_scheduler_params(params: Mapping | None) -> dict | None:
     """Turn any accepted spelling of ``scheduler_params`` into the canonical dict.
 
+    Over 80 lines: one check per accepted spelling of the scheduler settings, read top to bottom.
+
     Parameters
     ----------
     params : dict or None
