@@ -150,6 +150,11 @@ def test_predicting_imports_neither_framework(jpg_catalog, tmp_path):
                   '--save-loc', {str(tmp_path / 'b.parquet')!r}, '--n-samples', '2', '--summary'])
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
+        try:
+            main(['representations', '--catalog', {str(catalog_path)!r}, '--model', {str(MODEL)!r},
+                  '--save-loc', {str(tmp_path / 'reps.parquet')!r}])
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
         print(json.dumps(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))
     """)
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[2])}
@@ -159,6 +164,9 @@ def test_predicting_imports_neither_framework(jpg_catalog, tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     assert (tmp_path / "a.parquet").exists() and (tmp_path / "b.parquet").exists()
     assert (tmp_path / "b_friendly.parquet").exists()
+    reps = pd.read_parquet(tmp_path / "reps.parquet")  # the CLI's features equal the Python function's
+    np.testing.assert_allclose(reps.filter(like="feat_").to_numpy(),
+                               get_representations(jpg_catalog, MODEL).filter(like="feat_").to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(load(tmp_path / "b.parquet")[1].shape, (len(jpg_catalog), 34, 2))
 
 

@@ -158,6 +158,9 @@ def _predict_onnx(catalog, checkpoint, name, onnx_model, save_loc, n_samples, ba
               help="Model saved by `zoobot train` / `zoobot finetune`; its encoder is used.")
 @click.option("--name", default=None, metavar="NAME",
               help="Pretrained encoder, e.g. hf-hub:mwalmsley/zoobot-encoder-convnext_nano (needs network once).")
+@click.option("--model", "onnx_model", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              default=None, help="Exported .onnx model (`zoobot export --format onnx`): its encoder's features, "
+                                 "with ONNX Runtime and no deep-learning framework (docs/guides/onnx.md).")
 @click.option("--save-loc", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Output .parquet: id_str, feat_0 .. feat_{d-1}.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -167,7 +170,7 @@ def _predict_onnx(catalog, checkpoint, name, onnx_model, save_loc, n_samples, ba
 @click.option("--pca", "pca_components", type=click.IntRange(min=1), default=None, metavar="N",
               help="Also write the first N principal components to <stem>_pca.parquet (needs scikit-learn).")
 @common_options
-def representations_command(catalog, checkpoint, name, save_loc, batch_size, num_workers, resize_size,
+def representations_command(catalog, checkpoint, name, onnx_model, save_loc, batch_size, num_workers, resize_size,
                             pca_components):
     """Encoder features ("representations") of every galaxy, for similarity search, clustering, etc.
 
@@ -176,16 +179,27 @@ def representations_command(catalog, checkpoint, name, save_loc, batch_size, num
       zoobot representations --catalog galaxies.csv --checkpoint results/run/checkpoints/last.ckpt \\
           --save-loc representations.parquet --pca 10
     """
-    _check_source(checkpoint, name)
+    if onnx_model is not None and (checkpoint is not None or name is not None):
+        raise click.UsageError("Give one of --checkpoint PATH, --name NAME or --model X.onnx.")
+    if onnx_model is None:
+        _check_source(checkpoint, name)
     if pathlib.Path(save_loc).suffix.lower() != ".parquet":
         raise click.BadParameter("representations are written as .parquet", param_hint="--save-loc")
     frame = _read_catalog(catalog)
-    representations = backend_module("training.representations")
-    model = load_model(checkpoint) if checkpoint is not None else name
-    table = representations.get_representations(
-        frame, model, save_loc=str(save_loc), batch_size=batch_size,
-        datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
-    )
+    if onnx_model is not None:
+        if resize_size is not None:
+            raise click.UsageError("--resize-size does not apply to an .onnx model (its input size is fixed).")
+        from zoobot.onnx import get_representations
+
+        table = get_representations(frame, onnx_model, save_loc=str(save_loc), batch_size=batch_size,
+                                    num_workers=num_workers)
+    else:
+        representations = backend_module("training.representations")
+        model = load_model(checkpoint) if checkpoint is not None else name
+        table = representations.get_representations(
+            frame, model, save_loc=str(save_loc), batch_size=batch_size,
+            datamodule_kwargs=_datamodule_kwargs(batch_size, num_workers, resize_size, checkpoint, model),
+        )
     n_features = sum(1 for c in table.columns if str(c).startswith("feat_"))
     click.echo(f"Wrote {n_features} features for {len(table)} galaxies to {save_loc}")
     if pca_components is not None:
