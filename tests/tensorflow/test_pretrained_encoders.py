@@ -204,7 +204,7 @@ def test_block_tables_cover_other_keras_hub_families(architecture, expected):
     assert len(in_blocks) == len(set(in_blocks)) == len(backbone.weights)
 
 
-@pytest.mark.slow  # the page's other blocks are in the slow docs suite too
+# runs by default (about 15 s): the finetuning guide promises TensorFlow users this snippet works
 def test_finetuning_guide_hub_snippet_runs_against_a_local_cache(offline_hub, tmp_path):  # noqa: F811
     """The TensorFlow hf_hub: block of docs/guides/finetuning.md, run as written, with the cache in HF_HOME."""
     from tests.docs.snippets import REPO, parse_page, script_for
