@@ -34,7 +34,7 @@ def _run(args, cwd, timeout=900):
 def test_every_readme_command_line_parses(tmp_path):
     commands = _commands()
     names = [next(a for a in args if not a.startswith("-") and a not in ("pytorch", "tensorflow")) for args in commands]
-    assert names == ["demo", "schemas", "train", "finetune", "predict", "shard"]
+    assert names == ["demo", "schemas", "train", "finetune", "predict", "export", "predict", "shard"]
     for args in commands:
         result = _run([*args, "--help"], tmp_path, timeout=120)
         assert result.returncode == 0, f"zoobot {' '.join(args)}\n{result.stderr[-2000:]}"
@@ -42,8 +42,11 @@ def test_every_readme_command_line_parses(tmp_path):
     rings = shard[shard.index("--catalog") + 1]
     assert "rings" in rings and shard[shard.index("--columns") + 1] == "ring"  # the column is in that catalog
     for args in commands:
-        if "predict" in args:
+        if "predict" in args and "--model" not in args:
             assert args[args.index("--checkpoint") + 1].endswith("/best.ckpt")
+    export = next(args for args in commands if "export" in args)
+    onnx_predict = next(args for args in commands if "--model" in args)
+    assert onnx_predict[onnx_predict.index("--model") + 1] == export[export.index("--out") + 1]  # the exported file
 
 
 @pytest.mark.slow
@@ -54,5 +57,5 @@ def test_readme_command_lines_run_as_written(tmp_path):
         result = _run(args, tmp_path)
         assert result.returncode == 0, f"zoobot {' '.join(args)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     for path in ("zoobot_demo/report.md", "results/run/best.ckpt", "results/rings/best.ckpt", "predictions.parquet",
-                 "shards/shard_config.json"):
+                 "rings.onnx", "predictions_onnx.parquet", "shards/shard_config.json"):
         assert (tmp_path / path).is_file(), path
