@@ -4,7 +4,6 @@ What the folder gives in TensorFlow (features within 1e-4, finetuning) is tested
 tests/tensorflow/test_pretrained_encoders.py; here: the command, the files, the weights, the errors.
 """
 import gzip
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -78,12 +77,12 @@ def test_export_refuses_an_encoder_that_is_not_timm(tmp_path):
 
 
 def test_export_onnx_dispatches_to_the_backend(resnet_tree_checkpoint, tmp_path):
-    if importlib.util.find_spec("zoobot.pytorch.onnx_export") is None:
-        pytest.skip("zoobot.pytorch.onnx_export is not in this installation yet")
+    from zoobot.onnx import read_metadata
+
     out = tmp_path / "encoder.onnx"
     result = run_zoobot("export", "--checkpoint", resnet_tree_checkpoint, "--out", out, "--format", "onnx")
     assert result.returncode == 0, describe(result)
-    assert out.exists()
+    assert read_metadata(out)["zoobot_backend"] == "pytorch"  # the PyTorch exporter wrote it
 
 
 @pytest.mark.tf
