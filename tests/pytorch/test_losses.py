@@ -188,3 +188,52 @@ def test_half_precision_predictions_are_computed_in_float32():
     assert loss.dtype == torch.float32
     expected = dirichlet_multinomial_nll(counts, predictions.to(torch.bfloat16).double().numpy(), GROUPS)
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-4, atol=1e-3)
+
+
+def _scipy_fraction_nll(counts, concentrations, groups):
+    """Independent reference: scipy's multinomial log-pmf of each question's votes at alpha / sum(alpha)."""
+    from scipy import stats
+
+    out = np.zeros((counts.shape[0], len(groups)))
+    for i in range(counts.shape[0]):
+        for q, (start, end) in enumerate(groups):
+            votes = counts[i, start:end + 1]
+            if votes.sum() > 0:
+                alpha = concentrations[i, start:end + 1]
+                out[i, q] = -stats.multinomial.logpmf(votes, n=votes.sum(), p=alpha / alpha.sum())
+    return out
+
+
+def test_vote_fraction_nll_is_scipys_multinomial_at_the_dirichlet_mean():
+    from zoobot.pytorch.estimators.losses import vote_fraction_nll
+
+    counts, conc, labels, predictions = random_batch(dtype=torch.float64)
+    expected = _scipy_fraction_nll(counts, conc, GROUPS)
+    np.testing.assert_allclose(vote_fraction_nll(labels, predictions, GROUPS).numpy(), expected, rtol=1e-10,
+                               atol=1e-10)
+    # it sees the fractions only: scaling a galaxy's concentrations changes nothing
+    np.testing.assert_allclose(vote_fraction_nll(labels, 7.5 * predictions, GROUPS).numpy(), expected, rtol=1e-10,
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="answer columns but question_index_groups expect"):
+        vote_fraction_nll(labels[:, :5], predictions[:, :5], GROUPS)
+
+
+def test_tree_training_step_adds_the_weighted_fraction_loss_and_validation_does_not():
+    counts, conc, labels, _ = random_batch(n_galaxies=6, dtype=torch.float32)
+    model = define_model.ZoobotTree(output_dim=SCHEMA.n_answers, schema=SCHEMA, architecture_name="tiny_cnn",
+                                    channels=1, test_time_dropout=False)
+    model.eval()  # no dropout: the same predictions in both steps
+    images = torch.rand(6, 1, 32, 32)
+    with torch.no_grad():
+        alpha = model(images).double().numpy()
+    dm = dirichlet_multinomial_nll(counts, alpha, GROUPS).sum(axis=1).mean()
+    fraction = _scipy_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
+    model.fraction_loss_weight = 2.5
+    with pytest.warns(UserWarning, match="self.log"), torch.no_grad():  # no Trainer attached: Lightning warns
+        train_loss = float(model.training_step((images, labels), 0))
+        val_loss = float(model.validation_step((images, labels), 0))
+    assert val_loss == pytest.approx(dm, rel=1e-5)
+    assert train_loss == pytest.approx(dm + 2.5 * fraction, rel=1e-5)
+    model.fraction_loss_weight = 0.0
+    with pytest.warns(UserWarning, match="self.log"), torch.no_grad():
+        assert float(model.training_step((images, labels), 0)) == pytest.approx(dm, rel=1e-5)

@@ -149,3 +149,46 @@ def test_serialisable_and_usable_in_compile(tmp_path):
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(reloaded.loss, losses.MultiquestionLoss)
+
+
+def _scipy_fraction_nll(counts, concentrations, groups):
+    """Independent reference: scipy's multinomial log-pmf of each question's votes at alpha / sum(alpha)."""
+    from scipy import stats
+
+    out = np.zeros((counts.shape[0], len(groups)))
+    for i in range(counts.shape[0]):
+        for q, (start, end) in enumerate(groups):
+            votes = counts[i, start:end + 1]
+            if votes.sum() > 0:
+                alpha = concentrations[i, start:end + 1].astype(np.float64)
+                out[i, q] = -stats.multinomial.logpmf(votes, n=votes.sum(), p=alpha / alpha.sum())
+    return out
+
+
+def test_vote_fraction_nll_is_scipys_multinomial_at_the_dirichlet_mean():
+    from zoobot.tensorflow.estimators.losses import VoteFractionLoss, vote_fraction_nll
+
+    counts, alpha = random_batch()
+    expected = _scipy_fraction_nll(counts, alpha, GROUPS)
+    got = vote_fraction_nll(counts.astype(np.float64), alpha.astype(np.float64), GROUPS).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(vote_fraction_nll(counts, 7.5 * alpha, GROUPS).numpy(), expected, rtol=1e-4,
+                               atol=1e-4)
+    assert float(VoteFractionLoss(GROUPS)(counts, alpha)) == pytest.approx(expected.sum(axis=1).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="answer columns but question_index_groups expect"):
+        vote_fraction_nll(counts[:, :5], alpha[:, :5], GROUPS)
+
+
+def test_tree_compute_loss_adds_the_weighted_fraction_loss_only_while_training():
+    from zoobot.tensorflow.estimators.define_model import ZoobotTree
+
+    counts, alpha = random_batch(batch=6)
+    model = ZoobotTree(output_dim=SCHEMA.n_answers, schema=SCHEMA, architecture_name="tiny_cnn", channels=1)
+    dm = dirichlet_multinomial_nll(counts.astype(np.float64), alpha.astype(np.float64), GROUPS).sum(axis=1).mean()
+    fraction = _scipy_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
+    assert model.fraction_loss_weight == 0.0
+    model.fraction_loss_weight = 2.5
+    train_loss = float(model.compute_loss(y=counts, y_pred=alpha, training=True))
+    val_loss = float(model.compute_loss(y=counts, y_pred=alpha, training=False))
+    assert val_loss == pytest.approx(dm, rel=1e-5)
+    assert train_loss == pytest.approx(dm + 2.5 * fraction, rel=1e-5)

@@ -174,6 +174,12 @@ DEFAULT_TRAIN_MIN_LR_FACTOR = 0.01
 #: questions (how-rounded, bar, merging) were then predicted worse than the training mean. Stored in the
 #: checkpoint (``zoobot_concentration_floor``); checkpoints without it keep 1.
 DEFAULT_TRAIN_CONCENTRATION_FLOOR = 0.1
+#: Weight of the vote-fraction loss that ``train()`` adds to the Dirichlet-multinomial loss while training
+#: (``model.fraction_loss_weight``; issue 13): the multinomial NLL of the votes under the predicted fractions
+#: ``alpha / sum(alpha)``. Where the network is unsure, the Dirichlet-multinomial loss prefers a small total
+#: concentration and then hardly constrains the fractions; this term keeps teaching them. Validation losses
+#: (early stopping, checkpoint choice, calibration) stay the Dirichlet-multinomial NLL alone.
+DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT = 1.0
 #: What ``train()`` records for an explicit constant schedule (``{}`` or ``{'name': 'constant'}``), so that
 #: None keeps meaning "the default recipe".
 CONSTANT = {"name": "constant"}

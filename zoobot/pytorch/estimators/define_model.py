@@ -401,6 +401,9 @@ class ZoobotTree(L.LightningModule):
         self.predict_n_samples: int | None = None
         #: post-hoc calibration record (zoobot.shared.calibration), set by train(); None: uncalibrated
         self.calibration: dict | None = None
+        #: weight of the vote-fraction term added to the training loss (losses.vote_fraction_nll); 0 unless
+        #: set, e.g. by train() (docs/guides/training_recipe.md). Validation and test losses never include it.
+        self.fraction_loss_weight = 0.0
 
         self.encoder = get_encoder(architecture_name, channels=channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, channels=channels)
@@ -535,6 +538,11 @@ class ZoobotTree(L.LightningModule):
         self.log(f"{split}/supervised_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=batch_size, sync_dist=True)
         self._log_question_losses(split, question_losses.detach(), y)
+        if split == "train" and self.fraction_loss_weight:
+            fraction_loss = self.loss_func.vote_fraction_nll(y, predictions).sum(dim=1).mean()
+            self.log("train/fraction_loss", fraction_loss, on_step=False, on_epoch=True, batch_size=batch_size,
+                     sync_dist=True)
+            loss = loss + self.fraction_loss_weight * fraction_loss
         return loss
 
     def _log_question_losses(self, split: str, question_losses: torch.Tensor, labels: torch.Tensor) -> None:

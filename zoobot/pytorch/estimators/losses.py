@@ -33,6 +33,7 @@ __all__ = [
     "per_question_dirichlet_loss",
     "get_dirichlet_loss_func",
     "get_dirichlet_neg_log_prob",
+    "vote_fraction_nll",
     "validate_question_index_groups",
 ]
 
@@ -159,6 +160,65 @@ def _multiquestion_nll(labels, predictions, columns, owners, n_questions) -> tor
     return torch.where(total_count > 0, nll, torch.zeros_like(nll))
 
 
+def _fraction_nll(labels, predictions, columns, owners, n_questions) -> torch.Tensor:
+    """(B, n_questions) multinomial NLL of the votes under the mean fractions ``alpha / sum(alpha)``."""
+    predictions = predictions.float() if predictions.dtype in (torch.float16, torch.bfloat16) else predictions
+    labels = labels.to(predictions.dtype).index_select(1, columns)
+    predictions = predictions.index_select(1, columns)
+    batch = predictions.shape[0]
+
+    def per_question(values):  # (B, answers) -> (B, questions)
+        return torch.zeros(batch, n_questions, dtype=values.dtype, device=values.device).index_add_(1, owners, values)
+
+    total_count = per_question(labels)
+    log_fractions = torch.log(predictions) - torch.log(per_question(predictions)).index_select(1, owners)
+    log_prob = (torch.lgamma(total_count + 1) - per_question(torch.lgamma(labels + 1))
+                + per_question(labels * log_fractions))
+    return -log_prob
+
+
+def vote_fraction_nll(labels: torch.Tensor, predictions: torch.Tensor, question_index_groups) -> torch.Tensor:
+    """Per-galaxy, per-question multinomial NLL of the votes under the predicted vote fractions.
+
+    The fractions are the Dirichlet means ``alpha_a / sum(alpha)`` of each question, so the loss depends on
+    the vote fractions only, never on the total concentration. ``train()`` adds it to the
+    Dirichlet-multinomial loss (weight ``model.fraction_loss_weight``): for a question the network is unsure
+    of, the Dirichlet-multinomial likelihood asks for a small total concentration, and then barely depends on
+    the fractions; this term keeps teaching them (docs/guides/training_recipe.md).
+
+    Parameters
+    ----------
+    labels : Tensor (B, n_answers)
+        Vote counts, columns in schema ``label_cols`` order.
+    predictions : Tensor (B, n_answers)
+        Predicted concentrations (> 0).
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range of each question.
+
+    Returns
+    -------
+    Tensor (B, n_questions)
+        Multinomial coefficient included (``scipy.stats.multinomial.logpmf``); 0 where a question has no votes.
+
+    Raises
+    ------
+    ValueError
+        (E10) if the widths of labels/predictions do not match the groups.
+
+    Examples
+    --------
+    >>> import torch
+    >>> nll = vote_fraction_nll(torch.tensor([[3., 1.]]), torch.tensor([[6., 2.]]), [(0, 1)])
+    >>> round(float(nll), 4)  # -log(4 * 0.75**3 * 0.25)
+    0.863
+    """
+    groups = validate_question_index_groups(question_index_groups)
+    columns, owners = _answer_to_question_index(groups)
+    _check_widths(labels, predictions, groups[-1][1] + 1)
+    return _fraction_nll(labels, predictions, columns.to(predictions.device), owners.to(predictions.device),
+                         len(groups))
+
+
 def calculate_multiquestion_loss(labels: torch.Tensor, predictions: torch.Tensor, question_index_groups,
                                  careful: bool = False, *, sum_over_questions: bool = False) -> torch.Tensor:
     """Per-galaxy, per-question Dirichlet-multinomial loss.
@@ -255,6 +315,14 @@ class MultiquestionLoss(nn.Module):
         if self.reduction == "sum":
             return loss.sum(dim=0)
         return loss
+
+    def vote_fraction_nll(self, labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        """:func:`vote_fraction_nll` with this loss's question groups, (B, n_questions), unreduced."""
+        _check_widths(labels, predictions, self.n_answers)
+        columns, owners = self._columns, self._owners
+        if columns.device != predictions.device:
+            columns, owners = columns.to(predictions.device), owners.to(predictions.device)
+        return _fraction_nll(labels, predictions, columns, owners, self.n_questions)
 
     def extra_repr(self) -> str:
         return (f"n_questions={self.n_questions}, n_answers={self.n_answers}, "

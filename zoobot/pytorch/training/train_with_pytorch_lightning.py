@@ -35,7 +35,8 @@ from zoobot.pytorch.training.callbacks import (
 from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.run_dir import claim_save_dir
-from zoobot.shared.schedules import DEFAULT_TRAIN_CONCENTRATION_FLOOR, resolve_train_schedule
+from zoobot.shared.schedules import (DEFAULT_TRAIN_CONCENTRATION_FLOOR, DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT,
+                                     resolve_train_schedule)
 from zoobot.shared.training_config import TrainConfig, resolve_device_count
 
 __all__ = ["train", "train_default_zoobot_from_scratch"]
@@ -403,6 +404,7 @@ def _model(config: TrainConfig):
         scheduler_params=resolve_train_schedule(config.scheduler_params, config.epochs),
     )
     model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
+    model.fraction_loss_weight = DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT
     return model
 
 

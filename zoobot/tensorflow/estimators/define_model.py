@@ -585,6 +585,10 @@ class ZoobotTree(MultiWorkerModelMixin, keras.Model):
         #: None (default): ``predict`` returns (N, output_dim). An int n: (N, output_dim, n) Monte Carlo
         #: dropout samples, running the encoder once per batch (``predict(..., n_samples=n)`` sets it).
         self.predict_n_samples = None
+        #: weight of the vote-fraction term added to the training loss (losses.vote_fraction_nll); 0 unless
+        #: set, e.g. by train() (docs/guides/training_recipe.md). Validation and test losses never include it.
+        self.fraction_loss_weight = 0.0
+        self._fraction_loss = losses.VoteFractionLoss(groups)
 
         self.encoder = get_encoder(self.architecture_name, channels=self.channels, **timm_kwargs)
         self.encoder_dim = get_encoder_dim(self.encoder, self.channels)
@@ -638,6 +642,14 @@ class ZoobotTree(MultiWorkerModelMixin, keras.Model):
         return get_scheduler_callbacks(self.scheduler_params, self.learning_rate)
 
     # --- steps -----------------------------------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled (Dirichlet-multinomial) loss, plus ``fraction_loss_weight`` x the vote-fraction loss
+        while training (as the PyTorch ``ZoobotTree`` adds it in its training step)."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if training and self.fraction_loss_weight and y is not None and loss is not None:
+            loss = loss + self.fraction_loss_weight * self._fraction_loss(y, y_pred)
+        return loss
 
     def _mc_dropout_layers(self):
         return [layer for layer in self.head.layers if isinstance(layer, custom_layers.MCDropout)]

@@ -33,6 +33,8 @@ __all__ = [
     "per_question_dirichlet_loss",
     "get_dirichlet_loss_func",
     "get_dirichlet_neg_log_prob",
+    "vote_fraction_nll",
+    "VoteFractionLoss",
     "validate_question_index_groups",
 ]
 
@@ -159,6 +161,103 @@ def _multiquestion_nll(labels, predictions, columns, owners, n_questions):
     )
     nll = -log_prob
     return tf.where(total_count > 0, nll, tf.zeros_like(nll))
+
+
+def _fraction_nll(labels, predictions, columns, owners, n_questions):
+    """(B, n_questions) multinomial NLL of the votes under the mean fractions ``alpha / sum(alpha)``."""
+    predictions = tf.convert_to_tensor(predictions)
+    if not predictions.dtype.is_floating:
+        predictions = tf.cast(predictions, tf.float32)
+    labels = tf.gather(tf.cast(labels, predictions.dtype), columns, axis=1)
+    predictions = tf.gather(predictions, columns, axis=1)
+    owners_t = tf.constant(owners, dtype=tf.int32)
+
+    def per_question(values):  # (B, answers) -> (B, questions)
+        return tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(values), owners_t, n_questions))
+
+    total_count = per_question(labels)
+    log_fractions = tf.math.log(predictions) - tf.gather(tf.math.log(per_question(predictions)), owners_t, axis=1)
+    log_prob = (tf.math.lgamma(total_count + 1.0) - per_question(tf.math.lgamma(labels + 1.0))
+                + per_question(labels * log_fractions))
+    return -log_prob
+
+
+def vote_fraction_nll(labels, predictions, question_index_groups):
+    """Per-galaxy, per-question multinomial NLL of the votes under the predicted vote fractions.
+
+    The fractions are the Dirichlet means ``alpha_a / sum(alpha)`` of each question, so the loss depends on
+    the vote fractions only, never on the total concentration. ``train()`` adds it to the
+    Dirichlet-multinomial loss (weight ``model.fraction_loss_weight``): for a question the network is unsure
+    of, the Dirichlet-multinomial likelihood asks for a small total concentration, and then barely depends on
+    the fractions; this term keeps teaching them (docs/guides/training_recipe.md).
+
+    Parameters
+    ----------
+    labels : tensor (B, n_answers)
+        Vote counts, columns in schema ``label_cols`` order.
+    predictions : tensor (B, n_answers)
+        Predicted concentrations (> 0).
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range of each question.
+
+    Returns
+    -------
+    tf.Tensor
+        (B, n_questions), multinomial coefficient included (``scipy.stats.multinomial.logpmf``); 0 where a
+        question has no votes.
+
+    Raises
+    ------
+    ValueError
+        (E10) if the widths of labels/predictions do not match the groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nll = vote_fraction_nll(np.array([[3., 1.]]), np.array([[6., 2.]]), [(0, 1)])
+    >>> round(float(nll[0, 0]), 4)  # -log(4 * 0.75**3 * 0.25)
+    0.863
+    """
+    groups = validate_question_index_groups(question_index_groups)
+    columns, owners = answer_to_question_index(groups)
+    predictions = tf.convert_to_tensor(predictions)
+    labels = tf.convert_to_tensor(labels)
+    _check_widths(labels, predictions, groups[-1][1] + 1)
+    return _fraction_nll(labels, predictions, columns, owners, len(groups))
+
+
+@keras.saving.register_keras_serializable(package="zoobot")
+class VoteFractionLoss(keras.losses.Loss):
+    """:func:`vote_fraction_nll` summed over questions, a Keras loss (mean over galaxies; scaled like any
+    Keras loss under ``tf.distribute``). ``ZoobotTree.compute_loss`` adds it while training when
+    ``fraction_loss_weight`` is set.
+
+    Parameters
+    ----------
+    question_index_groups : sequence of (int, int)
+        Inclusive answer index range of each question (``schema.question_index_groups``).
+    name : str
+        Name of the loss.
+    """
+
+    def __init__(self, question_index_groups, name="vote_fraction_loss", dtype=None):
+        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
+        self.question_index_groups = validate_question_index_groups(question_index_groups)
+        self.n_questions = len(self.question_index_groups)
+        self.n_answers = self.question_index_groups[-1][1] + 1
+        self._columns, self._owners = answer_to_question_index(self.question_index_groups)
+
+    def call(self, y_true, y_pred):
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.convert_to_tensor(y_true)
+        _check_widths(y_true, y_pred, self.n_answers)
+        return tf.reduce_sum(_fraction_nll(y_true, y_pred, self._columns, self._owners, self.n_questions), axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(question_index_groups=[list(group) for group in self.question_index_groups])
+        config.pop("reduction", None)
+        return config
 
 
 def calculate_multiquestion_loss(labels, predictions, question_index_groups, careful=False, *,

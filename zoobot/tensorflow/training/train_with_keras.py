@@ -31,7 +31,8 @@ import tensorflow as tf
 from zoobot.shared import interrupts
 from zoobot.shared.run_dir import claim_save_dir
 from zoobot.tensorflow.distributed import cluster_resolver, multi_worker_strategy, worker_save_dir
-from zoobot.shared.schedules import DEFAULT_TRAIN_CONCENTRATION_FLOOR, resolve_train_schedule
+from zoobot.shared.schedules import (DEFAULT_TRAIN_CONCENTRATION_FLOOR, DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT,
+                                     resolve_train_schedule)
 from zoobot.shared.training_config import TrainConfig, resolve_device_count, write_run_config, write_split_catalogs
 from zoobot.shared.validation import available_cpus, check_choice
 from zoobot.tensorflow.training.callbacks import (
@@ -762,6 +763,7 @@ def _build_model(config: TrainConfig):
     )
     _train_encoder_like_timm(model.encoder)
     model.concentration_floor = DEFAULT_TRAIN_CONCENTRATION_FLOOR
+    model.fraction_loss_weight = DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT
     model.input_size = int(config.resize_after_crop)
     model.preprocessing = _preprocessing_record(config, channels, config.train_catalog)
     model.compile(**model.default_compile_kwargs(gradient_clip_val=0.3), run_eagerly=bool(config.eager))
