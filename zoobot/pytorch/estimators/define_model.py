@@ -534,15 +534,16 @@ class ZoobotTree(L.LightningModule):
         question_losses = self.loss_func(y, predictions)  # (B, n_questions)
         loss = question_losses.sum(dim=1).mean()
         batch_size = x.shape[0]
-        # epoch means; sync_dist averages across devices once per epoch (a no-op on one device)
-        self.log(f"{split}/supervised_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, sync_dist=True)
-        self._log_question_losses(split, question_losses.detach(), y)
         if split == "train" and self.fraction_loss_weight:
+            # the optimised loss, as Keras logs it in the TensorFlow backend; validation stays the DM NLL
             fraction_loss = self.loss_func.vote_fraction_nll(y, predictions).sum(dim=1).mean()
             self.log("train/fraction_loss", fraction_loss, on_step=False, on_epoch=True, batch_size=batch_size,
                      sync_dist=True)
             loss = loss + self.fraction_loss_weight * fraction_loss
+        # epoch means; sync_dist averages across devices once per epoch (a no-op on one device)
+        self.log(f"{split}/supervised_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch_size, sync_dist=True)
+        self._log_question_losses(split, question_losses.detach(), y)
         return loss
 
     def _log_question_losses(self, split: str, question_losses: torch.Tensor, labels: torch.Tensor) -> None:
