@@ -155,6 +155,8 @@ def test_two_workers_finetune_in_lock_step_and_match_one_worker(task, tmp_path):
 
     w0, w1, one = (_read(tmp_path / f"{n}.json") for n in ("w0", "w1", "one"))
     assert (w0["chief"], w1["chief"]) == (True, False)
+    assert "built outside the trainer's strategy" in w0["outside_scope_error"]
+    assert "trainer.strategy.scope()" in w1["outside_scope_error"]
     weights = [_npz(tmp_path / f"{n}.npz") for n in ("w0", "w1", "one")]
     assert len(weights[0]) == 4  # conv kernel and bias, head kernel and bias
     for a, b, c in zip(*weights):
@@ -171,6 +173,35 @@ def test_two_workers_finetune_in_lock_step_and_match_one_worker(task, tmp_path):
         assert w0["calibration"] == w1["calibration"] and w0["calibration"]
 
 
+@pytest.mark.slow
+def test_two_workers_resume_finetuning_from_the_chiefs_last_checkpoint(tmp_path):
+    """get_trainer(..., num_nodes=2): one epoch, then fit(..., ckpt_path='last') to two epochs on both workers (the
+    other worker reads the chief's last.keras and copies its best checkpoints): the weights of one uninterrupted
+    worker with the same global batch, each epoch once in metrics.csv."""
+    import pandas as pd
+
+    run = tmp_path / "run"
+    run_workers(FINETUNE_SCRIPT, lambda i: [run, tmp_path / f"first{i}.json", 2, "classifier", 1], tmp_path,
+                tag="first")
+    scratch = run_workers(FINETUNE_SCRIPT, lambda i: [run, tmp_path / f"w{i}.json", 2, "classifier", 2, "last"],
+                          tmp_path, tag="resumed")
+    single = subprocess.run([sys.executable, FINETUNE_SCRIPT, str(tmp_path / "single"), str(tmp_path / "one.json"),
+                             "1", "classifier", "2"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+
+    w0, w1 = (_read(tmp_path / f"w{i}.json") for i in range(2))
+    assert len(w0["history"]["finetuning/val_loss"]) == 1  # only epoch 1 was trained by the resumed fit
+    weights = [_npz(tmp_path / f"{n}.npz") for n in ("w0", "w1", "one")]
+    for a, b, c in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+    assert os.path.dirname(w0["best"]) == str(run / "checkpoints")
+    assert os.path.basename(w1["best"]) == os.path.basename(w0["best"])  # the same ranking on the other worker
+    metrics = pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["finetuning/train_loss"])
+    assert sorted(metrics["epoch"].astype(int)) == [0, 1]
+    assert not any(p.name.startswith("zoobot-worker") for p in scratch[1].iterdir())
+
+
 def test_finetuning_num_nodes_needs_a_cluster_of_that_size(monkeypatch, tmp_path):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
@@ -180,6 +211,18 @@ def test_finetuning_num_nodes_needs_a_cluster_of_that_size(monkeypatch, tmp_path
         get_trainer(tmp_path / "run", num_nodes=3)
     with pytest.raises(ValueError, match="strategy"):
         get_trainer(tmp_path / "run", num_nodes=2, strategy="fsdp")
+
+
+def test_finetuning_num_nodes_after_tensorflow_work_says_to_call_get_trainer_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    import tensorflow as tf
+
+    from zoobot.tensorflow.training.finetune import get_trainer
+
+    tf.constant(1.0) + 1  # TensorFlow has started in this process
+    with pytest.raises(RuntimeError, match=r"before TensorFlow does anything else.*get_trainer\(\.\.\., num_nodes"):
+        get_trainer(tmp_path / "run", num_nodes=2)
 
 
 def test_nodes_without_a_cluster_is_a_clear_error(monkeypatch):
