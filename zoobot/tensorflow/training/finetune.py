@@ -30,6 +30,7 @@ from zoobot.shared import checkpoints
 from zoobot.shared.errors import ChannelMismatchError, format_examples, unknown_option_error
 from zoobot.shared.training_config import FinetuneConfig
 from zoobot.shared.validation import check_fraction, check_int
+from zoobot.tensorflow.distributed import MultiWorkerModelMixin
 from zoobot.tensorflow.estimators import define_model, pretrained_encoders
 from zoobot.tensorflow.estimators.model_io import read_keras_config as _read_keras_config
 from zoobot.tensorflow.training import trainer as trainer_module
@@ -553,7 +554,7 @@ def _is_stochastic(layer) -> bool:
         return False
 
 
-class FinetuneableZoobotAbstract(keras.Model):
+class FinetuneableZoobotAbstract(MultiWorkerModelMixin, keras.Model):
     """Shared machinery of the finetuning models; use a subclass (Classifier, Regressor, Tree).
 
     Parameters
@@ -961,7 +962,7 @@ class FinetuneableZoobotAbstract(keras.Model):
         metric = self.task_metric
         if metric is not None:
             logs[f"finetuning/{split}_{self.task_metric_name}"] = metric.result()
-        return logs
+        return self._reduceable(logs)  # across workers (get_trainer(num_nodes=...)): logs Keras can average
 
     @property
     def metrics(self):
@@ -1814,7 +1815,11 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     **trainer_kwargs
         Passed to the Trainer: ``callbacks`` (Keras callbacks, added to ours),
         ``enable_progress_bar``, ``gradient_clip_val``, ``enable_checkpointing``,
-        ``limit_train_batches``, ``limit_val_batches``, ``log_every_n_steps``.
+        ``limit_train_batches``, ``limit_val_batches``, ``log_every_n_steps``, and, as Lightning's,
+        ``num_nodes`` (workers: more than 1 fits under ``tf.distribute.MultiWorkerMirroredStrategy`` over the
+        ``TF_CONFIG``/SLURM cluster; call ``get_trainer`` before any other TensorFlow work and build the model
+        inside ``trainer.strategy.scope()``; only the chief writes ``save_dir``) and ``strategy``
+        (``'auto'``, ``'ddp'`` or ``'multi_worker_mirrored'``: the same thing). See docs/guides/scaling_out.md.
 
     Returns
     -------
@@ -1836,20 +1841,22 @@ def get_trainer(save_dir, file_template: str = "{epoch}", save_top_k: int = 1, m
     unknown = sorted(set(trainer_kwargs) - accepted)
     if unknown:
         raise TypeError(f"get_trainer got unexpected keyword argument(s) {unknown}: the TensorFlow Trainer takes "
-                        f"{sorted(accepted)} (Lightning-only options such as precision or strategy do not apply).")
-    save_dir = pathlib.Path(save_dir)
+                        f"{sorted(accepted)} (Lightning-only options such as precision do not apply).")
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     enable_checkpointing = trainer_kwargs.get("enable_checkpointing", True)
+    trainer = trainer_module.Trainer(default_root_dir=pathlib.Path(save_dir), max_epochs=max_epochs, devices=devices,
+                                     accelerator=accelerator, overwrite=overwrite, **trainer_kwargs)
+    write_dir = trainer.default_root_dir  # save_dir, or on a non-chief worker its temporary folder
     ours = [trainer_module.EarlyStopping(monitor=MONITOR, mode="min", patience=patience, check_finite=True)]
     if enable_checkpointing:
         ours.insert(0, trainer_module.ModelCheckpoint(
-            dirpath=save_dir / "checkpoints", filename=file_template, monitor=MONITOR, mode="min",
+            dirpath=write_dir / "checkpoints", filename=file_template, monitor=MONITOR, mode="min",
             save_top_k=save_top_k, save_last=True))
     if logger is None:
-        logger = trainer_module.CSVLogger(save_dir=save_dir, name="logs", version="")
-    return trainer_module.Trainer(default_root_dir=save_dir, max_epochs=max_epochs, devices=devices,
-                                  accelerator=accelerator, logger=logger, callbacks=ours + callbacks,
-                                  overwrite=overwrite, **trainer_kwargs)
+        logger = trainer_module.CSVLogger(save_dir=write_dir, name="logs", version="")
+    trainer.callbacks = ours + callbacks
+    trainer.logger = logger or None
+    return trainer
 
 
 def load_pretrained_zoobot(checkpoint_loc):

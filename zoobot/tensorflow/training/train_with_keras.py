@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from zoobot.shared import interrupts
 from zoobot.shared.run_dir import claim_save_dir
-from zoobot.tensorflow.distributed import cluster_resolver, multi_worker_strategy, worker_save_dir
+from zoobot.tensorflow.distributed import (check_workers_agree, cluster_resolver, multi_worker_strategy, shard_by_data,
+                                           worker_save_dir)
 from zoobot.shared.schedules import (DEFAULT_TRAIN_CONCENTRATION_FLOOR, DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT,
                                      resolve_train_schedule)
 from zoobot.shared.training_config import TrainConfig, resolve_device_count, write_run_config, write_split_catalogs
@@ -204,9 +205,8 @@ def train(
         Neither/both of ``catalog`` and ``train_catalog``+``val_catalog``; catalogs and records together;
         bad argument values; an unknown architecture (E13); resuming a run recorded with other arguments.
     RuntimeError
-        ``nodes > 1`` without a ``TF_CONFIG``/SLURM cluster of that size.
-    NotImplementedError
-        Resuming a ``nodes > 1`` run.
+        ``nodes > 1`` without a ``TF_CONFIG``/SLURM cluster of that size; workers that would resume from
+        different epochs (``save_dir`` not shared by all of them).
     TypeError
         Both spellings of an aliased keyword given with different values.
     FloatingPointError
@@ -302,8 +302,8 @@ def train_default_zoobot_from_scratch(
     Raises
     ------
     NotImplementedError
-        If any ``*_urls`` is given, or a ``nodes > 1`` run is resumed.
-    ValueError, TypeError, CatalogError, FileNotFoundError, FloatingPointError
+        If any ``*_urls`` is given.
+    ValueError, TypeError, CatalogError, FileNotFoundError, FloatingPointError, RuntimeError
         As :func:`train`.
 
     Examples
@@ -629,23 +629,20 @@ def _train(config: TrainConfig, *, devices: list | None = None):
     """
     config = _tensorflow_config(config)
     distribution = _Distribution(devices, config)
-    # on several workers only the chief writes save_dir; the others write to a temporary folder
-    with worker_save_dir(config.save_dir, distribution.strategy) as run_dir:
+    # on several workers only the chief writes save_dir; the others write to a temporary folder, starting from a
+    # copy of the run already there (resume: every worker restores the chief's backup)
+    with worker_save_dir(config.save_dir, distribution.strategy, copy_run=not config.overwrite) as run_dir:
         return _train_in(pathlib.Path(run_dir), config, distribution)
 
 
 def _train_in(save_dir: pathlib.Path, config: TrainConfig, distribution):
     """The run, writing into ``save_dir`` (the chief's real folder, or another worker's temporary one)."""
     resuming = _claim_run(save_dir, config)
-    if resuming and config.nodes > 1:
-        raise NotImplementedError(
-            f"{save_dir} holds a run to resume, but resuming a multi-worker (nodes={config.nodes}) run is not "
-            "supported yet: the other workers cannot restore the chief's backup. Pass overwrite=True to start "
-            "afresh, or resume it with nodes=1."
-        )
-    keras.utils.set_random_seed(config.random_state)
-    datasets = _Datasets(config, distribution.n_replicas, shard_by_data=config.nodes > 1)
     start_epoch = backup_epoch(save_dir / "backup") if resuming else 0
+    if config.nodes > 1:  # each worker restores its copy of the chief's backup: all must start from the same epoch
+        check_workers_agree(distribution.strategy, start_epoch, "the epoch to start from (a resumed run's backup)")
+    keras.utils.set_random_seed(config.random_state)
+    datasets = _Datasets(config, distribution.n_replicas, several_workers=config.nodes > 1)
     fit_ds, steps_per_epoch = datasets.for_fit(start_epoch)
     with distribution.precision():
         with distribution.strategy.scope():
@@ -716,7 +713,7 @@ class _Distribution:
 class _Datasets:
     """The run's train/val/test ``tf.data`` pipelines (catalogs or TFRecord shards), first batch checked."""
 
-    def __init__(self, config: TrainConfig, n_replicas: int, shard_by_data: bool = False):
+    def __init__(self, config: TrainConfig, n_replicas: int, several_workers: bool = False):
         self.catalogs = (config.train_catalog, config.val_catalog, config.test_catalog)
         global_batch_size = config.batch_size * n_replicas
         if config.train_records is not None:
@@ -726,11 +723,8 @@ class _Datasets:
                          else _shard_dataset(config.test_records, config, global_batch_size, train=False))
         else:
             self.train, self.val, self.test = _catalog_datasets(config, global_batch_size)
-        if shard_by_data:  # several workers: each takes every n-th example of the same global batches
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-            self.train, self.val, self.test = (None if d is None else d.with_options(options)
-                                               for d in (self.train, self.val, self.test))
+        if several_workers:  # several workers: each takes every n-th example of the same global batches
+            self.train, self.val, self.test = (shard_by_data(d) for d in (self.train, self.val, self.test))
         with self.errors_named():
             _check_first_batch(self.train, 3 if config.color else 1, config.schema, "training")
 

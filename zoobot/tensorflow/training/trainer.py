@@ -21,7 +21,9 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 import sys
+import weakref
 
 import keras
 import numpy as np
@@ -30,7 +32,9 @@ import tensorflow as tf
 
 from zoobot.shared import interrupts
 from zoobot.shared.errors import unknown_option_error
-from zoobot.shared.validation import check_int, check_number, is_int
+from zoobot.shared.validation import check_choice, check_int, check_number, is_int
+from zoobot.tensorflow.distributed import (check_workers_agree, is_chief, multi_worker_strategy, shard_by_data,
+                                           temporary_worker_dir)
 from zoobot.tensorflow.training.callbacks import (
     LABEL_ERROR_MARKER,
     NONFINITE_LOSS_MARKER,
@@ -165,6 +169,7 @@ class _PredictionCollector(keras.callbacks.Callback):
 # =============================================================================================
 
 _ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+_STRATEGIES = ("auto", "ddp", "multi_worker_mirrored")
 
 
 class Trainer:
@@ -200,6 +205,15 @@ class Trainer:
         One run per ``default_root_dir``: the first ``fit`` into a folder holding another run's checkpoints
         deletes that run with ``overwrite=True``, continues it with ``ckpt_path``, and is refused otherwise
         (:class:`~zoobot.shared.run_dir.SaveDirInUseError`).
+    num_nodes : int, default 1
+        Workers (Lightning's name). More than 1: ``fit`` runs under ``tf.distribute.MultiWorkerMirroredStrategy``
+        over the ``TF_CONFIG``/SLURM cluster (made here: before any other TensorFlow work in the process); build
+        the model inside ``trainer.strategy.scope()``. The chief writes ``default_root_dir``; on the other workers
+        ``default_root_dir`` becomes a temporary folder, removed when the trainer goes (put the files of your
+        own callbacks under it). See docs/guides/scaling_out.md.
+    strategy : {'auto', 'ddp', 'multi_worker_mirrored'}, default 'auto'
+        Lightning's argument: all three mean synchronous data parallelism (the strategy above with
+        ``num_nodes > 1``).
 
     Attributes
     ----------
@@ -213,14 +227,27 @@ class Trainer:
     test_metrics : dict or None
         Set by ``train_with_keras.train``: the test metrics of the best model.
     strategy : tf.distribute.Strategy or None
-        Set by ``train_with_keras.train``: the strategy it trained under.
+        The ``MultiWorkerMirroredStrategy`` of ``num_nodes > 1``; set by ``train_with_keras.train``: the strategy
+        it trained under.
+    is_chief : bool
+        Whether this process writes the shared ``save_dir`` (always on one machine).
+    shared_root_dir : pathlib.Path or None
+        The ``default_root_dir`` given: the folder every worker reads (resumes, refusals).
+
+    Raises
+    ------
+    RuntimeError
+        ``num_nodes > 1`` without a ``TF_CONFIG``/SLURM cluster of that size, or after TensorFlow already ran
+        something in this process.
     """
 
     def __init__(self, default_root_dir=None, max_epochs: int = 100, devices="auto", accelerator="auto",
                  logger=None, callbacks=None, enable_progress_bar: bool = True, gradient_clip_val=None,
                  enable_checkpointing: bool = True, limit_train_batches=None, limit_val_batches=None,
-                 log_every_n_steps=None, overwrite: bool = False):
+                 log_every_n_steps=None, overwrite: bool = False, num_nodes: int = 1, strategy="auto"):
         check_int("max_epochs", max_epochs, minimum=1)
+        check_int("num_nodes", num_nodes, minimum=1)
+        check_choice("strategy (TensorFlow)", "auto" if strategy is None else strategy, _STRATEGIES)
         for what, value in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches)):
             check_int(what, value, minimum=1, allow_none=True)
         check_number("gradient_clip_val", gradient_clip_val, minimum=0, exclusive_minimum=True, allow_none=True)
@@ -250,6 +277,29 @@ class Trainer:
         self.loss_guard = None
         self.test_metrics = None
         self.strategy = None
+        self.is_chief = True
+        self.num_nodes = int(num_nodes)
+        self.shared_root_dir = self.default_root_dir
+        if self.num_nodes > 1:
+            self._join_cluster()
+
+    def _join_cluster(self) -> None:
+        """The multi-worker strategy; on a non-chief worker, a temporary folder to write to (removed with the
+        trainer, or when the process ends)."""
+        self.strategy = multi_worker_strategy(self.num_nodes)
+        self.is_chief = is_chief(self.strategy)
+        if not self.is_chief and self.default_root_dir is not None:
+            scratch = temporary_worker_dir(self.strategy)
+            weakref.finalize(self, shutil.rmtree, scratch, True)
+            self.default_root_dir = pathlib.Path(scratch)
+
+    @property
+    def multi_worker(self) -> bool:
+        """True when ``fit`` runs across several workers (``num_nodes > 1``)."""
+        return self.num_nodes > 1 and self.strategy is not None
+
+    def _strategy_scope(self):
+        return self.strategy.scope() if self.multi_worker else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------- set-up
     @staticmethod
@@ -386,7 +436,21 @@ class Trainer:
 
     def _ensure_compiled(self, model) -> None:
         if not getattr(model, "compiled", False) or model.optimizer is None:
-            model.compile(gradient_clip_val=self.gradient_clip_val)
+            with self._strategy_scope():
+                model.compile(gradient_clip_val=self.gradient_clip_val)
+
+    def _check_built_in_scope(self, model) -> None:
+        """Across workers every variable must be mirrored: the model must be built inside the strategy's scope."""
+        if not self.multi_worker:
+            return
+        outside = [v.path for v in model.variables
+                   if not isinstance(getattr(v, "value", v), tf.distribute.DistributedValues)]
+        if model.distribute_strategy is not self.strategy or outside:
+            raise RuntimeError(
+                f"num_nodes={self.num_nodes}: the model was built outside the trainer's strategy"
+                + (f" (e.g. {outside[0]})" if outside else "") + ". Build it (and any encoder you pass it) inside "
+                "`with trainer.strategy.scope():`, after get_trainer(..., num_nodes=...) (docs/guides/scaling_out.md)."
+            )
 
     @staticmethod
     def _check_model(model):
@@ -430,6 +494,7 @@ class Trainer:
             The training loss became NaN or infinite (naming the epoch and step).
         """
         self._check_model(model)
+        self._check_built_in_scope(model)
         if ckpt_path is not None:
             ckpt_path = self._resume_path(ckpt_path)
         resume = None if ckpt_path is None else read_trainer_state(ckpt_path)
@@ -439,8 +504,8 @@ class Trainer:
         verbose, progress_callbacks = fit_verbosity(self._verbose(model) > 0, self.max_epochs, hide=KERAS_ALIASES)
         callbacks = self._fit_callbacks(model) + progress_callbacks
         initial_epoch = 0 if resume is None else self._restore(model, ckpt_path, resume)
-        cache = model.feature_cache
-        replay = FeatureReplayCallback.plan(model, dm, progress_bar=self._verbose(model) > 0)
+        cache = None if self.multi_worker else model.feature_cache  # each worker sees other images: no cache
+        replay = None if cache is None else FeatureReplayCallback.plan(model, dm, progress_bar=self._verbose(model) > 0)
         self.feature_replay = None if replay is None else replay.replay
         if replay is not None:  # the fast path: head-only steps on features, encoded at the start of epoch 1
             train_ds, val_ds = self._limit(*replay.datasets())
@@ -482,6 +547,8 @@ class Trainer:
             self._check_catalogs(model, dm, ("train", "val"))
         self._check_first_batch(model, train_ds, "training")
         train_ds, val_ds = self._limit(train_ds, val_ds)
+        if self.multi_worker:  # each worker takes its share of every global batch
+            train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
         return train_ds, val_ds, dm
 
     def _prepare_model(self, model, train_ds, val_ds, datamodule) -> None:
@@ -492,7 +559,8 @@ class Trainer:
         if record is not None:  # saved with every checkpoint; predict uses it by default
             carry_record(model, record)
         self.model = model
-        model.compile(gradient_clip_val=self.gradient_clip_val)
+        with self._strategy_scope():  # the optimizer's variables are mirrored too
+            model.compile(gradient_clip_val=self.gradient_clip_val)
         model.eval_split = "val"
         model.test_function = None
         if self.logger is not None and hasattr(self.logger, "log_hyperparams"):
@@ -527,7 +595,7 @@ class Trainer:
     def _resume_path(self, ckpt_path) -> str:
         """``ckpt_path`` as a file: 'last' is the checkpoint callback's ``last.keras``."""
         if ckpt_path == "last" and self.checkpoint_callback is not None:
-            ckpt_path = self.checkpoint_callback.dirpath / "last.keras"
+            ckpt_path = self._shared_path(self.checkpoint_callback.dirpath / "last.keras")
         path = os.fspath(ckpt_path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No checkpoint file at {path} to resume finetuning from.")
@@ -537,7 +605,7 @@ class Trainer:
         """Load weights and optimizer state from ``ckpt_path`` and the callbacks' state; returns the next epoch."""
         model.load_weights(os.fspath(ckpt_path))  # the compiled model's optimizer is built: its state loads too
         if self.checkpoint_callback is not None and state.get("checkpoint"):
-            self.checkpoint_callback.load_state_dict(state["checkpoint"])
+            self.checkpoint_callback.load_state_dict(self._own_copies(state["checkpoint"]))
         if self.early_stopping_callback is not None and state.get("early_stopping"):
             self.early_stopping_callback.load_state_dict(state["early_stopping"])
         epoch = int(state["epoch"])
@@ -545,7 +613,33 @@ class Trainer:
             self.logger.resume(epoch)
         self.current_epoch, self.global_step = epoch + 1, int(state.get("global_step", 0))
         logger.info("Resuming finetuning from %s after epoch %d", ckpt_path, epoch)
+        if self.multi_worker:
+            check_workers_agree(self.strategy, epoch + 1, "the epoch to resume from (ckpt_path)")
         return epoch + 1
+
+    def _shared_path(self, path) -> pathlib.Path:
+        """Where ``path`` (under this worker's ``default_root_dir``) is in the shared folder (the chief's file)."""
+        path = pathlib.Path(path)
+        if self.is_chief or self.shared_root_dir is None or not path.is_relative_to(self.default_root_dir):
+            return path
+        return self.shared_root_dir / path.relative_to(self.default_root_dir)
+
+    def _own_copies(self, checkpoint_state: dict) -> dict:
+        """A non-chief worker resuming: its copies of the chief's best checkpoints (read from the shared folder,
+        written to its own), so that it keeps, prunes and loads the same files as the chief without touching them."""
+        if self.is_chief or self.shared_root_dir is None:
+            return checkpoint_state
+        own = {}
+        for path, score in checkpoint_state.get("best_k_models", {}).items():
+            path = pathlib.Path(path)
+            if path.is_relative_to(self.shared_root_dir):
+                copy = self.default_root_dir / path.relative_to(self.shared_root_dir)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_file():
+                    shutil.copy2(path, copy)
+                path = copy
+            own[str(path)] = score
+        return {**checkpoint_state, "best_k_models": own}
 
     def _claim_save_dir(self, ckpt_path) -> None:
         """One run per save_dir: the first fit may not write next to another run's checkpoints."""
@@ -553,8 +647,9 @@ class Trainer:
             return
         from zoobot.shared.run_dir import claim_save_dir_for_fit
 
-        claim_save_dir_for_fit(self.default_root_dir, resuming=ckpt_path is not None, overwrite=self.overwrite,
-                               last="last.keras")
+        # every worker checks the shared folder (so all refuse alike); only the chief deletes an overwritten run
+        claim_save_dir_for_fit(self.shared_root_dir, resuming=ckpt_path is not None, overwrite=self.overwrite,
+                               last="last.keras", clear=self.is_chief)
         self._claimed = True
 
     def _limit(self, train_ds, val_ds):
@@ -574,6 +669,8 @@ class Trainer:
         self._check_first_batch(model, dataset, split)
         if split == "val" and self.limit_val_batches:
             dataset = dataset.take(self.limit_val_batches)
+        if self.multi_worker:
+            dataset = shard_by_data(dataset)
         self._load_ckpt(model, ckpt_path)
         self._ensure_compiled(model)
         model.eval_split = split
