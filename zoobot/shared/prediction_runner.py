@@ -207,12 +207,13 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
 def _collect(results, rows, todo, chunks: "_Chunks", folder, bar, done: int) -> None:
     """Take every batch of the backend's ``results`` into ``chunks``, storing each chunk as it completes.
 
-    The C heap is trimmed after every batch (at most every :data:`_TRIM_SECONDS`) as well as after every
-    chunk: the batches' large freed buffers would otherwise pile up between trims, and the peak memory
-    of a run grew with its length (docs/benchmarks.md, section 3b).
+    The C heap (and Arrow's pool) is trimmed before the first batch and after every batch (at most every
+    :data:`_TRIM_SECONDS`): the batches' large freed buffers would otherwise pile up between trims, and
+    the peak memory of a run grew with its length (docs/benchmarks.md, section 3b).
     """
     import time
 
+    release_free_memory()  # what the catalog checks freed, before the loader and the model allocate
     last_trim = time.monotonic()
     try:
         for result in results:
@@ -549,14 +550,21 @@ def _chunk_path(folder: pathlib.Path, index: int) -> pathlib.Path:
 
 
 def release_free_memory() -> bool:
-    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``).
+    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``), and the
+    memory Arrow's pool keeps for reuse (once pyarrow is imported).
 
-    Called after every batch of a prediction (at most every 0.1 s). One data pipeline serves the whole
-    catalog, and the batches' large temporary buffers, freed between other small allocations, fragment
-    glibc's heap: without this the resident memory of a PyTorch prediction crept up by ~180 MiB over
-    100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
-    where the C library has no ``malloc_trim``, e.g. macOS or musl).
+    Called before a prediction's first batch and after every batch (at most every 0.1 s). One data
+    pipeline serves the whole catalog, and the batches' large temporary buffers, freed between other
+    small allocations, fragment glibc's heap: without this the resident memory of a PyTorch prediction
+    crept up by ~180 MiB over 100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md,
+    section 3b). The catalog checks run on pandas' Arrow-backed strings, whose pool (mimalloc) kept
+    ~140 bytes per catalog row after the duplicate-id check (section 3c). Returns whether the C heap
+    was trimmed (False where the C library has no ``malloc_trim``, e.g. macOS or musl).
     """
+    import sys
+
+    if "pyarrow" in sys.modules:  # nothing to give back if pyarrow never ran
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
