@@ -20,6 +20,7 @@ disk) does not depend on the encoder. Target: peak RSS grows < 10 % from 10k to 
     .venv/bin/python benchmarks/bench_predict.py --quick
     .venv/bin/python benchmarks/bench_predict.py --skip-memory --n-images 320
     .venv/bin/python benchmarks/bench_predict.py --skip-speed --memory-rows 1000,10000,100000
+    .venv/bin/python benchmarks/bench_predict.py --backends torch --skip-speed --memory-rows 10000,100000 --memory-profile
 
 Engine axis (issue 16, ``--engines``): in ONE process per channel count, so that the ratios come from one run,
 
@@ -163,8 +164,10 @@ def memory_worker(backend: str, settings, n_rows: int, tmp: pathlib.Path) -> dic
     rss_before = C.current_rss_mb()
     peak_before = C.peak_rss_mb()
     save_loc = tmp / "predictions.parquet"
+    profile = _PhaseProfile() if s.get("memory_profile") and backend == "torch" else None
     start = time.perf_counter()
-    out = predict(catalog, model, n_samples=1, save_loc=save_loc)
+    with profile or _nothing():
+        out = predict(catalog, model, n_samples=1, save_loc=save_loc)
     elapsed = time.perf_counter() - start
     if out.shape[0] != n_rows or not save_loc.exists():
         raise RuntimeError(f"predict returned {out.shape} for {n_rows} rows")
@@ -172,7 +175,79 @@ def memory_worker(backend: str, settings, n_rows: int, tmp: pathlib.Path) -> dic
             "peak_rss_before_predict_mb": peak_before, "peak_rss_mb": C.peak_rss_mb(),
             "peak_rss_children_mb": C.peak_rss_mb(children=True), "output_mb": out.nbytes / 2 ** 20,
             "file_mb": save_loc.stat().st_size / 2 ** 20,
-            "call": "predict_on_catalog.predict(catalog, tiny_cnn ZoobotTree, n_samples=1, save_loc=path.parquet)"}
+            "call": "predict_on_catalog.predict(catalog, tiny_cnn ZoobotTree, n_samples=1, save_loc=path.parquet)",
+            "profile": profile.summary() if profile else None}
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _PhaseProfile:
+    """``--memory-profile`` (PyTorch): the RSS of this process sampled every 10 ms during ``predict``, with
+    marks at the runner's phases: the catalog checks (``plan_prediction``), the batch loop (``_collect``,
+    the loader's start included) and the final file (``_write_files``). Private names are wrapped on purpose:
+    this is a measuring tool, and it fails loudly (AttributeError) if they are renamed."""
+
+    PHASES = (("zoobot.pytorch.predictions.predict_on_catalog", "plan_prediction"),
+              ("zoobot.shared.prediction_runner", "_collect"),
+              ("zoobot.shared.prediction_runner", "_write_files"))
+
+    def __init__(self):
+        self.samples, self.marks, self._stop, self._undo = [], {}, False, []
+
+    def __enter__(self):
+        import importlib
+        import threading
+
+        for module_name, name in self.PHASES:
+            module = importlib.import_module(module_name)
+            original = getattr(module, name)
+            setattr(module, name, self._marked(name, original))
+            self._undo.append((module, name, original))
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._thread.join()
+        for module, name, original in self._undo:
+            setattr(module, name, original)
+        return False
+
+    def _sample(self):
+        while not self._stop:
+            self.samples.append((time.perf_counter(), C.current_rss_mb()))
+            time.sleep(0.01)
+
+    def _marked(self, name, function):
+        def marked(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.marks[name] = (start, time.perf_counter(), C.current_rss_mb())
+        return marked
+
+    def _during(self, name, first=0.0, last=1.0):
+        start, stop, _ = self.marks[name]
+        length = stop - start
+        return sorted(r for t, r in self.samples if start + first * length <= t <= start + last * length) or [None]
+
+    def summary(self) -> dict:
+        loop = self._during("_collect")
+        def median(values):
+            return values[len(values) // 2]
+        return {"after_checks_mb": self.marks["plan_prediction"][2], "loop_min_mb": loop[0],
+                "loop_median_mb": median(loop), "loop_p99_mb": loop[int(0.99 * (len(loop) - 1))],
+                "loop_max_mb": loop[-1], "loop_first10_median_mb": median(self._during("_collect", 0, 0.1)),
+                "loop_last10_median_mb": median(self._during("_collect", 0.9, 1)),
+                "after_file_mb": self.marks["_write_files"][2], "samples": len(self.samples)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,6 +383,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-speed", action="store_true", help="only the memory part")
     parser.add_argument("--skip-memory", action="store_true", help="only the speed part")
     parser.add_argument("--memory-rows-worker", type=int, default=None, help="(internal) one memory run")
+    parser.add_argument("--memory-profile", action="store_true",
+                        help="memory part, PyTorch: also sample the RSS every 10 ms and report it per phase of predict")
     parser.add_argument("--engines", default=None,
                         help="engine axis: 'torch,onnx' compares PyTorch and ONNX Runtime (forward ceilings, decode "
                              "ceiling, end to end), one process per --channels value")
@@ -321,6 +398,7 @@ def main(argv=None) -> dict:
                                                                       else "1000,10000,100000")).split(",")]
     settings["memory_images"] = 32 if args.quick else 300
     settings["memory_size"] = 32 if args.quick else 64
+    settings["memory_profile"] = bool(args.memory_profile)
     peer = None if args.worker else C.check_peer_python(args.peer_python)
 
     if args.worker:
@@ -386,6 +464,16 @@ def main(argv=None) -> dict:
         tables[title] = C.markdown_table(
             ["backend", "rows", "img/s", "RSS before predict MiB", "peak RSS MiB", "peak - before MiB",
              "peak growth vs previous size", "largest loader child MiB", "returned array MiB"], rows)
+        profiled = [(names[b], run) for b, runs in memory.items() for run in runs if run.get("profile")]
+        if profiled:
+            keys = ("after_checks_mb", "loop_min_mb", "loop_median_mb", "loop_first10_median_mb",
+                    "loop_last10_median_mb", "loop_p99_mb", "loop_max_mb", "after_file_mb")
+            tables["RSS of predict per phase, MiB (sampled every 10 ms; loop = the batch loop)"] = C.markdown_table(
+                ["backend", "rows", "before predict", "after catalog checks", "loop min", "loop median",
+                 "loop median, first 10 %", "loop median, last 10 %", "loop p99", "loop max", "after final file",
+                 "peak (ru_maxrss)"],
+                [[name, run["rows"], run["rss_before_predict_mb"], *[run["profile"][k] for k in keys],
+                  run["peak_rss_mb"]] for name, run in profiled])
     if args.engines:
         if sorted(e.strip() for e in args.engines.split(",")) != ["onnx", "torch"]:
             C.usage_error(f"--engines: only 'torch,onnx' is measured, got {args.engines!r}")

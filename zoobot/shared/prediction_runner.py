@@ -164,7 +164,7 @@ def _check_run_arguments(catalog, save_loc, label_cols, kind, chunk_size, schema
 
 def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size, schema, summary, resume_key,
          progress) -> np.ndarray:
-    chunks = _Chunks(catalog["id_str"].tolist(), int(chunk_size), len(label_cols))
+    chunks = _Chunks(catalog["id_str"], int(chunk_size), len(label_cols))
     folder = None
     if save_loc is not None:
         fingerprint = _fingerprint(catalog, chunk_size, label_cols, kind, metadata, resume_key)
@@ -207,12 +207,13 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
 def _collect(results, rows, todo, chunks: "_Chunks", folder, bar, done: int) -> None:
     """Take every batch of the backend's ``results`` into ``chunks``, storing each chunk as it completes.
 
-    The C heap is trimmed after every batch (at most every :data:`_TRIM_SECONDS`) as well as after every
-    chunk: the batches' large freed buffers would otherwise pile up between trims, and the peak memory
-    of a run grew with its length (docs/benchmarks.md, section 3b).
+    The C heap (and Arrow's pool) is trimmed before the first batch and after every batch (at most every
+    :data:`_TRIM_SECONDS`): the batches' large freed buffers would otherwise pile up between trims, and
+    the peak memory of a run grew with its length (docs/benchmarks.md, section 3b).
     """
     import time
 
+    release_free_memory()  # what the catalog checks freed, before the loader and the model allocate
     last_trim = time.monotonic()
     try:
         for result in results:
@@ -306,11 +307,17 @@ def _write_empty(save_loc, label_cols, kind, metadata, schema) -> np.ndarray:
 
 
 class _Chunks:
-    """The predictions of every row, and which rows of each chunk have come back."""
+    """The predictions of every row, and which rows of each chunk have come back.
 
-    def __init__(self, ids: list, chunk_size: int, n_outputs: int):
-        self.ids, self.chunk_size, self.n_outputs = ids, chunk_size, n_outputs
-        self.n_rows = len(ids)
+    The ids stay in the catalog's own column storage (Arrow strings with pandas 3): Python strings are made
+    for one chunk at a time (:meth:`ids_of`), never for the whole catalog, so the memory of a run grows
+    with the catalog only by its predictions (docs/benchmarks.md, section 3c).
+    """
+
+    def __init__(self, ids: pd.Series, chunk_size: int, n_outputs: int):
+        self._ids = pd.Series(ids).array  # positional, no copy
+        self.chunk_size, self.n_outputs = chunk_size, n_outputs
+        self.n_rows = len(self._ids)
         self.starts = list(range(0, self.n_rows, chunk_size))
         self.missing = np.array([len(self.rows(i)) for i in range(len(self.starts))])  # rows not yet back
         self.received = np.zeros(self.n_rows, dtype=bool)
@@ -320,11 +327,17 @@ class _Chunks:
     def rows(self, index: int) -> range:
         return range(self.starts[index], min(self.starts[index] + self.chunk_size, self.n_rows))
 
+    def ids_of(self, rows) -> list:
+        """The ``id_str`` (Python str) of ``rows``: a ``range`` or an array of row numbers."""
+        if isinstance(rows, range):
+            return [str(i) for i in self._ids[rows.start : rows.stop]]
+        return [str(i) for i in self._ids[np.asarray(rows, dtype=np.int64)]]
+
     def load_finished(self, folder) -> None:
         """Take over the chunks an interrupted run stored."""
         for index in range(len(self.starts)):
             rows = self.rows(index)
-            stored = _read_chunk(folder, index, self.ids[rows.start : rows.stop], self.n_outputs)
+            stored = _read_chunk(folder, index, self.ids_of(rows), self.n_outputs)
             if stored is not None:
                 self._store(np.arange(rows.start, rows.stop), stored[0])
                 self.failures[index] = [stored[1]]
@@ -337,10 +350,10 @@ class _Chunks:
         """Store the predictions of some rows; returns the chunks this completes."""
         if self.received[rows].any() or len(np.unique(rows)) != len(rows):
             twice = rows[self.received[rows]] if self.received[rows].any() else rows
-            raise ValueError(f"predict_rows returned row {self.ids[int(twice[0])]!r} twice; each row must come once.")
+            raise ValueError(f"predict_rows returned row {self.ids_of(twice[:1])[0]!r} twice; each row must come once.")
         self._store(rows, predictions)
         if len(failures):
-            where = pd.Index(np.asarray(self.ids, dtype=object)[rows]).get_indexer(failures["id_str"])
+            where = pd.Index(self.ids_of(rows), dtype=object).get_indexer(failures["id_str"])
             if (where < 0).any():
                 raise ValueError(
                     f"predict_rows listed failures for ids not in the same batch: "
@@ -358,7 +371,7 @@ class _Chunks:
             self.predictions = np.empty((self.n_rows,) + predictions.shape[1:], dtype=np.float32)
         elif predictions.shape[2] != self.predictions.shape[2]:
             raise ValueError(
-                f"predict_rows returned {predictions.shape[2]} samples for row {self.ids[int(rows[0])]!r} but "
+                f"predict_rows returned {predictions.shape[2]} samples for row {self.ids_of(rows[:1])[0]!r} but "
                 f"{self.predictions.shape[2]} before; every row must have the same number of samples."
             )
         self.predictions[rows] = predictions
@@ -367,14 +380,14 @@ class _Chunks:
     def contents(self, index: int):
         """``(predictions, ids, failures)`` of a chunk."""
         rows = self.rows(index)
-        return self.predictions[rows.start : rows.stop], self.ids[rows.start : rows.stop], self.chunk_failures(index)
+        return self.predictions[rows.start : rows.stop], self.ids_of(rows), self.chunk_failures(index)
 
     def chunk_failures(self, index: int) -> pd.DataFrame:
         parts = self.failures.get(index, [])
         if not parts:
             return pd.DataFrame(columns=_FAILURE_COLUMNS)
         failures = pd.concat(parts, ignore_index=True)
-        order = pd.Index(self.ids[self.starts[index] : self.starts[index] + self.chunk_size])
+        order = pd.Index(self.ids_of(self.rows(index)), dtype=object)
         return failures.iloc[np.argsort(order.get_indexer(failures["id_str"]), kind="stable")].reset_index(drop=True)
 
     def all_failures(self) -> pd.DataFrame:
@@ -537,14 +550,21 @@ def _chunk_path(folder: pathlib.Path, index: int) -> pathlib.Path:
 
 
 def release_free_memory() -> bool:
-    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``).
+    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``), and the
+    memory Arrow's pool keeps for reuse (once pyarrow is imported).
 
-    Called after every batch of a prediction (at most every 0.1 s). One data pipeline serves the whole
-    catalog, and the batches' large temporary buffers, freed between other small allocations, fragment
-    glibc's heap: without this the resident memory of a PyTorch prediction crept up by ~180 MiB over
-    100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md, section 3b). Returns whether it ran (False
-    where the C library has no ``malloc_trim``, e.g. macOS or musl).
+    Called before a prediction's first batch and after every batch (at most every 0.1 s). One data
+    pipeline serves the whole catalog, and the batches' large temporary buffers, freed between other
+    small allocations, fragment glibc's heap: without this the resident memory of a PyTorch prediction
+    crept up by ~180 MiB over 100k rows (tiny_cnn, 64 px); with it it stays flat (docs/benchmarks.md,
+    section 3b). The catalog checks run on pandas' Arrow-backed strings, whose pool (mimalloc) kept
+    ~140 bytes per catalog row after the duplicate-id check (section 3c). Returns whether the C heap
+    was trimmed (False where the C library has no ``malloc_trim``, e.g. macOS or musl).
     """
+    import sys
+
+    if "pyarrow" in sys.modules:  # nothing to give back if pyarrow never ran
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:

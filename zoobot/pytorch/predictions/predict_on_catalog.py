@@ -432,10 +432,15 @@ class _Runner:
 
     @staticmethod
     def _failures_of(rows_catalog: pd.DataFrame, positions, dataset_indices, dataset) -> pd.DataFrame:
-        """Failures table of the rows ``positions`` (read as items ``dataset_indices`` of ``dataset``)."""
+        """Failures table of the rows ``positions`` (read as items ``dataset_indices`` of ``dataset``).
+
+        Only the failed rows' strings are read: called after every batch, a ``to_numpy()`` of the whole
+        column (a Python string per row of an Arrow-backed column) cost O(catalog) memory and time per batch.
+        """
+        positions = np.asarray(positions, dtype=np.int64)
         return pd.DataFrame({
-            "id_str": rows_catalog["id_str"].to_numpy()[positions].astype(str),
-            "file_loc": rows_catalog["file_loc"].to_numpy()[positions].astype(str),
+            "id_str": np.asarray(rows_catalog["id_str"].iloc[positions], dtype=str),
+            "file_loc": np.asarray(rows_catalog["file_loc"].iloc[positions], dtype=str),
             "error": [dataset.describe_failure(int(i)) or "unreadable image" for i in dataset_indices],
         }, columns=["id_str", "file_loc", "error"])
 
