@@ -179,7 +179,7 @@ DEFAULT_TRAIN_CONCENTRATION_FLOOR = 0.1
 #: ``alpha / sum(alpha)``. Where the network is unsure, the Dirichlet-multinomial loss prefers a small total
 #: concentration and then hardly constrains the fractions; this term keeps teaching them. Validation losses
 #: (early stopping, checkpoint choice, calibration) stay the Dirichlet-multinomial NLL alone.
-DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT = 1.0
+DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT = 3.0
 #: What ``train()`` records for an explicit constant schedule (``{}`` or ``{'name': 'constant'}``), so that
 #: None keeps meaning "the default recipe".
 CONSTANT = {"name": "constant"}
