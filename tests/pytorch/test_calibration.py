@@ -80,3 +80,18 @@ def test_finetuned_tree_is_calibrated_per_checkpoint(tmp_path):
     assert torch.load(path, weights_only=True)[calibration.CHECKPOINT_KEY] == model.calibration
     loaded = finetune.FinetuneableZoobotTree.load_from_checkpoint(path)
     np.testing.assert_allclose(loaded.concentration_scale, expected, rtol=1e-4)
+
+
+def test_train_optimises_the_vote_fraction_term_and_logs_it(trained):
+    """train()'s recipe (docs/guides/training_recipe.md): the vote-fraction term's weight, and its epoch mean in
+    the metrics next to the validation loss, which stays the Dirichlet-multinomial NLL alone."""
+    import pandas as pd
+
+    from zoobot.shared.schedules import DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT
+
+    model, _, save_dir, _ = trained
+    assert model.fraction_loss_weight == DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT == 3.0
+    assert ZoobotTree(2, schema=schemas.gz_rings_schema, architecture_name="tiny_cnn").fraction_loss_weight == 0.0
+    metrics = pd.read_csv(next(save_dir.rglob("metrics.csv")))
+    logged = metrics["train/fraction_loss"].dropna()
+    assert len(logged) == 1 and logged.iloc[0] > 0

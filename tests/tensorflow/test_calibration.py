@@ -60,3 +60,13 @@ def test_scale_maximises_the_validation_likelihood(trained):
 def test_predict_applies_the_scale_unless_switched_off(trained, tmp_path):
     model, _, _, val = trained
     check_predict_switch(raw, model, val, SCHEMA, tmp_path / "p.hdf5")
+
+def test_train_optimises_the_vote_fraction_term(trained):
+    """train()'s recipe (docs/guides/training_recipe.md): the vote-fraction term's weight; models built directly
+    and loaded checkpoints train on the Dirichlet-multinomial loss alone (the weight is a setting of train())."""
+    from zoobot.shared.schedules import DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT
+
+    model, run, _, _ = trained
+    assert model.fraction_loss_weight == DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT == 3.0
+    assert ZoobotTree(2, schema=schemas.gz_rings_schema, architecture_name="tiny_cnn").fraction_loss_weight == 0.0
+    assert ZoobotTree.load_from_checkpoint(run.checkpoint_callback.best_model_path).fraction_loss_weight == 0.0
