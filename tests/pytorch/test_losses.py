@@ -9,6 +9,7 @@ from zoobot.pytorch.estimators import define_model
 from zoobot.pytorch.training import losses
 from zoobot.shared import schemas
 from zoobot.shared.losses_reference import dirichlet_multinomial_nll
+from zoobot.shared.losses_reference import vote_fraction_nll as reference_fraction_nll
 
 SCHEMA = schemas.decals_dr5_ortho_schema
 GROUPS = SCHEMA.question_index_groups
@@ -190,25 +191,11 @@ def test_half_precision_predictions_are_computed_in_float32():
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-4, atol=1e-3)
 
 
-def _scipy_fraction_nll(counts, concentrations, groups):
-    """Independent reference: scipy's multinomial log-pmf of each question's votes at alpha / sum(alpha)."""
-    from scipy import stats
-
-    out = np.zeros((counts.shape[0], len(groups)))
-    for i in range(counts.shape[0]):
-        for q, (start, end) in enumerate(groups):
-            votes = counts[i, start:end + 1]
-            if votes.sum() > 0:
-                alpha = concentrations[i, start:end + 1]
-                out[i, q] = -stats.multinomial.logpmf(votes, n=votes.sum(), p=alpha / alpha.sum())
-    return out
-
-
 def test_vote_fraction_nll_is_scipys_multinomial_at_the_dirichlet_mean():
     from zoobot.pytorch.estimators.losses import vote_fraction_nll
 
     counts, conc, labels, predictions = random_batch(dtype=torch.float64)
-    expected = _scipy_fraction_nll(counts, conc, GROUPS)
+    expected = reference_fraction_nll(counts, conc, GROUPS)
     np.testing.assert_allclose(vote_fraction_nll(labels, predictions, GROUPS).numpy(), expected, rtol=1e-10,
                                atol=1e-10)
     # it sees the fractions only: scaling a galaxy's concentrations changes nothing
@@ -227,7 +214,7 @@ def test_tree_training_step_adds_the_weighted_fraction_loss_and_validation_does_
     with torch.no_grad():
         alpha = model(images).double().numpy()
     dm = dirichlet_multinomial_nll(counts, alpha, GROUPS).sum(axis=1).mean()
-    fraction = _scipy_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
+    fraction = reference_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
     model.fraction_loss_weight = 2.5
     with pytest.warns(UserWarning, match="self.log"), torch.no_grad():  # no Trainer attached: Lightning warns
         train_loss = float(model.training_step((images, labels), 0))

@@ -10,6 +10,7 @@ import tensorflow as tf  # noqa: E402
 
 from zoobot.shared import schemas  # noqa: E402
 from zoobot.shared.losses_reference import dirichlet_multinomial_nll  # noqa: E402
+from zoobot.shared.losses_reference import vote_fraction_nll as reference_fraction_nll  # noqa: E402
 from zoobot.tensorflow.training import losses  # noqa: E402
 
 SCHEMA = schemas.decals_dr5_ortho_schema
@@ -151,25 +152,11 @@ def test_serialisable_and_usable_in_compile(tmp_path):
     assert isinstance(reloaded.loss, losses.MultiquestionLoss)
 
 
-def _scipy_fraction_nll(counts, concentrations, groups):
-    """Independent reference: scipy's multinomial log-pmf of each question's votes at alpha / sum(alpha)."""
-    from scipy import stats
-
-    out = np.zeros((counts.shape[0], len(groups)))
-    for i in range(counts.shape[0]):
-        for q, (start, end) in enumerate(groups):
-            votes = counts[i, start:end + 1]
-            if votes.sum() > 0:
-                alpha = concentrations[i, start:end + 1].astype(np.float64)
-                out[i, q] = -stats.multinomial.logpmf(votes, n=votes.sum(), p=alpha / alpha.sum())
-    return out
-
-
 def test_vote_fraction_nll_is_scipys_multinomial_at_the_dirichlet_mean():
     from zoobot.tensorflow.estimators.losses import VoteFractionLoss, vote_fraction_nll
 
     counts, alpha = random_batch()
-    expected = _scipy_fraction_nll(counts, alpha, GROUPS)
+    expected = reference_fraction_nll(counts, alpha, GROUPS)
     got = vote_fraction_nll(counts.astype(np.float64), alpha.astype(np.float64), GROUPS).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(vote_fraction_nll(counts, 7.5 * alpha, GROUPS).numpy(), expected, rtol=1e-4,
@@ -185,7 +172,7 @@ def test_tree_compute_loss_adds_the_weighted_fraction_loss_only_while_training()
     counts, alpha = random_batch(batch=6)
     model = ZoobotTree(output_dim=SCHEMA.n_answers, schema=SCHEMA, architecture_name="tiny_cnn", channels=1)
     dm = dirichlet_multinomial_nll(counts.astype(np.float64), alpha.astype(np.float64), GROUPS).sum(axis=1).mean()
-    fraction = _scipy_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
+    fraction = reference_fraction_nll(counts, alpha, GROUPS).sum(axis=1).mean()
     assert model.fraction_loss_weight == 0.0
     model.fraction_loss_weight = 2.5
     train_loss = float(model.compute_loss(y=counts, y_pred=alpha, training=True))

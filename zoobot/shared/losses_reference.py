@@ -20,7 +20,7 @@ from scipy.special import gammaln
 
 from zoobot.shared.validation import is_int
 
-__all__ = ["dirichlet_multinomial_nll", "check_question_index_groups"]
+__all__ = ["dirichlet_multinomial_nll", "vote_fraction_nll", "check_question_index_groups"]
 
 
 def check_question_index_groups(question_index_groups, n_answers: int | None = None) -> list[tuple[int, int]]:
@@ -121,4 +121,28 @@ def dirichlet_multinomial_nll(
             + (gammaln(k + alpha) - gammaln(alpha)).sum(axis=1)
         )
         out[:, q] = np.where(n > 0, -log_likelihood, 0.0)
+    return out
+
+
+def vote_fraction_nll(counts, concentrations, question_index_groups) -> np.ndarray:
+    """Float64 reference of the backends' ``vote_fraction_nll``: per galaxy and question, minus
+    ``scipy.stats.multinomial.logpmf`` of the votes at the Dirichlet mean ``alpha / sum(alpha)``; 0 where a
+    question has no votes. One scipy call per galaxy and question: slow, for tests.
+
+    Examples
+    --------
+    >>> round(float(vote_fraction_nll(np.array([[3, 1]]), np.array([[6.0, 2.0]]), [(0, 1)])[0, 0]), 4)
+    0.863
+    """
+    from scipy import stats
+
+    counts = np.asarray(counts, dtype=np.float64)
+    concentrations = np.asarray(concentrations, dtype=np.float64)
+    groups = check_question_index_groups(question_index_groups, counts.shape[1])
+    out = np.zeros((counts.shape[0], len(groups)))
+    for i in range(counts.shape[0]):
+        for q, (start, end) in enumerate(groups):
+            votes, alpha = counts[i, start:end + 1], concentrations[i, start:end + 1]
+            if votes.sum() > 0:
+                out[i, q] = -stats.multinomial.logpmf(votes, n=votes.sum(), p=alpha / alpha.sum())
     return out
