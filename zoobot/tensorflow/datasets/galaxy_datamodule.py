@@ -153,6 +153,10 @@ def _on_private_threads(dataset: tf.data.Dataset, threads: int) -> tf.data.Datas
     options = tf.data.Options()
     options.threading.private_threadpool_size = int(threads)
     options.threading.max_intra_op_parallelism = 1
+    # the parallelism and prefetch are explicit, so autotuning has nothing to tune; and it costs time at the
+    # end: deleting the iterator waits for the autotuner's sleep, whose period doubles from 10 ms, so a
+    # prediction pipeline ended up to a doubling later (1.5 s and 9.5 s seen after 9 s calls; docs/benchmarks.md 3c)
+    options.autotune.enabled = False
     return dataset.with_options(options)
 
 
