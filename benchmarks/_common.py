@@ -167,13 +167,14 @@ def setup_torch(threads: int):
     return torch
 
 
-def setup_tf(threads: int):
-    """Import TensorFlow with ``threads`` intra-op threads and one inter-op thread; returns the module."""
+def setup_tf(threads: int, inter_op_threads: int = 1):
+    """Import TensorFlow with ``threads`` intra-op threads and ``inter_op_threads`` inter-op threads (one unless
+    a workload needs more: see ``bench_predict``); returns the module."""
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
     except RuntimeError:  # TF already initialised: the environment variables applied
         pass
     tf.get_logger().setLevel("ERROR")

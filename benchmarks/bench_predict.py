@@ -115,7 +115,9 @@ def torch_speed(settings, catalog, tmp) -> dict:
 
 def tf_speed(settings, catalog, tmp) -> dict:
     s = settings
-    tf = C.setup_tf(s["threads"])
+    # as many inter-op threads as intra-op ones: TensorFlow's own default (one per core), so predict and its
+    # ceilings run as in a user's session (docs/benchmarks.md 3c, session 6)
+    tf = C.setup_tf(s["threads"], inter_op_threads=s["threads"])
     from zoobot.shared.schemas import decals_dr5_ortho_schema as schema
     from zoobot.tensorflow.estimators.define_model import ZoobotTree
     from zoobot.tensorflow.predictions.predict_on_catalog import predict
