@@ -137,12 +137,25 @@ def test_predict_pipeline_runs_on_its_own_thread_pool(jpg_rings_catalog):
     catalog, label_cols = jpg_rings_catalog
     dm = GalaxyDataModule(label_cols, catalog=catalog, predict_catalog=catalog[["id_str", "file_loc"]], batch_size=8,
                           resize_after_crop=24, num_workers=1)
-    options = dm.predict_dataloader().options()
-    assert options.threading.private_threadpool_size == 1 and options.threading.max_intra_op_parallelism == 1
-    # no autotuner, whose doubling sleep the end of every prediction pipeline waited for (docs/benchmarks.md 3c)
-    assert options.autotune.enabled is False
+    threading = dm.predict_dataloader().options().threading
+    assert threading.private_threadpool_size == 1 and threading.max_intra_op_parallelism == 1
     assert dm.val_dataloader().options().threading.private_threadpool_size is None  # training unchanged
-    assert dm.val_dataloader().options().autotune.enabled is not False
+
+
+def test_pipelines_with_explicit_settings_have_no_autotuner(jpg_rings_catalog):
+    """Every pass over an autotuned pipeline ended when the autotuner's doubling sleep did (docs/benchmarks.md 3c):
+    the data module's pipelines, whose parallelism and prefetch are explicit, switch it off; AUTOTUNE keeps it."""
+    from zoobot.tensorflow.datasets.galaxy_datamodule import catalog_dataset
+
+    catalog, label_cols = jpg_rings_catalog
+    dm = GalaxyDataModule(label_cols, catalog=catalog, predict_catalog=catalog[["id_str", "file_loc"]], batch_size=8,
+                          resize_after_crop=24, num_workers=1)
+    dm.setup("fit")
+    for dataset in (dm.train_dataloader(), dm.val_dataloader(), dm.predict_dataloader()):
+        assert dataset.options().autotune.enabled is False
+    autotuned = catalog_dataset(catalog, transforms.EvalTransform(channels=1, resize_after_crop=24), label_cols,
+                                batch_size=8)
+    assert autotuned.options().autotune.enabled is not False
 
 
 def test_train_transform_rotates_about_the_centre_and_is_seeded():

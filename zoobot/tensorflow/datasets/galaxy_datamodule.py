@@ -145,19 +145,26 @@ def catalog_dataset(
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         dataset = dataset.prefetch(prefetch)
-    return _on_private_threads(dataset, private_threads) if private_threads else dataset
+    autotuned = tf.data.AUTOTUNE in (num_parallel_calls, prefetch)
+    return dataset.with_options(_pipeline_options(private_threads, autotuned))
 
 
-def _on_private_threads(dataset: tf.data.Dataset, threads: int) -> tf.data.Dataset:
-    """``dataset`` run by its own pool of ``threads`` threads, each map call single-threaded."""
+def _pipeline_options(private_threads: int | None, autotuned: bool) -> tf.data.Options:
+    """Options of a catalog pipeline: its own pool of ``private_threads`` threads (each map call single-threaded)
+    when given; the autotuner only where a setting is ``AUTOTUNE``.
+
+    Without anything to tune, the autotuner still costs time at the end of every pass: deleting the iterator
+    waits for its sleep, whose period doubles from 10 ms, so a pass over the data (an epoch, a validation
+    run, a prediction) ended up to one doubling late: 0.3 s after 0.4 s passes, 1.5 s and 9.5 s after 9 s
+    prediction calls (docs/benchmarks.md, section 3c).
+    """
     options = tf.data.Options()
-    options.threading.private_threadpool_size = int(threads)
-    options.threading.max_intra_op_parallelism = 1
-    # the parallelism and prefetch are explicit, so autotuning has nothing to tune; and it costs time at the
-    # end: deleting the iterator waits for the autotuner's sleep, whose period doubles from 10 ms, so a
-    # prediction pipeline ended up to a doubling later (1.5 s and 9.5 s seen after 9 s calls; docs/benchmarks.md 3c)
-    options.autotune.enabled = False
-    return dataset.with_options(options)
+    if private_threads:
+        options.threading.private_threadpool_size = int(private_threads)
+        options.threading.max_intra_op_parallelism = 1
+    if not autotuned:
+        options.autotune.enabled = False
+    return options
 
 
 class GalaxyDataModule:
