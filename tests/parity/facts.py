@@ -147,6 +147,35 @@ def model_facts(backend: str) -> dict:
     return facts
 
 
+def train_batchnorm_facts(backend: str) -> list:
+    """[momentum (PyTorch's convention), epsilon, count] of the BatchNorm layers of the efficientnet_b0 encoder
+    that ``train()`` builds: the backends must train the same network."""
+    from collections import Counter
+
+    from zoobot.shared import schemas
+    from zoobot.shared.training_config import TrainConfig
+
+    config = TrainConfig.from_arguments("train", backend, save_dir="unused", schema=schemas.get_schema(SCHEMA_NAME),
+                                        model_architecture="efficientnet_b0")
+    if backend == "pytorch":
+        import torch
+
+        from zoobot.pytorch.training.train_with_pytorch_lightning import _model
+
+        layers = [m for m in _model(config).encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        settings = [(m.momentum, m.eps) for m in layers]
+    else:
+        import keras
+
+        from zoobot.tensorflow.training.callbacks import all_layers
+        from zoobot.tensorflow.training.train_with_keras import _build_model
+
+        layers = [m for m in all_layers(_build_model(config).encoder) if isinstance(m, keras.layers.BatchNormalization)]
+        settings = [(1.0 - m.momentum, m.epsilon) for m in layers]
+    counts = Counter((round(momentum, 6), round(eps, 9)) for momentum, eps in settings)
+    return sorted([momentum, eps, n] for (momentum, eps), n in counts.items())
+
+
 # ---------------------------------------------------------------------------------------------- splits
 
 def split_facts(backend: str, catalog: pd.DataFrame) -> dict:
@@ -217,4 +246,5 @@ def prediction_layout(backend: str, catalog: pd.DataFrame, folder) -> dict:
 
 def all_facts(backend: str, catalog: pd.DataFrame, folder) -> dict:
     return {"signatures": signatures(backend), "losses": loss_facts(backend), "models": model_facts(backend),
-            "splits": split_facts(backend, catalog), "prediction_files": prediction_layout(backend, catalog, folder)}
+            "train_batchnorm": train_batchnorm_facts(backend), "splits": split_facts(backend, catalog),
+            "prediction_files": prediction_layout(backend, catalog, folder)}

@@ -18,6 +18,12 @@ def test_trainable_parameter_counts_are_equal(tf_facts):
     assert ours == tf_facts["models"]
 
 
+def test_train_builds_the_same_efficientnet_batchnorm(tf_facts):
+    """train()'s efficientnet_b0 has the same BatchNorm layers in both backends: 49, momentum 0.1 in PyTorch's
+    convention (Keras 0.9), epsilon 1e-3 (Keras's; timm's default would be 1e-5)."""
+    assert facts.train_batchnorm_facts("pytorch") == tf_facts["train_batchnorm"] == [[0.1, 0.001, 49]]
+
+
 def test_the_same_catalog_gives_the_same_splits(parity_catalog, tf_facts):
     catalog, _ = parity_catalog
     ours = facts.split_facts("pytorch", catalog)

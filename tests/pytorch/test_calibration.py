@@ -95,3 +95,30 @@ def test_train_optimises_the_vote_fraction_term_and_logs_it(trained):
     metrics = pd.read_csv(next(save_dir.rglob("metrics.csv")))
     logged = metrics["train/fraction_loss"].dropna()
     assert len(logged) == 1 and logged.iloc[0] > 0
+
+
+def test_train_builds_efficientnets_with_the_keras_batchnorm_epsilon(tmp_path):
+    """train()'s recipe gives timm EfficientNets the BatchNorm epsilon of the TensorFlow backend's (Keras's), the
+    user's timm_kwargs win, other architectures are untouched, and a saved checkpoint rebuilds the same layers."""
+    from zoobot.pytorch.training.train_with_pytorch_lightning import _model
+    from zoobot.shared.training_config import TrainConfig
+
+    def built(architecture, timm_kwargs=None):
+        config = TrainConfig.from_arguments("train", "pytorch", save_dir=str(tmp_path), schema=schemas.gz_rings_schema,
+                                            model_architecture=architecture, timm_kwargs=timm_kwargs)
+        return _model(config)
+
+    def batchnorms(model):
+        return [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    model = built("efficientnet_b0")
+    assert batchnorms(model) and {(m.momentum, m.eps) for m in batchnorms(model)} == {(0.1, 1e-3)}
+    overridden = built("efficientnet_b0", {"bn_eps": 1e-5, "bn_momentum": 0.01})
+    assert {(m.momentum, m.eps) for m in batchnorms(overridden)} == {(0.01, 1e-5)}
+    assert {(m.momentum, m.eps) for m in batchnorms(built("resnet18"))} == {(0.1, 1e-5)}
+    assert {(m.momentum, m.eps) for m in batchnorms(built("tiny_cnn"))} == {(0.1, 1e-5)}
+
+    # a checkpoint stores them with the other hyperparameters, from which loading rebuilds the model
+    assert model.hparams["timm_kwargs"] == {"bn_eps": 1e-3}
+    rebuilt = ZoobotTree(**dict(model.hparams))
+    assert {(m.momentum, m.eps) for m in batchnorms(rebuilt)} == {(0.1, 1e-3)}

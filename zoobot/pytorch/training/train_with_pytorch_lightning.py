@@ -36,7 +36,7 @@ from zoobot.pytorch.training.console import console_trainer_kwargs
 from zoobot.shared.errors import unknown_option_error
 from zoobot.shared.run_dir import claim_save_dir
 from zoobot.shared.schedules import (DEFAULT_TRAIN_CONCENTRATION_FLOOR, DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT,
-                                     resolve_train_schedule)
+                                     resolve_train_schedule, train_timm_kwargs)
 from zoobot.shared.training_config import TrainConfig, resolve_device_count
 
 __all__ = ["train", "train_default_zoobot_from_scratch"]
@@ -396,7 +396,7 @@ def _model(config: TrainConfig):
         channels=3 if config.color else 1,
         test_time_dropout=True,
         compile_encoder=config.compile_encoder,
-        timm_kwargs=config.timm_kwargs,
+        timm_kwargs=train_timm_kwargs(config.architecture_name, config.timm_kwargs),
         dropout_rate=config.dropout_rate,
         learning_rate=config.learning_rate,
         betas=config.betas,
