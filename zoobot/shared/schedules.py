@@ -183,7 +183,7 @@ DEFAULT_TRAIN_FRACTION_LOSS_WEIGHT = 3.0
 #: BatchNorm epsilon of the EfficientNets that PyTorch's ``train()`` builds (issue 13): Keras's, which the
 #: TensorFlow backend's EfficientNets have (timm's default is PyTorch's 1e-5). The two backends then train the
 #: same network (the momentum already matches: see ``train_with_keras``), and PyTorch's vote fractions improved
-#: by 2 % on two seeds (docs/benchmarks.md section 9, session 6). Passed to timm as ``bn_eps``, which its
+#: by 1-2 % on two-seed means (docs/benchmarks.md section 9, session 6). Passed to timm as ``bn_eps``, which its
 #: EfficientNet builders take; the user's ``timm_kwargs`` override it.
 DEFAULT_TRAIN_EFFICIENTNET_BN_EPS = 1e-3
 
