@@ -296,3 +296,39 @@ def test_predict_arguments_are_checked_before_the_model_with_one_wording():
     assert (options["greyscale"], options["resize_after_crop"], options["batch_size"]) == (True, 64, 4)
     with pytest.raises(ValueError, match="may not set 'label_cols'"):
         datamodule_options(spec, {"label_cols": ["x"]}, False, "NHWC")
+
+
+class SwallowingModel(FakeModel):
+    """A model whose library swallows the Interrupted of a SIGTERM that arrives during batch 2 (a bare
+    ``except:``), as third-party code can."""
+
+    def __call__(self, rows):
+        import os
+        import signal
+
+        for number, batch in enumerate(super().__call__(rows), start=1):
+            if number == 2:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(1000):  # the handler runs between bytecodes, inside this try
+                        pass
+                except BaseException:  # noqa: BLE001 - the library's bare except under test
+                    pass
+            yield batch
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_prediction_keeping_finished_chunks(tmp_path):
+    """docs/reliability.md: SIGTERM stops a run even when a library swallowed the exception it raised; the run
+    stops at the next batch, never finishing silently with exit 0, and the chunks finished before it stay."""
+    from zoobot.shared import interrupts
+
+    save_loc = tmp_path / "preds.parquet"
+    model = SwallowingModel(batch_size=5)
+    with pytest.raises(interrupts.Interrupted, match="SIGTERM"):
+        with interrupts.raise_on_signals():
+            run_chunked_prediction(catalog(23), model, save_loc=save_loc, label_cols=["a_x", "a_y", "b_u", "b_v"],
+                                   chunk_size=5, progress=False)
+    assert model.batches == 2  # stopped before the third batch
+    assert not save_loc.exists() and sorted(p.name for p in partial_dir(save_loc).glob("chunk_*")) == [
+        "chunk_000000.npz", "chunk_000001.npz"]
+    interrupts.reset()

@@ -10,7 +10,9 @@ a framework mistakes it for an ordinary error: Lightning and Keras stop, what wa
 reports a process killed by it) - never 0.
 
 The backends report how far a run got with :func:`note_epoch` (training, finetuning) and the prediction
-runner with :func:`note_rows`.
+runner with :func:`note_rows`. Both also stop the run if a signal arrived whose :class:`Interrupted` was lost:
+the exception is raised wherever the main thread happens to be, and a library's bare ``except:`` there (an
+import, a clean-up) can swallow it, after which a run went on to the end and exited 0.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import os
 import signal
 import threading
 
-__all__ = ["Interrupted", "raise_on_signals", "note_epoch", "note_rows", "describe", "reset"]
+__all__ = ["Interrupted", "raise_on_signals", "note_epoch", "note_rows", "describe", "reset", "stop_if_signalled"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PROGRESS: dict = {}
+_RECEIVED: list = []  # signals received inside raise_on_signals, in order
 
 
 class Interrupted(BaseException):
@@ -39,18 +42,39 @@ class Interrupted(BaseException):
 
 
 def reset() -> None:
-    """Forget the progress of an earlier run."""
+    """Forget the progress and the signals of an earlier run."""
     _PROGRESS.clear()
+    _RECEIVED.clear()
+
+
+def stop_if_signalled() -> None:
+    """Raise :class:`Interrupted` again if a signal arrived: its first one may have been swallowed.
+
+    Examples
+    --------
+    >>> reset(); stop_if_signalled()  # nothing received: returns
+    >>> _RECEIVED.append(signal.SIGTERM)
+    >>> stop_if_signalled()
+    Traceback (most recent call last):
+    ...
+    zoobot.shared.interrupts.Interrupted: received SIGTERM
+    >>> reset()
+    """
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
 
 
 def note_epoch(epoch: int, epochs: int | None = None) -> None:
-    """Training or finetuning has started ``epoch`` (counted from 0) of ``epochs``."""
+    """Training or finetuning has started ``epoch`` (counted from 0) of ``epochs``; stops here if a signal arrived."""
     _PROGRESS.update(kind="epoch", epoch=int(epoch), epochs=None if epochs is None else int(epochs))
+    stop_if_signalled()
 
 
 def note_rows(done: int, total: int, partial=None) -> None:
-    """Prediction has finished ``done`` of ``total`` rows; finished chunks are kept in ``partial``."""
+    """Prediction has finished ``done`` of ``total`` rows (finished chunks are kept in ``partial``); stops here if
+    a signal arrived."""
     _PROGRESS.update(kind="rows", done=int(done), total=int(total), partial=None if partial is None else str(partial))
+    stop_if_signalled()
 
 
 def describe(error: Interrupted) -> str:
@@ -94,6 +118,7 @@ def raise_on_signals():
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
 
     previous = {signum: signal.getsignal(signum) for signum in _SIGNALS}

@@ -168,6 +168,8 @@ def _run(catalog, predict_rows, save_loc, label_cols, kind, metadata, chunk_size
     folder = None
     if save_loc is not None:
         fingerprint = _fingerprint(catalog, chunk_size, label_cols, kind, metadata, resume_key)
+        # noted before the folder exists: a signal from here on reports the folder that keeps finished chunks
+        interrupts.note_rows(0, chunks.n_rows, partial_dir(save_loc))
         folder = _open_partial_dir(partial_dir(save_loc), fingerprint, chunks.n_rows, chunk_size, label_cols)
         chunks.load_finished(folder)
 
@@ -227,6 +229,7 @@ def _collect(results, rows, todo, chunks: "_Chunks", folder, bar, done: int) -> 
                 release_free_memory()
                 last_trim = time.monotonic()
             bar.update(len(positions))
+            interrupts.stop_if_signalled()  # a signal whose exception a library swallowed stops the run here
     finally:  # a generator's loader and model state are released now, not when it is collected
         if callable(getattr(results, "close", None)):
             results.close()
