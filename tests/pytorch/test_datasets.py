@@ -60,6 +60,24 @@ def test_train_transform_is_random_with_shape_and_range_and_seedable():
     assert 0 <= float(a.min()) and float(a.max()) <= 1 + 1e-6
 
 
+def test_train_crop_is_centred_unless_asked_to_be_random():
+    # rotations and flips leave a centred disk unchanged, so a centred crop of fixed area must equal the eval
+    # transform's centre crop up to the rotation's interpolation; a randomly placed crop moves the disk
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    disk = np.repeat(np.clip(255 * (1.2 - np.hypot(xx, yy) / 16), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    fixed = dict(channels=3, resize_after_crop=32, crop_scale_bounds=(0.64, 0.64), crop_ratio_bounds=(1.0, 1.0))
+    reference = transforms.EvalTransform(3, 32, crop_scale_bounds=(0.64, 0.64))(disk)
+    centred = transforms.TrainTransform(**fixed)
+    placed = transforms.TrainTransform(**fixed, crop_position="random")
+    torch.manual_seed(0)
+    assert max(float((centred(disk) - reference).abs().max()) for _ in range(8)) < 0.04
+    assert max(float((placed(disk) - reference).abs().max()) for _ in range(8)) > 0.1
+    assert "crop_position='centre'" in repr(centred)
+    assert transforms.TrainTransform(crop_position="center").crop_position == "centre"
+    with pytest.raises(ValueError, match="crop_position must be 'centre' .* or 'random'.*got 'middle'"):
+        transforms.TrainTransform(crop_position="middle")
+
+
 def test_min_source_size_is_the_smallest_side_that_never_upsamples_a_crop():
     # crop width sqrt(area * ratio), height sqrt(area / ratio): the smallest side is the width at area 0.7,
     # ratio 0.9: sqrt(0.63) = 0.7937 of the image side -> 224 / 0.7937 = 282.2 -> 283

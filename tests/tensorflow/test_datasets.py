@@ -181,6 +181,38 @@ def test_train_transform_rotates_about_the_centre_and_is_seeded():
     assert a.shape == (32, 32, 1) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
 
 
+def test_train_crop_is_centred_unless_asked_to_be_random():
+    # a centred crop of fixed area of a centred disk is the eval crop for every seed (rotation and flip change
+    # nothing but interpolation); random placement moves the disk away from the centre
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    disk = tf.constant(np.repeat(np.clip(255 * (1.2 - np.hypot(xx, yy) / 16), 0, 255).astype(np.uint8)[:, :, None],
+                                 3, axis=2))
+    reference = transforms.EvalTransform(3, 32, crop_scale_bounds=(0.64, 0.64))(disk).numpy()
+    errors = {}
+    for position in ("centre", "random"):
+        train = transforms.TrainTransform(3, 32, (0.64, 0.64), (1.0, 1.0), crop_position=position)
+        errors[position] = max(np.abs(train(disk, tf.constant([seed, 3], tf.int64)).numpy() - reference).max()
+                               for seed in range(8))
+    assert errors["centre"] < 0.04 and errors["random"] > 0.1
+    with pytest.raises(ValueError, match="crop_position must be 'centre'"):
+        transforms.TrainTransform(crop_position="left")
+
+
+def test_a_zoobot_train_transform_passed_in_gets_the_pipelines_seeds(jpg_rings_catalog):
+    catalog, label_cols = jpg_rings_catalog
+    random_crops = transforms.TrainTransform(3, 32, crop_position="random")
+
+    def first_batch(seed):
+        dm = GalaxyDataModule(label_cols, train_catalog=catalog, val_catalog=catalog, batch_size=8, num_workers=1,
+                              seed=seed, train_transform=random_crops)
+        dm.setup("fit")
+        assert dm.train_transform is random_crops  # not wrapped: it is called with each image's seed
+        return next(iter(dm.train_dataloader()))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(1), first_batch(1))
+    assert not np.allclose(first_batch(1), first_batch(2))
+
+
 def test_datamodule_errors(jpg_rings_catalog):
     catalog, label_cols = jpg_rings_catalog
     with pytest.raises(NotImplementedError, match="use_memory"):

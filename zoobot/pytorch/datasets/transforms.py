@@ -5,8 +5,9 @@ Every transform takes an HWC ``numpy`` array as :func:`zoobot.shared.images.load
 (uint8 for jpg/png, float32 in [0, 1] for FITS) and returns a CHW float32 tensor in [0, 1].
 
 - :class:`TrainTransform` (random): to channels -> rotation by a uniform 0-360 deg angle (bilinear,
-  zero fill) -> random resized crop (area fraction ``crop_scale_bounds``, aspect ``crop_ratio_bounds``)
-  to ``resize_after_crop`` -> vertical flip with p = 0.5 -> float [0, 1].
+  zero fill) -> random resized crop (area fraction ``crop_scale_bounds``, aspect ``crop_ratio_bounds``),
+  centred on the image by default (``crop_position``), to ``resize_after_crop`` -> vertical flip with
+  p = 0.5 -> float [0, 1].
 - :class:`EvalTransform` (deterministic, for validation/test/predict): to channels -> centre crop keeping
   the area fraction ``mean(crop_scale_bounds)`` -> antialiased bilinear resize to ``resize_after_crop``.
 
@@ -35,7 +36,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from zoobot.shared.datamodules import check_channels as _check_channels
-from zoobot.shared.datamodules import CentreCropGeometry, check_crop_bounds, default_transform_pair
+from zoobot.shared.datamodules import CentreCropGeometry, check_crop_bounds, check_crop_position, default_transform_pair
 from zoobot.shared.datamodules import check_size as _check_size
 from zoobot.shared.images import fast_to_channels  # noqa: F401  (re-exported)
 
@@ -111,23 +112,31 @@ class TrainTransform(_GalaxyTransform):
         Area fraction of the crop, in (0, 1].
     crop_ratio_bounds : (float, float)
         Aspect ratio (width / height) of the crop.
+    crop_position : {"centre", "random"}, default "centre"
+        ``"centre"`` keeps each crop on the image centre, where the evaluation crop is and where survey
+        cutouts put the galaxy: only its area and aspect are random. ``"random"`` places it uniformly at
+        random, as torchvision's ``RandomResizedCrop`` and upstream Zoobot do (7-8 % worse vote fractions
+        at 64 px; see "Training recipe and calibration" in the docs).
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    >>> TrainTransform(channels=3, resize_after_crop=32, crop_position="random")(image).shape
+    torch.Size([3, 32, 32])
     """
 
     def __init__(self, channels: int = 1, resize_after_crop: int = 224, crop_scale_bounds=(0.7, 0.8),
-                 crop_ratio_bounds=(0.9, 1.1)):
+                 crop_ratio_bounds=(0.9, 1.1), *, crop_position: str = "centre"):
         self.channels = _check_channels(channels)
         self.resize_after_crop = _check_size(resize_after_crop)
         self.crop_scale_bounds, self.crop_ratio_bounds = check_crop_bounds(crop_scale_bounds, crop_ratio_bounds)
+        self.crop_position = check_crop_position(crop_position)
         (area_low, _), (ratio_low, ratio_high) = self.crop_scale_bounds, self.crop_ratio_bounds
         # smallest crop side as a fraction of the image side (width sqrt(a r), height sqrt(a / r))
         smallest_side = min(math.sqrt(area_low * ratio_low), math.sqrt(area_low / ratio_high), 1.0)
         self.min_source_size = math.ceil(self.resize_after_crop / smallest_side)
-        self._augment = v2.Compose([
-            v2.RandomRotation(degrees=(0.0, 360.0), interpolation=_BILINEAR, fill=0),
-            v2.RandomResizedCrop(size=(self.resize_after_crop, self.resize_after_crop), scale=self.crop_scale_bounds,
-                                 ratio=self.crop_ratio_bounds, interpolation=_BILINEAR, antialias=True),
-            v2.RandomVerticalFlip(p=0.5),
-        ])
+        self._rotate = v2.RandomRotation(degrees=(0.0, 360.0), interpolation=_BILINEAR, fill=0)
+        self._flip = v2.RandomVerticalFlip(p=0.5)
 
     def __call__(self, image) -> torch.Tensor:
         x = self._to_tensor(image)
@@ -137,11 +146,21 @@ class TrainTransform(_GalaxyTransform):
             scale = self.min_source_size / min(height, width)
             x = TF.resize(x, [max(round(height * scale), 1), max(round(width * scale), 1)],
                           interpolation=_BILINEAR, antialias=True)
-        return self._augment(x)
+        return self._flip(self._random_resized_crop(self._rotate(x)))
+
+    def _random_resized_crop(self, x: torch.Tensor) -> torch.Tensor:
+        # torchvision's RandomResizedCrop rule for the size (and, with crop_position="random", the place)
+        top, left, height, width = v2.RandomResizedCrop.get_params(
+            x, list(self.crop_scale_bounds), list(self.crop_ratio_bounds))
+        if self.crop_position == "centre":  # the offset rule of EvalTransform's crop
+            top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+        size = [self.resize_after_crop, self.resize_after_crop]
+        return TF.resized_crop(x, top, left, height, width, size, interpolation=_BILINEAR, antialias=True)
 
     def __repr__(self) -> str:
         return (f"TrainTransform(channels={self.channels}, resize_after_crop={self.resize_after_crop}, "
-                f"crop_scale_bounds={self.crop_scale_bounds}, crop_ratio_bounds={self.crop_ratio_bounds})")
+                f"crop_scale_bounds={self.crop_scale_bounds}, crop_ratio_bounds={self.crop_ratio_bounds}, "
+                f"crop_position={self.crop_position!r})")
 
 
 class EvalTransform(CentreCropGeometry, _GalaxyTransform):

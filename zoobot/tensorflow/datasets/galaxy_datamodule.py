@@ -43,7 +43,8 @@ from zoobot.tensorflow.data_utils.image_datasets import (
     read_fits_file,
     read_image_file,
 )
-from zoobot.tensorflow.datasets.transforms import CustomTransform, check_crop_bounds, default_transforms
+from zoobot.tensorflow.datasets.transforms import (CustomTransform, EvalTransform, TrainTransform, check_crop_bounds,
+                                                   default_transforms)
 
 __all__ = ["GalaxyDataModule", "available_cpus", "catalog_dataset", "catalog_labels"]
 
@@ -312,9 +313,18 @@ class GalaxyDataModule:
                                               else custom_torchvision, f"custom_{kind}_transform")
             return (CustomTransform(custom_train, "float", self.channels),
                     CustomTransform(custom_test, "float", self.channels))
-        train = default_train if train_transform is None else CustomTransform(train_transform, "raw")
-        test = default_eval if test_transform is None else CustomTransform(test_transform, "raw")
-        return train, test
+        return self._as_pipeline_transform(train_transform, default_train), \
+            self._as_pipeline_transform(test_transform, default_eval)
+
+    @staticmethod
+    def _as_pipeline_transform(transform, default):
+        """zoobot's own transforms run as they are (a ``TrainTransform`` then gets the pipeline's per-image
+        seeds, so a ``seed`` reproduces its augmentations); other callables are wrapped."""
+        if transform is None:
+            return default
+        if isinstance(transform, (TrainTransform, EvalTransform)):
+            return transform
+        return CustomTransform(transform, "raw")
 
     def _prepare_catalogs(self, catalog, train_fraction, val_fraction, test_fraction, train_catalog, val_catalog,
                           test_catalog, predict_catalog, check_valid_paths):
