@@ -15,7 +15,8 @@ from zoobot.shared.catalogs import split_catalog, validate_catalog
 from zoobot.shared.validation import available_cpus, check_int, is_int
 
 __all__ = ["available_cpus", "loader_settings", "pair", "prepare_catalogs", "default_transform_pair",
-           "check_transform_overrides", "check_crop_bounds", "check_crop_position", "check_size", "check_channels", "CentreCropGeometry"]
+           "check_transform_overrides", "check_crop_bounds", "check_crop_position", "check_size", "check_channels",
+           "CentreCropGeometry"]
 
 
 def loader_settings(batch_size, num_workers, prefetch_factor, stacklevel: int = 3) -> tuple[int, int, int | None]:
@@ -137,8 +138,8 @@ def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float
 #: Where the random training crop sits: ``"centre"`` (the default) keeps it on the image centre, as the
 #: evaluation crop is, and draws only its area and aspect; ``"random"`` places it uniformly at random, as
 #: torchvision's ``RandomResizedCrop`` (and upstream Zoobot) does. Survey cutouts are centred on the
-#: galaxy, and the random offsets cost 7-8 % of the vote-fraction error at 64 px (see "Training recipe
-#: and calibration" in the docs).
+#: galaxy, and the random offsets cost 7-8 % of the vote-fraction error at 64 px (see "Training
+#: recipe and calibration" in the docs).
 CROP_POSITIONS = ("centre", "random")
 
 
