@@ -139,6 +139,16 @@ def test_quick_demo_compares_pretrained_and_random_encoders_and_the_pixel_baseli
     assert auc_row in text
     assert "random encoder" in result.stdout
 
+    # the same two classifiers finetuned on only few_labels of the training galaxies, scored from their files
+    n = demo.QUICK_SETTINGS["few_labels"]
+    few_aucs = [roc_auc_score(test["ring"], pd.read_parquet(
+        save_dir / "predictions" / f"ring_predictions_{n}_labels{suffix}.parquet")["ring_pred_mean"])
+        for suffix in ("", "_random_encoder")]
+    assert [metrics["rings_few_labels"]["roc_auc"], metrics["rings_few_labels_random_encoder"]["roc_auc"]] == \
+        pytest.approx(few_aucs)
+    assert f"| ROC AUC, trained on only {n} galaxies | {few_aucs[0]:.3f} | {few_aucs[1]:.3f} | - | 0.500 |" in text
+    assert (save_dir / f"finetuned_rings_{n}_labels_random_encoder_pytorch" / "ring_classifier.ckpt").is_file()
+
 
 def test_quick_demo_report_points_at_real_docs_and_the_best_checkpoint(quick_demo):
     cwd, save_dir, _, _ = quick_demo
@@ -200,7 +210,9 @@ def test_demo_rejects_bad_settings_before_any_work(tmp_path):
         demo.run_demo(tmp_path / "b", n_galaxies=5)
     with pytest.raises(TypeError, match="unknown settings \\['epochs'\\]"):
         demo.run_demo(tmp_path / "c", epochs=3)
-    assert not any((tmp_path / name).exists() for name in "abc")
+    with pytest.raises(ValueError, match="few_labels must be an integer >= 0 \\(0: no few-label comparison\\)"):
+        demo.run_demo(tmp_path / "d", few_labels=-1)
+    assert not any((tmp_path / name).exists() for name in "abcd")
     result = run_zoobot("demo", "--n-galaxies", 5)
     assert result.returncode == 2 and "--n-galaxies" in result.stderr
 
