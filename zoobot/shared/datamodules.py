@@ -138,7 +138,7 @@ def check_crop_bounds(crop_scale_bounds, crop_ratio_bounds) -> tuple[tuple[float
 #: Where the random training crop sits: ``"centre"`` (the default) keeps it on the image centre, as the
 #: evaluation crop is, and draws only its area and aspect; ``"random"`` places it uniformly at random, as
 #: torchvision's ``RandomResizedCrop`` (and upstream Zoobot) does. Survey cutouts are centred on the
-#: galaxy, and the random offsets cost 7-8 % of the vote-fraction error at 64 px (see "Training
+#: galaxy, and the random offsets made the vote fractions 6-8 % worse at 64 px (see "Training
 #: recipe and calibration" in the docs).
 CROP_POSITIONS = ("centre", "random")
 

@@ -115,7 +115,7 @@ class TrainTransform(_GalaxyTransform):
     crop_position : {"centre", "random"}, default "centre"
         ``"centre"`` keeps each crop on the image centre, where the evaluation crop is and where survey
         cutouts put the galaxy: only its area and aspect are random. ``"random"`` places it uniformly at
-        random, as torchvision's ``RandomResizedCrop`` and upstream Zoobot do (7-8 % worse vote fractions
+        random, as torchvision's ``RandomResizedCrop`` and upstream Zoobot do (6-8 % worse vote fractions
         at 64 px; see "Training recipe and calibration" in the docs).
 
     Examples
